@@ -1,0 +1,63 @@
+"""One settings object for the whole platform.
+
+Read once (from ``PIXSERVE_*`` environment variables or explicit arguments) where a
+process starts, then passed in; nothing reads the environment inside a request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+
+
+class Settings(BaseSettings):
+    """Platform settings; every field can be set as ``PIXSERVE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="PIXSERVE_", extra="forbid")
+
+    # Model store
+    model_store: Path = Field(
+        default=Path("var/models"), description="Directory holding model weights."
+    )
+    extra_manifest: Path | None = Field(
+        default=None, description="Extra manifest JSON merged over the packaged one."
+    )
+    models: list[str] = Field(
+        default=["x4plus"], description="Models the Upscaler deployment loads at start."
+    )
+    default_model: str = Field(default="x4plus", description="Model used when none is named.")
+
+    # Inference
+    device: Device = Field(default="auto", description="cuda when available under auto.")
+    precision: Precision = Field(
+        default="auto", description="auto: fp16 on CUDA, fp32 on CPU."
+    )
+    tile_size: int = Field(default=192, ge=16, le=1024, description="Tile edge in input px.")
+    tile_pad: int = Field(default=10, ge=0, le=64, description="Context px around each tile.")
+    tile_batch_size: int = Field(default=8, ge=1, le=256, description="Tiles per forward pass.")
+    compile: bool = Field(default=False, description="torch.compile on CUDA (warmed at load).")
+    gpu_memory_fraction: float | None = Field(
+        default=None, gt=0, le=1, description="Per-process CUDA memory cap (fractional GPUs)."
+    )
+
+    # Serve batching
+    batch_max_requests: int = Field(default=8, ge=1, le=256)
+    batch_wait_timeout_s: float = Field(default=0.01, ge=0, le=1)
+
+    # Input limits
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
+    max_input_pixels: int = Field(default=4096 * 4096, ge=1)
+    max_output_pixels: int = Field(default=16384 * 16384, ge=1)
+    max_side: int = Field(default=16384, ge=1, description="Largest accepted width/height.")
+    max_scale: float = Field(default=8.0, gt=1)
+
+    @field_validator("model_store", "extra_manifest")
+    @classmethod
+    def _expand_user(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None

@@ -1,0 +1,88 @@
+"""Errors the platform raises on purpose, each with a stable code and an HTTP status.
+
+The API turns any ``PixserveError`` into ``{"error": {"code", "message"}}`` with its
+status, so a bad input is always a 4xx that names the problem, never a 500.
+"""
+
+from __future__ import annotations
+
+
+class PixserveError(Exception):
+    """Base of every expected failure; ``code`` is machine-readable, message human."""
+
+    code = "error"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidImage(PixserveError):
+    """The bytes are not a decodable image (garbage, truncated, zero-size)."""
+
+    code = "invalid_image"
+    status = 400
+
+
+class UnsupportedFormat(PixserveError):
+    """A recognised file type the platform does not process (SVG, PDF, ...)."""
+
+    code = "unsupported_format"
+    status = 415
+
+
+class PayloadTooLarge(PixserveError):
+    """The upload is over the byte limit."""
+
+    code = "payload_too_large"
+    status = 413
+
+
+class ImageTooLarge(PixserveError):
+    """The image (or the requested output) is over a pixel or side limit."""
+
+    code = "image_too_large"
+    status = 413
+
+
+class InvalidParameter(PixserveError):
+    """A request parameter is out of range or inconsistent."""
+
+    code = "invalid_parameter"
+    status = 422
+
+
+class UnknownModel(PixserveError):
+    """The named model is not in the manifest."""
+
+    code = "unknown_model"
+    status = 422
+
+
+class ModelNotReady(PixserveError):
+    """A known model whose weights are not loaded (missing from the store, still loading)."""
+
+    code = "model_not_ready"
+    status = 503
+
+
+class ChecksumMismatch(PixserveError):
+    """A weight file's sha256 differs from the manifest; it is refused, never loaded."""
+
+    code = "checksum_mismatch"
+    status = 503
+
+
+class EngineOutOfMemory(PixserveError):
+    """CUDA ran out of memory even at a tile batch of one."""
+
+    code = "out_of_memory"
+    status = 503
+
+
+class ServiceUnavailable(PixserveError):
+    """A deployment the request needs is not reachable."""
+
+    code = "service_unavailable"
+    status = 503

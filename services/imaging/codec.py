@@ -1,0 +1,239 @@
+"""Decode and validate uploaded images; encode results.
+
+Decoding refuses bad input before it costs anything: the byte limit first, then the
+file signature, then the header's dimensions (so a decompression bomb is refused
+before its pixels are decoded). Pixels travel as float32 HxWxC arrays in [0, 1];
+16-bit PNGs keep their precision end to end.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+from services.errors import ImageTooLarge, InvalidImage, PayloadTooLarge, UnsupportedFormat
+
+OutputFormat = Literal["png", "jpeg", "webp"]
+CONTENT_TYPES: dict[str, str] = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+}
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_ACCEPTED_SIGNATURES: tuple[tuple[str, bytes, int], ...] = (
+    ("png", _PNG_SIGNATURE, 0),
+    ("jpeg", b"\xff\xd8\xff", 0),
+    ("webp", b"WEBP", 8),
+    ("bmp", b"BM", 0),
+    ("tiff", b"II*\x00", 0),
+    ("tiff", b"MM\x00*", 0),
+    ("gif", b"GIF8", 0),
+)
+_REFUSED_SIGNATURES: tuple[tuple[str, bytes], ...] = (
+    ("PDF", b"%PDF"),
+    ("SVG", b"<svg"),
+    ("SVG/XML", b"<?xml"),
+    ("HEIF/AVIF", b"ftyp"),
+    ("Photoshop PSD", b"8BPS"),
+    ("ZIP archive", b"PK\x03\x04"),
+)
+_GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What decode accepts: bytes, pixels, and the longest side."""
+
+    max_bytes: int
+    max_pixels: int
+    max_side: int
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """Pixels as float32 HxWxC in [0, 1]; C is 1 (gray), 2 (gray+alpha), 3 or 4."""
+
+    pixels: np.ndarray
+    bit_depth: int
+    source_format: str
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.pixels.shape[2] in (2, 4)
+
+    @property
+    def is_color(self) -> bool:
+        return self.pixels.shape[2] >= 3
+
+
+def decode_image(data: bytes, limits: ImageLimits) -> DecodedImage:
+    """Validate and decode ``data``; raise a ``PixserveError`` naming what is wrong."""
+    if len(data) > limits.max_bytes:
+        raise PayloadTooLarge(
+            f"upload is {len(data)} bytes; the limit is {limits.max_bytes} bytes"
+        )
+    if not data:
+        raise InvalidImage("the upload is empty (0 bytes)")
+    kind = sniff_format(data)
+    if kind == "png" and _png_bit_depth(data) == 16:
+        return _decode_png16(data, limits)
+    return _decode_with_pillow(data, kind, limits)
+
+
+def sniff_format(data: bytes) -> str:
+    """Name the format from the file signature, refusing known non-image formats."""
+    for kind, signature, offset in _ACCEPTED_SIGNATURES:
+        if data[offset : offset + len(signature)] == signature:
+            return kind
+    head = data[:64].lstrip()
+    for name, signature in _REFUSED_SIGNATURES:
+        if signature in head[:16]:
+            raise UnsupportedFormat(
+                f"{name} files are not supported; send PNG, JPEG, WEBP, BMP, TIFF or GIF"
+            )
+    raise InvalidImage("the upload is not an image (unrecognised file signature)")
+
+
+def check_dimensions(width: int, height: int, limits: ImageLimits) -> None:
+    """Refuse zero-size, over-long or over-large images before decoding pixels."""
+    if width <= 0 or height <= 0:
+        raise InvalidImage(f"image has zero size ({width}x{height})")
+    if max(width, height) > limits.max_side:
+        raise ImageTooLarge(
+            f"image is {width}x{height}; the longest side allowed is {limits.max_side} px"
+        )
+    if width * height > limits.max_pixels:
+        raise ImageTooLarge(
+            f"image is {width}x{height} = {width * height} pixels; "
+            f"the limit is {limits.max_pixels} pixels"
+        )
+
+
+def _png_bit_depth(data: bytes) -> int:
+    return data[24] if len(data) > 24 else 8
+
+
+def _png_dimensions(data: bytes) -> tuple[int, int]:
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise InvalidImage("PNG header is truncated or malformed")
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
+
+
+def _decode_png16(data: bytes, limits: ImageLimits) -> DecodedImage:
+    """16-bit PNGs go through OpenCV: Pillow truncates 16-bit colour to 8 bits."""
+    width, height = _png_dimensions(data)
+    check_dimensions(width, height, limits)
+    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise InvalidImage("PNG data is truncated or corrupt")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    elif array.shape[2] == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+    elif array.shape[2] == 4:
+        array = cv2.cvtColor(array, cv2.COLOR_BGRA2RGBA)
+    scale = 65535.0 if array.dtype == np.uint16 else 255.0
+    depth = 16 if array.dtype == np.uint16 else 8
+    return DecodedImage(array.astype(np.float32) / scale, depth, "png")
+
+
+def _decode_with_pillow(data: bytes, kind: str, limits: ImageLimits) -> DecodedImage:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+            check_dimensions(image.width, image.height, limits)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageTooLarge(f"image refused as a decompression bomb: {exc}") from exc
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise InvalidImage(f"{kind.upper()} data is truncated or corrupt: {exc}") from exc
+    return DecodedImage(*_pillow_to_array(image), kind)
+
+
+def _pillow_to_array(image: Image.Image) -> tuple[np.ndarray, int]:
+    """Convert any Pillow mode to gray/gray+alpha/RGB/RGBA float32 in [0, 1]."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float32)[:, :, None]
+        return np.clip(array / 65535.0, 0.0, 1.0), 16
+    has_alpha = image.mode in ("RGBA", "LA", "La", "PA", "RGBa") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    is_color = image.mode not in _GRAY_MODES
+    if image.mode == "P":
+        is_color = True
+    target = {(True, True): "RGBA", (True, False): "RGB", (False, True): "LA"}.get(
+        (is_color, has_alpha), "L"
+    )
+    array = np.asarray(image.convert(target), dtype=np.float32) / 255.0
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return array, 8
+
+
+def encode_image(
+    pixels: np.ndarray, fmt: OutputFormat, quality: int = 90, bit_depth: int = 8
+) -> bytes:
+    """Encode float32 HxWxC pixels; PNG keeps 16 bits when the input had them."""
+    if fmt == "png" and bit_depth == 16:
+        return _encode_png16(pixels)
+    image = _array_to_pillow(pixels)
+    buffer = io.BytesIO()
+    if fmt == "jpeg":
+        _flatten_alpha(image).save(buffer, "JPEG", quality=quality)
+    elif fmt == "webp":
+        if image.mode == "LA":
+            image = image.convert("RGBA")
+        image.save(buffer, "WEBP", quality=quality)
+    else:
+        image.save(buffer, "PNG", compress_level=3)
+    return buffer.getvalue()
+
+
+def _array_to_pillow(pixels: np.ndarray) -> Image.Image:
+    array = (np.clip(pixels, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[2]]
+    return Image.fromarray(array[:, :, 0] if mode == "L" else array, mode=mode)
+
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    """JPEG has no alpha: composite onto white, as browsers and viewers do."""
+    if image.mode not in ("RGBA", "LA"):
+        return image
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _encode_png16(pixels: np.ndarray) -> bytes:
+    array = (np.clip(pixels, 0.0, 1.0) * 65535.0).round().astype(np.uint16)
+    channels = array.shape[2]
+    if channels == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    elif channels == 4:
+        array = cv2.cvtColor(array, cv2.COLOR_RGBA2BGRA)
+    elif channels == 2:
+        rgb = np.repeat(array[:, :, :1], 3, axis=2)
+        array = cv2.cvtColor(np.concatenate([rgb, array[:, :, 1:]], axis=2), cv2.COLOR_RGBA2BGRA)
+    ok, encoded = cv2.imencode(".png", array)
+    if not ok:
+        raise InvalidImage("could not encode the result as 16-bit PNG")
+    return bytes(encoded.tobytes())

