@@ -1,0 +1,24 @@
+"""The Ingress deployment: the FastAPI app, wired to the model deployments' handles."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments.backend import ServeBackend
+from services.api.app import create_api
+from services.config import Settings
+
+
+@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.5})
+@serve.ingress()
+class Ingress:
+    """Decodes, tiles and encodes on CPU; only tiles travel to the Upscaler."""
+
+    def __init__(self, upscaler: DeploymentHandle, settings: Settings) -> None:
+        self.settings = settings
+        self.backend = ServeBackend(upscaler)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_api(self.settings, self.backend)

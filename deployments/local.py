@@ -1,0 +1,86 @@
+"""Run the Serve config on a single machine: the embedded default of ``pixserve up``.
+
+The config file stays the one source; a local run only fills in what depends on the
+machine (absolute model-store path, GPU share when CUDA is present, the HTTP port).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import yaml
+from ray import serve
+from ray.serve._private import api as serve_private_api
+from ray.serve.schema import ServeDeploySchema
+
+DEFAULT_CONFIG = Path(__file__).with_name("serve_config.yaml")
+APP_NAME = "pixserve"
+
+
+def load_config(path: Path = DEFAULT_CONFIG) -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(path.read_text())
+    return config
+
+
+def localize(
+    config: dict[str, Any],
+    args: dict[str, Any] | None = None,
+    deployments: dict[str, dict[str, Any]] | None = None,
+    port: int | None = None,
+) -> dict[str, Any]:
+    """A copy of ``config`` with app args, per-deployment options and the port overridden."""
+    result = copy.deepcopy(config)
+    app = result["applications"][0]
+    app["args"] = {**app.get("args", {}), **(args or {})}
+    store = Path(app["args"].get("model_store", "var/models")).expanduser()
+    app["args"]["model_store"] = str(store.resolve())
+    for entry in app.get("deployments", []):
+        _merge(entry, (deployments or {}).get(entry["name"], {}))
+    if port is not None:
+        result.setdefault("http_options", {})["port"] = port
+    return result
+
+
+def deploy(config: dict[str, Any], timeout_s: float = 600.0) -> None:
+    """Start Serve on the connected Ray cluster, deploy ``config``, wait until RUNNING.
+
+    Uses the same private entry points as ``serve run CONFIG`` (Ray 2.60), which has no
+    public in-process equivalent for a config file.
+    """
+    schema = ServeDeploySchema.model_validate(config)
+    client = serve_private_api.serve_start(
+        http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
+    )
+    client.deploy_apps(schema, _blocking=False)
+    wait_until_running(APP_NAME, timeout_s)
+
+
+def wait_until_running(app_name: str, timeout_s: float) -> None:
+    """Poll Serve until the app runs; raise with Serve's message if it fails or stalls."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get(app_name)
+        if app is not None and app.status == "RUNNING":
+            return
+        if app is not None and app.status == "DEPLOY_FAILED":
+            raise RuntimeError(f"deploying {app_name} failed: {app.message}")
+        time.sleep(0.5)
+    raise TimeoutError(f"{app_name} was not running after {timeout_s:.0f} s")
+
+
+def start_ray(num_cpus: int | None = None) -> None:
+    """Start (or join) a local Ray instance in the Serve namespace."""
+    if not ray.is_initialized():
+        ray.init(num_cpus=num_cpus, namespace="serve", include_dashboard=False)
+
+
+def _merge(target: dict[str, Any], updates: dict[str, Any]) -> None:
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value

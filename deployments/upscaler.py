@@ -1,0 +1,41 @@
+"""The Upscaler deployment: the upscale engine behind ``@serve.batch`` over tile stacks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from ray import serve
+
+from services.config import Settings
+from services.errors import PixserveError
+from services.models.manifest import load_manifest
+from services.models.store import ModelStore
+from services.models.upscaler import EngineStatus, ForwardPass, TileRequest, UpscaleEngine
+
+
+@serve.deployment(name="Upscaler", ray_actor_options={"num_cpus": 1, "num_gpus": 0})
+class Upscaler:
+    """Loads the configured models once; batches concurrent requests' tiles together."""
+
+    def __init__(self, settings: Settings) -> None:
+        store = ModelStore(settings.model_store, load_manifest(settings.extra_manifest))
+        self.engine = UpscaleEngine(settings, store)
+        self.engine.load()
+        self.upscale_batch.set_max_batch_size(settings.batch_max_requests)
+        self.upscale_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def upscale_batch(
+        self, requests: list[TileRequest]
+    ) -> list[np.ndarray | PixserveError]:
+        return await asyncio.to_thread(self.engine.predict, requests)
+
+    def status(self) -> EngineStatus:
+        return self.engine.status()
+
+    def forward_passes(self) -> list[ForwardPass]:
+        return list(self.engine.passes)
+
+    def check_health(self) -> None:
+        self.engine.check_health()

@@ -1,0 +1,47 @@
+"""The FastAPI application: routers, error envelope, and the upload size guard."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+
+from services.api.backend import PlatformBackend
+from services.api.errors import error_response, install_error_handlers
+from services.api.routes import health, models, upscale
+from services.config import Settings
+from services.models.manifest import load_manifest
+
+_MULTIPART_OVERHEAD = 64 * 1024
+
+
+def create_api(settings: Settings, backend: PlatformBackend | None = None) -> FastAPI:
+    """Build the API; ``backend`` may also be attached later as ``app.state.backend``."""
+    app = FastAPI(
+        title="pixserve",
+        version="0.1.0",
+        description="Image restoration and upscaling on Ray Serve.",
+    )
+    app.state.settings = settings
+    app.state.manifest = load_manifest(settings.extra_manifest)
+    app.state.backend = backend
+    install_error_handlers(app)
+    _install_body_limit(app, settings.max_upload_bytes + _MULTIPART_OVERHEAD)
+    for router in (upscale.router, models.router, health.router):
+        app.include_router(router)
+    return app
+
+
+def _install_body_limit(app: FastAPI, limit: int) -> None:
+    """Refuse an over-long body from its Content-Length, before it is read or spooled."""
+
+    @app.middleware("http")
+    async def _limit_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            return error_response(
+                413, "payload_too_large", f"request body is {declared} bytes; limit {limit}"
+            )
+        return await call_next(request)

@@ -1,0 +1,16 @@
+"""What the API needs from the serving layer, as a protocol the Ray adapter implements."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from services.api.schemas import DeploymentReadiness
+from services.pipelines.upscale import TileBackend
+
+
+class PlatformBackend(TileBackend, Protocol):
+    """Tile inference plus the state of the model deployments behind it."""
+
+    async def readiness(self) -> dict[str, DeploymentReadiness]:
+        """Per deployment: reachable, device, loaded and missing models."""
+        ...

@@ -1,0 +1,38 @@
+"""FastAPI dependencies: the settings, manifest and backend a route works with.
+
+The serving layer puts them on ``app.state`` when the ingress starts; routes read them
+through these aliases and never reach into the environment themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from services.api.backend import PlatformBackend
+from services.config import Settings
+from services.errors import ServiceUnavailable
+from services.models.manifest import Manifest
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_manifest(request: Request) -> Manifest:
+    manifest: Manifest = request.app.state.manifest
+    return manifest
+
+
+def get_backend(request: Request) -> PlatformBackend:
+    backend: PlatformBackend | None = getattr(request.app.state, "backend", None)
+    if backend is None:
+        raise ServiceUnavailable("the model deployments are not connected yet")
+    return backend
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ManifestDep = Annotated[Manifest, Depends(get_manifest)]
+BackendDep = Annotated[PlatformBackend, Depends(get_backend)]

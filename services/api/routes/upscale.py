@@ -1,0 +1,52 @@
+"""``POST /v1/upscale``: one image in, the upscaled image out."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import Response
+
+from services.api.deps import BackendDep, ManifestDep, SettingsDep
+from services.api.schemas import ErrorPublic
+from services.errors import PayloadTooLarge
+from services.pipelines.upscale import UpscaleOptions, upscale_upload
+
+router = APIRouter(tags=["upscale"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorPublic} for code in (400, 413, 415, 422, 503)
+}
+
+
+@router.post(
+    "/v1/upscale",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}, **_ERRORS},
+)
+async def create_upscale(
+    settings: SettingsDep,
+    manifest: ManifestDep,
+    backend: BackendDep,
+    image: Annotated[UploadFile, File(description="The image: PNG, JPEG, WEBP, BMP, TIFF, GIF.")],
+    model: Annotated[str | None, Form(description="Model name; see GET /v1/models.")] = None,
+    scale: Annotated[float | None, Form(description="Output scale, e.g. 2.5.")] = None,
+    width: Annotated[int | None, Form(ge=1, description="Target width in px.")] = None,
+    height: Annotated[int | None, Form(ge=1, description="Target height in px.")] = None,
+    output_format: Annotated[Literal["png", "jpeg", "webp"], Form(alias="format")] = "png",
+    quality: Annotated[int, Form(ge=1, le=100, description="JPEG/WEBP quality.")] = 90,
+) -> Response:
+    """Upscale one image with a Real-ESRGAN model and return it encoded."""
+    data = await image.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise PayloadTooLarge(f"upload is over the limit of {settings.max_upload_bytes} bytes")
+    spec = manifest.get(model or settings.default_model)
+    options = UpscaleOptions(spec.name, scale, width, height, output_format, quality)
+    result = await upscale_upload(data, options, spec.scale, backend, settings)
+    headers = {
+        "X-Pixserve-Model": spec.name,
+        "X-Pixserve-Input-Size": "{}x{}".format(*result.input_size),
+        "X-Pixserve-Output-Size": "{}x{}".format(*result.output_size),
+        "X-Pixserve-Tiles": str(result.tiles),
+    }
+    return Response(result.data, media_type=result.content_type, headers=headers)

@@ -1,0 +1,56 @@
+"""Response bodies of the public API, named ``<Thing>Public`` as they leave the service."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ErrorDetail(BaseModel):
+    """A machine-readable code and a message a person can act on."""
+
+    code: str
+    message: str
+
+
+class ErrorPublic(BaseModel):
+    """The one error envelope every 4xx/5xx carries."""
+
+    error: ErrorDetail
+
+
+class ModelPublic(BaseModel):
+    """A declared model and whether the serving replicas have it loaded."""
+
+    name: str
+    architecture: str
+    scale: int
+    license: str
+    description: str
+    state: Literal["loaded", "missing", "not_configured", "unknown"]
+    detail: str | None = None
+
+
+class ModelListPublic(BaseModel):
+    default_model: str
+    models: list[ModelPublic]
+
+
+class DeploymentReadiness(BaseModel):
+    """One deployment's readiness: reachable, and which models wait for what."""
+
+    ready: bool
+    device: str | None = None
+    loaded: list[str] = Field(default_factory=list)
+    missing: dict[str, str] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class ReadinessPublic(BaseModel):
+    ready: bool
+    deployments: dict[str, DeploymentReadiness]
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok"] = "ok"

@@ -1,0 +1,230 @@
+"""The upscale engine: Real-ESRGAN models loaded through spandrel, batched over tiles.
+
+A plain class with no serving code: ``load()`` once, then ``predict()`` on a list of
+tile stacks from any number of requests. Tiles of the same model and size are
+concatenated and run in chunks of ``tile_batch_size``, so one forward pass can hold
+tiles of several images. On CUDA: fp16/bf16, channels_last, optional torch.compile
+warmed at load, a per-process memory cap, and on out-of-memory the chunk is halved
+and retried before the request fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import spandrel
+import torch
+
+from services.config import Settings
+from services.errors import EngineOutOfMemory, ModelNotReady, PixserveError
+from services.models.store import ModelStore
+
+logger = logging.getLogger(__name__)
+_HEALTH_ERROR_LIMIT = 3
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class TileRequest:
+    """One request's tiles for one model: an (N, 3, S, S) float32 stack in [0, 1]."""
+
+    model: str
+    tiles: np.ndarray
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class ForwardPass:
+    """A record of one forward pass: how many tiles, from how many requests."""
+
+    model: str
+    tiles: int
+    request_ids: tuple[str, ...]
+    tile_size: int
+    seconds: float
+
+
+@dataclass
+class LoadedModel:
+    """A ready model: the module, its scale and how big a chunk it currently takes."""
+
+    module: torch.nn.Module
+    scale: int
+    batch_limit: int
+    load_seconds: float
+
+
+@dataclass
+class EngineStatus:
+    """What the engine holds: device, dtype, loaded models and why others are missing."""
+
+    device: str
+    dtype: str
+    loaded: dict[str, int] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    load_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class UpscaleEngine:
+    """Loads the configured models and upscales batches of tiles."""
+
+    def __init__(self, settings: Settings, store: ModelStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.device = _resolve_device(settings)
+        self.dtype = _resolve_dtype(settings, self.device)
+        self.models: dict[str, LoadedModel] = {}
+        self.missing: dict[str, str] = {}
+        self.passes: deque[ForwardPass] = deque(maxlen=256)
+        self._cuda_errors = 0
+
+    def load(self) -> None:
+        """Load every model named in settings; a missing one is recorded, not fatal."""
+        if self.device.type == "cuda" and self.settings.gpu_memory_fraction:
+            torch.cuda.set_per_process_memory_fraction(self.settings.gpu_memory_fraction)
+        for name in self.settings.models:
+            try:
+                self.models[name] = self._load_one(name)
+                self.missing.pop(name, None)
+            except PixserveError as exc:
+                logger.warning("model %s not loaded: %s", name, exc.message)
+                self.missing[name] = exc.message
+
+    def predict(self, requests: list[TileRequest]) -> list[np.ndarray | PixserveError]:
+        """Upscale each request's tiles; errors are returned per request, not raised."""
+        results: list[np.ndarray | PixserveError] = [
+            np.empty(0, np.float32) for _ in requests
+        ]
+        for (model, _), members in _group(requests).items():
+            try:
+                outputs = self._run_group(model, [requests[i] for i in members])
+            except PixserveError as exc:
+                outputs = [exc] * len(members)
+            for index, output in zip(members, outputs, strict=True):
+                results[index] = output
+        return results
+
+    def status(self) -> EngineStatus:
+        return EngineStatus(
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+            loaded={name: loaded.scale for name, loaded in self.models.items()},
+            missing=dict(self.missing),
+            load_seconds={name: loaded.load_seconds for name, loaded in self.models.items()},
+        )
+
+    def check_health(self) -> None:
+        """Raise once CUDA errors repeat, so the serving layer replaces this replica."""
+        if self._cuda_errors >= _HEALTH_ERROR_LIMIT:
+            raise RuntimeError(f"{self._cuda_errors} consecutive CUDA errors")
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _load_one(self, name: str) -> LoadedModel:
+        spec = self.store.manifest.get(name)
+        path = self.store.locate(name)
+        started = time.perf_counter()
+        descriptor = spandrel.ModelLoader(device=self.device).load_from_file(path)
+        if descriptor.scale != spec.scale:
+            raise ModelNotReady(
+                f"{path.name} is a x{descriptor.scale} model; the manifest says x{spec.scale}"
+            )
+        module = descriptor.model.eval().to(self.device, self.dtype)
+        if self.device.type == "cuda":
+            module = module.to(memory_format=torch.channels_last)
+            if self.settings.compile:
+                module = self._compile(module)
+        return LoadedModel(
+            module, spec.scale, self.settings.tile_batch_size, time.perf_counter() - started
+        )
+
+    def _compile(self, module: torch.nn.Module) -> torch.nn.Module:
+        """Compile, then warm up at the serving tile shape so requests never pay for it."""
+        compiled = torch.compile(module, dynamic=False)
+        size = self.settings.tile_size + 2 * self.settings.tile_pad
+        warm = np.zeros((self.settings.tile_batch_size, 3, size, size), np.float32)
+        self._forward(compiled, warm)  # type: ignore[arg-type]
+        return compiled  # type: ignore[return-value]
+
+    def _run_group(self, model: str, members: list[TileRequest]) -> list[np.ndarray]:
+        loaded = self.models.get(model)
+        if loaded is None:
+            reason = self.missing.get(model, f"model '{model}' is not loaded by this replica")
+            raise ModelNotReady(reason)
+        stack = np.concatenate([member.tiles for member in members])
+        started = time.perf_counter()
+        output = self._run_chunks(loaded, stack)
+        self.passes.append(
+            ForwardPass(
+                model,
+                len(stack),
+                tuple(member.request_id for member in members),
+                int(stack.shape[-1]),
+                time.perf_counter() - started,
+            )
+        )
+        bounds = np.cumsum([len(member.tiles) for member in members])[:-1]
+        return list(np.split(output, bounds))
+
+    def _run_chunks(self, loaded: LoadedModel, stack: np.ndarray) -> np.ndarray:
+        """Run in chunks; on CUDA OOM halve the chunk and retry, down to one tile."""
+        outputs: list[np.ndarray] = []
+        start = 0
+        while start < len(stack):
+            chunk = stack[start : start + loaded.batch_limit]
+            try:
+                outputs.append(self._forward(loaded.module, chunk))
+            except torch.OutOfMemoryError as exc:
+                self._shrink_after_oom(loaded, exc)
+                continue
+            start += len(chunk)
+        return np.concatenate(outputs)
+
+    def _shrink_after_oom(self, loaded: LoadedModel, exc: Exception) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if loaded.batch_limit == 1:
+            raise EngineOutOfMemory(
+                "out of GPU memory even at one tile per pass; lower tile_size"
+            ) from exc
+        loaded.batch_limit = max(1, loaded.batch_limit // 2)
+        logger.warning("CUDA out of memory; tile batch lowered to %d", loaded.batch_limit)
+
+    def _forward(self, module: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
+        try:
+            with torch.inference_mode():
+                tensor = torch.from_numpy(batch).to(self.device, self.dtype)
+                if self.device.type == "cuda":
+                    tensor = tensor.contiguous(memory_format=torch.channels_last)
+                result = module(tensor).clamp_(0.0, 1.0).float().cpu().numpy()
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError:
+            if self.device.type == "cuda":
+                self._cuda_errors += 1
+            raise
+        self._cuda_errors = 0
+        return np.asarray(result)
+
+
+def _group(requests: list[TileRequest]) -> dict[tuple[str, tuple[int, ...]], list[int]]:
+    groups: dict[tuple[str, tuple[int, ...]], list[int]] = {}
+    for index, request in enumerate(requests):
+        groups.setdefault((request.model, request.tiles.shape[1:]), []).append(index)
+    return groups
+
+
+def _resolve_device(settings: Settings) -> torch.device:
+    if settings.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(settings.device)
+
+
+def _resolve_dtype(settings: Settings, device: torch.device) -> torch.dtype:
+    if settings.precision != "auto":
+        return _DTYPES[settings.precision]
+    return torch.float16 if device.type == "cuda" else torch.float32

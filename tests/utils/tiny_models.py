@@ -1,0 +1,54 @@
+"""Tiny random-weight Real-ESRGAN models, saved in the real formats, with a manifest.
+
+They run the real loading path (spandrel, checksum, manifest) in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from spandrel.architectures.Compact import Compact as SRVGGNetCompact
+from spandrel.architectures.ESRGAN import ESRGAN as RRDBNet
+
+from services.models.store import sha256_file
+
+TINY_RRDB = "tiny-x4"
+TINY_COMPACT = "tiny-compact-x2"
+
+
+def _rrdb() -> torch.nn.Module:
+    return RRDBNet(num_filters=8, num_blocks=1, scale=4)
+
+
+def _compact() -> torch.nn.Module:
+    return SRVGGNetCompact(num_feat=8, num_conv=2, upscale=2)
+
+
+def build_tiny_store(root: Path) -> Path:
+    """Write the tiny models into ``root`` and return the path of their manifest."""
+    root.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    entries = []
+    for name, arch, scale, build in (
+        (TINY_RRDB, "RRDBNet", 4, _rrdb),
+        (TINY_COMPACT, "SRVGGNetCompact", 2, _compact),
+    ):
+        filename = f"{name}.pth"
+        torch.save(build().state_dict(), root / filename)
+        entries.append(
+            {
+                "name": name,
+                "architecture": arch,
+                "scale": scale,
+                "license": "test-only",
+                "description": "random weights for tests",
+                "sources": [
+                    {"kind": "local", "filename": filename, "sha256": sha256_file(root / filename)}
+                ],
+            }
+        )
+    manifest = root / "manifest.json"
+    manifest.write_text(json.dumps({"models": entries}, indent=2))
+    return manifest
