@@ -46,7 +46,7 @@ def localize(
 
 
 def deploy(config: dict[str, Any], timeout_s: float = 600.0) -> None:
-    """Start Serve on the connected Ray cluster, deploy ``config``, wait until RUNNING.
+    """Start Serve on the connected Ray cluster, deploy ``config``, wait until all run.
 
     Uses the same private entry points as ``serve run CONFIG`` (Ray 2.60), which has no
     public in-process equivalent for a config file.
@@ -56,7 +56,8 @@ def deploy(config: dict[str, Any], timeout_s: float = 600.0) -> None:
         http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
     )
     client.deploy_apps(schema, _blocking=False)
-    wait_until_running(APP_NAME, timeout_s)
+    for app in schema.applications:
+        wait_until_running(app.name, timeout_s)
 
 
 def wait_until_running(app_name: str, timeout_s: float) -> None:

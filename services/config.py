@@ -21,6 +21,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PIXSERVE_", extra="forbid")
 
+    # Client (CLI)
+    api_url: str = Field(
+        default="http://127.0.0.1:8000", description="Where the CLI finds the REST API."
+    )
+
     # Model store
     model_store: Path = Field(
         default=Path("var/models"), description="Directory holding model weights."

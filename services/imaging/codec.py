@@ -91,8 +91,10 @@ def decode_image(data: bytes, limits: ImageLimits) -> DecodedImage:
     if not data:
         raise InvalidImage("the upload is empty (0 bytes)")
     kind = sniff_format(data)
-    if kind == "png" and _png_bit_depth(data) == 16:
-        return _decode_png16(data, limits)
+    if kind == "png":
+        check_dimensions(*_png_dimensions(data), limits)
+        if _png_bit_depth(data) == 16:
+            return _decode_png16(data)
     return _decode_with_pillow(data, kind, limits)
 
 
@@ -136,10 +138,8 @@ def _png_dimensions(data: bytes) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def _decode_png16(data: bytes, limits: ImageLimits) -> DecodedImage:
+def _decode_png16(data: bytes) -> DecodedImage:
     """16-bit PNGs go through OpenCV: Pillow truncates 16-bit colour to 8 bits."""
-    width, height = _png_dimensions(data)
-    check_dimensions(width, height, limits)
     array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise InvalidImage("PNG data is truncated or corrupt")

@@ -228,3 +228,20 @@ def _resolve_dtype(settings: Settings, device: torch.device) -> torch.dtype:
     if settings.precision != "auto":
         return _DTYPES[settings.precision]
     return torch.float16 if device.type == "cuda" else torch.float32
+
+
+class EngineBackend:
+    """Runs tiles on an in-process engine: the pipeline's backend without Serve.
+
+    Used by the benchmark's engine path and by tests; the service uses the Serve
+    handle backend instead.
+    """
+
+    def __init__(self, engine: UpscaleEngine) -> None:
+        self.engine = engine
+
+    async def upscale_tiles(self, model: str, tiles: np.ndarray) -> np.ndarray:
+        (result,) = self.engine.predict([TileRequest(model, tiles)])
+        if isinstance(result, PixserveError):
+            raise result
+        return result

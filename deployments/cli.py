@@ -1,0 +1,55 @@
+"""Entry point of the ``pixserve`` console script: the client CLI plus ``pixserve up``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from services.cli.main import main as cli_main
+from services.config import Settings
+
+
+def register_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    up = commands.add_parser("up", help="start Ray and the app on this machine (Ctrl-C stops)")
+    up.add_argument("--config", type=Path, help="Serve config file (default: the packaged one)")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--num-cpus", type=int, help="logical CPUs for Ray (default: all)")
+    up.add_argument("--num-gpus", type=float, help="GPU share per Upscaler replica")
+    up.add_argument("--models", help="comma-separated models to load (default: config)")
+    up.set_defaults(handler=run_up)
+
+
+def run_up(args: argparse.Namespace, settings: Settings) -> int:
+    from deployments import local  # imported here: Ray starts slowly and only `up` needs it
+
+    overrides: dict[str, Any] = {"model_store": str(settings.model_store)}
+    if args.models:
+        overrides["models"] = args.models.split(",")
+    config = local.localize(
+        local.load_config(args.config or local.DEFAULT_CONFIG),
+        args=overrides,
+        deployments=_gpu_overrides(args.num_gpus),
+        port=args.port,
+    )
+    local.start_ray(num_cpus=args.num_cpus)
+    local.deploy(config)
+    print(f"pixserve is up: http://127.0.0.1:{args.port}  (API docs: /docs; Ctrl-C stops)")
+    sys.stdout.flush()
+    while True:
+        time.sleep(3600)
+
+
+def _gpu_overrides(num_gpus: float | None) -> dict[str, dict[str, Any]]:
+    """Give the Upscaler a GPU share when CUDA is visible, unless told otherwise."""
+    if num_gpus is None:
+        import torch
+
+        num_gpus = 0.5 if torch.cuda.is_available() else 0.0
+    return {"Upscaler": {"ray_actor_options": {"num_gpus": num_gpus}}}
+
+
+def main() -> None:
+    sys.exit(cli_main(registrars=[register_up]))

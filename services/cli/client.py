@@ -1,0 +1,77 @@
+"""A small REST client for the CLI: turns error envelopes into ``ClientError``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+class ClientError(Exception):
+    """A failed call, carrying the server's error code and message when it sent one."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class UpscaleRequest:
+    """Form fields of ``POST /v1/upscale`` (None fields are not sent)."""
+
+    model: str | None = None
+    scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    output_format: str = "png"
+    quality: int = 90
+
+    def form(self) -> dict[str, str]:
+        fields = {
+            "model": self.model,
+            "scale": self.scale,
+            "width": self.width,
+            "height": self.height,
+            "format": self.output_format,
+            "quality": self.quality,
+        }
+        return {key: str(value) for key, value in fields.items() if value is not None}
+
+
+class PixserveClient:
+    """Calls the pixserve REST API."""
+
+    def __init__(self, base_url: str, timeout_s: float = 600.0) -> None:
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s)
+
+    def upscale(self, path: Path, request: UpscaleRequest) -> bytes:
+        files = {"image": (path.name, path.read_bytes(), "application/octet-stream")}
+        response = self._send("POST", "/v1/upscale", files=files, data=request.form())
+        return response.content
+
+    def get_json(self, path: str, allow_status: tuple[int, ...] = ()) -> Any:
+        return self._send("GET", path, allow_status=allow_status).json()
+
+    def _send(
+        self, method: str, path: str, allow_status: tuple[int, ...] = (), **kwargs: Any
+    ) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ClientError(
+                "unreachable", f"cannot reach {self._http.base_url}: {exc}"
+            ) from exc
+        if response.is_success or response.status_code in allow_status:
+            return response
+        raise _error_from(response)
+
+
+def _error_from(response: httpx.Response) -> ClientError:
+    try:
+        error = response.json()["error"]
+        return ClientError(str(error["code"]), str(error["message"]))
+    except (ValueError, KeyError, TypeError):
+        return ClientError(f"http_{response.status_code}", response.text[:200])

@@ -1,0 +1,74 @@
+"""``pixserve models list|pull|import-ncnn``: inspect and fill the model store."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from services.cli.progress import ProgressBar
+from services.config import Settings
+from services.models import sources
+from services.models.manifest import load_manifest
+from services.models.store import ModelStore, fetch_hint
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("models", help="list, pull or import model weights")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="models in the manifest and the store")
+    listing.add_argument("--no-verify", action="store_true", help="skip sha256 checks")
+    listing.set_defaults(handler=list_models)
+    pull = actions.add_parser("pull", help="download an official .pth (needs internet)")
+    pull.add_argument("name")
+    pull.add_argument("--sha256", help="accept this checksum where the manifest pins none")
+    pull.set_defaults(handler=pull_model)
+    ncnn = actions.add_parser("import-ncnn", help="convert the ncnn weights (offline)")
+    ncnn.add_argument("names", nargs="*", help="models to import (default: all with ncnn)")
+    ncnn.add_argument("--from", dest="folder", help="folder of .param/.bin files")
+    ncnn.set_defaults(handler=import_ncnn)
+
+
+def _store(settings: Settings) -> ModelStore:
+    return ModelStore(settings.model_store, load_manifest(settings.extra_manifest))
+
+
+def list_models(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    print(f"model store: {store.root}")
+    print(f"{'NAME':<16} {'ARCH':<16} {'SCALE':<5} {'STATE':<10} {'SIZE':>9}  SOURCE / HOW")
+    for name, spec in store.manifest.models.items():
+        held = store.describe(name, check=not args.no_verify)
+        if not held.present:
+            state, size, how = "absent", "-", fetch_hint(spec)
+        else:
+            state = {True: "verified", False: "MISMATCH", None: "unpinned"}[held.checksum_ok]
+            size, how = f"{held.size_bytes / 1e6:.1f} MB", f"{held.source}: {held.path}"
+        print(f"{name:<16} {spec.architecture:<16} x{spec.scale:<4} {state:<10} {size:>9}  {how}")
+    return 0
+
+
+def pull_model(args: argparse.Namespace, settings: Settings) -> int:
+    bar = ProgressBar(total=100, label="% downloaded")
+
+    def report(done: int, total: int | None) -> None:
+        if total:
+            bar.update(100 * done // total)
+
+    path = sources.pull(_store(settings), args.name, args.sha256, progress=report)
+    bar.close()
+    print(f"{args.name}: downloaded and verified -> {path}")
+    return 0
+
+
+def import_ncnn(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    names = args.names or [
+        name
+        for name, spec in store.manifest.models.items()
+        if any(source.kind == "ncnn" for source in spec.sources)
+    ]
+    folder = None if args.folder is None else Path(args.folder)
+    for name in names:
+        path = sources.import_ncnn(store, name, folder)
+        print(f"{name}: imported from ncnn and verified -> {path}")
+    return 0

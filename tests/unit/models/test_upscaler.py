@@ -1,0 +1,99 @@
+"""The engine batches tiles of several requests, isolates errors, and backs off on OOM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from services.config import Settings
+from services.errors import EngineOutOfMemory, ModelNotReady
+from services.models.manifest import load_manifest
+from services.models.store import ModelStore
+from services.models.upscaler import TileRequest, UpscaleEngine
+from tests.utils.tiny_models import TINY_COMPACT, TINY_RRDB
+
+
+@pytest.fixture
+def engine(tiny_settings: Settings) -> UpscaleEngine:
+    settings = tiny_settings.model_copy(
+        update={"models": [TINY_RRDB, TINY_COMPACT, "x2plus"], "tile_batch_size": 4}
+    )
+    store = ModelStore(settings.model_store, load_manifest(settings.extra_manifest))
+    loaded = UpscaleEngine(settings, store)
+    loaded.load()
+    return loaded
+
+
+def tiles(count: int, size: int = 24) -> np.ndarray:
+    return np.random.default_rng(count).random((count, 3, size, size), dtype=np.float32)
+
+
+def test_one_pass_serves_several_requests(engine: UpscaleEngine) -> None:
+    results = engine.predict(
+        [TileRequest(TINY_RRDB, tiles(2), "a"), TileRequest(TINY_RRDB, tiles(1), "b")]
+    )
+    assert [r.shape for r in results if isinstance(r, np.ndarray)] == [
+        (2, 3, 96, 96),
+        (1, 3, 96, 96),
+    ]
+    assert engine.passes[-1].request_ids == ("a", "b") and engine.passes[-1].tiles == 3
+
+
+def test_batched_output_equals_single_output(engine: UpscaleEngine) -> None:
+    stack = tiles(3)
+    (alone,) = engine.predict([TileRequest(TINY_RRDB, stack[1:2])])
+    (together,) = engine.predict([TileRequest(TINY_RRDB, stack)])
+    assert isinstance(alone, np.ndarray) and isinstance(together, np.ndarray)
+    assert np.allclose(alone[0], together[1], atol=1e-5)
+
+
+def test_missing_model_fails_only_its_request(engine: UpscaleEngine) -> None:
+    assert "pixserve models pull x2plus" in engine.status().missing["x2plus"]
+    ok, missing, other = engine.predict(
+        [
+            TileRequest(TINY_RRDB, tiles(1)),
+            TileRequest("x2plus", tiles(1)),
+            TileRequest(TINY_COMPACT, tiles(1)),
+        ]
+    )
+    assert isinstance(ok, np.ndarray) and isinstance(other, np.ndarray)
+    assert isinstance(missing, ModelNotReady) and "x2plus" in missing.message
+
+
+class _OomAbove(torch.nn.Module):
+    """Wraps the real model and raises CUDA's OOM error for batches above ``limit``."""
+
+    def __init__(self, inner: torch.nn.Module, limit: int) -> None:
+        super().__init__()
+        self.inner, self.limit, self.sizes = inner, limit, []  # type: ignore[var-annotated]
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(len(batch))
+        if len(batch) > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.inner(batch)  # type: ignore[no-any-return]
+
+
+def test_out_of_memory_halves_the_tile_batch(engine: UpscaleEngine) -> None:
+    loaded = engine.models[TINY_RRDB]
+    wrapper = _OomAbove(loaded.module, limit=1)
+    loaded.module = wrapper
+    (result,) = engine.predict([TileRequest(TINY_RRDB, tiles(3))])
+    assert isinstance(result, np.ndarray) and result.shape[0] == 3
+    assert wrapper.sizes == [3, 2, 1, 1, 1]
+    assert loaded.batch_limit == 1
+
+
+def test_out_of_memory_at_one_tile_fails_clearly(engine: UpscaleEngine) -> None:
+    loaded = engine.models[TINY_RRDB]
+    loaded.module = _OomAbove(loaded.module, limit=0)
+    (result,) = engine.predict([TileRequest(TINY_RRDB, tiles(2))])
+    assert isinstance(result, EngineOutOfMemory) and "one tile" in result.message
+
+
+def test_status_reports_device_and_models(engine: UpscaleEngine) -> None:
+    status = engine.status()
+    assert status.device == "cpu" and status.dtype == "float32"
+    assert status.loaded == {TINY_RRDB: 4, TINY_COMPACT: 2}
+    engine.check_health()
