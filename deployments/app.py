@@ -6,9 +6,9 @@ become the Settings, and its ``deployments`` section tunes replicas and resource
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from deployments.ingress import Ingress
 from deployments.upscaler import Upscaler
@@ -17,8 +17,9 @@ from services.config import Settings
 
 def build_app(settings: Settings) -> Application:
     """Bind the graph: the ingress holds a handle to the upscaler."""
-    upscaler = Upscaler.bind(settings)
-    return Ingress.bind(upscaler, settings)
+    # serve.deployment turns the classes into Deployments; its typing does not say so.
+    upscaler = cast(Deployment, Upscaler).bind(settings)
+    return cast(Deployment, Ingress).bind(upscaler, settings)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import numpy as np
 from ray import serve
@@ -18,7 +19,7 @@ from services.models.upscaler import EngineStatus, TileRequest
 class ServeBackend:
     """Implements ``PlatformBackend`` by calling the Upscaler deployment's handle."""
 
-    def __init__(self, upscaler: DeploymentHandle, status_timeout_s: float = 5.0) -> None:
+    def __init__(self, upscaler: DeploymentHandle[Any], status_timeout_s: float = 5.0) -> None:
         self.upscaler = upscaler
         self.status_timeout_s = status_timeout_s
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -16,7 +18,7 @@ from services.config import Settings
 class Ingress:
     """Decodes, tiles and encodes on CPU; only tiles travel to the Upscaler."""
 
-    def __init__(self, upscaler: DeploymentHandle, settings: Settings) -> None:
+    def __init__(self, upscaler: DeploymentHandle[Any], settings: Settings) -> None:
         self.settings = settings
         self.backend = ServeBackend(upscaler)
 

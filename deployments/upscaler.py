@@ -22,13 +22,12 @@ class Upscaler:
         store = ModelStore(settings.model_store, load_manifest(settings.extra_manifest))
         self.engine = UpscaleEngine(settings, store)
         self.engine.load()
-        self.upscale_batch.set_max_batch_size(settings.batch_max_requests)
-        self.upscale_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        # serve.batch adds these setters to the method at run time; mypy cannot see them.
+        self.upscale_batch.set_max_batch_size(settings.batch_max_requests)  # type: ignore[attr-defined]
+        self.upscale_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)  # type: ignore[attr-defined]
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def upscale_batch(
-        self, requests: list[TileRequest]
-    ) -> list[np.ndarray | PixserveError]:
+    async def upscale_batch(self, requests: list[TileRequest]) -> list[np.ndarray | PixserveError]:
         return await asyncio.to_thread(self.engine.predict, requests)
 
     def status(self) -> EngineStatus:

@@ -40,9 +40,7 @@ class Settings(BaseSettings):
 
     # Inference
     device: Device = Field(default="auto", description="cuda when available under auto.")
-    precision: Precision = Field(
-        default="auto", description="auto: fp16 on CUDA, fp32 on CPU."
-    )
+    precision: Precision = Field(default="auto", description="auto: fp16 on CUDA, fp32 on CPU.")
     tile_size: int = Field(default=192, ge=16, le=1024, description="Tile edge in input px.")
     tile_pad: int = Field(default=10, ge=0, le=64, description="Context px around each tile.")
     tile_batch_size: int = Field(default=8, ge=1, le=256, description="Tiles per forward pass.")

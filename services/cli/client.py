@@ -61,9 +61,7 @@ class PixserveClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise ClientError(
-                "unreachable", f"cannot reach {self._http.base_url}: {exc}"
-            ) from exc
+            raise ClientError("unreachable", f"cannot reach {self._http.base_url}: {exc}") from exc
         if response.is_success or response.status_code in allow_status:
             return response
         raise _error_from(response)

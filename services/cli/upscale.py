@@ -41,11 +41,15 @@ def upscale_files(args: argparse.Namespace, settings: Settings) -> int:
     request = UpscaleRequest(
         args.model, args.scale, args.width, args.height, args.format, args.quality
     )
-    targets = {path: output_path(path, args.output, len(args.inputs), args.format) for path in args.inputs}
+    targets = {
+        path: output_path(path, args.output, len(args.inputs), args.format) for path in args.inputs
+    }
     bar = ProgressBar(len(targets))
     failures = 0
     with ThreadPoolExecutor(max_workers=max(1, args.concurrency)) as pool:
-        futures = {pool.submit(_one, client, src, dst, request): src for src, dst in targets.items()}
+        futures = {
+            pool.submit(_one, client, src, dst, request): src for src, dst in targets.items()
+        }
         for future in as_completed(futures):
             error = future.result()
             if error:

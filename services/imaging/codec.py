@@ -74,20 +74,22 @@ class DecodedImage:
         return int(self.pixels.shape[1])
 
     @property
+    def channels(self) -> int:
+        return int(self.pixels.shape[2])
+
+    @property
     def has_alpha(self) -> bool:
-        return self.pixels.shape[2] in (2, 4)
+        return self.channels in (2, 4)
 
     @property
     def is_color(self) -> bool:
-        return self.pixels.shape[2] >= 3
+        return self.channels >= 3
 
 
 def decode_image(data: bytes, limits: ImageLimits) -> DecodedImage:
     """Validate and decode ``data``; raise a ``PixserveError`` naming what is wrong."""
     if len(data) > limits.max_bytes:
-        raise PayloadTooLarge(
-            f"upload is {len(data)} bytes; the limit is {limits.max_bytes} bytes"
-        )
+        raise PayloadTooLarge(f"upload is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
     if not data:
         raise InvalidImage("the upload is empty (0 bytes)")
     kind = sniff_format(data)
@@ -158,10 +160,10 @@ def _decode_with_pillow(data: bytes, kind: str, limits: ImageLimits) -> DecodedI
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data))
-            check_dimensions(image.width, image.height, limits)
-            image.load()
-            image = ImageOps.exif_transpose(image)
+            opened = Image.open(io.BytesIO(data))
+            check_dimensions(opened.width, opened.height, limits)
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageTooLarge(f"image refused as a decompression bomb: {exc}") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:

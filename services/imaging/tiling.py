@@ -76,9 +76,7 @@ def stitch_tiles(outputs: np.ndarray, grid: TileGrid, scale: int) -> np.ndarray:
 
 def _origins(grid: TileGrid) -> list[tuple[int, int]]:
     return [
-        (row * grid.tile, col * grid.tile)
-        for row in range(grid.rows)
-        for col in range(grid.cols)
+        (row * grid.tile, col * grid.tile) for row in range(grid.rows) for col in range(grid.cols)
     ]
 
 

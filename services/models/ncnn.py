@@ -76,9 +76,7 @@ def convert(param_path: Path, bin_path: Path) -> dict[str, torch.Tensor]:
     return _rrdb_state(weighted)
 
 
-def _read_convolution(
-    layer: NcnnLayer, blob: bytes, offset: int
-) -> tuple[list[np.ndarray], int]:
+def _read_convolution(layer: NcnnLayer, blob: bytes, offset: int) -> tuple[list[np.ndarray], int]:
     (tag,) = struct.unpack_from("<I", blob, offset)
     if tag != FP16_TAG:
         raise NcnnFormatError(f"{layer.name}: weight tag {tag:#x}, expected fp16 {FP16_TAG:#x}")

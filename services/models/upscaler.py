@@ -96,10 +96,9 @@ class UpscaleEngine:
 
     def predict(self, requests: list[TileRequest]) -> list[np.ndarray | PixserveError]:
         """Upscale each request's tiles; errors are returned per request, not raised."""
-        results: list[np.ndarray | PixserveError] = [
-            np.empty(0, np.float32) for _ in requests
-        ]
+        results: list[np.ndarray | PixserveError] = [np.empty(0, np.float32) for _ in requests]
         for (model, _), members in _group(requests).items():
+            outputs: list[np.ndarray | PixserveError]
             try:
                 outputs = self._run_group(model, [requests[i] for i in members])
             except PixserveError as exc:
@@ -150,7 +149,9 @@ class UpscaleEngine:
         self._forward(compiled, warm)  # type: ignore[arg-type]
         return compiled  # type: ignore[return-value]
 
-    def _run_group(self, model: str, members: list[TileRequest]) -> list[np.ndarray]:
+    def _run_group(
+        self, model: str, members: list[TileRequest]
+    ) -> list[np.ndarray | PixserveError]:
         loaded = self.models.get(model)
         if loaded is None:
             reason = self.missing.get(model, f"model '{model}' is not loaded by this replica")

@@ -8,10 +8,9 @@ size is reached by a final Lanczos/area resize of the model's native output.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Protocol
-
-import asyncio
 
 import cv2
 import numpy as np
@@ -112,8 +111,7 @@ def output_size(
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
     if size[0] * size[1] > settings.max_output_pixels:
         raise ImageTooLarge(
-            f"output {size[0]}x{size[1]} is over the limit of "
-            f"{settings.max_output_pixels} pixels"
+            f"output {size[0]}x{size[1]} is over the limit of {settings.max_output_pixels} pixels"
         )
     return size
 
@@ -133,9 +131,7 @@ async def upscale(
         planes.append(np.repeat(image.pixels[:, :, -1:], 3, axis=2))
     tiles = np.concatenate([split_tiles(plane, grid) for plane in planes])
     outputs = await backend.upscale_tiles(options.model, tiles)
-    stitched = [
-        stitch_tiles(part, grid, native_scale) for part in np.split(outputs, len(planes))
-    ]
+    stitched = [stitch_tiles(part, grid, native_scale) for part in np.split(outputs, len(planes))]
     pixels = _recombine(image, stitched)
     return UpscaleResult(resize(pixels, target), len(tiles))
 

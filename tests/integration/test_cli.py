@@ -25,7 +25,9 @@ def test_upscale_several_files(serve_url: str, tmp_path: Path) -> None:
         path = tmp_path / f"in{index}.{fmt.lower()}"
         path.write_bytes(encode(astronaut(24), fmt))
         inputs.append(str(path))
-    result = pixserve("upscale", *inputs, "-o", str(tmp_path / "out"), "--scale", "2", "--url", serve_url)
+    result = pixserve(
+        "upscale", *inputs, "-o", str(tmp_path / "out"), "--scale", "2", "--url", serve_url
+    )
     assert result.returncode == 0, result.stderr
     outputs = sorted((tmp_path / "out").iterdir())
     assert [p.name for p in outputs] == ["in0.upscaled.png", "in1.upscaled.png", "in2.upscaled.png"]

@@ -15,7 +15,9 @@ from tests.utils.tiny_models import TINY_COMPACT, TINY_RRDB
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
-def post(client: httpx.Client, data: bytes, path: str = "/v1/upscale", **form: object) -> httpx.Response:
+def post(
+    client: httpx.Client, data: bytes, path: str = "/v1/upscale", **form: object
+) -> httpx.Response:
     files = {"image": ("upload", data, "application/octet-stream")}
     return client.post(path, files=files, data={k: str(v) for k, v in form.items()})
 

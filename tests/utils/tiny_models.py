@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from spandrel.architectures.Compact import Compact as SRVGGNetCompact
-from spandrel.architectures.ESRGAN import ESRGAN as RRDBNet
+from spandrel.architectures.ESRGAN import ESRGAN
 
 from services.models.store import sha256_file
 
@@ -19,7 +19,7 @@ TINY_COMPACT = "tiny-compact-x2"
 
 
 def _rrdb() -> torch.nn.Module:
-    return RRDBNet(num_filters=8, num_blocks=1, scale=4)
+    return ESRGAN(num_filters=8, num_blocks=1, scale=4)
 
 
 def _compact() -> torch.nn.Module:

@@ -18,9 +18,7 @@ from tests.utils.tiny_models import TINY_COMPACT, TINY_RRDB
 @pytest.fixture(scope="module")
 def engine(tiny_store: tuple[object, object]) -> UpscaleEngine:
     root, manifest = tiny_store
-    settings = Settings(
-        model_store=root, extra_manifest=manifest, models=[TINY_RRDB, TINY_COMPACT]
-    )
+    settings = Settings(model_store=root, extra_manifest=manifest, models=[TINY_RRDB, TINY_COMPACT])
     loaded = UpscaleEngine(settings, ModelStore(settings.model_store, load_manifest(manifest)))
     loaded.load()
     return loaded
@@ -44,9 +42,7 @@ def tiled(engine: UpscaleEngine, model: str, image: np.ndarray, tile: int, pad: 
     return stitch_tiles(out, grid, engine.models[model].scale)
 
 
-@pytest.mark.parametrize(
-    ("model", "pad"), [(TINY_RRDB, 20), (TINY_COMPACT, 10)]
-)
+@pytest.mark.parametrize(("model", "pad"), [(TINY_RRDB, 20), (TINY_COMPACT, 10)])
 @pytest.mark.parametrize(("height", "width"), [(37, 53), (64, 64), (90, 33), (1, 1), (2, 45)])
 def test_tiles_match_whole_image(
     engine: UpscaleEngine, model: str, pad: int, height: int, width: int

@@ -10,7 +10,7 @@ import pytest
 
 from services.errors import ChecksumMismatch, InvalidParameter, ModelNotReady, UnknownModel
 from services.models.manifest import load_manifest
-from services.models.sources import import_ncnn, pull
+from services.models.sources import import_ncnn, ncnn_models_dir, pull
 from services.models.store import ModelStore, sha256_file
 from tests.utils.tiny_models import TINY_RRDB
 
@@ -26,7 +26,7 @@ def test_packaged_manifest_declares_the_real_esrgan_family() -> None:
 
 
 def test_unknown_model_lists_known_ones() -> None:
-    with pytest.raises(UnknownModel, match="known models: .*x4plus"):
+    with pytest.raises(UnknownModel, match=r"known models: .*x4plus"):
         load_manifest().get("x5plus")
 
 
@@ -67,8 +67,6 @@ def test_import_ncnn_yields_the_pinned_file(tmp_path: Path) -> None:
 
 
 def test_import_refuses_altered_ncnn_source(tmp_path: Path) -> None:
-    from services.models.sources import ncnn_models_dir
-
     folder = tmp_path / "ncnn"
     folder.mkdir()
     for ext in (".param", ".bin"):
@@ -102,8 +100,12 @@ def test_pull_refuses_a_file_with_the_wrong_checksum(tmp_path: Path) -> None:
                         "scale": 4,
                         "license": "test",
                         "sources": [
-                            {"kind": "url", "filename": "served.pth", "url": payload.as_uri(),
-                             "sha256": "0" * 64}
+                            {
+                                "kind": "url",
+                                "filename": "served.pth",
+                                "url": payload.as_uri(),
+                                "sha256": "0" * 64,
+                            }
                         ],
                     }
                 ]

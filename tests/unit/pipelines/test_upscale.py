@@ -56,7 +56,9 @@ def backend(tiny_settings: Settings) -> EngineBackend:
     return EngineBackend(engine)
 
 
-def run(data: bytes, options: UpscaleOptions, scale: int, backend: EngineBackend, settings: Settings):  # type: ignore[no-untyped-def]
+def run(
+    data: bytes, options: UpscaleOptions, scale: int, backend: EngineBackend, settings: Settings
+):  # type: ignore[no-untyped-def]
     result = asyncio.run(upscale_upload(data, options, scale, backend, settings))
     return result, decode_image(result.data, image_limits(settings))
 
@@ -69,13 +71,17 @@ def test_rgba_keeps_alpha(backend: EngineBackend, tiny_settings: Settings) -> No
 
 def test_gray_stays_gray(backend: EngineBackend, tiny_settings: Settings) -> None:
     _, decoded = run(
-        encode(astronaut(30)[:, :, 1]), UpscaleOptions(TINY_RRDB, scale=2.5), 4, backend, tiny_settings
+        encode(astronaut(30)[:, :, 1]),
+        UpscaleOptions(TINY_RRDB, scale=2.5),
+        4,
+        backend,
+        tiny_settings,
     )
     assert decoded.pixels.shape == (75, 75, 1)
 
 
 def test_sixteen_bit_in_sixteen_bit_out(backend: EngineBackend, tiny_settings: Settings) -> None:
-    values = (astronaut(24).astype(np.uint16) * 257)
+    values = astronaut(24).astype(np.uint16) * 257
     _, decoded = run(png16(values), UpscaleOptions(TINY_COMPACT), 2, backend, tiny_settings)
     assert decoded.bit_depth == 16 and decoded.pixels.shape == (48, 48, 3)
 

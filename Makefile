@@ -1,0 +1,40 @@
+# The two commands of the README: `make run` and `make test`. Each sets up what it
+# needs (virtual environment, Python packages, Debian packages) and then runs.
+VENV ?= .venv
+PORT ?= 8000
+PY := $(VENV)/bin/python
+export VENV PORT
+
+.PHONY: run test setup lint typecheck test-unit test-integration test-quality stop bench
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	@bash scripts/run.sh
+
+stop:
+	@if [ -f var/pixserve.pid ]; then kill -INT -- -$$(cat var/pixserve.pid) 2>/dev/null || true; rm -f var/pixserve.pid; echo "stopped"; fi
+	@$(VENV)/bin/ray stop --force >/dev/null 2>&1 || true
+
+lint: setup
+	$(VENV)/bin/ruff check services deployments tests load_tests
+	$(VENV)/bin/ruff format --check services deployments tests load_tests
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+test-integration: setup
+	$(PY) -m pytest -q tests/integration
+
+test-quality: setup
+	$(PY) -m pytest -q tests/quality
+
+test: setup lint typecheck
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: setup
+	$(PY) load_tests/bench_upscale.py --model tiny --requests 16 --size 512

