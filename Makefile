@@ -14,8 +14,7 @@ run: setup
 	@bash scripts/run.sh
 
 stop:
-	@if [ -f var/pixserve.pid ]; then kill -INT -- -$$(cat var/pixserve.pid) 2>/dev/null || true; rm -f var/pixserve.pid; echo "stopped"; fi
-	@$(VENV)/bin/ray stop --force >/dev/null 2>&1 || true
+	@bash scripts/stop.sh
 
 lint: setup
 	$(VENV)/bin/ruff check services deployments tests load_tests

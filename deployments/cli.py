@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -34,12 +35,24 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
         deployments=_gpu_overrides(args.num_gpus),
         port=args.port,
     )
+    signal.signal(signal.SIGTERM, _interrupt)
     local.start_ray(num_cpus=args.num_cpus)
-    local.deploy(config)
-    print(f"pixserve is up: http://127.0.0.1:{args.port}  (API docs: /docs; Ctrl-C stops)")
-    sys.stdout.flush()
-    while True:
-        time.sleep(3600)
+    try:
+        local.deploy(config)
+        print(f"pixserve is up: http://127.0.0.1:{args.port}  (API docs: /docs; Ctrl-C stops)")
+        sys.stdout.flush()
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("pixserve: shutting down")
+    finally:
+        local.shutdown()
+    return 0
+
+
+def _interrupt(*_: object) -> None:
+    """SIGTERM stops like Ctrl-C: Serve and Ray shut down cleanly."""
+    raise KeyboardInterrupt
 
 
 def _gpu_overrides(num_gpus: float | None) -> dict[str, dict[str, Any]]:

@@ -79,6 +79,13 @@ def start_ray(num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, namespace="serve", include_dashboard=False)
 
 
+def shutdown() -> None:
+    """Stop Serve and disconnect from (or stop the local) Ray."""
+    if ray.is_initialized():
+        serve.shutdown()
+        ray.shutdown()
+
+
 def _merge(target: dict[str, Any], updates: dict[str, Any]) -> None:
     for key, value in updates.items():
         if isinstance(value, dict) and isinstance(target.get(key), dict):
