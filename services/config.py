@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     # Inference
     device: Device = Field(default="auto", description="cuda when available under auto.")
     precision: Precision = Field(default="auto", description="auto: fp16 on CUDA, fp32 on CPU.")
-    tile_size: int = Field(default=192, ge=16, le=1024, description="Tile edge in input px.")
+    tile_size: int = Field(default=256, ge=16, le=1024, description="Tile edge in input px.")
     tile_pad: int = Field(default=10, ge=0, le=64, description="Context px around each tile.")
     tile_batch_size: int = Field(default=8, ge=1, le=256, description="Tiles per forward pass.")
     compile: bool = Field(default=False, description="torch.compile on CUDA (warmed at load).")
@@ -50,15 +50,25 @@ class Settings(BaseSettings):
     )
 
     # Serve batching
-    batch_max_requests: int = Field(default=8, ge=1, le=256)
-    batch_wait_timeout_s: float = Field(default=0.01, ge=0, le=1)
+    batch_max_requests: int = Field(
+        default=8, ge=1, le=256, description="Requests one @serve.batch call may group."
+    )
+    batch_wait_timeout_s: float = Field(
+        default=0.01, ge=0, le=1, description="How long a batch waits to fill."
+    )
 
     # Input limits
-    max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
-    max_input_pixels: int = Field(default=4096 * 4096, ge=1)
-    max_output_pixels: int = Field(default=16384 * 16384, ge=1)
+    max_upload_bytes: int = Field(
+        default=25 * 1024 * 1024, ge=1, description="Largest accepted upload in bytes."
+    )
+    max_input_pixels: int = Field(
+        default=4096 * 4096, ge=1, description="Largest accepted input in pixels."
+    )
+    max_output_pixels: int = Field(
+        default=16384 * 16384, ge=1, description="Largest output in pixels."
+    )
     max_side: int = Field(default=16384, ge=1, description="Largest accepted width/height.")
-    max_scale: float = Field(default=8.0, gt=1)
+    max_scale: float = Field(default=8.0, gt=1, description="Largest output scale.")
 
     @field_validator("model_store", "extra_manifest")
     @classmethod

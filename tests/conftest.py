@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.config import Settings
-from tests.utils.tiny_models import TINY_COMPACT, TINY_RRDB, build_tiny_store
+from services.models.tiny import TINY_COMPACT, TINY_RRDB, build_tiny_store
 
 
 @pytest.fixture(scope="session")

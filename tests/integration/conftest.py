@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.utils.tiny_models import TINY_COMPACT, TINY_RRDB
+from services.models.tiny import TINY_COMPACT, TINY_RRDB
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.utils.images import astronaut, encode, png16, png_header_only
-from tests.utils.tiny_models import TINY_COMPACT, TINY_RRDB
+from services.models.tiny import TINY_COMPACT, TINY_RRDB
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

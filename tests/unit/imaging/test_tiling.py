@@ -12,7 +12,7 @@ from services.models.manifest import load_manifest
 from services.models.store import ModelStore
 from services.models.upscaler import TileRequest, UpscaleEngine
 from tests.utils.images import psnr
-from tests.utils.tiny_models import TINY_COMPACT, TINY_RRDB
+from services.models.tiny import TINY_COMPACT, TINY_RRDB
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from services.errors import EngineOutOfMemory, ModelNotReady
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
 from services.models.upscaler import TileRequest, UpscaleEngine
-from tests.utils.tiny_models import TINY_COMPACT, TINY_RRDB
+from services.models.tiny import TINY_COMPACT, TINY_RRDB
 
 
 @pytest.fixture

@@ -1,0 +1,262 @@
+"""Upscale throughput, three ways in one run, for N concurrent requests of one size.
+
+(a) reference: one image at a time through the bare model, whole image in one
+    forward pass with 10 px reflect pre-padding, as RealESRGANer does;
+(b) engine: the pixserve pipeline (tiling, cross-request tile batching through a
+    micro-batcher shaped like ``@serve.batch``) in-process;
+(c) service: the same requests over HTTP to the real Ray Serve application.
+
+Every mode decodes the uploaded bytes and encodes the result, so the ratios compare
+the same work. Prints a table and writes JSON. Not a test: nothing here asserts time.
+
+    python load_tests/bench_upscale.py --model tiny --requests 16 --size 512
+    python load_tests/bench_upscale.py --model x4plus --store var/models --compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+from PIL import Image
+
+from services.config import Settings
+from services.imaging.codec import decode_image, encode_image
+from services.models.manifest import load_manifest
+from services.models.store import ModelStore
+from services.models.tiny import TINY_RRDB, build_tiny_store
+from services.models.upscaler import TileRequest, UpscaleEngine
+from services.pipelines.upscale import UpscaleOptions, image_limits, upscale_upload
+
+
+@dataclass
+class ModeResult:
+    """Throughput of one mode: best of the measured rounds."""
+
+    mode: str
+    images_per_s: float
+    seconds: list[float]
+
+
+class MicroBatcher:
+    """Collects concurrent tile requests like ``@serve.batch``; runs each group at once."""
+
+    def __init__(self, engine: UpscaleEngine, max_requests: int, wait_s: float) -> None:
+        self.engine, self.max_requests, self.wait_s = engine, max_requests, wait_s
+        self.queue: asyncio.Queue[tuple[TileRequest, asyncio.Future[np.ndarray]]] = asyncio.Queue()
+
+    async def upscale_tiles(self, model: str, tiles: np.ndarray) -> np.ndarray:
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        await self.queue.put((TileRequest(model, tiles), future))
+        return await future
+
+    async def run(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            deadline = time.monotonic() + self.wait_s
+            while len(batch) < self.max_requests and (left := deadline - time.monotonic()) > 0:
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), left))
+                except TimeoutError:
+                    break
+            results = await asyncio.to_thread(self.engine.predict, [item for item, _ in batch])
+            for (_, future), result in zip(batch, results, strict=True):
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+
+def sample_images(count: int, size: int) -> list[bytes]:
+    """``count`` distinct PNGs of ``size`` px: flips and rotations of the astronaut."""
+    from skimage import data
+
+    base = Image.fromarray(np.asarray(data.astronaut())).resize((size, size))
+    images = []
+    for index in range(count):
+        variant = base.rotate(90 * (index % 4))
+        if index // 4 % 2:
+            variant = variant.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        buffer = io.BytesIO()
+        variant.save(buffer, "PNG")
+        images.append(buffer.getvalue())
+    return images
+
+
+def reference_mode(engine: UpscaleEngine, model: str, images: list[bytes], fmt: str) -> None:
+    """(a) One image at a time, whole image, bare model (RealESRGANer's default path)."""
+    loaded = engine.models[model]
+    pad = 10
+    for data in images:
+        pixels = decode_image(data, image_limits(engine.settings)).pixels
+        padded = np.pad(pixels, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+        batch = padded.transpose(2, 0, 1)[None].copy()
+        output = engine._forward(loaded.module, batch)[0].transpose(1, 2, 0)
+        border = pad * loaded.scale
+        encode_image(output[border:-border, border:-border], fmt)  # type: ignore[arg-type]
+
+
+async def engine_mode(
+    engine: UpscaleEngine, model: str, images: list[bytes], fmt: str, settings: Settings
+) -> None:
+    """(b) All requests at once through the pipeline and a micro-batcher."""
+    batcher = MicroBatcher(engine, settings.batch_max_requests, settings.batch_wait_timeout_s)
+    runner = asyncio.create_task(batcher.run())
+    spec = engine.store.manifest.get(model)
+    options = UpscaleOptions(model, output_format=fmt)  # type: ignore[arg-type]
+    await asyncio.gather(
+        *(upscale_upload(data, options, spec.scale, batcher, settings) for data in images)
+    )
+    runner.cancel()
+
+
+def http_mode(url: str, model: str, images: list[bytes], fmt: str) -> None:
+    """(c) All requests at once over HTTP to the running service."""
+
+    def send(data: bytes) -> None:
+        files = {"image": ("in.png", data, "image/png")}
+        form = {"model": model, "format": fmt}
+        response = httpx.post(f"{url}/v1/upscale", files=files, data=form, timeout=3600)
+        response.raise_for_status()
+
+    with ThreadPoolExecutor(max_workers=len(images)) as pool:
+        list(pool.map(send, images))
+
+
+def measure(name: str, run: Callable[[], Any], count: int, rounds: int) -> ModeResult:
+    run()  # warm-up: allocator, cudnn autotune, compile caches
+    seconds = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        run()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - started)
+    return ModeResult(name, count / min(seconds), seconds)
+
+
+def start_service(settings: Settings, num_gpus: float) -> tuple[str, Callable[[], None]]:
+    """Deploy the packaged Serve config with these settings; return its URL and a stop."""
+    import ray
+
+    from deployments import local
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    single = {"autoscaling_config": {"min_replicas": 1, "max_replicas": 1}}
+    config = local.localize(
+        local.load_config(),
+        args=settings.model_dump(mode="json", exclude_defaults=True),
+        deployments={
+            "Ingress": {**single, "ray_actor_options": {"num_cpus": 0.1}},
+            "Upscaler": {**single, "ray_actor_options": {"num_cpus": 0.1, "num_gpus": num_gpus}},
+        },
+        port=port,
+    )
+    ray.init(namespace="serve", include_dashboard=False, num_cpus=8)
+    local.deploy(config, timeout_s=600)
+    return f"http://127.0.0.1:{port}", local.shutdown
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="tiny", help="'tiny' or a model in the store")
+    parser.add_argument("--store", type=Path, default=Path("var/models"))
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--format", default="jpeg", choices=["png", "jpeg", "webp"])
+    parser.add_argument("--tile-size", type=int, default=256)
+    parser.add_argument("--tile-batch", type=int, default=8)
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA)")
+    parser.add_argument("--skip-http", action="store_true", help="no Ray here: (a) and (b)")
+    parser.add_argument("--json", type=Path, default=Path("var/bench_upscale.json"))
+    return parser.parse_args()
+
+
+def build_settings(args: argparse.Namespace, store: Path, manifest: Path | None) -> Settings:
+    return Settings(
+        model_store=store,
+        extra_manifest=manifest,
+        models=[args.model],
+        default_model=args.model,
+        tile_size=args.tile_size,
+        tile_batch_size=args.tile_batch,
+        precision=args.precision,
+        compile=args.compile,
+        batch_max_requests=args.requests,
+        batch_wait_timeout_s=0.02,
+        max_input_pixels=max(args.size**2, 4096**2),
+    )
+
+
+def main() -> None:
+    args = parse_args()
+    store, manifest = args.store, None
+    if args.model == "tiny":
+        args.model = TINY_RRDB
+        store = Path(tempfile.mkdtemp(prefix="pixserve-bench-"))
+        manifest = build_tiny_store(store)
+    settings = build_settings(args, store, manifest)
+    engine = UpscaleEngine(settings, ModelStore(store, load_manifest(manifest)))
+    engine.load()
+    if args.model not in engine.models:
+        raise SystemExit(f"error: {engine.missing.get(args.model)}")
+    images = sample_images(args.requests, args.size)
+    results = [
+        measure("a: one at a time, bare model", lambda: reference_mode(engine, args.model, images, args.format), len(images), args.rounds),
+        measure("b: engine, cross-request tile batching", lambda: asyncio.run(engine_mode(engine, args.model, images, args.format, settings)), len(images), args.rounds),
+    ]  # fmt: skip
+    if not args.skip_http:
+        del engine
+        num_gpus = 1.0 if torch.cuda.is_available() else 0.0
+        url, stop = start_service(settings, num_gpus)
+        try:
+            results.append(measure("c: HTTP service (Ray Serve)", lambda: http_mode(url, args.model, images, args.format), len(images), args.rounds))  # fmt: skip
+        finally:
+            stop()
+    report(args, settings, results)
+
+
+def report(args: argparse.Namespace, settings: Settings, results: list[ModeResult]) -> None:
+    base = results[0].images_per_s
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()
+    print(f"\n{args.requests} x {args.size}x{args.size} -> {args.format}, model {args.model}, "
+          f"tile {settings.tile_size}+{settings.tile_pad}, tile batch {settings.tile_batch_size}, "
+          f"device {device or platform.machine()}, torch {torch.__version__}")  # fmt: skip
+    print(f"{'mode':<42} {'img/s':>8} {'vs (a)':>8}")
+    for result in results:
+        print(f"{result.mode:<42} {result.images_per_s:>8.3f} {result.images_per_s / base:>7.2f}x")
+    if len(results) == 3:
+        print(f"(c) / (b) = {results[2].images_per_s / results[1].images_per_s:.0%}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "args": {key: str(value) for key, value in vars(args).items()},
+        "device": device,
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "results": [result.__dict__ for result in results],
+    }
+    args.json.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
