@@ -82,7 +82,7 @@ def start_ray(num_cpus: int | None = None) -> None:
 def shutdown() -> None:
     """Stop Serve and disconnect from (or stop the local) Ray."""
     if ray.is_initialized():
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]  # Serve leaves it unannotated
         ray.shutdown()
 
 

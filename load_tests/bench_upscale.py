@@ -219,20 +219,36 @@ def main() -> None:
     engine.load()
     if args.model not in engine.models:
         raise SystemExit(f"error: {engine.missing.get(args.model)}")
-    images = sample_images(args.requests, args.size)
+    report(args, settings, run_modes(args, settings, engine))
+
+
+def run_modes(
+    args: argparse.Namespace, settings: Settings, engine: UpscaleEngine
+) -> list[ModeResult]:
+    """Measure (a) and (b) in-process, then free the engine and measure (c)."""
+    model, fmt, images = args.model, args.format, sample_images(args.requests, args.size)
+
+    def timed(name: str, run: Callable[[], Any]) -> ModeResult:
+        return measure(name, run, len(images), args.rounds)
+
     results = [
-        measure("a: one at a time, bare model", lambda: reference_mode(engine, args.model, images, args.format), len(images), args.rounds),
-        measure("b: engine, cross-request tile batching", lambda: asyncio.run(engine_mode(engine, args.model, images, args.format, settings)), len(images), args.rounds),
-    ]  # fmt: skip
-    if not args.skip_http:
-        del engine
-        num_gpus = 1.0 if torch.cuda.is_available() else 0.0
-        url, stop = start_service(settings, num_gpus)
-        try:
-            results.append(measure("c: HTTP service (Ray Serve)", lambda: http_mode(url, args.model, images, args.format), len(images), args.rounds))  # fmt: skip
-        finally:
-            stop()
-    report(args, settings, results)
+        timed("a: one at a time, bare model", lambda: reference_mode(engine, model, images, fmt)),
+        timed(
+            "b: engine, cross-request tile batching",
+            lambda: asyncio.run(engine_mode(engine, model, images, fmt, settings)),
+        ),
+    ]
+    if args.skip_http:
+        return results
+    engine.models.clear()  # give the memory back before the service loads its own copy
+    url, stop = start_service(settings, 1.0 if torch.cuda.is_available() else 0.0)
+    try:
+        results.append(
+            timed("c: HTTP service (Ray Serve)", lambda: http_mode(url, model, images, fmt))
+        )
+    finally:
+        stop()
+    return results
 
 
 def report(args: argparse.Namespace, settings: Settings, results: list[ModeResult]) -> None:

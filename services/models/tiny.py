@@ -20,11 +20,13 @@ TINY_COMPACT = "tiny-compact-x2"
 
 
 def _rrdb() -> torch.nn.Module:
-    return ESRGAN(num_filters=8, num_blocks=1, scale=4)
+    module: torch.nn.Module = ESRGAN(num_filters=8, num_blocks=1, scale=4)
+    return module
 
 
 def _compact() -> torch.nn.Module:
-    return SRVGGNetCompact(num_feat=8, num_conv=2, upscale=2)
+    module: torch.nn.Module = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=2)
+    return module
 
 
 def build_tiny_store(root: Path) -> Path:

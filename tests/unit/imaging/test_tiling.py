@@ -10,9 +10,9 @@ from services.config import Settings
 from services.imaging.tiling import plan_grid, split_tiles, stitch_tiles
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
+from services.models.tiny import TINY_COMPACT, TINY_RRDB
 from services.models.upscaler import TileRequest, UpscaleEngine
 from tests.utils.images import psnr
-from services.models.tiny import TINY_COMPACT, TINY_RRDB
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from services.config import Settings
 from services.errors import EngineOutOfMemory, ModelNotReady
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
-from services.models.upscaler import TileRequest, UpscaleEngine
 from services.models.tiny import TINY_COMPACT, TINY_RRDB
+from services.models.upscaler import TileRequest, UpscaleEngine
 
 
 @pytest.fixture
