@@ -50,9 +50,14 @@ class ForwardPass:
 
 @dataclass
 class LoadedModel:
-    """A ready model: the module, its scale and how big a chunk it currently takes."""
+    """A ready model: the module, its scale and how big a chunk it currently takes.
+
+    ``eager`` is the same weights without torch.compile, for the health probe, whose
+    odd shape would otherwise make a shape-specialised compiled module recompile.
+    """
 
     module: torch.nn.Module
+    eager: torch.nn.Module
     scale: int
     batch_limit: int
     load_seconds: float
@@ -117,11 +122,18 @@ class UpscaleEngine:
         )
 
     def check_health(self) -> None:
-        """Raise once CUDA errors repeat, so the serving layer replaces this replica."""
+        """Raise when the device no longer computes, so Serve replaces this replica.
+
+        Repeated CUDA errors fail at once; otherwise every loaded model runs a tiny
+        probe (8x8 px), which catches a wedged device or corrupted module cheaply.
+        """
         if self._cuda_errors >= _HEALTH_ERROR_LIMIT:
             raise RuntimeError(f"{self._cuda_errors} consecutive CUDA errors")
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        probe = np.zeros((1, 3, 8, 8), np.float32)
+        for name, loaded in self.models.items():
+            output = self._forward(loaded.eager, probe)
+            if output.shape != (1, 3, 8 * loaded.scale, 8 * loaded.scale):
+                raise RuntimeError(f"{name}: health probe returned shape {output.shape}")
 
     def _load_one(self, name: str) -> LoadedModel:
         spec = self.store.manifest.get(name)
@@ -132,14 +144,14 @@ class UpscaleEngine:
             raise ModelNotReady(
                 f"{path.name} is a x{descriptor.scale} model; the manifest says x{spec.scale}"
             )
-        module = descriptor.model.eval().to(self.device, self.dtype)
+        eager = descriptor.model.eval().to(self.device, self.dtype)
+        module = eager
         if self.device.type == "cuda":
-            module = module.to(memory_format=torch.channels_last)
+            eager = module = eager.to(memory_format=torch.channels_last)
             if self.settings.compile:
-                module = self._compile(module)
-        return LoadedModel(
-            module, spec.scale, self.settings.tile_batch_size, time.perf_counter() - started
-        )
+                module = self._compile(eager)
+        batch = self.settings.tile_batch_size
+        return LoadedModel(module, eager, spec.scale, batch, time.perf_counter() - started)
 
     def _compile(self, module: torch.nn.Module) -> torch.nn.Module:
         """Compile, then warm up at the serving tile shape so requests never pay for it."""

@@ -97,3 +97,15 @@ def test_status_reports_device_and_models(engine: UpscaleEngine) -> None:
     assert status.device == "cpu" and status.dtype == "float32"
     assert status.loaded == {TINY_RRDB: 4, TINY_COMPACT: 2}
     engine.check_health()
+
+
+class _Broken(torch.nn.Module):
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("device lost (simulated)")
+
+
+def test_health_probe_fails_when_a_model_cannot_run(engine: UpscaleEngine) -> None:
+    engine.check_health()
+    engine.models[TINY_COMPACT].eager = _Broken()
+    with pytest.raises(RuntimeError, match="device lost"):
+        engine.check_health()
