@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -27,6 +28,10 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
     from deployments import local  # imported here: Ray starts slowly and only `up` needs it
 
     overrides: dict[str, Any] = {"model_store": str(settings.model_store)}
+    if settings.torch_threads is None and not _cuda_available():
+        # Ray gives a replica as many torch threads as its num_cpus (1); on a CPU-only
+        # machine the Upscaler is the work, so let it use every core.
+        overrides["torch_threads"] = os.cpu_count() or 1
     if args.models:
         overrides["models"] = args.models.split(",")
     config = local.localize(
@@ -58,10 +63,14 @@ def _interrupt(*_: object) -> None:
 def _gpu_overrides(num_gpus: float | None) -> dict[str, dict[str, Any]]:
     """Give the Upscaler a GPU share when CUDA is visible, unless told otherwise."""
     if num_gpus is None:
-        import torch
-
-        num_gpus = 0.5 if torch.cuda.is_available() else 0.0
+        num_gpus = 0.5 if _cuda_available() else 0.0
     return {"Upscaler": {"ray_actor_options": {"num_gpus": num_gpus}}}
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def main() -> None:

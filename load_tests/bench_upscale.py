@@ -204,6 +204,7 @@ def build_settings(args: argparse.Namespace, store: Path, manifest: Path | None)
         batch_max_requests=args.requests,
         batch_wait_timeout_s=0.02,
         max_input_pixels=max(args.size**2, 4096**2),
+        torch_threads=None if torch.cuda.is_available() else os.cpu_count(),
     )
 
 

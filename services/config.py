@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     tile_pad: int = Field(default=10, ge=0, le=64, description="Context px around each tile.")
     tile_batch_size: int = Field(default=8, ge=1, le=256, description="Tiles per forward pass.")
     compile: bool = Field(default=False, description="torch.compile on CUDA (warmed at load).")
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads for torch; None: the replica's num_cpus."
+    )
     gpu_memory_fraction: float | None = Field(
         default=None, gt=0, le=1, description="Per-process CUDA memory cap (fractional GPUs)."
     )

@@ -41,7 +41,7 @@ def list_models(args: argparse.Namespace, settings: Settings) -> int:
         if not held.present:
             state, size, how = "absent", "-", fetch_hint(spec)
         else:
-            state = {True: "verified", False: "MISMATCH", None: "unpinned"}[held.checksum_ok]
+            state = {True: "verified", False: "MISMATCH", None: "unchecked"}[held.checksum_ok]
             size, how = f"{held.size_bytes / 1e6:.1f} MB", f"{held.source}: {held.path}"
         print(f"{name:<16} {spec.architecture:<16} x{spec.scale:<4} {state:<10} {size:>9}  {how}")
     return 0

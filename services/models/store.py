@@ -26,7 +26,7 @@ class StoredModel:
     path: Path | None = None
     source: str | None = None
     size_bytes: int = 0
-    checksum_ok: bool | None = None
+    checksum_ok: bool | None = None  # None: not checked, or no checksum pinned
 
 
 def sha256_file(path: Path) -> str:

@@ -89,6 +89,8 @@ class UpscaleEngine:
 
     def load(self) -> None:
         """Load every model named in settings; a missing one is recorded, not fatal."""
+        if self.settings.torch_threads:
+            torch.set_num_threads(self.settings.torch_threads)
         if self.device.type == "cuda" and self.settings.gpu_memory_fraction:
             torch.cuda.set_per_process_memory_fraction(self.settings.gpu_memory_fraction)
         for name in self.settings.models:

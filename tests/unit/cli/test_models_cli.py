@@ -24,7 +24,7 @@ def test_import_then_list(store: Path, capsys: pytest.CaptureFixture[str]) -> No
     capsys.readouterr()
     assert main(["models", "list"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("animevideov3"))
-    assert "verified" in line and "2.5 MB" in line
+    assert "verified" in line and "1.3 MB" in line
 
 
 def test_errors_are_one_line_and_exit_1(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
