@@ -254,10 +254,10 @@ def run_modes(
 
 def report(args: argparse.Namespace, settings: Settings, results: list[ModeResult]) -> None:
     base = results[0].images_per_s
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else _cpu_name()
     print(f"\n{args.requests} x {args.size}x{args.size} -> {args.format}, model {args.model}, "
           f"tile {settings.tile_size}+{settings.tile_pad}, tile batch {settings.tile_batch_size}, "
-          f"device {device or platform.machine()}, torch {torch.__version__}")  # fmt: skip
+          f"device {device}, torch {torch.__version__}")  # fmt: skip
     print(f"{'mode':<42} {'img/s':>8} {'vs (a)':>8}")
     for result in results:
         print(f"{result.mode:<42} {result.images_per_s:>8.3f} {result.images_per_s / base:>7.2f}x")
@@ -273,6 +273,16 @@ def report(args: argparse.Namespace, settings: Settings, results: list[ModeResul
     }
     args.json.write_text(json.dumps(payload, indent=2))
     print(f"wrote {args.json}")
+
+
+def _cpu_name() -> str:
+    """The CPU model and core count, e.g. 'AMD EPYC x2'."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        name = next(line.split(":", 1)[1].strip() for line in lines if "model name" in line)
+    except (OSError, StopIteration):
+        name = platform.machine()
+    return f"{name} x{os.cpu_count()}"
 
 
 if __name__ == "__main__":

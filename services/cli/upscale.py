@@ -16,7 +16,13 @@ _EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = commands.add_parser("upscale", help="upscale images through the running service")
-    up.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="image files")
+    up.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="IN [OUT]",
+        help="image files; a last argument that does not exist yet is the output, as with cp",
+    )
     up.add_argument("-o", "--output", type=Path, help="output file (one input) or folder")
     up.add_argument("--model", help="model name (see `pixserve models list`)")
     up.add_argument("--scale", type=float, help="output scale, e.g. 2.5")
@@ -34,6 +40,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def upscale_files(args: argparse.Namespace, settings: Settings) -> int:
     """Upscale every input; report each failure and exit 1 if any failed."""
+    if args.output is None and len(args.inputs) >= 2 and not args.inputs[-1].exists():
+        args.output = args.inputs.pop()
     missing = [str(path) for path in args.inputs if not path.is_file()]
     if missing:
         raise ClientError("not_found", f"no such file: {', '.join(missing)}")

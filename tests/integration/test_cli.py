@@ -35,6 +35,14 @@ def test_upscale_several_files(serve_url: str, tmp_path: Path) -> None:
     assert "3/3 files" in result.stderr
 
 
+def test_positional_output_file(serve_url: str, tmp_path: Path) -> None:
+    source = tmp_path / "in.png"
+    source.write_bytes(encode(astronaut(16)))
+    result = pixserve("upscale", str(source), str(tmp_path / "big.png"), "--url", serve_url)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "big.png").size == (64, 64)
+
+
 def test_one_bad_file_fails_the_run_not_the_others(serve_url: str, tmp_path: Path) -> None:
     good, bad = tmp_path / "good.png", tmp_path / "bad.png"
     good.write_bytes(encode(astronaut(16)))

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from services.api.deps import BackendDep, ManifestDep, SettingsDep
 from services.api.schemas import DeploymentReadiness, ModelListPublic, ModelPublic
+from services.config import Settings
 from services.models.manifest import ModelSpec
 
 router = APIRouter(tags=["models"])
@@ -22,10 +23,11 @@ async def read_models(
 
 
 def _public(
-    spec: ModelSpec, settings_: SettingsDep, upscaler: DeploymentReadiness | None
+    spec: ModelSpec, settings: Settings, upscaler: DeploymentReadiness | None
 ) -> ModelPublic:
+    """A spec with its state: not configured, unknown (deployment down), loaded, missing."""
     base = spec.model_dump(include={"name", "architecture", "scale", "license", "description"})
-    if spec.name not in settings_.models:
+    if spec.name not in settings.models:
         return ModelPublic(**base, state="not_configured")
     if upscaler is None or upscaler.error:
         return ModelPublic(**base, state="unknown", detail=upscaler.error if upscaler else None)
