@@ -17,10 +17,19 @@ from services.models.store import sha256_file
 
 TINY_RRDB = "tiny-x4"
 TINY_COMPACT = "tiny-compact-x2"
+TINY_X2_UNSHUFFLE = "tiny-x2-unshuffle"
 
 
 def _rrdb() -> torch.nn.Module:
     module: torch.nn.Module = ESRGAN(num_filters=8, num_blocks=1, scale=4)
+    return module
+
+
+def _x2_unshuffle() -> torch.nn.Module:
+    """RealESRGAN_x2plus's shape: pixel-unshuffle by 2 (12 input channels), then x4."""
+    module: torch.nn.Module = ESRGAN(
+        in_nc=12, num_filters=8, num_blocks=1, scale=4, shuffle_factor=2
+    )
     return module
 
 
@@ -37,6 +46,7 @@ def build_tiny_store(root: Path) -> Path:
     for name, arch, scale, build in (
         (TINY_RRDB, "RRDBNet", 4, _rrdb),
         (TINY_COMPACT, "SRVGGNetCompact", 2, _compact),
+        (TINY_X2_UNSHUFFLE, "RRDBNet", 2, _x2_unshuffle),
     ):
         filename = f"{name}.pth"
         torch.save(build().state_dict(), root / filename)

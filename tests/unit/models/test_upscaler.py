@@ -10,7 +10,7 @@ from services.config import Settings
 from services.errors import EngineOutOfMemory, ModelNotReady
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
-from services.models.tiny import TINY_COMPACT, TINY_RRDB
+from services.models.tiny import TINY_COMPACT, TINY_RRDB, TINY_X2_UNSHUFFLE
 from services.models.upscaler import TileRequest, UpscaleEngine
 
 
@@ -109,3 +109,14 @@ def test_health_probe_fails_when_a_model_cannot_run(engine: UpscaleEngine) -> No
     engine.models[TINY_COMPACT].eager = _Broken()
     with pytest.raises(RuntimeError, match="device lost"):
         engine.check_health()
+
+
+def test_x2plus_shaped_model_loads_and_upscales_by_two(tiny_settings: Settings) -> None:
+    """RealESRGAN_x2plus is a pixel-unshuffle RRDBNet; spandrel must see it as x2."""
+    settings = tiny_settings.model_copy(update={"models": [TINY_X2_UNSHUFFLE]})
+    store = ModelStore(settings.model_store, load_manifest(settings.extra_manifest))
+    engine = UpscaleEngine(settings, store)
+    engine.load()
+    assert engine.status().loaded == {TINY_X2_UNSHUFFLE: 2}
+    (result,) = engine.predict([TileRequest(TINY_X2_UNSHUFFLE, tiles(2, size=36))])
+    assert isinstance(result, np.ndarray) and result.shape == (2, 3, 72, 72)
