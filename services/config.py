@@ -68,7 +68,7 @@ class Settings(BaseSettings):
         default=4096 * 4096, ge=1, description="Largest accepted input in pixels."
     )
     max_output_pixels: int = Field(
-        default=16384 * 16384, ge=1, description="Largest output in pixels."
+        default=8192 * 8192, ge=1, description="Largest model or final output in pixels."
     )
     max_side: int = Field(default=16384, ge=1, description="Largest accepted width/height.")
     max_scale: float = Field(default=8.0, gt=1, description="Largest output scale.")

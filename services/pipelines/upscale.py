@@ -97,7 +97,11 @@ async def upscale_upload(
 def output_size(
     width: int, height: int, native_scale: int, options: UpscaleOptions, settings: Settings
 ) -> tuple[int, int]:
-    """Resolve scale/width/height into an output size, refusing what is out of range."""
+    """Resolve scale/width/height into an output size, refusing what is out of range.
+
+    The pixel limit applies to the model's native output as well as to the final
+    size: both exist in memory at once, whatever the requested size.
+    """
     if options.scale is not None and (options.width or options.height):
         raise InvalidParameter("give either scale or width/height, not both")
     if options.width or options.height:
@@ -109,10 +113,13 @@ def output_size(
                 f"scale {scale:g} is out of range; allowed 1 to {settings.max_scale:g}"
             )
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if size[0] * size[1] > settings.max_output_pixels:
-        raise ImageTooLarge(
-            f"output {size[0]}x{size[1]} is over the limit of {settings.max_output_pixels} pixels"
-        )
+    native = (width * native_scale, height * native_scale)
+    for kind, (out_w, out_h) in (("output", size), ("model output", native)):
+        if out_w * out_h > settings.max_output_pixels:
+            raise ImageTooLarge(
+                f"{kind} {out_w}x{out_h} is over the limit of {settings.max_output_pixels} "
+                "pixels; send a smaller image"
+            )
     return size
 
 

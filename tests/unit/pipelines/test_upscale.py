@@ -48,6 +48,12 @@ def test_output_size_refusals(options: UpscaleOptions, error: type[Exception], w
         output_size(100, 50, 4, options, SETTINGS)
 
 
+def test_native_model_output_counts_against_the_limit() -> None:
+    """A small requested size does not make a huge model output acceptable."""
+    with pytest.raises(ImageTooLarge, match="model output 4000x4000"):
+        output_size(1000, 1000, 4, UpscaleOptions("m", width=10), SETTINGS)
+
+
 @pytest.fixture
 def backend(tiny_settings: Settings) -> EngineBackend:
     store = ModelStore(tiny_settings.model_store, load_manifest(tiny_settings.extra_manifest))
