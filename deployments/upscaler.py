@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 from ray import serve
 
-from services.config import Settings
+from services.config import BatchOptions, Settings
 from services.errors import PixserveError
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
@@ -29,6 +30,12 @@ class Upscaler:
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def upscale_batch(self, requests: list[TileRequest]) -> list[np.ndarray | PixserveError]:
         return await asyncio.to_thread(self.engine.predict, requests)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve's ``user_config``: batch size and wait, retuned without a restart."""
+        batch = BatchOptions.model_validate(user_config)
+        self.upscale_batch.set_max_batch_size(batch.max_batch_size)  # type: ignore[attr-defined]
+        self.upscale_batch.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)  # type: ignore[attr-defined]
 
     def status(self) -> EngineStatus:
         return self.engine.status()

@@ -165,7 +165,14 @@ def start_service(settings: Settings, num_gpus: float) -> tuple[str, Callable[[]
         args=settings.model_dump(mode="json", exclude_defaults=True),
         deployments={
             "Ingress": {**single, "ray_actor_options": {"num_cpus": 0.1}},
-            "Upscaler": {**single, "ray_actor_options": {"num_cpus": 0.1, "num_gpus": num_gpus}},
+            "Upscaler": {
+                **single,
+                "ray_actor_options": {"num_cpus": 0.1, "num_gpus": num_gpus},
+                "user_config": {
+                    "max_batch_size": settings.batch_max_requests,
+                    "batch_wait_timeout_s": settings.batch_wait_timeout_s,
+                },
+            },
         },
         port=port,
     )

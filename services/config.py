@@ -9,11 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+
+
+class BatchOptions(BaseModel):
+    """A batched deployment's ``user_config``: how many requests meet, how long it waits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(default=8, ge=1, le=256)
+    batch_wait_timeout_s: float = Field(default=0.01, ge=0, le=1)
 
 
 class Settings(BaseSettings):
@@ -54,10 +63,13 @@ class Settings(BaseSettings):
 
     # Serve batching
     batch_max_requests: int = Field(
-        default=8, ge=1, le=256, description="Requests one @serve.batch call may group."
+        default=8,
+        ge=1,
+        le=256,
+        description="Requests one @serve.batch call may group (a user_config overrides).",
     )
     batch_wait_timeout_s: float = Field(
-        default=0.01, ge=0, le=1, description="How long a batch waits to fill."
+        default=0.01, ge=0, le=1, description="How long a batch waits to fill (ditto)."
     )
 
     # Input limits

@@ -57,12 +57,16 @@ def serve_url(tiny_store: tuple[Path, Path]) -> Iterator[str]:
         "tile_size": 32,
         "tile_pad": 20,
         "tile_batch_size": 64,
-        "batch_wait_timeout_s": 0.3,
         "max_upload_bytes": 2_000_000,
         "max_input_pixels": 1_000_000,
     }
+    # a long batch wait, through the deployment's user_config, so concurrent requests meet
+    batching = {"user_config": {"max_batch_size": 16, "batch_wait_timeout_s": 0.3}}
     config = local.localize(
-        local.load_config(), args=args, deployments={"Ingress": SMALL, "Upscaler": SMALL}, port=port
+        local.load_config(),
+        args=args,
+        deployments={"Ingress": SMALL, "Upscaler": {**SMALL, **batching}},
+        port=port,
     )
     ray.init(num_cpus=8, namespace="serve", include_dashboard=False)
     try:
