@@ -1,0 +1,113 @@
+{{/* Names, labels and the Serve config shared by the templates. */}}
+
+{{- define "pixserve.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "pixserve.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains (include "pixserve.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "pixserve.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "pixserve.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "pixserve.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "pixserve.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "pixserve.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The pixserve image, always with an explicit tag: appVersion-variant unless set. */}}
+{{- define "pixserve.image" -}}
+{{- $tag := .Values.image.tag | default (printf "%s-%s" .Chart.AppVersion .Values.image.variant) -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+
+{{- define "pixserve.redisHost" -}}
+{{- if .Values.redis.enabled -}}
+{{- printf "%s-redis:6379" (include "pixserve.fullname" .) -}}
+{{- else -}}
+{{- .Values.externalRedis.address -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "pixserve.redisSecret" -}}
+{{- if .Values.redis.enabled -}}
+{{- .Values.redis.existingSecret | default (printf "%s-redis" (include "pixserve.fullname" .)) -}}
+{{- else -}}
+{{- .Values.externalRedis.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "pixserve.modelClaim" -}}
+{{- .Values.modelStore.existingClaim | default (printf "%s-models" (include "pixserve.fullname" .)) -}}
+{{- end -}}
+
+{{/* Restricted pod and container security contexts (Pod Security "restricted"). */}}
+{{- define "pixserve.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 1000
+runAsGroup: 100
+fsGroup: 100
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "pixserve.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+{{- end -}}
+
+{{/*
+The Serve config: deployments/serve_config.yaml (copied into files/, a test keeps the
+two identical) with .Values.settings merged into the app's args and each deployment's
+values applied to the deployment of that name. Deployments come from the config, so a
+new deployment in the app needs no template change.
+*/}}
+{{- define "pixserve.serveConfig" -}}
+{{- $config := .Files.Get "files/serve_config.yaml" | fromYaml -}}
+{{- $app := index $config.applications 0 -}}
+{{- $_ := set $app "args" (mergeOverwrite (deepCopy $app.args) .Values.settings) -}}
+{{- range $deployment := $app.deployments -}}
+{{- $values := index $.Values.deployments $deployment.name | default dict -}}
+{{- include "pixserve.applyDeploymentValues" (list $deployment $values) -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{- define "pixserve.applyDeploymentValues" -}}
+{{- $d := index . 0 -}}
+{{- $v := index . 1 -}}
+{{- $actor := $d.ray_actor_options | default dict -}}
+{{- if hasKey $v "numCpus" }}{{ $_ := set $actor "num_cpus" $v.numCpus }}{{ end -}}
+{{- if hasKey $v "numGpus" }}{{ $_ := set $actor "num_gpus" $v.numGpus }}{{ end -}}
+{{- if and (hasKey $v "memory") (not (kindIs "invalid" $v.memory)) }}{{ $_ := set $actor "memory" $v.memory }}{{ end -}}
+{{- $_ := set $d "ray_actor_options" $actor -}}
+{{- if hasKey $v "maxOngoingRequests" }}{{ $_ := set $d "max_ongoing_requests" $v.maxOngoingRequests }}{{ end -}}
+{{- with $v.autoscaling -}}
+{{- $auto := $d.autoscaling_config | default dict -}}
+{{- $keys := dict "minReplicas" "min_replicas" "maxReplicas" "max_replicas" "targetOngoingRequests" "target_ongoing_requests" "upscaleDelayS" "upscale_delay_s" "downscaleDelayS" "downscale_delay_s" "downscaleToZeroDelayS" "downscale_to_zero_delay_s" -}}
+{{- range $from, $to := $keys -}}
+{{- if and (hasKey $v.autoscaling $from) (not (kindIs "invalid" (index $v.autoscaling $from))) }}{{ $_ := set $auto $to (index $v.autoscaling $from) }}{{ end -}}
+{{- end -}}
+{{- $_ := set $d "autoscaling_config" $auto -}}
+{{- end -}}
+{{- with $v.batch -}}
+{{- $_ := set $d "user_config" (dict "max_batch_size" .maxBatchSize "batch_wait_timeout_s" .batchWaitTimeoutS) -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,211 @@
+"""The chart renders and lints cleanly, its objects are valid Kubernetes and KubeRay, and
+its defaults follow the platform's policies. No cluster needed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from tests.packaging.chart import (
+    CHART,
+    KUBE_VERSION,
+    ROOT,
+    VALUE_FILES,
+    of_kind,
+    pod_specs,
+    render,
+    unknown_fields,
+    values_of,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+CRDS = ROOT.parent / "shared" / "schemas" / "kuberay-v1.7.0"
+KUBERAY_KINDS = {"RayService": "ray.io_rayservices.yaml", "RayCluster": "ray.io_rayclusters.yaml"}
+OTHER_CRD_KINDS = {"PodMonitor"}  # Prometheus Operator: no schema offline, checked by hand
+
+
+@pytest.fixture(scope="module", params=sorted(VALUE_FILES))
+def objects(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    return render(values_of(request.param))
+
+
+def crd_schema(kind: str) -> dict[str, Any]:
+    crd = yaml.safe_load((CRDS / KUBERAY_KINDS[kind]).read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    return dict(version["schema"]["openAPIV3Schema"])
+
+
+def test_lint_reports_no_errors() -> None:
+    report = helm_python.lint(str(CHART), strict=False, kube_version=f"v{KUBE_VERSION}")
+    assert report["errors"] == []
+    assert all(message["severity"] < 3 for message in report["messages"]), report
+
+
+def test_objects_are_valid_kubernetes(objects: list[dict[str, Any]]) -> None:
+    for obj in objects:
+        if obj["kind"] in KUBERAY_KINDS:
+            jsonschema.validate(obj, crd_schema(obj["kind"]))
+            assert unknown_fields(obj, crd_schema(obj["kind"])) == []
+        elif obj["kind"] not in OTHER_CRD_KINDS:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+
+
+def test_every_container_has_requests_limits_and_no_root(objects: list[dict[str, Any]]) -> None:
+    for obj in objects:
+        for spec in pod_specs(obj):
+            pod_non_root = spec.get("securityContext", {}).get("runAsNonRoot")
+            for container in spec.get("initContainers", []) + spec["containers"]:
+                where = f"{obj['kind']}/{obj['metadata']['name']}/{container['name']}"
+                resources = container.get("resources", {})
+                assert resources.get("requests") and resources.get("limits"), where
+                security = container.get("securityContext", {})
+                assert security.get("runAsNonRoot", pod_non_root) is True, where
+                assert not security.get("privileged", False), where
+                assert security.get("allowPrivilegeEscalation") is False, where
+                assert security.get("capabilities", {}).get("drop") == ["ALL"], where
+
+
+def test_every_image_tag_is_pinned(objects: list[dict[str, Any]]) -> None:
+    for obj in objects:
+        for spec in pod_specs(obj):
+            for container in spec["containers"]:
+                name, _, tag = container["image"].rpartition(":")
+                assert name and tag and tag != "latest" and "/" not in tag, container["image"]
+
+
+def test_gpu_worker_group_requests_gpus() -> None:
+    service = of_kind(render(values_of("gpu")), "RayService")[0]
+    groups = {g["groupName"]: g for g in service["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    container = groups["gpu"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    assert groups["gpu"]["template"]["spec"]["tolerations"]
+    assert groups["gpu"]["template"]["spec"]["nodeSelector"]
+
+
+def test_cpu_values_have_no_gpu_group() -> None:
+    service = of_kind(render(values_of("ci")), "RayService")[0]
+    groups = [g["groupName"] for g in service["spec"]["rayClusterConfig"]["workerGroupSpecs"]]
+    assert groups == ["cpu"]
+
+
+def test_head_runs_no_replicas_and_autoscaling_is_on(objects: list[dict[str, Any]]) -> None:
+    cluster = of_kind(objects, "RayService")[0]["spec"]["rayClusterConfig"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert cluster["enableInTreeAutoscaling"] is True
+
+
+def test_packaged_serve_config_is_the_apps() -> None:
+    """One source of truth: the chart's copy is byte-identical to the app's config."""
+    chart_copy = (CHART / "files" / "serve_config.yaml").read_text()
+    assert chart_copy == (ROOT / "deployments" / "serve_config.yaml").read_text()
+
+
+def test_serve_config_v2_is_the_apps_with_values_applied() -> None:
+    app_config = yaml.safe_load((ROOT / "deployments" / "serve_config.yaml").read_text())
+    service = of_kind(render(values_of("gpu")), "RayService")[0]
+    rendered = yaml.safe_load(service["spec"]["serveConfigV2"])
+    ServeDeploySchema.model_validate(rendered)
+    (app,) = rendered["applications"]
+    (expected,) = app_config["applications"]
+    assert app["import_path"] == expected["import_path"] and app["name"] == expected["name"]
+    assert [d["name"] for d in app["deployments"]] == [d["name"] for d in expected["deployments"]]
+    upscaler = next(d for d in app["deployments"] if d["name"] == "Upscaler")
+    assert upscaler["ray_actor_options"]["num_gpus"] == 0.25
+    assert upscaler["autoscaling_config"]["min_replicas"] == 2
+    assert upscaler["user_config"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.02}
+    assert upscaler["health_check_period_s"] == 10  # untouched config values survive
+    assert app["args"]["models"] == ["x4plus", "x4plus-anime"] and app["args"]["compile"] is True
+
+
+def test_serve_config_args_are_valid_settings() -> None:
+    from services.config import Settings
+
+    service = of_kind(render(values_of("gpu")), "RayService")[0]
+    (app,) = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
+    assert Settings(**app["args"]).model_store == Path("/models")
+
+
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"deployments": {"Upscaler": {"numGpus": 1.5}}}, "maximum"),
+        ({"deployments": {"Upscaler": {"autoscaling": {"minReplicas": -1}}}}, "minimum"),
+        ({"workers": {"gpu": {"maxReplicas": -2}}}, "minimum"),
+        ({"deployments": {"Upscaler": {"numGpu": 1}}}, "additional properties"),
+        ({"unknownKey": True}, "additional properties"),
+        ({"image": {"tag": "latest"}}, "not"),
+    ],
+)
+def test_schema_refuses_bad_values(values: dict[str, Any], words: str) -> None:
+    with pytest.raises(helm_python.HelmValuesError, match=words):
+        render(values)
+
+
+def test_network_policies_guard_serve_and_redis() -> None:
+    policies = {p["metadata"]["name"]: p for p in of_kind(render(), "NetworkPolicy")}
+    ray = policies["pix-pixserve-ray"]["spec"]["ingress"]
+    assert ray[0]["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    assert ray[0]["from"][0]["namespaceSelector"]["matchLabels"]
+    redis = policies["pix-pixserve-redis"]["spec"]
+    assert redis["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "redis"
+    assert redis["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["pixserve.io/ray-node"]
+
+
+def test_secrets_are_not_in_values_and_redis_uses_one() -> None:
+    objects = render()
+    (secret,) = of_kind(objects, "Secret")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    existing = render({"redis": {"existingSecret": "my-redis"}})
+    assert not of_kind(existing, "Secret")
+    cluster = of_kind(existing, "RayService")[0]["spec"]["rayClusterConfig"]
+    ref = cluster["gcsFaultToleranceOptions"]["redisPassword"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "my-redis", "key": "redis-password"}
+
+
+def test_grafana_dashboards_are_valid_json() -> None:
+    maps = [m for m in of_kind(render(), "ConfigMap") if "dashboard" in m["metadata"]["name"]]
+    assert maps
+    for config_map in maps:
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        for text in config_map["data"].values():
+            assert json.loads(text)["panels"]
+
+
+def test_yamllint_passes() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "yamllint", "-c", str(ROOT / ".yamllint.yaml"), "helm", "k8s"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_validators_catch_mistakes() -> None:
+    """The checks above can fail: a typo'd field is refused by both validators."""
+    objects = render()
+    service = of_kind(objects, "RayService")[0]
+    service["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParam"] = {}
+    service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] = "three"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(service, crd_schema("RayService"))
+    assert unknown_fields(service, crd_schema("RayService")) == [
+        ".spec.rayClusterConfig.headGroupSpec.rayStartParam"
+    ]
+    ingress = of_kind(objects, "Ingress")[0]
+    ingress["spec"]["rules"][0]["hosts"] = ["typo"]
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(ingress, KUBE_VERSION, strict=True)
