@@ -1,7 +1,7 @@
 """Generate the values table of helm/pixserve/README.md from values.yaml's ``# --`` comments.
 
-    python scripts/chart_readme.py          # rewrite the table in the README
-    python scripts/chart_readme.py --check  # exit 1 if the README is out of date
+python scripts/chart_readme.py          # rewrite the table in the README
+python scripts/chart_readme.py --check  # exit 1 if the README is out of date
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import helm_python
+import jsonschema
+import kubernetes_validate
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,3 +75,46 @@ def unknown_fields(value: Any, schema: dict[str, Any], path: str = "") -> list[s
         for index, item in enumerate(value):
             found += unknown_fields(item, schema["items"], f"{path}[{index}]")
     return found
+
+
+CRDS = ROOT.parent / "shared" / "schemas" / "kuberay-v1.7.0"
+KUBERAY_KINDS = {"RayService": "ray.io_rayservices.yaml", "RayCluster": "ray.io_rayclusters.yaml"}
+OTHER_CRD_KINDS = {"PodMonitor"}  # Prometheus Operator: no schema offline
+
+
+@cache
+def crd_schema(kind: str) -> dict[str, Any]:
+    crd = yaml.safe_load((CRDS / KUBERAY_KINDS[kind]).read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    return dict(version["schema"]["openAPIV3Schema"])
+
+
+def validate_object(obj: dict[str, Any]) -> None:
+    """Kubernetes' own schemas (strict), or KubeRay's CRD schema plus unknown-field check."""
+    if obj["kind"] in KUBERAY_KINDS:
+        jsonschema.validate(obj, crd_schema(obj["kind"]))
+        assert unknown_fields(obj, crd_schema(obj["kind"])) == []
+    elif obj["kind"] not in OTHER_CRD_KINDS:
+        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+
+
+def policy_violations(obj: dict[str, Any]) -> list[str]:
+    """Containers without requests/limits, running as root, privileged, or unpinned."""
+    problems = []
+    for spec in pod_specs(obj):
+        pod_non_root = spec.get("securityContext", {}).get("runAsNonRoot")
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            where = f"{obj['kind']}/{obj['metadata']['name']}/{container['name']}"
+            resources = container.get("resources", {})
+            security = container.get("securityContext", {})
+            name, _, tag = container["image"].rpartition(":")
+            checks = {
+                "requests and limits": bool(resources.get("requests") and resources.get("limits")),
+                "runAsNonRoot": security.get("runAsNonRoot", pod_non_root) is True,
+                "not privileged": not security.get("privileged", False),
+                "no privilege escalation": security.get("allowPrivilegeEscalation") is False,
+                "drops ALL capabilities": security.get("capabilities", {}).get("drop") == ["ALL"],
+                "pinned image tag": bool(name and tag and tag != "latest" and "/" not in tag),
+            }
+            problems += [f"{where}: {rule}" for rule, ok in checks.items() if not ok]
+    return problems

@@ -21,29 +21,21 @@ from tests.packaging.chart import (
     KUBE_VERSION,
     ROOT,
     VALUE_FILES,
+    crd_schema,
     of_kind,
-    pod_specs,
+    policy_violations,
     render,
     unknown_fields,
+    validate_object,
     values_of,
 )
 
 pytestmark = pytest.mark.timeout(300)
 
-CRDS = ROOT.parent / "shared" / "schemas" / "kuberay-v1.7.0"
-KUBERAY_KINDS = {"RayService": "ray.io_rayservices.yaml", "RayCluster": "ray.io_rayclusters.yaml"}
-OTHER_CRD_KINDS = {"PodMonitor"}  # Prometheus Operator: no schema offline, checked by hand
-
 
 @pytest.fixture(scope="module", params=sorted(VALUE_FILES))
 def objects(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
     return render(values_of(request.param))
-
-
-def crd_schema(kind: str) -> dict[str, Any]:
-    crd = yaml.safe_load((CRDS / KUBERAY_KINDS[kind]).read_text())
-    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
-    return dict(version["schema"]["openAPIV3Schema"])
 
 
 def test_lint_reports_no_errors() -> None:
@@ -54,34 +46,20 @@ def test_lint_reports_no_errors() -> None:
 
 def test_objects_are_valid_kubernetes(objects: list[dict[str, Any]]) -> None:
     for obj in objects:
-        if obj["kind"] in KUBERAY_KINDS:
-            jsonschema.validate(obj, crd_schema(obj["kind"]))
-            assert unknown_fields(obj, crd_schema(obj["kind"])) == []
-        elif obj["kind"] not in OTHER_CRD_KINDS:
-            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        validate_object(obj)
 
 
-def test_every_container_has_requests_limits_and_no_root(objects: list[dict[str, Any]]) -> None:
-    for obj in objects:
-        for spec in pod_specs(obj):
-            pod_non_root = spec.get("securityContext", {}).get("runAsNonRoot")
-            for container in spec.get("initContainers", []) + spec["containers"]:
-                where = f"{obj['kind']}/{obj['metadata']['name']}/{container['name']}"
-                resources = container.get("resources", {})
-                assert resources.get("requests") and resources.get("limits"), where
-                security = container.get("securityContext", {})
-                assert security.get("runAsNonRoot", pod_non_root) is True, where
-                assert not security.get("privileged", False), where
-                assert security.get("allowPrivilegeEscalation") is False, where
-                assert security.get("capabilities", {}).get("drop") == ["ALL"], where
+def test_objects_follow_the_policies(objects: list[dict[str, Any]]) -> None:
+    assert [problem for obj in objects for problem in policy_violations(obj)] == []
 
 
-def test_every_image_tag_is_pinned(objects: list[dict[str, Any]]) -> None:
-    for obj in objects:
-        for spec in pod_specs(obj):
-            for container in spec["containers"]:
-                name, _, tag = container["image"].rpartition(":")
-                assert name and tag and tag != "latest" and "/" not in tag, container["image"]
+def test_policy_check_catches_violations() -> None:
+    job = of_kind(render(), "Job")[0]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    container["image"] = "ghcr.io/pixserve/pixserve:latest"
+    container["securityContext"]["privileged"] = True
+    del container["resources"]["limits"]
+    assert len(policy_violations(job)) == 3
 
 
 def test_gpu_worker_group_requests_gpus() -> None:
