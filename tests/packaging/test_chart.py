@@ -163,7 +163,16 @@ def test_grafana_dashboards_are_valid_json() -> None:
 
 def test_yamllint_passes() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "yamllint", "-c", str(ROOT / ".yamllint.yaml"), "helm", "k8s"],
+        [
+            sys.executable,
+            "-m",
+            "yamllint",
+            "-c",
+            str(ROOT / ".yamllint.yaml"),
+            "helm",
+            "k8s",
+            "skaffold.yaml",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
