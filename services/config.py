@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -34,6 +34,24 @@ class Settings(BaseSettings):
     api_url: str = Field(
         default="http://127.0.0.1:8000", description="Where the CLI finds the REST API."
     )
+    api_key: SecretStr | None = Field(
+        default=None, description="The CLI's API key when the service requires keys."
+    )
+
+    # API keys (stored hashed in Redis) and per-key rate limits
+    api_keys_enabled: bool = Field(
+        default=False, description="Require `Authorization: Bearer` keys on /v1 routes."
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Redis for keys and rate limits."
+    )
+    redis_password: SecretStr | None = Field(
+        default=None, description="Redis password (from a Secret in clusters)."
+    )
+    rate_limit_per_minute: int = Field(
+        default=600, ge=1, description="Requests per minute per key (refill rate)."
+    )
+    rate_limit_burst: int = Field(default=60, ge=1, description="Requests a key may burst.")
 
     # Model store
     model_store: Path = Field(

@@ -17,6 +17,40 @@ class PixserveError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Extra response headers the status calls for (WWW-Authenticate, Retry-After)."""
+        return {}
+
+
+class Unauthorized(PixserveError):
+    """No API key, an unknown one, or a revoked one."""
+
+    code = "unauthorized"
+    status = 401
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="pixserve"'}
+
+
+class RateLimited(PixserveError):
+    """The key's token bucket is empty; ``retry_after_s`` says when one token is back."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[type[RateLimited], tuple[str, int]]:
+        return (type(self), (self.message, self.retry_after_s))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
 
 class InvalidImage(PixserveError):
     """The bytes are not a decodable image (garbage, truncated, zero-size)."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 
 from services.api.backend import PlatformBackend
+from services.api.deps import require_api_key
 from services.api.errors import error_response, install_error_handlers
 from services.api.routes import health, models, upscale
+from services.auth.guard import KeyGuard
 from services.config import Settings
 from services.models.manifest import load_manifest
 
@@ -25,10 +27,13 @@ def create_api(settings: Settings, backend: PlatformBackend | None = None) -> Fa
     app.state.settings = settings
     app.state.manifest = load_manifest(settings.extra_manifest)
     app.state.backend = backend
+    app.state.key_guard = KeyGuard.from_settings(settings) if settings.api_keys_enabled else None
     install_error_handlers(app)
     _install_body_limit(app, settings.max_upload_bytes + _MULTIPART_OVERHEAD)
-    for router in (upscale.router, models.router, health.router):
-        app.include_router(router)
+    keyed = [Depends(require_api_key)]
+    for router in (upscale.router, models.router):
+        app.include_router(router, dependencies=keyed)
+    app.include_router(health.router)
     return app
 
 

@@ -11,6 +11,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from services.api.backend import PlatformBackend
+from services.auth.guard import KeyGuard
+from services.auth.keys import ApiKey
 from services.config import Settings
 from services.errors import ServiceUnavailable
 from services.models.manifest import Manifest
@@ -31,6 +33,14 @@ def get_backend(request: Request) -> PlatformBackend:
     if backend is None:
         raise ServiceUnavailable("the model deployments are not connected yet")
     return backend
+
+
+async def require_api_key(request: Request) -> ApiKey | None:
+    """The caller's key when keys are on (401/429 otherwise); None when they are off."""
+    guard: KeyGuard | None = request.app.state.key_guard
+    if guard is None:
+        return None
+    return await guard.check(request.headers.get("authorization"))
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

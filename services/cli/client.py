@@ -44,8 +44,9 @@ class UpscaleRequest:
 class PixserveClient:
     """Calls the pixserve REST API."""
 
-    def __init__(self, base_url: str, timeout_s: float = 600.0) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_s)
+    def __init__(self, base_url: str, timeout_s: float = 600.0, api_key: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers)
 
     def upscale(self, path: Path, request: UpscaleRequest) -> bytes:
         files = {"image": (path.name, path.read_bytes(), "application/octet-stream")}

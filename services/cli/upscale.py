@@ -45,7 +45,7 @@ def upscale_files(args: argparse.Namespace, settings: Settings) -> int:
     missing = [str(path) for path in args.inputs if not path.is_file()]
     if missing:
         raise ClientError("not_found", f"no such file: {', '.join(missing)}")
-    client = PixserveClient(args.url or settings.api_url)
+    client = PixserveClient(args.url or settings.api_url, api_key=_api_key(settings))
     request = UpscaleRequest(
         args.model, args.scale, args.width, args.height, args.format, args.quality
     )
@@ -82,7 +82,7 @@ def output_path(source: Path, output: Path | None, count: int, fmt: str) -> Path
 
 
 def show_status(args: argparse.Namespace, settings: Settings) -> int:
-    client = PixserveClient(args.url or settings.api_url, timeout_s=30)
+    client = PixserveClient(args.url or settings.api_url, timeout_s=30, api_key=_api_key(settings))
     ready = client.get_json("/readyz", allow_status=(503,))
     print(f"service: {'READY' if ready['ready'] else 'NOT READY'} ({args.url or settings.api_url})")
     for name, item in ready["deployments"].items():
@@ -91,6 +91,10 @@ def show_status(args: argparse.Namespace, settings: Settings) -> int:
         for model, reason in (item.get("missing") or {}).items():
             print(f"    waiting for {model}: {reason}")
     return 0 if ready["ready"] else 1
+
+
+def _api_key(settings: Settings) -> str | None:
+    return settings.api_key.get_secret_value() if settings.api_key else None
 
 
 def _one(client: PixserveClient, source: Path, target: Path, request: UpscaleRequest) -> str | None:

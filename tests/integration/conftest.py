@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from services.models.tiny import TINY_COMPACT, TINY_RRDB
+from tests.utils.redis_server import redis_server
 
 pytestmark = pytest.mark.integration
 
@@ -32,16 +33,28 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _with_missing_model_app(config: dict[str, Any]) -> dict[str, Any]:
+def _with_extra_apps(config: dict[str, Any], redis_url: str) -> dict[str, Any]:
+    """Add an app configured with a model the store lacks, and one that requires keys."""
     broken = copy.deepcopy(config["applications"][0])
     broken.update(name="pixserve-missing", route_prefix="/missing")
     broken["args"]["models"] = [TINY_RRDB, "x2plus"]
-    config["applications"].append(broken)
+    keyed = copy.deepcopy(config["applications"][0])
+    keyed.update(name="pixserve-keyed", route_prefix="/keyed")
+    keyed["args"].update(
+        api_keys_enabled=True, redis_url=redis_url, rate_limit_burst=3, rate_limit_per_minute=6
+    )
+    config["applications"] += [broken, keyed]
     return config
 
 
 @pytest.fixture(scope="session")
-def serve_url(tiny_store: tuple[Path, Path]) -> Iterator[str]:
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def serve_url(tiny_store: tuple[Path, Path], redis_url: str) -> Iterator[str]:
     import ray
     from ray import serve
 
@@ -70,7 +83,7 @@ def serve_url(tiny_store: tuple[Path, Path]) -> Iterator[str]:
     )
     ray.init(num_cpus=8, namespace="serve", include_dashboard=False)
     try:
-        local.deploy(_with_missing_model_app(config), timeout_s=240)
+        local.deploy(_with_extra_apps(config, redis_url), timeout_s=300)
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()

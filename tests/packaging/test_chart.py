@@ -196,3 +196,15 @@ def test_the_validators_catch_mistakes() -> None:
     ingress["spec"]["rules"][0]["hosts"] = ["typo"]
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(ingress, KUBE_VERSION, strict=True)
+
+
+def test_api_keys_are_on_and_redis_is_wired() -> None:
+    service = of_kind(render(), "RayService")[0]
+    (app,) = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
+    assert app["args"]["api_keys_enabled"] is True
+    assert app["args"]["redis_url"] == "redis://pix-pixserve-redis:6379/1"
+    head = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    env = {item["name"]: item for item in head["containers"][0]["env"]}
+    secret = env["PIXSERVE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert secret == {"name": "pix-pixserve-redis", "key": "redis-password"}
+    assert "password" not in service["spec"]["serveConfigV2"]

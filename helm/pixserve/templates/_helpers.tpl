@@ -82,7 +82,11 @@ new deployment in the app needs no template change.
 {{- define "pixserve.serveConfig" -}}
 {{- $config := .Files.Get "files/serve_config.yaml" | fromYaml -}}
 {{- $app := index $config.applications 0 -}}
-{{- $_ := set $app "args" (mergeOverwrite (deepCopy $app.args) .Values.settings) -}}
+{{- $redis := dict -}}
+{{- if include "pixserve.redisHost" . -}}
+{{- $redis = dict "redis_url" (printf "redis://%s/1" (include "pixserve.redisHost" .)) -}}
+{{- end -}}
+{{- $_ := set $app "args" (mergeOverwrite (deepCopy $app.args) $redis .Values.settings) -}}
 {{- range $deployment := $app.deployments -}}
 {{- $values := index $.Values.deployments $deployment.name | default dict -}}
 {{- include "pixserve.applyDeploymentValues" (list $deployment $values) -}}

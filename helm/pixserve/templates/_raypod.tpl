@@ -46,6 +46,11 @@ spec:
       {{- end }}
       env:
         - {name: HOME, value: /home/ray}
+        {{- if include "pixserve.redisSecret" $root }}
+        - name: PIXSERVE_REDIS_PASSWORD
+          valueFrom:
+            secretKeyRef: {name: {{ include "pixserve.redisSecret" $root }}, key: redis-password}
+        {{- end }}
         {{- if $root.Values.otelCollector.enabled }}
         - name: OTEL_EXPORTER_OTLP_ENDPOINT
           value: {{ printf "http://%s-otel-collector:4317" (include "pixserve.fullname" $root) | quote }}

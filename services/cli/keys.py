@@ -1,0 +1,69 @@
+"""``pixserve keys create|list|revoke``: manage API keys in the platform's Redis."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from redis.exceptions import RedisError
+
+from services.auth.guard import connect_redis
+from services.auth.keys import ApiKeyStore
+from services.config import Settings
+from services.errors import ServiceUnavailable
+
+T = TypeVar("T")
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("keys", help="create, list or revoke API keys")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="create a key (its secret is shown once)")
+    create.add_argument("name", help="who or what the key is for")
+    create.add_argument("--rate-limit", type=int, help="requests per minute (default: settings)")
+    create.set_defaults(handler=create_key)
+    listing = actions.add_parser("list", help="keys with prefix, name, state")
+    listing.set_defaults(handler=list_keys)
+    revoke = actions.add_parser("revoke", help="revoke a key by its prefix")
+    revoke.add_argument("prefix")
+    revoke.set_defaults(handler=revoke_key)
+
+
+def create_key(args: argparse.Namespace, settings: Settings) -> int:
+    token, key = _run(settings, lambda store: store.create(args.name, args.rate_limit))
+    print(f"created key {key.prefix} ({key.name}); keep it, it is not shown again:")
+    print(token)
+    return 0
+
+
+def list_keys(args: argparse.Namespace, settings: Settings) -> int:
+    keys = _run(settings, lambda store: store.list())
+    print(f"{'PREFIX':<10} {'STATE':<8} {'RATE/MIN':>8}  {'CREATED (UTC)':<19}  NAME")
+    for key in keys:
+        state = "active" if key.active else "revoked"
+        rate = str(key.rate_per_minute or settings.rate_limit_per_minute)
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(key.created_at))
+        print(f"{key.prefix:<10} {state:<8} {rate:>8}  {created:<19}  {key.name}")
+    return 0
+
+
+def revoke_key(args: argparse.Namespace, settings: Settings) -> int:
+    key = _run(settings, lambda store: store.revoke(args.prefix))
+    print(f"revoked key {key.prefix} ({key.name})")
+    return 0
+
+
+def _run(settings: Settings, action: Callable[[ApiKeyStore], Awaitable[T]]) -> T:
+    async def call() -> T:
+        redis = connect_redis(settings)
+        try:
+            return await action(ApiKeyStore(redis))
+        except RedisError as exc:
+            raise ServiceUnavailable(f"cannot reach Redis at {settings.redis_url}: {exc}") from exc
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(call())
