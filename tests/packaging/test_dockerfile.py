@@ -4,7 +4,11 @@ Ray pinned to the project's version, a non-root final stage without build tools.
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 from tests.packaging.chart import ROOT
 
@@ -43,3 +47,14 @@ def test_final_stage_is_unprivileged_and_lean() -> None:
 def test_dockerignore_keeps_secrets_and_weights_out() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "var"} <= set(ignored)
+
+
+def test_hadolint_passes() -> None:
+    binary = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    result = subprocess.run(
+        [binary, "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
