@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,9 @@ def policy_violations(obj: dict[str, Any]) -> list[str]:
             }
             problems += [f"{where}: {rule}" for rule, ok in checks.items() if not ok]
     return problems
+
+
+def run_tool(*command: str) -> tuple[int, str]:
+    """Run a checker (a script's --check, yamllint, hadolint) in the repo; code and output."""
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    return result.returncode, result.stdout + result.stderr

@@ -4,7 +4,6 @@ its defaults follow the platform's policies. No cluster needed."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from tests.packaging.chart import (
     of_kind,
     policy_violations,
     render,
+    run_tool,
     unknown_fields,
     validate_object,
     values_of,
@@ -162,23 +162,11 @@ def test_grafana_dashboards_are_valid_json() -> None:
 
 
 def test_yamllint_passes() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "yamllint",
-            "-c",
-            str(ROOT / ".yamllint.yaml"),
-            "helm",
-            "k8s",
-            "skaffold.yaml",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
+    config = str(ROOT / ".yamllint.yaml")
+    code, output = run_tool(
+        sys.executable, "-m", "yamllint", "-c", config, "helm", "k8s", "skaffold.yaml"
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert code == 0, output
 
 
 def test_the_validators_catch_mistakes() -> None:

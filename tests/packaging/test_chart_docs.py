@@ -4,14 +4,13 @@ Ray version equal to the project's pin."""
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 import tomllib
 from typing import Any
 
 import yaml
 
-from tests.packaging.chart import CHART, ROOT
+from tests.packaging.chart import CHART, ROOT, run_tool
 
 
 def leaf_paths(node: Any, prefix: str = "") -> list[str]:
@@ -42,13 +41,8 @@ def test_every_value_is_documented() -> None:
 
 
 def test_values_table_is_fresh() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "chart_readme.py"), "--check"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout
+    code, output = run_tool(sys.executable, str(ROOT / "scripts" / "chart_readme.py"), "--check")
+    assert code == 0, output
 
 
 def test_ray_version_matches_the_project_pin() -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
-from tests.packaging.chart import ROOT
+from tests.packaging.chart import ROOT, run_tool
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
@@ -51,10 +50,5 @@ def test_dockerignore_keeps_secrets_and_weights_out() -> None:
 
 def test_hadolint_passes() -> None:
     binary = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    result = subprocess.run(
-        [binary, "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / "Dockerfile")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    code, output = run_tool(binary, "--config", str(ROOT / ".hadolint.yaml"), "Dockerfile")
+    assert code == 0, output

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.packaging.chart import ROOT, of_kind, policy_violations, validate_object
+from tests.packaging.chart import ROOT, of_kind, policy_violations, run_tool, validate_object
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -27,13 +27,8 @@ def built(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
 
 
 def test_manifests_are_rendered_from_the_chart() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "render_k8s.py"), "--check"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    code, output = run_tool(sys.executable, str(ROOT / "scripts" / "render_k8s.py"), "--check")
+    assert code == 0, output
 
 
 def test_built_objects_are_valid_and_on_policy(built: list[dict[str, Any]]) -> None:
