@@ -53,6 +53,25 @@ class Settings(BaseSettings):
     )
     rate_limit_burst: int = Field(default=60, ge=1, description="Requests a key may burst.")
 
+    # Object storage: file:// (embedded default) or s3:// (buckets below; a path after
+    # s3:// is a key prefix)
+    storage_url: str = Field(
+        default="file://var/objects", description="file://DIR or s3://[PREFIX]."
+    )
+    s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint (None: AWS).")
+    s3_region: str = Field(default="us-east-1", description="S3 region.")
+    s3_access_key_id: SecretStr | None = Field(default=None, description="S3 access key id.")
+    s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret key.")
+    s3_inputs_bucket: str = Field(default="pixserve-inputs", description="Bucket for inputs.")
+    s3_outputs_bucket: str = Field(default="pixserve-outputs", description="Bucket for outputs.")
+    s3_models_bucket: str = Field(default="pixserve-models", description="Bucket for models.")
+    retention_hours: int = Field(
+        default=24, ge=1, description="Inputs and outputs expire after this long."
+    )
+    presign_ttl_s: int = Field(
+        default=3600, ge=1, le=7 * 24 * 3600, description="Lifetime of result URLs (<= 7 d)."
+    )
+
     # Model store
     model_store: Path = Field(
         default=Path("var/models"), description="Directory holding model weights."

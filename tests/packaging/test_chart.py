@@ -196,3 +196,14 @@ def test_api_keys_are_on_and_redis_is_wired() -> None:
     secret = env["PIXSERVE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
     assert secret == {"name": "pix-pixserve-redis", "key": "redis-password"}
     assert "password" not in service["spec"]["serveConfigV2"]
+
+
+def test_object_storage_points_at_minio_when_bundled() -> None:
+    service = of_kind(render(values_of("gpu")), "RayService")[0]
+    (app,) = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
+    assert app["args"]["storage_url"] == "s3://"
+    assert app["args"]["s3_endpoint_url"] == "http://pix-pixserve-minio:9000"
+    head = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    env = {item["name"]: item for item in head["containers"][0]["env"]}
+    ref = env["PIXSERVE_S3_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "pix-pixserve-minio", "key": "root-password"}

@@ -51,6 +51,29 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* Object storage settings: the bundled MinIO when enabled, else externalS3. */}}
+{{- define "pixserve.s3Settings" -}}
+storage_url: "s3://"
+s3_region: {{ .Values.externalS3.region | quote }}
+s3_inputs_bucket: {{ .Values.externalS3.inputsBucket | quote }}
+s3_outputs_bucket: {{ .Values.externalS3.outputsBucket | quote }}
+s3_models_bucket: {{ .Values.externalS3.modelsBucket | quote }}
+{{- if .Values.minio.enabled }}
+s3_endpoint_url: {{ printf "http://%s-minio:9000" (include "pixserve.fullname" .) | quote }}
+{{- else if .Values.externalS3.endpoint }}
+s3_endpoint_url: {{ .Values.externalS3.endpoint | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The Secret and keys holding S3 credentials, or nothing (IAM roles, workload identity). */}}
+{{- define "pixserve.s3Credentials" -}}
+{{- if .Values.minio.enabled -}}
+{{- dict "secret" (.Values.minio.existingSecret | default (printf "%s-minio" (include "pixserve.fullname" .))) "id" "root-user" "key" "root-password" | toYaml -}}
+{{- else if .Values.externalS3.existingSecret -}}
+{{- dict "secret" .Values.externalS3.existingSecret "id" "access-key-id" "key" "secret-access-key" | toYaml -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "pixserve.modelClaim" -}}
 {{- .Values.modelStore.existingClaim | default (printf "%s-models" (include "pixserve.fullname" .)) -}}
 {{- end -}}
@@ -86,7 +109,7 @@ new deployment in the app needs no template change.
 {{- if include "pixserve.redisHost" . -}}
 {{- $redis = dict "redis_url" (printf "redis://%s/1" (include "pixserve.redisHost" .)) -}}
 {{- end -}}
-{{- $_ := set $app "args" (mergeOverwrite (deepCopy $app.args) $redis .Values.settings) -}}
+{{- $_ := set $app "args" (mergeOverwrite (deepCopy $app.args) $redis (include "pixserve.s3Settings" . | fromYaml) .Values.settings) -}}
 {{- range $deployment := $app.deployments -}}
 {{- $values := index $.Values.deployments $deployment.name | default dict -}}
 {{- include "pixserve.applyDeploymentValues" (list $deployment $values) -}}

@@ -51,6 +51,14 @@ spec:
           valueFrom:
             secretKeyRef: {name: {{ include "pixserve.redisSecret" $root }}, key: redis-password}
         {{- end }}
+        {{- with (include "pixserve.s3Credentials" $root | fromYaml) }}
+        - name: PIXSERVE_S3_ACCESS_KEY_ID
+          valueFrom:
+            secretKeyRef: {name: {{ .secret }}, key: {{ .id }}}
+        - name: PIXSERVE_S3_SECRET_ACCESS_KEY
+          valueFrom:
+            secretKeyRef: {name: {{ .secret }}, key: {{ .key }}}
+        {{- end }}
         {{- if $root.Values.otelCollector.enabled }}
         - name: OTEL_EXPORTER_OTLP_ENDPOINT
           value: {{ printf "http://%s-otel-collector:4317" (include "pixserve.fullname" $root) | quote }}
