@@ -1,0 +1,121 @@
+"""The work queue: a Redis stream of job items read through a consumer group.
+
+At-least-once delivery: an item stays pending until a consumer acks it; items left
+pending by a dead consumer are re-claimed (XAUTOCLAIM) once idle for the visibility
+timeout; an item delivered ``max_deliveries`` times without an ack moves to the
+dead-letter stream with its last error and is acked, so a poison item never blocks
+the others. Exactly-once outcomes are the consumer's part: it writes outputs under
+deterministic keys and records completion idempotently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+STREAM = "pixserve:work"
+DEAD_LETTER = "pixserve:work:dead"
+GROUP = "dispatchers"
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One delivery of a queued item: the stream entry id, its fields, how often sent."""
+
+    entry_id: str
+    job_id: str
+    index: int
+    deliveries: int
+
+
+class WorkQueue:
+    """Enqueue, read, re-claim, ack and dead-letter job items."""
+
+    def __init__(
+        self, redis: Redis, visibility_timeout_ms: int = 60_000, max_deliveries: int = 3
+    ) -> None:
+        self.redis = redis
+        self.visibility_timeout_ms = visibility_timeout_ms
+        self.max_deliveries = max_deliveries
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def enqueue(self, job_id: str, indices: range | list[int]) -> list[str]:
+        """One stream entry per item, in one round trip."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for index in indices:
+                pipe.xadd(STREAM, {"job": job_id, "item": str(index)})
+            ids = await pipe.execute()
+        return [_text(entry) for entry in ids]
+
+    async def read(self, consumer: str, count: int = 8, block_ms: int = 1000) -> list[WorkItem]:
+        """Stale items first (re-claimed from dead consumers), then new ones."""
+        items = await self.reclaim(consumer, count)
+        if len(items) < count:
+            answer: Any = await self.redis.xreadgroup(
+                GROUP, consumer, {STREAM: ">"}, count=count - len(items), block=block_ms
+            )
+            for _, entries in answer or []:
+                items += [_item(entry_id, fields, 1) for entry_id, fields in entries]
+        return items
+
+    async def reclaim(self, consumer: str, count: int) -> list[WorkItem]:
+        """Take over entries idle longer than the visibility timeout."""
+        result: Any = await self.redis.xautoclaim(
+            STREAM, GROUP, consumer, self.visibility_timeout_ms, start_id="0-0", count=count
+        )
+        entries = [entry for entry in result[1] if entry and entry[1]]
+        if not entries:
+            return []
+        counts = await self._delivery_counts([_text(entry_id) for entry_id, _ in entries])
+        return [_item(entry_id, fields, counts[_text(entry_id)]) for entry_id, fields in entries]
+
+    async def ack(self, item: WorkItem) -> None:
+        await self.redis.xack(STREAM, GROUP, item.entry_id)
+
+    async def exhausted(self, item: WorkItem) -> bool:
+        """Whether this delivery is the last one allowed."""
+        return item.deliveries >= self.max_deliveries
+
+    async def dead_letter(self, item: WorkItem, reason: str) -> None:
+        """Record the item and its reason in the dead-letter stream, then ack it."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(
+                DEAD_LETTER,
+                {"job": item.job_id, "item": str(item.index), "reason": reason[:2000],
+                 "deliveries": str(item.deliveries), "entry": item.entry_id},
+            )  # fmt: skip
+            pipe.xack(STREAM, GROUP, item.entry_id)
+            await pipe.execute()
+
+    async def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
+        entries: Any = await self.redis.xrevrange(DEAD_LETTER, count=count)
+        return [{_text(k): _text(v) for k, v in fields.items()} for _, fields in entries]
+
+    async def pending_count(self) -> int:
+        summary = await self.redis.xpending(STREAM, GROUP)
+        return int(summary["pending"])
+
+    async def _delivery_counts(self, entry_ids: list[str]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for entry_id in entry_ids:
+            rows = await self.redis.xpending_range(STREAM, GROUP, entry_id, entry_id, 1)
+            counts[entry_id] = int(rows[0]["times_delivered"]) if rows else 1
+        return counts
+
+
+def _item(entry_id: bytes | str, fields: dict[Any, Any], deliveries: int) -> WorkItem:
+    data = {_text(k): _text(v) for k, v in fields.items()}
+    return WorkItem(_text(entry_id), data["job"], int(data["item"]), deliveries)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
