@@ -1,0 +1,65 @@
+"""The job envelope: one shape for REST, SSE, webhooks and the CLI."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PARTIAL = "partial"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+
+class ItemStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+TERMINAL_ITEM = {ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.CANCELED}
+
+
+class Item(BaseModel):
+    """One input of a job and what became of it."""
+
+    index: int
+    status: ItemStatus = ItemStatus.QUEUED
+    input: str
+    output_key: str | None = None
+    output_url: str | None = None
+    error: str | None = None
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class Progress(BaseModel):
+    done: int = 0
+    failed: int = 0
+    total: int
+
+
+class Job(BaseModel):
+    """The envelope: status, times, input summary, items, progress, metrics."""
+
+    id: str
+    status: JobStatus
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    expires_at: float
+    pipeline: dict[str, Any]
+    progress: Progress
+    items: list[Item] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    webhook_url: str | None = None

@@ -1,0 +1,269 @@
+"""Job records in Redis: create (with the work-queue entries, atomically), read, list,
+finish items exactly once, cancel, expire, and an event stream per job.
+
+Layout: ``pixserve:job:<id>`` (hash: owner, status, times, counters, pipeline),
+``pixserve:job:<id>:items`` (hash: index -> item JSON), ``pixserve:jobs:<owner>``
+(sorted set by creation time, for listing), ``pixserve:job:<id>:events`` (stream; its
+entry ids double as SSE event ids, so Last-Event-ID resumes exactly).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
+
+from services.errors import PixserveError
+from services.jobs.models import TERMINAL_ITEM, Item, ItemStatus, Job, JobStatus, Progress
+from services.jobs.queue import STREAM
+
+
+class JobNotFound(PixserveError):
+    """No such job for this caller (another tenant's job reads as absent)."""
+
+    code = "job_not_found"
+    status = 404
+
+
+class JobExpired(PixserveError):
+    """The job is past retention; its inputs and outputs are gone."""
+
+    code = "job_expired"
+    status = 410
+
+
+class IdempotencyConflict(PixserveError):
+    """The Idempotency-Key was used with a different request body."""
+
+    code = "idempotency_conflict"
+    status = 409
+
+
+# Finish one item once: returns {changed, job_status}. Terminal items are left alone,
+# so a re-delivered item never double-counts.
+_FINISH = """
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+if not raw then return {0, ''} end
+local item = cjson.decode(raw)
+if item.status == 'succeeded' or item.status == 'failed' or item.status == 'canceled' then
+  return {0, redis.call('HGET', KEYS[1], 'status')}
+end
+item.status = ARGV[2]
+item.finished_at = tonumber(ARGV[5])
+if ARGV[3] ~= '' then item.output_key = ARGV[3] end
+if ARGV[4] ~= '' then item.error = ARGV[4] end
+redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(item))
+local field = 'done'
+if ARGV[2] == 'failed' then field = 'failed' end
+redis.call('HINCRBY', KEYS[1], field, 1)
+local done = tonumber(redis.call('HGET', KEYS[1], 'done'))
+local failed = tonumber(redis.call('HGET', KEYS[1], 'failed'))
+local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
+local status = redis.call('HGET', KEYS[1], 'status')
+if done + failed >= total and status ~= 'canceled' then
+  if failed == 0 then status = 'succeeded' elseif done == 0 then status = 'failed'
+  else status = 'partial' end
+  redis.call('HSET', KEYS[1], 'status', status, 'finished_at', ARGV[5])
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'item',
+  'index', ARGV[1], 'status', ARGV[2], 'job_status', status,
+  'done', tostring(done), 'failed', tostring(failed), 'total', tostring(total))
+return {1, status}
+"""
+
+
+def _job_key(job_id: str) -> str:
+    return f"pixserve:job:{job_id}"
+
+
+class JobStore:
+    """Job records for one Redis; ``retention_s`` sets when a job answers 410."""
+
+    def __init__(self, redis: Redis, retention_s: int = 24 * 3600) -> None:
+        self.redis = redis
+        self.retention_s = retention_s
+        self._finish = redis.register_script(_FINISH)
+
+    async def create(
+        self,
+        owner: str,
+        pipeline: dict[str, Any],
+        inputs: list[str],
+        webhook_url: str | None = None,
+    ) -> Job:
+        """Record the job and its items and enqueue every item, in one transaction."""
+        now = time.time()
+        job = Job(
+            id=uuid.uuid4().hex,
+            status=JobStatus.QUEUED,
+            created_at=now,
+            expires_at=now + self.retention_s,
+            pipeline=pipeline,
+            progress=Progress(total=len(inputs)),
+            items=[Item(index=i, input=name) for i, name in enumerate(inputs)],
+            webhook_url=webhook_url,
+        )
+        key = _job_key(job.id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=_job_fields(job, owner))
+            pipe.hset(
+                f"{key}:items", mapping={str(i.index): i.model_dump_json() for i in job.items}
+            )
+            pipe.zadd(f"pixserve:jobs:{owner}", {job.id: now})
+            pipe.xadd(f"{key}:events", {"type": "job", "job_status": "queued"})
+            for item in job.items:
+                pipe.xadd(STREAM, {"job": job.id, "item": str(item.index)})
+            await pipe.execute()
+        return job
+
+    async def read(self, job_id: str, owner: str) -> Job:
+        """The job as its owner sees it; others get 404, expired jobs 410."""
+        fields = await self._fields(job_id)
+        if not fields or fields.get("owner") != owner:
+            raise JobNotFound(f"no job {job_id}")
+        if time.time() > float(fields["expires_at"]):
+            raise JobExpired(f"job {job_id} expired; results are kept {self.retention_s} s")
+        raw_items = await self.redis.hgetall(f"{_job_key(job_id)}:items")
+        items = sorted((Item.model_validate_json(v) for v in raw_items.values()), key=_index)
+        return _job_from(job_id, fields, items)
+
+    async def list_jobs(
+        self, owner: str, status: JobStatus | None = None, cursor: float | None = None,
+        limit: int = 50,
+    ) -> tuple[list[Job], float | None]:  # fmt: skip
+        """Newest first; ``cursor`` is the creation time to continue below."""
+        top = f"({cursor}" if cursor is not None else "+inf"
+        ids: Any = await self.redis.zrevrangebyscore(
+            f"pixserve:jobs:{owner}", top, "-inf", start=0, num=limit + 1, withscores=True
+        )
+        jobs: list[Job] = []
+        for raw_id, _score in ids[:limit]:
+            try:
+                job = await self.read(_text(raw_id), owner)
+            except (JobNotFound, JobExpired):
+                continue
+            if status is None or job.status == status:
+                jobs.append(job)
+        next_cursor = float(ids[limit - 1][1]) if len(ids) > limit else None
+        return jobs, next_cursor
+
+    async def start_item(self, job_id: str, index: int) -> bool:
+        """Mark an item running; False if the job is canceled or the item already ended."""
+        fields = await self._fields(job_id)
+        if not fields or fields["status"] in ("canceled", "expired"):
+            return False
+        raw = await self.redis.hget(f"{_job_key(job_id)}:items", str(index))
+        if raw is None:
+            return False
+        item = Item.model_validate_json(raw)
+        if item.status in TERMINAL_ITEM:
+            return False
+        now = time.time()
+        item = item.model_copy(update={"status": ItemStatus.RUNNING, "attempts": item.attempts + 1,
+                                       "started_at": now})  # fmt: skip
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(f"{_job_key(job_id)}:items", str(index), item.model_dump_json())
+            if fields["status"] == "queued":
+                pipe.hset(_job_key(job_id), mapping={"status": "running", "started_at": now})
+            await pipe.execute()
+        return True
+
+    async def finish_item(
+        self, job_id: str, index: int, output_key: str | None = None, error: str | None = None
+    ) -> tuple[bool, str]:
+        """Succeed (with an output key) or fail (with an error) once; returns
+        (whether this call changed anything, the job's status)."""
+        key = _job_key(job_id)
+        status = "failed" if error is not None else "succeeded"
+        changed, job_status = await self._finish(
+            keys=[key, f"{key}:items", f"{key}:events"],
+            args=[str(index), status, output_key or "", error or "", str(time.time())],
+        )
+        return bool(int(changed)), _text(job_status)
+
+    async def cancel(self, job_id: str, owner: str) -> Job:
+        """Cancel: queued items never run; a running one is dropped at its next step."""
+        job = await self.read(job_id, owner)
+        if job.status in ("queued", "running"):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(_job_key(job_id), mapping={"status": "canceled",
+                                                     "finished_at": time.time()})  # fmt: skip
+                pipe.xadd(f"{_job_key(job_id)}:events", {"type": "job", "job_status": "canceled"})
+                await pipe.execute()
+        return await self.read(job_id, owner)
+
+    async def events(
+        self, job_id: str, after: str = "0-0", block_ms: int = 15_000
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Events after the given id (SSE's Last-Event-ID), waiting up to ``block_ms``."""
+        answer: Any = await self.redis.xread({f"{_job_key(job_id)}:events": after}, block=block_ms)
+        events = []
+        for _, entries in answer or []:
+            for entry_id, fields in entries:
+                events.append((_text(entry_id), {_text(k): _text(v) for k, v in fields.items()}))
+        return events
+
+    async def remember_idempotency(self, owner: str, key: str, body_hash: str, job_id: str) -> str:
+        """The job id this key maps to: ``job_id`` if the key is new, the first job if the
+        body matches, ``IdempotencyConflict`` if it does not. Keys live 24 h."""
+        record = json.dumps({"hash": body_hash, "job": job_id})
+        slot = f"pixserve:idem:{owner}:{key}"
+        if await self.redis.set(slot, record, nx=True, ex=24 * 3600):
+            return job_id
+        existing = json.loads(_text(await self.redis.get(slot) or b"{}"))
+        if existing.get("hash") != body_hash:
+            raise IdempotencyConflict("this Idempotency-Key was used with a different request")
+        return str(existing["job"])
+
+    async def _fields(self, job_id: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(_job_key(job_id))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _job_fields(job: Job, owner: str) -> dict[FieldT, EncodableT]:
+    return {
+        "owner": owner,
+        "status": job.status.value,
+        "created_at": str(job.created_at),
+        "expires_at": str(job.expires_at),
+        "pipeline": json.dumps(job.pipeline),
+        "total": str(job.progress.total),
+        "done": "0",
+        "failed": "0",
+        "webhook_url": job.webhook_url or "",
+    }
+
+
+def _job_from(job_id: str, fields: dict[str, str], items: list[Item]) -> Job:
+    started = fields.get("started_at")
+    finished = fields.get("finished_at")
+    metrics = {"queue_wait_s": float(started) - float(fields["created_at"])} if started else {}
+    if started and finished:
+        metrics["run_s"] = float(finished) - float(started)
+    return Job(
+        id=job_id,
+        status=JobStatus(fields["status"]),
+        created_at=float(fields["created_at"]),
+        started_at=float(started) if started else None,
+        finished_at=float(finished) if finished else None,
+        expires_at=float(fields["expires_at"]),
+        pipeline=json.loads(fields["pipeline"]),
+        progress=Progress(
+            done=int(fields["done"]), failed=int(fields["failed"]), total=int(fields["total"])
+        ),
+        items=items,
+        metrics=metrics,
+        webhook_url=fields.get("webhook_url") or None,
+    )
+
+
+def _index(item: Item) -> int:
+    return item.index
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
