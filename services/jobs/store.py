@@ -76,6 +76,10 @@ return {1, status}
 """
 
 
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
 def _job_key(job_id: str) -> str:
     return f"pixserve:job:{job_id}"
 
@@ -94,11 +98,12 @@ class JobStore:
         pipeline: dict[str, Any],
         inputs: list[str],
         webhook_url: str | None = None,
+        job_id: str | None = None,
     ) -> Job:
         """Record the job and its items and enqueue every item, in one transaction."""
         now = time.time()
         job = Job(
-            id=uuid.uuid4().hex,
+            id=job_id or new_job_id(),
             status=JobStatus.QUEUED,
             created_at=now,
             expires_at=now + self.retention_s,
@@ -150,6 +155,13 @@ class JobStore:
                 jobs.append(job)
         next_cursor = float(ids[limit - 1][1]) if len(ids) > limit else None
         return jobs, next_cursor
+
+    async def owner_of(self, job_id: str) -> str:
+        """The owner recorded on a job (the dispatcher reads jobs on the owner's behalf)."""
+        owner = await self.redis.hget(_job_key(job_id), "owner")
+        if owner is None:
+            raise JobNotFound(f"no job {job_id}")
+        return _text(owner)
 
     async def start_item(self, job_id: str, index: int) -> bool:
         """Mark an item running; False if the job is canceled or the item already ended."""

@@ -23,6 +23,7 @@ def redis_server(directory: Path) -> Iterator[str]:
     binary = shutil.which("redis-server")
     assert binary, "redis-server is missing: `make test` installs Debian's redis-server"
     port = free_port()
+    directory.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
          "--save", "", "--appendonly", "no"],
@@ -31,6 +32,8 @@ def redis_server(directory: Path) -> Iterator[str]:
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {process.returncode}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 break

@@ -1,0 +1,116 @@
+"""The dispatcher: takes items off the work queue and runs each item's pipeline.
+
+A plain class (the Serve deployment only starts its loop). Per delivery: skip items of
+canceled jobs and items already finished (a re-delivery after a crash); if the output
+already exists under its deterministic key, record it instead of recomputing; else
+load the input, run the pipeline through the model deployments, write the output,
+record the outcome once, ack. Bad input (undecodable, refused URL...) fails the item at
+once with its message; other errors leave it pending for another delivery until it is
+dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from services.config import Settings
+from services.errors import PixserveError
+from services.imaging.codec import CONTENT_TYPES
+from services.jobs.queue import WorkItem, WorkQueue
+from services.jobs.store import JobStore
+from services.models.manifest import Manifest
+from services.pipelines.upscale import TileBackend, UpscaleOptions, upscale_upload
+from services.storage.base import ObjectStore
+
+logger = logging.getLogger(__name__)
+_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+
+InputLoader = Callable[[str], Awaitable[bytes]]
+Notify = Callable[[str, int, str], Awaitable[None]]
+
+
+def output_key(job_id: str, index: int, fmt: str) -> str:
+    """Deterministic, so a re-run finds the output a crashed delivery already wrote."""
+    return f"jobs/{job_id}/{index:05d}.{_EXTENSIONS[fmt]}"
+
+
+class Dispatcher:
+    """Consumes the work queue; one instance per replica, ``consumer`` names it."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        queue: WorkQueue,
+        objects: ObjectStore,
+        backend: TileBackend,
+        manifest: Manifest,
+        settings: Settings,
+        load_input: InputLoader,
+        notify: Notify | None = None,
+    ) -> None:
+        self.store, self.queue, self.objects = store, queue, objects
+        self.backend, self.manifest, self.settings = backend, manifest, settings
+        self.load_input = load_input
+        self.notify = notify
+        self.processed = 0
+
+    async def run_forever(self, consumer: str, batch: int = 8) -> None:
+        await self.queue.ensure_group()
+        while True:
+            await self.run_once(consumer, batch)
+
+    async def run_once(self, consumer: str, batch: int = 8, block_ms: int = 1000) -> int:
+        """Read up to ``batch`` items and process them concurrently; how many were read."""
+        items = await self.queue.read(consumer, count=batch, block_ms=block_ms)
+        await asyncio.gather(*(self.process(item) for item in items))
+        return len(items)
+
+    async def process(self, item: WorkItem) -> None:
+        if not await self.store.start_item(item.job_id, item.index):
+            await self.queue.ack(item)  # canceled job, or finished by an earlier delivery
+            return
+        try:
+            key = await self._produce(item)
+        except PixserveError as exc:
+            await self._finish(item, error=f"{exc.code}: {exc.message}")
+        except Exception as exc:  # transient: leave it pending for the next delivery
+            logger.exception("item %s/%s failed (delivery %d)", item.job_id, item.index,
+                             item.deliveries)  # fmt: skip
+            if await self.queue.exhausted(item):
+                reason = f"{type(exc).__name__}: {exc}"
+                await self._finish(item, error=f"failed {item.deliveries} deliveries: {reason}")
+                await self.queue.dead_letter(item, reason)
+            return
+        else:
+            await self._finish(item, output=key)
+
+    async def _produce(self, item: WorkItem) -> str:
+        job = await self.store.read(item.job_id, await self._owner(item.job_id))
+        params = job.pipeline
+        fmt = str(params.get("format", "png"))
+        key = output_key(item.job_id, item.index, fmt)
+        if await asyncio.to_thread(self.objects.exists, "outputs", key):
+            return key
+        spec = self.manifest.get(str(params.get("model") or self.settings.default_model))
+        options = UpscaleOptions(
+            spec.name, params.get("scale"), params.get("width"), params.get("height"),
+            fmt, int(params.get("quality", 90)),  # type: ignore[arg-type]
+        )  # fmt: skip
+        data = await self.load_input(job.items[item.index].input)
+        result = await upscale_upload(data, options, spec.scale, self.backend, self.settings)
+        await asyncio.to_thread(self.objects.put, "outputs", key, result.data, CONTENT_TYPES[fmt])
+        return key
+
+    async def _finish(
+        self, item: WorkItem, output: str | None = None, error: str | None = None
+    ) -> None:
+        changed, job_status = await self.store.finish_item(item.job_id, item.index, output, error)
+        await self.queue.ack(item)
+        self.processed += 1
+        if changed and self.notify is not None:
+            await self.notify(item.job_id, item.index, job_status)
+
+    async def _owner(self, job_id: str) -> str:
+        return await self.store.owner_of(job_id)

@@ -1,0 +1,215 @@
+"""The dispatcher on a real redis-server, a file:// object store and the in-process
+engine (tiny model): outputs once per item, poison items fail alone, a dead consumer's
+items are finished by another, finished outputs are not recomputed, transient
+failures are retried and then dead-lettered, canceled jobs do not run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from redis.asyncio import Redis
+
+from services.config import Settings
+from services.jobs.dispatcher import Dispatcher, output_key
+from services.jobs.models import JobStatus
+from services.jobs.queue import WorkQueue
+from services.jobs.store import JobStore, new_job_id
+from services.models.manifest import load_manifest
+from services.models.store import ModelStore
+from services.models.tiny import TINY_COMPACT
+from services.models.upscaler import EngineBackend, UpscaleEngine
+from services.storage.files import FileObjectStore
+from tests.utils.images import astronaut, encode
+from tests.utils.redis_server import redis_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+class CountingBackend(EngineBackend):
+    """The real engine, counting calls and optionally failing the first few."""
+
+    def __init__(self, engine: UpscaleEngine, failures: int = 0) -> None:
+        super().__init__(engine)
+        self.calls = 0
+        self.failures = failures
+
+    async def upscale_tiles(self, model: str, tiles: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("model deployment unreachable (simulated)")
+        return await super().upscale_tiles(model, tiles)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> Iterator[str]:
+    with redis_server(tmp_path / "redis") as redis_url:
+        yield redis_url
+
+
+@pytest.fixture
+def engine(tiny_settings: Settings) -> UpscaleEngine:
+    store = ModelStore(tiny_settings.model_store, load_manifest(tiny_settings.extra_manifest))
+    loaded = UpscaleEngine(tiny_settings, store)
+    loaded.load()
+    return loaded
+
+
+class Harness:
+    def __init__(self, redis: Redis, objects: FileObjectStore, settings: Settings,
+                 backend: EngineBackend, visibility_ms: int = 60_000) -> None:  # fmt: skip
+        self.store = JobStore(redis)
+        self.queue = WorkQueue(redis, visibility_timeout_ms=visibility_ms, max_deliveries=3)
+        self.objects = objects
+        self.notified: list[tuple[str, int, str]] = []
+
+        async def load(name: str) -> bytes:
+            return objects.get("inputs", name)
+
+        async def notify(job_id: str, index: int, status: str) -> None:
+            self.notified.append((job_id, index, status))
+
+        manifest = load_manifest(settings.extra_manifest)
+        self.dispatcher = Dispatcher(self.store, self.queue, objects, backend, manifest,
+                                     settings, load, notify)  # fmt: skip
+
+    async def submit(self, images: list[bytes], **pipeline: Any) -> str:
+        await self.queue.ensure_group()
+        job_id = new_job_id()
+        names = []
+        for index, data in enumerate(images):
+            name = f"jobs/{job_id}/{index:05d}"
+            self.objects.put("inputs", name, data, "application/octet-stream")
+            names.append(name)
+        params = {"model": TINY_COMPACT, "format": "png", **pipeline}
+        await self.store.create("owner", params, names, job_id=job_id)
+        return job_id
+
+    async def drain(self, consumer: str = "d1", rounds: int = 40) -> None:
+        for _ in range(rounds):
+            await self.dispatcher.run_once(consumer, batch=8, block_ms=50)
+            if not await self.queue.pending_count() and not await self._waiting():
+                return
+            await asyncio.sleep(0.02)
+
+    async def _waiting(self) -> int:
+        info = await self.queue.redis.xinfo_groups("pixserve:work")
+        return int(info[0]["lag"] or 0)
+
+
+def run(url: str, tmp_path: Path, settings: Settings, backend: EngineBackend,
+        scenario: Any, visibility_ms: int = 60_000) -> None:  # fmt: skip
+    async def main() -> None:
+        redis = Redis.from_url(url)
+        try:
+            harness = Harness(redis, FileObjectStore(tmp_path / "objects"), settings, backend,
+                              visibility_ms)  # fmt: skip
+            await scenario(harness)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_batch_with_a_poison_item_ends_partial(
+    url: str, tmp_path: Path, tiny_settings: Settings, engine: UpscaleEngine
+) -> None:
+    async def scenario(h: Harness) -> None:
+        images = [encode(astronaut(16 + i)) for i in range(5)] + [b"not an image at all"]
+        job_id = await h.submit(images)
+        await h.drain()
+        job = await h.store.read(job_id, "owner")
+        assert job.status == JobStatus.PARTIAL and job.progress.done == 5
+        assert job.items[5].error is not None and job.items[5].error.startswith("invalid_image")
+        for index in range(5):
+            assert h.objects.exists("outputs", output_key(job_id, index, "png"))
+        assert sorted(i for _, i, _ in h.notified) == list(range(6))
+        assert [status for *_, status in h.notified].count("partial") == 1  # at the last item
+
+    run(url, tmp_path, tiny_settings, EngineBackend(engine), scenario)
+
+
+def test_a_dead_consumers_items_finish_exactly_once(
+    url: str, tmp_path: Path, tiny_settings: Settings, engine: UpscaleEngine
+) -> None:
+    async def scenario(h: Harness) -> None:
+        job_id = await h.submit([encode(astronaut(20)) for _ in range(4)])
+        taken = await h.queue.read("crashed", count=2, block_ms=50)  # taken, never acked
+        for item in taken:
+            await h.store.start_item(item.job_id, item.index)
+        await asyncio.sleep(0.3)  # past the visibility timeout
+        await h.drain("survivor")
+        job = await h.store.read(job_id, "owner")
+        assert job.status == JobStatus.SUCCEEDED and job.progress.done == 4
+        assert sorted(i for _, i, _ in h.notified) == [0, 1, 2, 3]  # one notice per item
+        assert [item.attempts for item in job.items if item.index < 2] == [2, 2]
+
+    run(url, tmp_path, tiny_settings, EngineBackend(engine), scenario, visibility_ms=200)
+
+
+def test_existing_outputs_are_not_recomputed(
+    url: str, tmp_path: Path, tiny_settings: Settings, engine: UpscaleEngine
+) -> None:
+    backend = CountingBackend(engine)
+
+    async def scenario(h: Harness) -> None:
+        job_id = await h.submit([encode(astronaut(16)), encode(astronaut(16))])
+        h.objects.put(
+            "outputs", output_key(job_id, 0, "png"), b"written before a crash", "image/png"
+        )
+        await h.drain()
+        assert (await h.store.read(job_id, "owner")).status == JobStatus.SUCCEEDED
+        assert backend.calls == 1
+        assert h.objects.get("outputs", output_key(job_id, 0, "png")) == b"written before a crash"
+
+    run(url, tmp_path, tiny_settings, backend, scenario)
+
+
+def test_transient_failures_retry_then_dead_letter(
+    url: str, tmp_path: Path, tiny_settings: Settings, engine: UpscaleEngine
+) -> None:
+    async def scenario(h: Harness) -> None:
+        retried = await h.submit([encode(astronaut(16))])
+        h.dispatcher.backend = CountingBackend(engine, failures=1)
+        for _ in range(20):
+            await h.dispatcher.run_once("d1", block_ms=50)
+            if (await h.store.read(retried, "owner")).status == JobStatus.SUCCEEDED:
+                break
+            await asyncio.sleep(0.1)
+        assert (await h.store.read(retried, "owner")).status == JobStatus.SUCCEEDED
+
+        doomed = await h.submit([encode(astronaut(16))])
+        h.dispatcher.backend = CountingBackend(engine, failures=99)
+        for _ in range(30):
+            await h.dispatcher.run_once("d1", block_ms=50)
+            if (await h.store.read(doomed, "owner")).status == JobStatus.FAILED:
+                break
+            await asyncio.sleep(0.1)
+        job = await h.store.read(doomed, "owner")
+        assert job.status == JobStatus.FAILED and "failed 3 deliveries" in (
+            job.items[0].error or ""
+        )
+        (dead,) = await h.queue.dead_letters()
+        assert dead["job"] == doomed and "unreachable" in dead["reason"]
+
+    run(url, tmp_path, tiny_settings, EngineBackend(engine), scenario, visibility_ms=100)
+
+
+def test_canceled_jobs_do_not_run(
+    url: str, tmp_path: Path, tiny_settings: Settings, engine: UpscaleEngine
+) -> None:
+    backend = CountingBackend(engine)
+
+    async def scenario(h: Harness) -> None:
+        job_id = await h.submit([encode(astronaut(16)) for _ in range(3)])
+        await h.store.cancel(job_id, "owner")
+        await h.drain()
+        assert backend.calls == 0 and await h.queue.pending_count() == 0
+        assert (await h.store.read(job_id, "owner")).status == JobStatus.CANCELED
+
+    run(url, tmp_path, tiny_settings, backend, scenario)
