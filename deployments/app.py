@@ -1,4 +1,4 @@
-"""The application graph: Ingress -> Upscaler, built from settings.
+"""The application graph: Ingress -> Upscaler, and Dispatcher -> Upscaler for jobs.
 
 ``app_builder`` is the ``import_path`` of ``serve_config.yaml``: the config's ``args``
 become the Settings, and its ``deployments`` section tunes replicas and resources.
@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from ray.serve import Application, Deployment
 
+from deployments.dispatcher import Dispatcher
 from deployments.ingress import Ingress
 from deployments.upscaler import Upscaler
 from services.config import Settings
@@ -19,7 +20,8 @@ def build_app(settings: Settings) -> Application:
     """Bind the graph: the ingress holds a handle to the upscaler."""
     # serve.deployment turns the classes into Deployments; its typing does not say so.
     upscaler = cast(Deployment, Upscaler).bind(settings)
-    return cast(Deployment, Ingress).bind(upscaler, settings)
+    dispatcher = cast(Deployment, Dispatcher).bind(upscaler, settings)
+    return cast(Deployment, Ingress).bind(upscaler, dispatcher, settings)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

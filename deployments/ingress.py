@@ -11,6 +11,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.backend import ServeBackend
 from services.api.app import create_api
 from services.config import Settings
+from services.jobs.wiring import build_job_service
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.5})
@@ -18,9 +19,16 @@ from services.config import Settings
 class Ingress:
     """Decodes, tiles and encodes on CPU; only tiles travel to the Upscaler."""
 
-    def __init__(self, upscaler: DeploymentHandle[Any], settings: Settings) -> None:
+    def __init__(
+        self,
+        upscaler: DeploymentHandle[Any],
+        dispatcher: DeploymentHandle[Any],
+        settings: Settings,
+    ) -> None:
         self.settings = settings
         self.backend = ServeBackend(upscaler)
+        self.dispatcher = dispatcher  # held so the graph deploys it; it needs no calls
+        self.jobs = build_job_service(settings)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_api(self.settings, self.backend)
+        return create_api(self.settings, self.backend, self.jobs)

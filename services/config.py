@@ -72,6 +72,13 @@ class Settings(BaseSettings):
         default=3600, ge=1, le=7 * 24 * 3600, description="Lifetime of result URLs (<= 7 d)."
     )
 
+    # Jobs
+    max_job_items: int = Field(default=1000, ge=1, description="Most items in one job.")
+    visibility_timeout_s: float = Field(
+        default=120, gt=0, description="Idle time before another dispatcher takes an item."
+    )
+    max_deliveries: int = Field(default=3, ge=1, description="Deliveries before dead-letter.")
+
     # Model store
     model_store: Path = Field(
         default=Path("var/models"), description="Directory holding model weights."

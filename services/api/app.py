@@ -9,16 +9,21 @@ from fastapi import Depends, FastAPI, Request, Response
 from services.api.backend import PlatformBackend
 from services.api.deps import require_api_key
 from services.api.errors import error_response, install_error_handlers
-from services.api.routes import health, models, upscale
+from services.api.routes import health, jobs, models, upscale
 from services.auth.guard import KeyGuard
 from services.config import Settings
+from services.jobs.service import JobService
 from services.models.manifest import load_manifest
 
 _MULTIPART_OVERHEAD = 64 * 1024
 
 
-def create_api(settings: Settings, backend: PlatformBackend | None = None) -> FastAPI:
-    """Build the API; ``backend`` may also be attached later as ``app.state.backend``."""
+def create_api(
+    settings: Settings,
+    backend: PlatformBackend | None = None,
+    job_service: JobService | None = None,
+) -> FastAPI:
+    """Build the API; ``backend`` and ``job_service`` come from the serving layer."""
     app = FastAPI(
         title="pixserve",
         version="0.1.0",
@@ -27,11 +32,12 @@ def create_api(settings: Settings, backend: PlatformBackend | None = None) -> Fa
     app.state.settings = settings
     app.state.manifest = load_manifest(settings.extra_manifest)
     app.state.backend = backend
+    app.state.jobs = job_service
     app.state.key_guard = KeyGuard.from_settings(settings) if settings.api_keys_enabled else None
     install_error_handlers(app)
     _install_body_limit(app, settings.max_upload_bytes + _MULTIPART_OVERHEAD)
     keyed = [Depends(require_api_key)]
-    for router in (upscale.router, models.router):
+    for router in (upscale.router, models.router, jobs.router):
         app.include_router(router, dependencies=keyed)
     app.include_router(health.router)
     return app

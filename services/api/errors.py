@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from services.errors import PixserveError
@@ -39,6 +40,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
         return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(RedisError)
+    async def _store_down(_: Request, exc: RedisError) -> JSONResponse:
+        return error_response(503, "service_unavailable", f"the job store is unreachable: {exc}")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

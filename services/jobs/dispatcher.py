@@ -15,6 +15,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from redis.exceptions import RedisError
+
 from services.config import Settings
 from services.errors import PixserveError
 from services.imaging.codec import CONTENT_TYPES
@@ -57,9 +59,18 @@ class Dispatcher:
         self.processed = 0
 
     async def run_forever(self, consumer: str, batch: int = 8) -> None:
-        await self.queue.ensure_group()
+        """Loop until cancelled; a Redis outage pauses the loop (with backoff), never ends it."""
+        pause = 0.5
         while True:
-            await self.run_once(consumer, batch)
+            try:
+                await self.queue.ensure_group()
+                while True:
+                    await self.run_once(consumer, batch)
+                    pause = 0.5
+            except RedisError as exc:
+                logger.warning("job store unreachable (%s); retrying in %.1f s", exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
 
     async def run_once(self, consumer: str, batch: int = 8, block_ms: int = 1000) -> int:
         """Read up to ``batch`` items and process them concurrently; how many were read."""

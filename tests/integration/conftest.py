@@ -38,6 +38,9 @@ def _with_extra_apps(config: dict[str, Any], redis_url: str) -> dict[str, Any]:
     broken = copy.deepcopy(config["applications"][0])
     broken.update(name="pixserve-missing", route_prefix="/missing")
     broken["args"]["models"] = [TINY_RRDB, "x2plus"]
+    # Dispatchers sharing a Redis take each other's items, so apps that share one must
+    # serve the same models: the keyed app does, this one gets its own database.
+    broken["args"]["redis_url"] = redis_url.rsplit("/", 1)[0] + "/1"
     keyed = copy.deepcopy(config["applications"][0])
     keyed.update(name="pixserve-keyed", route_prefix="/keyed")
     keyed["args"].update(
@@ -72,6 +75,9 @@ def serve_url(tiny_store: tuple[Path, Path], redis_url: str) -> Iterator[str]:
         "tile_batch_size": 64,
         "max_upload_bytes": 2_000_000,
         "max_input_pixels": 1_000_000,
+        "redis_url": redis_url,
+        "storage_url": f"file://{root.parent / 'objects'}",
+        "visibility_timeout_s": 5,
     }
     # a long batch wait, through the deployment's user_config, so concurrent requests meet
     batching = {"user_config": {"max_batch_size": 16, "batch_wait_timeout_s": 0.3}}

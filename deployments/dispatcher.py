@@ -1,0 +1,30 @@
+"""The Dispatcher deployment: runs the job dispatcher loop on each replica."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments.backend import ServeBackend
+from services.config import Settings
+from services.jobs.wiring import build_dispatcher
+
+
+@serve.deployment(name="Dispatcher", ray_actor_options={"num_cpus": 0.25})
+class Dispatcher:
+    """Consumes the work queue; items reach the models through the Upscaler handle."""
+
+    def __init__(self, upscaler: DeploymentHandle[Any], settings: Settings) -> None:
+        self.dispatcher = build_dispatcher(settings, ServeBackend(upscaler))
+        consumer = serve.get_replica_context().replica_id.unique_id
+        self.loop = asyncio.get_running_loop().create_task(self.dispatcher.run_forever(consumer))
+
+    def check_health(self) -> None:
+        if self.loop.done():
+            raise RuntimeError(f"the dispatch loop stopped: {self.loop.exception()!r}")
+
+    def processed(self) -> int:
+        return self.dispatcher.processed

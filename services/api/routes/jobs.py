@@ -1,0 +1,134 @@
+"""``/v1/jobs``: submit batches, read and list jobs, cancel, follow events (SSE), fetch
+outputs (file:// stores; S3 hands out presigned URLs instead)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
+
+from services.api.deps import SettingsDep, require_api_key
+from services.auth.keys import ApiKey
+from services.errors import PayloadTooLarge, ServiceUnavailable
+from services.jobs.models import Job, JobStatus
+from services.jobs.service import JobRequest, JobService
+
+router = APIRouter(tags=["jobs"])
+TERMINAL = {"succeeded", "failed", "partial", "canceled", "expired"}
+
+
+class JobListPublic(BaseModel):
+    jobs: list[Job]
+    next_cursor: float | None
+
+
+def get_jobs(request: Request) -> JobService:
+    jobs: JobService | None = getattr(request.app.state, "jobs", None)
+    if jobs is None:
+        raise ServiceUnavailable("jobs are not available: no job store is configured")
+    return jobs
+
+
+def owner_of(key: Annotated[ApiKey | None, Depends(require_api_key)]) -> str:
+    """Jobs belong to the key that made them; without keys, to one anonymous tenant."""
+    return key.prefix if key is not None else "anonymous"
+
+
+JobsDep = Annotated[JobService, Depends(get_jobs)]
+OwnerDep = Annotated[str, Depends(owner_of)]
+
+
+@router.post("/v1/jobs", status_code=202)
+async def create_job(
+    jobs: JobsDep,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    images: Annotated[list[UploadFile] | None, File(description="Images to process.")] = None,
+    urls: Annotated[list[str] | None, Form(description="https URLs of images.")] = None,
+    model: Annotated[str | None, Form()] = None,
+    scale: Annotated[float | None, Form()] = None,
+    width: Annotated[int | None, Form(ge=1)] = None,
+    height: Annotated[int | None, Form(ge=1)] = None,
+    output_format: Annotated[Literal["png", "jpeg", "webp"], Form(alias="format")] = "png",
+    quality: Annotated[int, Form(ge=1, le=100)] = 90,
+    webhook_url: Annotated[str | None, Form()] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Job:
+    """Submit a batch: answers 202 with the job envelope; items run asynchronously."""
+    uploads = []
+    for upload in images or []:
+        data = await upload.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            raise PayloadTooLarge(f"{upload.filename} is over {settings.max_upload_bytes} bytes")
+        uploads.append((upload.filename or "image", data))
+    pipeline: dict[str, object] = {
+        "name": "upscale", "model": model or settings.default_model, "scale": scale,
+        "width": width, "height": height, "format": output_format, "quality": quality,
+    }  # fmt: skip
+    request = JobRequest(pipeline, uploads, list(urls or []), webhook_url)
+    return await jobs.submit(owner, request, idempotency_key)
+
+
+@router.get("/v1/jobs/{job_id}")
+async def read_job(job_id: str, jobs: JobsDep, owner: OwnerDep) -> Job:
+    return await jobs.view(job_id, owner)
+
+
+@router.get("/v1/jobs")
+async def read_jobs(
+    jobs: JobsDep,
+    owner: OwnerDep,
+    status: JobStatus | None = None,
+    cursor: float | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> JobListPublic:
+    found, next_cursor = await jobs.list_jobs(owner, status, cursor, limit)
+    return JobListPublic(jobs=found, next_cursor=next_cursor)
+
+
+@router.delete("/v1/jobs/{job_id}")
+async def cancel_job(job_id: str, jobs: JobsDep, owner: OwnerDep) -> Job:
+    return await jobs.cancel(job_id, owner)
+
+
+@router.get("/v1/jobs/{job_id}/items/{index}/output")
+async def read_output(job_id: str, index: int, jobs: JobsDep, owner: OwnerDep) -> Response:
+    data = await jobs.output(job_id, owner, index)
+    return Response(data, media_type="application/octet-stream")
+
+
+@router.get("/v1/jobs/{job_id}/events")
+async def follow_job(
+    job_id: str,
+    jobs: JobsDep,
+    owner: OwnerDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: item and job progress; ends on a terminal state."""
+    job = await jobs.view(job_id, owner)
+    return StreamingResponse(
+        _events(jobs, job, last_event_id or "0-0"), media_type="text/event-stream"
+    )
+
+
+async def _events(jobs: JobService, job: Job, after: str) -> AsyncIterator[str]:
+    if job.status in TERMINAL and after == "0-0":
+        yield _sse("0-0", "job", {"job_status": job.status.value})
+    while True:
+        events = await jobs.store.events(job.id, after, block_ms=10_000)
+        if not events:
+            yield ": keep-alive\n\n"
+            continue
+        for entry_id, fields in events:
+            after = entry_id
+            yield _sse(entry_id, fields.get("type", "item"), fields)
+            if fields.get("job_status") in TERMINAL:
+                return
+
+
+def _sse(entry_id: str, event: str, data: dict[str, str]) -> str:
+    return f"id: {entry_id}\nevent: {event}\ndata: {json.dumps(data)}\n\n"

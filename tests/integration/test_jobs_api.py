@@ -1,0 +1,125 @@
+"""Async jobs through the real Serve app (Ingress + Dispatcher + Upscaler), Redis and a
+file:// store: batches complete, SSE shows monotonic progress and resumes, idempotency,
+poison items, SSRF-refused URLs, cancel, tenants."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from services.models.tiny import TINY_COMPACT
+from tests.integration.test_api_keys import create_key
+from tests.utils.images import astronaut, encode
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+def submit(
+    client: httpx.Client,
+    images: list[bytes],
+    prefix: str = "",
+    headers: dict[str, str] | None = None,
+    **form: Any,
+) -> httpx.Response:
+    files = [("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
+    data = {"model": TINY_COMPACT, **{k: v for k, v in form.items() if k != "urls"}}
+    if "urls" in form:
+        data["urls"] = form["urls"]
+    return client.post(f"{prefix}/v1/jobs", files=files or None, data=data, headers=headers or {})
+
+
+def wait(client: httpx.Client, job_id: str, prefix: str = "", headers: dict[str, str] | None = None,
+         timeout_s: float = 120) -> dict[str, Any]:  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.get(f"{prefix}/v1/jobs/{job_id}", headers=headers or {}).json()
+        if job["status"] in ("succeeded", "failed", "partial", "canceled"):
+            return dict(job)
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def test_a_batch_completes_with_every_output(client: httpx.Client) -> None:
+    response = submit(client, [encode(astronaut(16 + i % 5)) for i in range(20)])
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["status"] == "queued" and job["progress"]["total"] == 20
+    done = wait(client, job["id"])
+    errors = {item["error"] for item in done["items"]}
+    assert done["status"] == "succeeded" and done["progress"]["done"] == 20, errors
+    for item in done["items"]:
+        output = client.get(item["output_url"])
+        assert output.status_code == 200
+        assert Image.open(io.BytesIO(output.content)).width == 2 * (16 + item["index"] % 5)
+    assert done["metrics"]["queue_wait_s"] >= 0 and done["metrics"]["run_s"] > 0
+
+
+def test_events_are_monotonic_and_resume(client: httpx.Client) -> None:
+    job = submit(client, [encode(astronaut(16)) for _ in range(6)]).json()
+    events = []
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
+        event: dict[str, str] = {}
+        for line in stream.iter_lines():
+            if line.startswith(("id:", "event:", "data:")):
+                key, _, value = line.partition(": ")
+                event[key] = value
+            elif not line and event:
+                events.append(event)
+                event = {}
+    data = [json.loads(e["data"]) for e in events]
+    done = [int(d["done"]) for d in data if "done" in d]
+    assert done == sorted(done) and done[-1] == 6 and data[-1]["job_status"] == "succeeded"
+    middle = events[len(events) // 2]["id"]
+    with client.stream(
+        "GET", f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": middle}
+    ) as s:
+        resumed = [line for line in s.iter_lines() if line.startswith("id:")]
+    assert resumed[0].split(": ")[1] > middle and len(resumed) == len(events) - len(events) // 2 - 1
+
+
+def test_idempotency_key(client: httpx.Client) -> None:
+    images = [encode(astronaut(16))]
+    first = submit(client, images, headers={"Idempotency-Key": "abc-1"}).json()
+    again = submit(client, images, headers={"Idempotency-Key": "abc-1"}).json()
+    assert again["id"] == first["id"]
+    changed = submit(client, [encode(astronaut(17))], headers={"Idempotency-Key": "abc-1"})
+    assert changed.status_code == 409 and changed.json()["error"]["code"] == "idempotency_conflict"
+
+
+def test_poison_and_ssrf_items_fail_alone(client: httpx.Client) -> None:
+    job = submit(client, [encode(astronaut(16)), b"garbage"],
+                 urls=["https://127.0.0.1/x.png"]).json()  # fmt: skip
+    done = wait(client, job["id"])
+    assert done["status"] == "partial" and done["progress"]["done"] == 1
+    errors = [item["error"] for item in done["items"]]
+    assert errors[0] is None and errors[1].startswith("invalid_image")
+    assert errors[2].startswith("url_refused") and "non-public address" in errors[2]
+
+
+def test_cancel_list_and_bad_submissions(client: httpx.Client) -> None:
+    job = submit(client, [encode(astronaut(16)) for _ in range(30)]).json()
+    canceled = client.delete(f"/v1/jobs/{job['id']}").json()
+    assert canceled["status"] == "canceled"
+    listed = client.get("/v1/jobs", params={"status": "canceled"}).json()
+    assert job["id"] in [j["id"] for j in listed["jobs"]]
+    empty = client.post("/v1/jobs", data={"model": TINY_COMPACT})
+    assert empty.status_code == 422 and "1 to" in empty.json()["error"]["message"]
+    unknown = submit(client, [encode(astronaut(8))], model="nope")
+    assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "unknown_model"
+    assert client.get("/v1/jobs/doesnotexist").status_code == 404
+
+
+def test_jobs_are_private_to_their_key(client: httpx.Client, redis_url: str) -> None:
+    mine = {"Authorization": f"Bearer {create_key(redis_url, 'tenant-a', 600)}"}
+    theirs = {"Authorization": f"Bearer {create_key(redis_url, 'tenant-b', 600)}"}
+    job = submit(client, [encode(astronaut(16))], prefix="/keyed", headers=mine).json()
+    assert client.get(f"/keyed/v1/jobs/{job['id']}", headers=mine).status_code == 200
+    other = client.get(f"/keyed/v1/jobs/{job['id']}", headers=theirs)
+    assert other.status_code == 404 and other.json()["error"]["code"] == "job_not_found"
+    assert client.get("/keyed/v1/jobs", headers=theirs).json()["jobs"] == []
