@@ -15,6 +15,14 @@ if ! "$PIXSERVE" models list | grep -q '^x4plus .* verified'; then
   "$PIXSERVE" models import-ncnn x4plus
 fi
 
+# Redis holds jobs, API keys and rate limits (AOF on, data in var/redis).
+if ! redis-cli -p 6379 ping >/dev/null 2>&1; then
+  echo "run: starting redis-server on 127.0.0.1:6379 (data: var/redis)"
+  mkdir -p var/redis
+  redis-server --port 6379 --bind 127.0.0.1 --dir "$PWD/var/redis" --appendonly yes \
+    --daemonize yes --pidfile "$PWD/var/redis.pid" --logfile "$PWD/var/redis.log"
+fi
+
 if curl -fsS "$URL/readyz" >/dev/null 2>&1; then
   echo "run: pixserve is already running at $URL"
 else
@@ -40,5 +48,18 @@ echo "run: upscaling samples/astronaut.png (128x128) with x4plus through $URL/v1
 from PIL import Image
 image = Image.open("var/out/astronaut.x4plus.png")
 print(f"run: result var/out/astronaut.x4plus.png is {image.width}x{image.height}")
+PY
+echo "run: submitting the sample twice as an async job (POST /v1/jobs)"
+"$VENV/bin/python" - "$URL" <<'PY'
+import sys, time, httpx
+url = sys.argv[1]
+data = open("samples/astronaut.png", "rb").read()
+files = [("images", ("a.png", data, "image/png")), ("images", ("b.png", data, "image/png"))]
+job = httpx.post(f"{url}/v1/jobs", files=files, data={"scale": "2"}, timeout=60).json()
+while job["status"] in ("queued", "running"):
+    time.sleep(0.5)
+    job = httpx.get(f"{url}/v1/jobs/{job['id']}", timeout=60).json()
+print(f"run: job {job['id']} {job['status']}: {job['progress']['done']}/{job['progress']['total']} "
+      f"outputs, e.g. {url}{job['items'][0]['output_url']}")
 PY
 echo "run: pixserve keeps running at $URL (API docs: $URL/docs); stop it with 'make stop'"

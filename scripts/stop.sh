@@ -10,4 +10,8 @@ if [ -f var/pixserve.pid ]; then
   rm -f var/pixserve.pid
 fi
 "$VENV/bin/ray" stop --force >/dev/null 2>&1
+if [ -f var/redis.pid ]; then
+  kill "$(cat var/redis.pid)" 2>/dev/null
+  rm -f var/redis.pid
+fi
 echo "pixserve stopped"
