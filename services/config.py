@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     )
     max_deliveries: int = Field(default=3, ge=1, description="Deliveries before dead-letter.")
 
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="whsec_ key that signs webhooks (None: webhooks off)."
+    )
+
     # Model store
     model_store: Path = Field(
         default=Path("var/models"), description="Directory holding model weights."

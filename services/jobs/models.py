@@ -63,3 +63,4 @@ class Job(BaseModel):
     items: list[Item] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
     webhook_url: str | None = None
+    webhook_events: list[str] = Field(default_factory=lambda: ["completed"])

@@ -27,6 +27,7 @@ class JobRequest:
     uploads: list[tuple[str, bytes]] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
     webhook_url: str | None = None
+    webhook_events: list[str] = field(default_factory=lambda: ["completed"])
 
     def digest(self) -> str:
         """What makes two submissions "the same" for an Idempotency-Key."""
@@ -65,6 +66,11 @@ class JobService:
             self.fetcher.check_url(url)
         if request.webhook_url:
             self.fetcher.check_url(request.webhook_url)
+            if self.settings.webhook_secret is None:
+                raise InvalidParameter("webhooks are off: the server has no webhook_secret")
+            unknown = set(request.webhook_events) - {"item", "completed"}
+            if unknown or not request.webhook_events:
+                raise InvalidParameter(f"webhook_events are 'item' and/or 'completed': {unknown}")
         job_id = new_job_id()
         if idempotency_key:
             first = await self.store.remember_idempotency(
@@ -74,7 +80,9 @@ class JobService:
                 return await self.view(first, owner)
         await self.queue.ensure_group()
         inputs = await self._store_uploads(job_id, request.uploads) + list(request.urls)
-        await self.store.create(owner, request.pipeline, inputs, request.webhook_url, job_id)
+        await self.store.create(
+            owner, request.pipeline, inputs, request.webhook_url, job_id, request.webhook_events
+        )
         return await self.view(job_id, owner)
 
     async def view(self, job_id: str, owner: str) -> Job:

@@ -99,6 +99,7 @@ class JobStore:
         inputs: list[str],
         webhook_url: str | None = None,
         job_id: str | None = None,
+        webhook_events: list[str] | None = None,
     ) -> Job:
         """Record the job and its items and enqueue every item, in one transaction."""
         now = time.time()
@@ -111,6 +112,7 @@ class JobStore:
             progress=Progress(total=len(inputs)),
             items=[Item(index=i, input=name) for i, name in enumerate(inputs)],
             webhook_url=webhook_url,
+            webhook_events=webhook_events or ["completed"],
         )
         key = _job_key(job.id)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -247,6 +249,7 @@ def _job_fields(job: Job, owner: str) -> dict[FieldT, EncodableT]:
         "done": "0",
         "failed": "0",
         "webhook_url": job.webhook_url or "",
+        "webhook_events": json.dumps(job.webhook_events),
     }
 
 
@@ -270,6 +273,7 @@ def _job_from(job_id: str, fields: dict[str, str], items: list[Item]) -> Job:
         items=items,
         metrics=metrics,
         webhook_url=fields.get("webhook_url") or None,
+        webhook_events=json.loads(fields.get("webhook_events") or '["completed"]'),
     )
 
 

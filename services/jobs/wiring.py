@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.auth.guard import connect_redis
 from services.config import Settings
 from services.jobs.dispatcher import Dispatcher
+from services.jobs.notify import JobNotifier
 from services.jobs.queue import WorkQueue
 from services.jobs.service import JobService
 from services.jobs.store import JobStore
@@ -12,6 +13,7 @@ from services.models.manifest import load_manifest
 from services.net.fetch import SafeFetcher
 from services.pipelines.upscale import TileBackend
 from services.storage.factory import open_store
+from services.webhooks.delivery import WebhookSender
 
 
 def build_job_service(settings: Settings) -> JobService:
@@ -29,7 +31,11 @@ def build_job_service(settings: Settings) -> JobService:
 
 def build_dispatcher(settings: Settings, backend: TileBackend) -> Dispatcher:
     service = build_job_service(settings)
+    notify = None
+    if settings.webhook_secret is not None:
+        sender = WebhookSender(service.fetcher, settings.webhook_secret.get_secret_value())
+        notify = JobNotifier(service.store, sender)
     return Dispatcher(
         service.store, service.queue, service.objects, backend, service.manifest, settings,
-        service.load_input,
+        service.load_input, notify,
     )  # fmt: skip

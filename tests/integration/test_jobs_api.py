@@ -113,6 +113,8 @@ def test_cancel_list_and_bad_submissions(client: httpx.Client) -> None:
     unknown = submit(client, [encode(astronaut(8))], model="nope")
     assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "unknown_model"
     assert client.get("/v1/jobs/doesnotexist").status_code == 404
+    hooked = submit(client, [encode(astronaut(8))], webhook_url="https://example.com/hook")
+    assert hooked.status_code == 422 and "webhook_secret" in hooked.json()["error"]["message"]
 
 
 def test_jobs_are_private_to_their_key(client: httpx.Client, redis_url: str) -> None:

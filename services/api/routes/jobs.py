@@ -56,6 +56,7 @@ async def create_job(
     output_format: Annotated[Literal["png", "jpeg", "webp"], Form(alias="format")] = "png",
     quality: Annotated[int, Form(ge=1, le=100)] = 90,
     webhook_url: Annotated[str | None, Form()] = None,
+    webhook_events: Annotated[list[str] | None, Form(description="item, completed")] = None,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Job:
     """Submit a batch: answers 202 with the job envelope; items run asynchronously."""
@@ -69,7 +70,8 @@ async def create_job(
         "name": "upscale", "model": model or settings.default_model, "scale": scale,
         "width": width, "height": height, "format": output_format, "quality": quality,
     }  # fmt: skip
-    request = JobRequest(pipeline, uploads, list(urls or []), webhook_url)
+    events = webhook_events or ["completed"]
+    request = JobRequest(pipeline, uploads, list(urls or []), webhook_url, events)
     return await jobs.submit(owner, request, idempotency_key)
 
 
