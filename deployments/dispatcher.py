@@ -18,9 +18,11 @@ class Dispatcher:
     """Consumes the work queue; items reach the models through the Upscaler handle."""
 
     def __init__(self, upscaler: DeploymentHandle[Any], settings: Settings) -> None:
-        self.dispatcher = build_dispatcher(settings, ServeBackend(upscaler))
+        self.dispatcher, jobs = build_dispatcher(settings, ServeBackend(upscaler))
         consumer = serve.get_replica_context().replica_id.unique_id
-        self.loop = asyncio.get_running_loop().create_task(self.dispatcher.run_forever(consumer))
+        self.loop = asyncio.get_running_loop().create_task(
+            self.dispatcher.run_forever(consumer, housekeeping=jobs.apply_retention)
+        )
 
     def check_health(self) -> None:
         if self.loop.done():

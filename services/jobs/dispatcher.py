@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
@@ -58,13 +59,24 @@ class Dispatcher:
         self.notify = notify
         self.processed = 0
 
-    async def run_forever(self, consumer: str, batch: int = 8) -> None:
-        """Loop until cancelled; a Redis outage pauses the loop (with backoff), never ends it."""
+    async def run_forever(
+        self,
+        consumer: str,
+        batch: int = 8,
+        housekeeping: Callable[[], Awaitable[None]] | None = None,
+        housekeeping_every_s: float = 3600.0,
+    ) -> None:
+        """Loop until cancelled; a Redis outage pauses the loop (with backoff), never ends
+        it. ``housekeeping`` (the retention pass) runs at start and then periodically."""
         pause = 0.5
+        next_housekeeping = 0.0
         while True:
             try:
                 await self.queue.ensure_group()
                 while True:
+                    if housekeeping is not None and time.monotonic() >= next_housekeeping:
+                        next_housekeeping = time.monotonic() + housekeeping_every_s
+                        await housekeeping()
                     await self.run_once(consumer, batch)
                     pause = 0.5
             except RedisError as exc:

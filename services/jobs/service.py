@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from dataclasses import dataclass, field
 
 from services.config import Settings
@@ -17,6 +18,7 @@ from services.net.fetch import SafeFetcher
 from services.storage.base import ObjectStore
 
 UPLOAD_PREFIX = "upload:"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,14 @@ class JobService:
         self, owner: str, status: JobStatus | None, cursor: float | None, limit: int
     ) -> tuple[list[Job], float | None]:
         return await self.store.list_jobs(owner, status, cursor, limit)
+
+    async def apply_retention(self) -> None:
+        """Expire old inputs/outputs: the S3 lifecycle rules, or a file:// janitor pass.
+        A failure (e.g. no permission to set lifecycle rules) is logged, not fatal."""
+        try:
+            await asyncio.to_thread(self.objects.apply_retention, self.settings.retention_hours)
+        except Exception:
+            logger.exception("could not apply the retention of %d h", self.settings.retention_hours)
 
     async def load_input(self, name: str) -> bytes:
         """An item's input bytes: from storage for uploads, through the SSRF guard for URLs."""

@@ -29,13 +29,15 @@ def build_job_service(settings: Settings) -> JobService:
     )
 
 
-def build_dispatcher(settings: Settings, backend: TileBackend) -> Dispatcher:
+def build_dispatcher(settings: Settings, backend: TileBackend) -> tuple[Dispatcher, JobService]:
+    """The dispatcher and the job service it shares storage and Redis with."""
     service = build_job_service(settings)
     notify = None
     if settings.webhook_secret is not None:
         sender = WebhookSender(service.fetcher, settings.webhook_secret.get_secret_value())
         notify = JobNotifier(service.store, sender)
-    return Dispatcher(
+    dispatcher = Dispatcher(
         service.store, service.queue, service.objects, backend, service.manifest, settings,
         service.load_input, notify,
     )  # fmt: skip
+    return dispatcher, service

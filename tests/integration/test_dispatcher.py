@@ -213,3 +213,40 @@ def test_canceled_jobs_do_not_run(
         assert (await h.store.read(job_id, "owner")).status == JobStatus.CANCELED
 
     run(url, tmp_path, tiny_settings, backend, scenario)
+
+
+def test_the_loop_runs_housekeeping_and_survives_a_redis_outage(
+    tmp_path: Path, tiny_settings: Settings, engine: UpscaleEngine
+) -> None:
+    async def scenario(h: Harness) -> None:
+        calls = 0
+
+        async def housekeeping() -> None:
+            nonlocal calls
+            calls += 1
+
+        loop = asyncio.create_task(
+            h.dispatcher.run_forever("d1", housekeeping=housekeeping, housekeeping_every_s=0.1)
+        )
+        await asyncio.sleep(1.5)
+        assert not loop.done()  # first with Redis down: the loop waits and retries
+        loop.cancel()
+        assert calls == 0  # housekeeping runs only once the job store answers
+
+    async def with_redis(h: Harness) -> None:
+        calls = 0
+
+        async def housekeeping() -> None:
+            nonlocal calls
+            calls += 1
+
+        loop = asyncio.create_task(
+            h.dispatcher.run_forever("d1", housekeeping=housekeeping, housekeeping_every_s=0.1)
+        )
+        await asyncio.sleep(1.5)
+        loop.cancel()
+        assert calls >= 2
+
+    run("redis://127.0.0.1:9/0", tmp_path, tiny_settings, EngineBackend(engine), scenario)
+    with redis_server(tmp_path / "redis") as url:
+        run(url, tmp_path, tiny_settings, EngineBackend(engine), with_redis)
