@@ -215,38 +215,34 @@ def test_canceled_jobs_do_not_run(
     run(url, tmp_path, tiny_settings, backend, scenario)
 
 
+async def run_loop_for(h: Harness, seconds: float) -> tuple[int, bool]:
+    """Run the dispatch loop for a while; how often housekeeping ran, and if it stopped."""
+    calls = 0
+
+    async def housekeeping() -> None:
+        nonlocal calls
+        calls += 1
+
+    loop = asyncio.create_task(
+        h.dispatcher.run_forever("d1", housekeeping=housekeeping, housekeeping_every_s=0.1)
+    )
+    await asyncio.sleep(seconds)
+    stopped = loop.done()
+    loop.cancel()
+    return calls, stopped
+
+
 def test_the_loop_runs_housekeeping_and_survives_a_redis_outage(
     tmp_path: Path, tiny_settings: Settings, engine: UpscaleEngine
 ) -> None:
-    async def scenario(h: Harness) -> None:
-        calls = 0
+    async def redis_down(h: Harness) -> None:
+        calls, stopped = await run_loop_for(h, 1.5)
+        assert not stopped and calls == 0  # waits and retries; housekeeping needs the store
 
-        async def housekeeping() -> None:
-            nonlocal calls
-            calls += 1
+    async def redis_up(h: Harness) -> None:
+        calls, stopped = await run_loop_for(h, 1.5)
+        assert not stopped and calls >= 2  # at start, then again after the period
 
-        loop = asyncio.create_task(
-            h.dispatcher.run_forever("d1", housekeeping=housekeeping, housekeeping_every_s=0.1)
-        )
-        await asyncio.sleep(1.5)
-        assert not loop.done()  # first with Redis down: the loop waits and retries
-        loop.cancel()
-        assert calls == 0  # housekeeping runs only once the job store answers
-
-    async def with_redis(h: Harness) -> None:
-        calls = 0
-
-        async def housekeeping() -> None:
-            nonlocal calls
-            calls += 1
-
-        loop = asyncio.create_task(
-            h.dispatcher.run_forever("d1", housekeeping=housekeeping, housekeeping_every_s=0.1)
-        )
-        await asyncio.sleep(1.5)
-        loop.cancel()
-        assert calls >= 2
-
-    run("redis://127.0.0.1:9/0", tmp_path, tiny_settings, EngineBackend(engine), scenario)
+    run("redis://127.0.0.1:9/0", tmp_path, tiny_settings, EngineBackend(engine), redis_down)
     with redis_server(tmp_path / "redis") as url:
-        run(url, tmp_path, tiny_settings, EngineBackend(engine), with_redis)
+        run(url, tmp_path, tiny_settings, EngineBackend(engine), redis_up)
