@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from services.config import Settings
 from services.jobs.dispatcher import Dispatcher, output_key
-from services.jobs.models import JobStatus
+from services.jobs.models import Job, JobStatus
 from services.jobs.queue import WorkQueue
 from services.jobs.store import JobStore, new_job_id
 from services.models.manifest import load_manifest
@@ -97,6 +97,16 @@ class Harness:
                 return
             await asyncio.sleep(0.02)
 
+    async def until(self, job_id: str, status: JobStatus, rounds: int = 30) -> Job:
+        """Dispatch in short rounds until the job reaches ``status`` (or rounds run out)."""
+        for _ in range(rounds):
+            await self.dispatcher.run_once("d1", block_ms=50)
+            job = await self.store.read(job_id, "owner")
+            if job.status == status:
+                break
+            await asyncio.sleep(0.1)
+        return job
+
     async def _waiting(self) -> int:
         info = await self.queue.redis.xinfo_groups("pixserve:work")
         return int(info[0]["lag"] or 0)
@@ -176,21 +186,11 @@ def test_transient_failures_retry_then_dead_letter(
     async def scenario(h: Harness) -> None:
         retried = await h.submit([encode(astronaut(16))])
         h.dispatcher.backend = CountingBackend(engine, failures=1)
-        for _ in range(20):
-            await h.dispatcher.run_once("d1", block_ms=50)
-            if (await h.store.read(retried, "owner")).status == JobStatus.SUCCEEDED:
-                break
-            await asyncio.sleep(0.1)
-        assert (await h.store.read(retried, "owner")).status == JobStatus.SUCCEEDED
+        assert (await h.until(retried, JobStatus.SUCCEEDED)).status == JobStatus.SUCCEEDED
 
         doomed = await h.submit([encode(astronaut(16))])
         h.dispatcher.backend = CountingBackend(engine, failures=99)
-        for _ in range(30):
-            await h.dispatcher.run_once("d1", block_ms=50)
-            if (await h.store.read(doomed, "owner")).status == JobStatus.FAILED:
-                break
-            await asyncio.sleep(0.1)
-        job = await h.store.read(doomed, "owner")
+        job = await h.until(doomed, JobStatus.FAILED)
         assert job.status == JobStatus.FAILED and "failed 3 deliveries" in (
             job.items[0].error or ""
         )
