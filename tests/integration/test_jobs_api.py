@@ -125,3 +125,24 @@ def test_jobs_are_private_to_their_key(client: httpx.Client, redis_url: str) -> 
     other = client.get(f"/keyed/v1/jobs/{job['id']}", headers=theirs)
     assert other.status_code == 404 and other.json()["error"]["code"] == "job_not_found"
     assert client.get("/keyed/v1/jobs", headers=theirs).json()["jobs"] == []
+
+
+def test_killing_the_dispatcher_mid_batch_loses_nothing(client: httpx.Client) -> None:
+    """ray.kill the Dispatcher replica while a 200-item job runs: Serve starts a new one,
+    which re-claims the dead replica's items after the visibility timeout (5 s here)."""
+    import ray
+
+    job = submit(client, [encode(astronaut(16 + i % 7)) for i in range(200)]).json()
+    deadline = time.monotonic() + 60
+    while client.get(f"/v1/jobs/{job['id']}").json()["progress"]["done"] < 20:
+        assert time.monotonic() < deadline, "the job did not start"
+        time.sleep(0.1)
+    names = ray.util.list_named_actors(all_namespaces=True)
+    (replica,) = [n for n in names if n["name"].startswith("SERVE_REPLICA::pixserve#Dispatcher")]
+    ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
+    done = wait(client, job["id"], timeout_s=240)
+    assert done["status"] == "succeeded" and done["progress"]["done"] == 200
+    keys = [item["output_url"] for item in done["items"]]
+    assert len(set(keys)) == 200 and all(item["error"] is None for item in done["items"])
+    # the items the killed replica held ran again, on its successor
+    assert max(item["attempts"] for item in done["items"]) == 2
