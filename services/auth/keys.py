@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
 from services.errors import InvalidParameter, Unauthorized
+from services.redis_text import as_text
 
 TOKEN_PREFIX = "pxs"
 _INDEX = "pixserve:apikeys"
@@ -71,14 +72,14 @@ class ApiKeyStore:
 
     async def list(self) -> list[ApiKey]:
         prefixes = sorted(await self.redis.smembers(_INDEX))
-        keys = [await self.get(_text(prefix)) for prefix in prefixes]
+        keys = [await self.get(as_text(prefix)) for prefix in prefixes]
         return [key for key in keys if key is not None]
 
     async def get(self, prefix: str) -> ApiKey | None:
         fields = await self.redis.hgetall(_record_key(prefix))
         if not fields:
             return None
-        data = {_text(k): _text(v) for k, v in fields.items()}
+        data = {as_text(k): as_text(v) for k, v in fields.items()}
         revoked = data.get("revoked_at")
         rate = data.get("rate_per_minute")
         return ApiKey(
@@ -104,13 +105,9 @@ class ApiKeyStore:
         if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
             raise Unauthorized("malformed API key; expected pxs_<prefix>_<secret>")
         stored = await self.redis.hget(_record_key(parts[1]), "hash")
-        if stored is None or not hmac.compare_digest(_text(stored), _digest(token)):
+        if stored is None or not hmac.compare_digest(as_text(stored), _digest(token)):
             raise Unauthorized("unknown API key")
         key = await self.get(parts[1])
         if key is None or not key.active:
             raise Unauthorized(f"API key {parts[1]} has been revoked")
         return key
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

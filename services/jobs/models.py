@@ -27,6 +27,13 @@ class ItemStatus(StrEnum):
 
 
 TERMINAL_ITEM = {ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.CANCELED}
+TERMINAL_JOB = {
+    JobStatus.SUCCEEDED,
+    JobStatus.FAILED,
+    JobStatus.PARTIAL,
+    JobStatus.CANCELED,
+    JobStatus.EXPIRED,
+}
 
 
 class Item(BaseModel):

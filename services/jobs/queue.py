@@ -16,6 +16,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from services.redis_text import as_text
+
 STREAM = "pixserve:work"
 DEAD_LETTER = "pixserve:work:dead"
 GROUP = "dispatchers"
@@ -54,7 +56,7 @@ class WorkQueue:
             for index in indices:
                 pipe.xadd(STREAM, {"job": job_id, "item": str(index)})
             ids = await pipe.execute()
-        return [_text(entry) for entry in ids]
+        return [as_text(entry) for entry in ids]
 
     async def read(self, consumer: str, count: int = 8, block_ms: int = 1000) -> list[WorkItem]:
         """Stale items first (re-claimed from dead consumers), then new ones."""
@@ -75,8 +77,8 @@ class WorkQueue:
         entries = [entry for entry in result[1] if entry and entry[1]]
         if not entries:
             return []
-        counts = await self._delivery_counts([_text(entry_id) for entry_id, _ in entries])
-        return [_item(entry_id, fields, counts[_text(entry_id)]) for entry_id, fields in entries]
+        counts = await self._delivery_counts([as_text(entry_id) for entry_id, _ in entries])
+        return [_item(entry_id, fields, counts[as_text(entry_id)]) for entry_id, fields in entries]
 
     async def ack(self, item: WorkItem) -> None:
         await self.redis.xack(STREAM, GROUP, item.entry_id)
@@ -98,7 +100,7 @@ class WorkQueue:
 
     async def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
         entries: Any = await self.redis.xrevrange(DEAD_LETTER, count=count)
-        return [{_text(k): _text(v) for k, v in fields.items()} for _, fields in entries]
+        return [{as_text(k): as_text(v) for k, v in fields.items()} for _, fields in entries]
 
     async def pending_count(self) -> int:
         summary = await self.redis.xpending(STREAM, GROUP)
@@ -113,9 +115,5 @@ class WorkQueue:
 
 
 def _item(entry_id: bytes | str, fields: dict[Any, Any], deliveries: int) -> WorkItem:
-    data = {_text(k): _text(v) for k, v in fields.items()}
-    return WorkItem(_text(entry_id), data["job"], int(data["item"]), deliveries)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    data = {as_text(k): as_text(v) for k, v in fields.items()}
+    return WorkItem(as_text(entry_id), data["job"], int(data["item"]), deliveries)

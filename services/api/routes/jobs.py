@@ -14,11 +14,10 @@ from pydantic import BaseModel
 from services.api.deps import SettingsDep, require_api_key
 from services.auth.keys import ApiKey
 from services.errors import PayloadTooLarge, ServiceUnavailable
-from services.jobs.models import Job, JobStatus
+from services.jobs.models import TERMINAL_JOB, Job, JobStatus
 from services.jobs.service import JobRequest, JobService
 
 router = APIRouter(tags=["jobs"])
-TERMINAL = {"succeeded", "failed", "partial", "canceled", "expired"}
 
 
 class JobListPublic(BaseModel):
@@ -118,7 +117,7 @@ async def follow_job(
 
 
 async def _events(jobs: JobService, job: Job, after: str) -> AsyncIterator[str]:
-    if job.status in TERMINAL and after == "0-0":
+    if job.status in TERMINAL_JOB and after == "0-0":
         yield _sse("0-0", "job", {"job_status": job.status.value})
     while True:
         events = await jobs.store.events(job.id, after, block_ms=10_000)
@@ -128,7 +127,7 @@ async def _events(jobs: JobService, job: Job, after: str) -> AsyncIterator[str]:
         for entry_id, fields in events:
             after = entry_id
             yield _sse(entry_id, fields.get("type", "item"), fields)
-            if fields.get("job_status") in TERMINAL:
+            if fields.get("job_status") in TERMINAL_JOB:
                 return
 
 
