@@ -110,8 +110,7 @@ class Dispatcher:
             await self._finish(item, output=key)
 
     async def _produce(self, item: WorkItem) -> str:
-        job = await self.store.read(item.job_id, await self._owner(item.job_id))
-        params = job.pipeline
+        params, record = await self.store.item_context(item.job_id, item.index)
         fmt = str(params.get("format", "png"))
         key = output_key(item.job_id, item.index, fmt)
         if await asyncio.to_thread(self.objects.exists, "outputs", key):
@@ -121,7 +120,7 @@ class Dispatcher:
             spec.name, params.get("scale"), params.get("width"), params.get("height"),
             fmt, int(params.get("quality", 90)),  # type: ignore[arg-type]
         )  # fmt: skip
-        data = await self.load_input(job.items[item.index].input)
+        data = await self.load_input(record.input)
         result = await upscale_upload(data, options, spec.scale, self.backend, self.settings)
         await asyncio.to_thread(self.objects.put, "outputs", key, result.data, CONTENT_TYPES[fmt])
         return key
@@ -134,6 +133,3 @@ class Dispatcher:
         self.processed += 1
         if changed and self.notify is not None:
             await self.notify(item.job_id, item.index, job_status)
-
-    async def _owner(self, job_id: str) -> str:
-        return await self.store.owner_of(job_id)

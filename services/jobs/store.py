@@ -20,6 +20,7 @@ from redis.typing import EncodableT, FieldT
 from services.errors import PixserveError
 from services.jobs.models import TERMINAL_ITEM, Item, ItemStatus, Job, JobStatus, Progress
 from services.jobs.queue import STREAM
+from services.redis_text import as_text
 
 
 class JobNotFound(PixserveError):
@@ -138,6 +139,18 @@ class JobStore:
         items = sorted((Item.model_validate_json(v) for v in raw_items.values()), key=_index)
         return _job_from(job_id, fields, items)
 
+    async def item_context(self, job_id: str, index: int) -> tuple[dict[str, Any], Item]:
+        """A job's pipeline and one of its items, without reading every item (the
+        dispatcher's per-item read; a whole-job read would make a batch quadratic)."""
+        key = _job_key(job_id)
+        pipeline, expires_at = await self.redis.hmget(key, ["pipeline", "expires_at"])
+        raw = await self.redis.hget(f"{key}:items", str(index))
+        if pipeline is None or expires_at is None or raw is None:
+            raise JobNotFound(f"no job {job_id} item {index}")
+        if time.time() > float(as_text(expires_at)):
+            raise JobExpired(f"job {job_id} expired; results are kept {self.retention_s} s")
+        return json.loads(as_text(pipeline)), Item.model_validate_json(raw)
+
     async def list_jobs(
         self, owner: str, status: JobStatus | None = None, cursor: float | None = None,
         limit: int = 50,
@@ -150,7 +163,7 @@ class JobStore:
         jobs: list[Job] = []
         for raw_id, _score in ids[:limit]:
             try:
-                job = await self.read(_text(raw_id), owner)
+                job = await self.read(as_text(raw_id), owner)
             except (JobNotFound, JobExpired):
                 continue
             if status is None or job.status == status:
@@ -163,7 +176,7 @@ class JobStore:
         owner = await self.redis.hget(_job_key(job_id), "owner")
         if owner is None:
             raise JobNotFound(f"no job {job_id}")
-        return _text(owner)
+        return as_text(owner)
 
     async def start_item(self, job_id: str, index: int) -> bool:
         """Mark an item running; False if the job is canceled or the item already ended."""
@@ -197,7 +210,7 @@ class JobStore:
             keys=[key, f"{key}:items", f"{key}:events"],
             args=[str(index), status, output_key or "", error or "", str(time.time())],
         )
-        return bool(int(changed)), _text(job_status)
+        return bool(int(changed)), as_text(job_status)
 
     async def cancel(self, job_id: str, owner: str) -> Job:
         """Cancel: queued items never run; a running one is dropped at its next step."""
@@ -218,7 +231,9 @@ class JobStore:
         events = []
         for _, entries in answer or []:
             for entry_id, fields in entries:
-                events.append((_text(entry_id), {_text(k): _text(v) for k, v in fields.items()}))
+                events.append(
+                    (as_text(entry_id), {as_text(k): as_text(v) for k, v in fields.items()})
+                )
         return events
 
     async def remember_idempotency(self, owner: str, key: str, body_hash: str, job_id: str) -> str:
@@ -228,14 +243,14 @@ class JobStore:
         slot = f"pixserve:idem:{owner}:{key}"
         if await self.redis.set(slot, record, nx=True, ex=24 * 3600):
             return job_id
-        existing = json.loads(_text(await self.redis.get(slot) or b"{}"))
+        existing = json.loads(as_text(await self.redis.get(slot) or b"{}"))
         if existing.get("hash") != body_hash:
             raise IdempotencyConflict("this Idempotency-Key was used with a different request")
         return str(existing["job"])
 
     async def _fields(self, job_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(_job_key(job_id))
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {as_text(k): as_text(v) for k, v in raw.items()}
 
 
 def _job_fields(job: Job, owner: str) -> dict[FieldT, EncodableT]:
@@ -279,7 +294,3 @@ def _job_from(job_id: str, fields: dict[str, str], items: list[Item]) -> Job:
 
 def _index(item: Item) -> int:
     return item.index
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
