@@ -6,6 +6,7 @@ process starts, then passed in; nothing reads the environment inside a request.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -79,8 +80,16 @@ class Settings(BaseSettings):
     )
     max_deliveries: int = Field(default=3, ge=1, description="Deliveries before dead-letter.")
 
+    # Webhooks
     webhook_secret: SecretStr | None = Field(
-        default=None, description="whsec_ key that signs webhooks (None: webhooks off)."
+        default=None,
+        description="whsec_ key that signs webhooks of jobs made without API keys.",
+    )
+    webhook_allowed_networks: list[str] = Field(
+        default=[], description="CIDRs webhooks may reach although not public (in-cluster)."
+    )
+    webhook_allow_http: bool = Field(
+        default=False, description="Accept http:// webhook URLs (else https only)."
     )
 
     # Model store
@@ -132,6 +141,13 @@ class Settings(BaseSettings):
     )
     max_side: int = Field(default=16384, ge=1, description="Largest accepted width/height.")
     max_scale: float = Field(default=8.0, gt=1, description="Largest output scale.")
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network)  # ValueError names the bad entry
+        return value
 
     @field_validator("model_store", "extra_manifest")
     @classmethod

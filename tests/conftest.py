@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 
 from services.config import Settings
+from services.models.manifest import load_manifest
+from services.models.store import ModelStore
 from services.models.tiny import TINY_COMPACT, TINY_RRDB, build_tiny_store
+from services.models.upscaler import UpscaleEngine
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +30,14 @@ def tiny_settings(tiny_store: tuple[Path, Path]) -> Settings:
         tile_size=32,
         tile_pad=20,
     )
+
+
+@pytest.fixture
+def tiny_engine(tiny_settings: Settings) -> UpscaleEngine:
+    """An upscale engine with the tiny models loaded."""
+    engine = UpscaleEngine(
+        tiny_settings,
+        ModelStore(tiny_settings.model_store, load_manifest(tiny_settings.extra_manifest)),
+    )
+    engine.load()
+    return engine

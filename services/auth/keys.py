@@ -2,7 +2,9 @@
 
 The prefix identifies a key in listings and logs without revealing it; the secret has
 256 bits of entropy, so a plain sha256 is a safe verifier. Lookups compare digests in
-constant time.
+constant time. Each key also owns a webhook signing secret (``whsec_...``): the
+platform must sign with it, so unlike the key it is kept readable, and it can be
+rotated without replacing the key.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from redis.typing import EncodableT, FieldT
 
 from services.errors import InvalidParameter, Unauthorized
 from services.redis_text import as_text
+from services.webhooks.signing import generate_secret
 
 TOKEN_PREFIX = "pxs"
 _INDEX = "pixserve:apikeys"
@@ -63,6 +66,7 @@ class ApiKeyStore:
             "name": name,
             "hash": _digest(token),
             "created_at": str(key.created_at),
+            "webhook_secret": generate_secret(),
         }
         if rate_per_minute:
             fields["rate_per_minute"] = str(rate_per_minute)
@@ -98,6 +102,19 @@ class ApiKeyStore:
         key = await self.get(prefix)
         assert key is not None
         return key
+
+    async def webhook_secret(self, prefix: str) -> str | None:
+        """The secret that signs webhooks of this key's jobs (None: no such key)."""
+        secret = await self.redis.hget(_record_key(prefix), "webhook_secret")
+        return as_text(secret) if secret is not None else None
+
+    async def rotate_webhook_secret(self, prefix: str) -> str:
+        """A new webhook secret for the key; deliveries from now on are signed with it."""
+        if await self.get(prefix) is None:
+            raise InvalidParameter(f"no API key with prefix '{prefix}'")
+        secret = generate_secret()
+        await self.redis.hset(_record_key(prefix), "webhook_secret", secret)
+        return secret
 
     async def authenticate(self, token: str) -> ApiKey:
         """The active key ``token`` belongs to, or ``Unauthorized``."""

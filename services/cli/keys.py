@@ -11,9 +11,9 @@ from typing import TypeVar
 from redis.exceptions import RedisError
 
 from services.auth.guard import connect_redis
-from services.auth.keys import ApiKeyStore
+from services.auth.keys import ApiKey, ApiKeyStore
 from services.config import Settings
-from services.errors import ServiceUnavailable
+from services.errors import InvalidParameter, ServiceUnavailable
 
 T = TypeVar("T")
 
@@ -30,12 +30,24 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     revoke = actions.add_parser("revoke", help="revoke a key by its prefix")
     revoke.add_argument("prefix")
     revoke.set_defaults(handler=revoke_key)
+    secret = actions.add_parser(
+        "webhook-secret", help="show (or --rotate) the secret that signs a key's webhooks"
+    )
+    secret.add_argument("prefix")
+    secret.add_argument("--rotate", action="store_true", help="replace it with a new one")
+    secret.set_defaults(handler=webhook_secret)
 
 
 def create_key(args: argparse.Namespace, settings: Settings) -> int:
-    token, key = _run(settings, lambda store: store.create(args.name, args.rate_limit))
+    async def create(store: ApiKeyStore) -> tuple[str, ApiKey, str | None]:
+        token, key = await store.create(args.name, args.rate_limit)
+        return token, key, await store.webhook_secret(key.prefix)
+
+    token, key, secret = _run(settings, create)
     print(f"created key {key.prefix} ({key.name}); keep it, it is not shown again:")
     print(token)
+    print(f"its webhook signing secret (also: pixserve keys webhook-secret {key.prefix}):")
+    print(secret)
     return 0
 
 
@@ -53,6 +65,21 @@ def list_keys(args: argparse.Namespace, settings: Settings) -> int:
 def revoke_key(args: argparse.Namespace, settings: Settings) -> int:
     key = _run(settings, lambda store: store.revoke(args.prefix))
     print(f"revoked key {key.prefix} ({key.name})")
+    return 0
+
+
+def webhook_secret(args: argparse.Namespace, settings: Settings) -> int:
+    async def lookup(store: ApiKeyStore) -> str:
+        if args.rotate:
+            return await store.rotate_webhook_secret(args.prefix)
+        secret = await store.webhook_secret(args.prefix)
+        if secret is None and await store.get(args.prefix) is None:
+            raise InvalidParameter(f"no API key with prefix '{args.prefix}'")
+        if secret is None:
+            raise InvalidParameter(f"key {args.prefix} has no webhook secret yet: use --rotate")
+        return secret
+
+    print(_run(settings, lookup))
     return 0
 
 

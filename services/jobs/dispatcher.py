@@ -4,7 +4,8 @@ A plain class (the Serve deployment only starts its loop). Per delivery: skip it
 canceled jobs and items already finished (a re-delivery after a crash); if the output
 already exists under its deterministic key, record it instead of recomputing; else
 load the input, run the pipeline through the model deployments, write the output,
-record the outcome once, ack. Bad input (undecodable, refused URL...) fails the item at
+record the outcome once (with its webhook events, sent by the outbox the loop also
+pumps), ack. Bad input (undecodable, refused URL...) fails the item at
 once with its message; other errors leave it pending for another delivery until it is
 dead-lettered.
 """
@@ -21,6 +22,7 @@ from redis.exceptions import RedisError
 from services.config import Settings
 from services.errors import PixserveError
 from services.imaging.codec import CONTENT_TYPES
+from services.jobs.notify import WebhookOutbox
 from services.jobs.queue import WorkItem, WorkQueue
 from services.jobs.store import JobStore
 from services.models.manifest import Manifest
@@ -31,7 +33,6 @@ logger = logging.getLogger(__name__)
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
 InputLoader = Callable[[str], Awaitable[bytes]]
-Notify = Callable[[str, int, str], Awaitable[None]]
 
 
 def output_key(job_id: str, index: int, fmt: str) -> str:
@@ -51,12 +52,12 @@ class Dispatcher:
         manifest: Manifest,
         settings: Settings,
         load_input: InputLoader,
-        notify: Notify | None = None,
+        outbox: WebhookOutbox | None = None,
     ) -> None:
         self.store, self.queue, self.objects = store, queue, objects
         self.backend, self.manifest, self.settings = backend, manifest, settings
         self.load_input = load_input
-        self.notify = notify
+        self.outbox = outbox
         self.processed = 0
 
     async def run_forever(
@@ -67,17 +68,22 @@ class Dispatcher:
         housekeeping_every_s: float = 3600.0,
     ) -> None:
         """Loop until cancelled; a Redis outage pauses the loop (with backoff), never ends
-        it. ``housekeeping`` (the retention pass) runs at start and then periodically."""
+        it. ``housekeeping`` (the retention pass) runs at start and then periodically;
+        the webhook outbox is pumped between reads."""
         pause = 0.5
         next_housekeeping = 0.0
         while True:
             try:
                 await self.queue.ensure_group()
+                if self.outbox is not None:
+                    await self.outbox.queue.ensure_group()
                 while True:
                     if housekeeping is not None and time.monotonic() >= next_housekeeping:
                         next_housekeeping = time.monotonic() + housekeeping_every_s
                         await housekeeping()
                     await self.run_once(consumer, batch)
+                    if self.outbox is not None:
+                        await self.outbox.pump(consumer)
                     pause = 0.5
             except RedisError as exc:
                 logger.warning("job store unreachable (%s); retrying in %.1f s", exc, pause)
@@ -128,8 +134,6 @@ class Dispatcher:
     async def _finish(
         self, item: WorkItem, output: str | None = None, error: str | None = None
     ) -> None:
-        changed, job_status = await self.store.finish_item(item.job_id, item.index, output, error)
+        await self.store.finish_item(item.job_id, item.index, output, error)  # + webhooks
         await self.queue.ack(item)
         self.processed += 1
-        if changed and self.notify is not None:
-            await self.notify(item.job_id, item.index, job_status)

@@ -1,49 +1,105 @@
-"""Turn finished items into webhook deliveries (``item`` and ``completed`` events),
-sent in the background so a slow receiver never holds up the dispatcher."""
+"""The webhook outbox sender: turns outbox entries (recorded by the job store in the
+same step as each outcome) into signed deliveries, acked only once delivered.
+
+At-least-once like the work queue: a sender that dies mid-delivery leaves its entries
+pending and another re-claims them after the visibility timeout; a live sender keeps
+its slow deliveries (retries with backoff) from being re-claimed with a heartbeat.
+Deliveries that exhaust their retries go to the outbox's dead-letter stream. Payloads
+carry the same envelope as the API, output URLs included; the message id is derived
+from the event, so a receiver can de-duplicate.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from services.jobs.models import TERMINAL_JOB
-from services.jobs.store import JobStore
+from services.errors import PixserveError
+from services.jobs.queue import WorkItem, WorkQueue
+from services.jobs.service import JobService
+from services.jobs.store import COMPLETED
 from services.webhooks.delivery import DeliveryReport, WebhookSender
 
+logger = logging.getLogger(__name__)
 
-class JobNotifier:
-    """The dispatcher's ``notify``: one stable message id per event."""
 
-    def __init__(self, store: JobStore, sender: WebhookSender) -> None:
-        self.store = store
-        self.sender = sender
-        self.tasks: set[asyncio.Task[DeliveryReport]] = set()
+class WebhookOutbox:
+    """Pumped by the dispatcher loop: starts deliveries in the background, up to
+    ``max_in_flight`` at once, so a slow receiver never holds up the work queue."""
+
+    def __init__(
+        self, jobs: JobService, sender: WebhookSender, queue: WorkQueue, max_in_flight: int = 64
+    ) -> None:
+        self.jobs, self.sender, self.queue = jobs, sender, queue
+        self.max_in_flight = max_in_flight
+        self.in_flight: dict[str, asyncio.Task[None]] = {}
         self.reports: deque[DeliveryReport] = deque(maxlen=1000)  # recent outcomes
+        self._touched = 0.0
 
-    async def __call__(self, job_id: str, index: int, job_status: str) -> None:
-        job = await self.store.read(job_id, await self.store.owner_of(job_id))
-        if not job.webhook_url:
+    async def pump(self, consumer: str) -> None:
+        """Heartbeat the deliveries in flight, then start new ones without waiting."""
+        if time.monotonic() - self._touched > self.queue.visibility_timeout_ms / 3000:
+            await self.queue.touch(consumer, [*self.in_flight])
+            self._touched = time.monotonic()
+        room = self.max_in_flight - len(self.in_flight)
+        if room <= 0:
             return
-        if "item" in job.webhook_events:
-            item = job.items[index]
-            payload = {"type": "job.item", "job_id": job_id, "item": item.model_dump(mode="json"),
-                       "progress": job.progress.model_dump()}  # fmt: skip
-            self._send(job.webhook_url, f"{job_id}.item.{index}", payload)
-        if "completed" in job.webhook_events and job_status in TERMINAL_JOB:
-            payload = {"type": "job.completed", "job": job.model_dump(mode="json")}
-            self._send(job.webhook_url, f"{job_id}.completed", payload)
+        for entry in await self.queue.read(consumer, count=room, block_ms=None):
+            if entry.entry_id not in self.in_flight:  # else: our own, re-claimed
+                task = asyncio.get_running_loop().create_task(self._deliver(entry))
+                self.in_flight[entry.entry_id] = task
+                task.add_done_callback(self._forget(entry.entry_id))
 
-    def _send(self, url: str, message_id: str, payload: dict[str, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(self.sender.deliver(url, message_id, payload))
-        self.tasks.add(task)
-        task.add_done_callback(self._done)
+    def _forget(self, entry_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def done(_: asyncio.Task[None]) -> None:
+            self.in_flight.pop(entry_id, None)
 
-    def _done(self, task: asyncio.Task[DeliveryReport]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is None:
-            self.reports.append(task.result())
+        return done
 
     async def drain(self) -> None:
-        """Wait for deliveries in flight (tests, shutdown); outcomes land in ``reports``."""
-        await asyncio.gather(*self.tasks)
+        """Wait for the deliveries in flight (tests, shutdown)."""
+        await asyncio.gather(*self.in_flight.values())
+
+    async def _deliver(self, entry: WorkItem) -> None:
+        try:
+            event = await self._event(entry)
+        except PixserveError as exc:  # the job is gone or expired: nothing to tell
+            logger.info("webhook %s/%s dropped: %s", entry.job_id, entry.index, exc.message)
+            await self.queue.ack(entry)
+            return
+        except Exception:  # Redis or storage trouble: leave it pending for a re-claim
+            logger.exception("webhook %s/%s not prepared", entry.job_id, entry.index)
+            return
+        if event is None:
+            await self.queue.ack(entry)
+            return
+        url, message_id, payload, secret = event
+        report = await self.sender.deliver(url, message_id, payload, secret)
+        self.reports.append(report)
+        if report.delivered:
+            await self.queue.ack(entry)
+        else:
+            reason = f"not delivered after {report.attempts} attempts: {report.statuses}"
+            await self.queue.dead_letter(entry, reason)
+
+    async def _event(self, entry: WorkItem) -> tuple[str, str, dict[str, Any], str] | None:
+        """(url, message id, payload, secret), or None when nothing can be signed."""
+        job_id, index = entry.job_id, entry.index
+        owner = await self.jobs.store.owner_of(job_id)
+        head = await self.jobs.store.read(job_id, owner, with_items=False)
+        secret = await self.jobs.secrets.for_owner(owner)
+        if not head.webhook_url or secret is None:
+            logger.warning("job %s: no webhook URL or secret for %s; not sent", job_id, owner)
+            return None
+        if index == COMPLETED:
+            job = await self.jobs.view(job_id, owner)
+            payload = {"type": "job.completed", "job": job.model_dump(mode="json")}
+            return head.webhook_url, f"{job_id}.completed", payload, secret
+        item = await self.jobs.view_item(job_id, index)
+        payload = {"type": "job.item", "job_id": job_id, "item": item.model_dump(mode="json"),
+                   "progress": head.progress.model_dump()}  # fmt: skip
+        return head.webhook_url, f"{job_id}.item.{index}", payload, secret

@@ -15,12 +15,18 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
+from redis.typing import StreamIdT
 
 from services.redis_text import as_text
 
 STREAM = "pixserve:work"
 DEAD_LETTER = "pixserve:work:dead"
 GROUP = "dispatchers"
+# The webhook outbox: events the job store records atomically with each outcome, sent
+# by the dispatchers' webhook senders through the same at-least-once machinery.
+OUTBOX = "pixserve:webhooks"
+OUTBOX_DEAD_LETTER = "pixserve:webhooks:dead"
+OUTBOX_GROUP = "senders"
 
 
 @dataclass(frozen=True)
@@ -34,18 +40,26 @@ class WorkItem:
 
 
 class WorkQueue:
-    """Enqueue, read, re-claim, ack and dead-letter job items."""
+    """Enqueue, read, re-claim, ack and dead-letter entries of one stream (job items by
+    default; the webhook outbox with ``stream=OUTBOX``)."""
 
     def __init__(
-        self, redis: Redis, visibility_timeout_ms: int = 60_000, max_deliveries: int = 3
+        self,
+        redis: Redis,
+        visibility_timeout_ms: int = 60_000,
+        max_deliveries: int = 3,
+        stream: str = STREAM,
+        group: str = GROUP,
+        dead_letter_stream: str = DEAD_LETTER,
     ) -> None:
         self.redis = redis
         self.visibility_timeout_ms = visibility_timeout_ms
         self.max_deliveries = max_deliveries
+        self.stream, self.group, self.dead_letter_stream = stream, group, dead_letter_stream
 
     async def ensure_group(self) -> None:
         try:
-            await self.redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -54,16 +68,19 @@ class WorkQueue:
         """One stream entry per item, in one round trip."""
         async with self.redis.pipeline(transaction=True) as pipe:
             for index in indices:
-                pipe.xadd(STREAM, {"job": job_id, "item": str(index)})
+                pipe.xadd(self.stream, {"job": job_id, "item": str(index)})
             ids = await pipe.execute()
         return [as_text(entry) for entry in ids]
 
-    async def read(self, consumer: str, count: int = 8, block_ms: int = 1000) -> list[WorkItem]:
-        """Stale items first (re-claimed from dead consumers), then new ones."""
+    async def read(
+        self, consumer: str, count: int = 8, block_ms: int | None = 1000
+    ) -> list[WorkItem]:
+        """Stale items first (re-claimed from dead consumers), then new ones; waits up
+        to ``block_ms`` for new ones (None: does not wait)."""
         items = await self.reclaim(consumer, count)
         if len(items) < count:
             answer: Any = await self.redis.xreadgroup(
-                GROUP, consumer, {STREAM: ">"}, count=count - len(items), block=block_ms
+                self.group, consumer, {self.stream: ">"}, count=count - len(items), block=block_ms
             )
             for _, entries in answer or []:
                 items += [_item(entry_id, fields, 1) for entry_id, fields in entries]
@@ -72,7 +89,12 @@ class WorkQueue:
     async def reclaim(self, consumer: str, count: int) -> list[WorkItem]:
         """Take over entries idle longer than the visibility timeout."""
         result: Any = await self.redis.xautoclaim(
-            STREAM, GROUP, consumer, self.visibility_timeout_ms, start_id="0-0", count=count
+            self.stream,
+            self.group,
+            consumer,
+            self.visibility_timeout_ms,
+            start_id="0-0",
+            count=count,
         )
         entries = [entry for entry in result[1] if entry and entry[1]]
         if not entries:
@@ -80,8 +102,14 @@ class WorkQueue:
         counts = await self._delivery_counts([as_text(entry_id) for entry_id, _ in entries])
         return [_item(entry_id, fields, counts[as_text(entry_id)]) for entry_id, fields in entries]
 
+    async def touch(self, consumer: str, entry_ids: list[StreamIdT]) -> None:
+        """Reset the idle time of entries this consumer still works on (a heartbeat), so
+        a slow but live consumer's entries are not re-claimed by another."""
+        if entry_ids:
+            await self.redis.xclaim(self.stream, self.group, consumer, 0, entry_ids, justid=True)
+
     async def ack(self, item: WorkItem) -> None:
-        await self.redis.xack(STREAM, GROUP, item.entry_id)
+        await self.redis.xack(self.stream, self.group, item.entry_id)
 
     async def exhausted(self, item: WorkItem) -> bool:
         """Whether this delivery is the last one allowed."""
@@ -91,25 +119,25 @@ class WorkQueue:
         """Record the item and its reason in the dead-letter stream, then ack it."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(
-                DEAD_LETTER,
+                self.dead_letter_stream,
                 {"job": item.job_id, "item": str(item.index), "reason": reason[:2000],
                  "deliveries": str(item.deliveries), "entry": item.entry_id},
             )  # fmt: skip
-            pipe.xack(STREAM, GROUP, item.entry_id)
+            pipe.xack(self.stream, self.group, item.entry_id)
             await pipe.execute()
 
     async def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
-        entries: Any = await self.redis.xrevrange(DEAD_LETTER, count=count)
+        entries: Any = await self.redis.xrevrange(self.dead_letter_stream, count=count)
         return [{as_text(k): as_text(v) for k, v in fields.items()} for _, fields in entries]
 
     async def pending_count(self) -> int:
-        summary = await self.redis.xpending(STREAM, GROUP)
+        summary = await self.redis.xpending(self.stream, self.group)
         return int(summary["pending"])
 
     async def _delivery_counts(self, entry_ids: list[str]) -> dict[str, int]:
         counts: dict[str, int] = {}
         for entry_id in entry_ids:
-            rows = await self.redis.xpending_range(STREAM, GROUP, entry_id, entry_id, 1)
+            rows = await self.redis.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
             counts[entry_id] = int(rows[0]["times_delivered"]) if rows else 1
         return counts
 

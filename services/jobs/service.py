@@ -10,20 +10,24 @@ from dataclasses import dataclass, field
 
 from services.config import Settings
 from services.errors import InvalidParameter
-from services.jobs.models import Job, JobStatus
+from services.jobs.models import Item, Job, JobStatus
 from services.jobs.queue import WorkQueue
 from services.jobs.store import JobStore, new_job_id
 from services.models.manifest import Manifest
 from services.net.fetch import SafeFetcher
 from services.storage.base import ObjectStore
+from services.webhooks.secrets import WebhookSecrets
 
-UPLOAD_PREFIX = "upload:"
+UPLOAD_PREFIX = "upload:"  # item inputs the API stored from a multipart upload
+UPLOADS_AREA = "jobs/"  # where those uploads live in the inputs area
+S3_SCHEME = "s3://"
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class JobRequest:
-    """A submission: pipeline parameters and inputs (uploaded bytes and/or https URLs)."""
+    """A submission: pipeline parameters and inputs: uploaded bytes, https URLs and/or
+    s3:// keys in the inputs bucket (both in ``urls``)."""
 
     pipeline: dict[str, object]
     uploads: list[tuple[str, bytes]] = field(default_factory=list)
@@ -53,9 +57,12 @@ class JobService:
         fetcher: SafeFetcher,
         manifest: Manifest,
         settings: Settings,
+        secrets: WebhookSecrets,
+        webhook_fetcher: SafeFetcher,
     ) -> None:
         self.store, self.queue, self.objects = store, queue, objects
         self.fetcher, self.manifest, self.settings = fetcher, manifest, settings
+        self.secrets, self.webhook_fetcher = secrets, webhook_fetcher
 
     async def submit(self, owner: str, request: JobRequest, idempotency_key: str | None) -> Job:
         count = len(request.uploads) + len(request.urls)
@@ -64,12 +71,14 @@ class JobService:
                 f"a job takes 1 to {self.settings.max_job_items} inputs; got {count}"
             )
         self.manifest.get(str(request.pipeline.get("model") or self.settings.default_model))
-        for url in request.urls:
-            self.fetcher.check_url(url)
+        await self._check_urls(request.urls)
         if request.webhook_url:
-            self.fetcher.check_url(request.webhook_url)
-            if self.settings.webhook_secret is None:
-                raise InvalidParameter("webhooks are off: the server has no webhook_secret")
+            self.webhook_fetcher.check_url(request.webhook_url)
+            if await self.secrets.for_owner(owner) is None:
+                raise InvalidParameter(
+                    "webhooks are off: jobs made without an API key are signed with the "
+                    "server's webhook_secret, and none is set"
+                )
             unknown = set(request.webhook_events) - {"item", "completed"}
             if unknown or not request.webhook_events:
                 raise InvalidParameter(f"webhook_events are 'item' and/or 'completed': {unknown}")
@@ -91,12 +100,21 @@ class JobService:
         """The envelope with output URLs minted now (presigned, or the API's own)."""
         job = await self.store.read(job_id, owner)
         for item in job.items:
-            if item.output_key:
-                url = await asyncio.to_thread(
-                    self.objects.url, "outputs", item.output_key, self.settings.presign_ttl_s
-                )
-                item.output_url = url or f"/v1/jobs/{job_id}/items/{item.index}/output"
+            await self._mint_url(job_id, item)
         return job
+
+    async def view_item(self, job_id: str, index: int) -> Item:
+        """One item with its output URL (for ``item`` webhooks; no ownership check)."""
+        _, item = await self.store.item_context(job_id, index)
+        await self._mint_url(job_id, item)
+        return item
+
+    async def _mint_url(self, job_id: str, item: Item) -> None:
+        if item.output_key:
+            url = await asyncio.to_thread(
+                self.objects.url, "outputs", item.output_key, self.settings.presign_ttl_s
+            )
+            item.output_url = url or f"/v1/jobs/{job_id}/items/{item.index}/output"
 
     async def output(self, job_id: str, owner: str, index: int) -> bytes:
         job = await self.store.read(job_id, owner)
@@ -123,17 +141,41 @@ class JobService:
             logger.exception("could not apply the retention of %d h", self.settings.retention_hours)
 
     async def load_input(self, name: str) -> bytes:
-        """An item's input bytes: from storage for uploads, through the SSRF guard for URLs."""
+        """An item's input bytes: from storage for uploads and s3:// keys, through the
+        SSRF guard for URLs."""
         if name.startswith(UPLOAD_PREFIX):
             key = name.removeprefix(UPLOAD_PREFIX)
             return await asyncio.to_thread(self.objects.get, "inputs", key)
+        if name.startswith(S3_SCHEME):
+            return await asyncio.to_thread(self.objects.get, "inputs", self._s3_key(name))
         data, _ = await self.fetcher.get(name)
         return data
+
+    async def _check_urls(self, urls: list[str]) -> None:
+        """https URLs must pass the fetcher's checks; s3:// keys must name existing
+        objects in the inputs bucket outside the platform's own upload area."""
+        keys = [self._s3_key(url) for url in urls if url.startswith(S3_SCHEME)]
+        for url in urls:
+            if not url.startswith(S3_SCHEME):
+                self.fetcher.check_url(url)
+        found = await asyncio.gather(
+            *(asyncio.to_thread(self.objects.exists, "inputs", key) for key in keys)
+        )
+        missing = [key for key, exists in zip(keys, found, strict=True) if not exists]
+        if missing:
+            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise InvalidParameter(f"{len(missing)} s3:// input(s) do not exist: {shown}")
+
+    def _s3_key(self, uri: str) -> str:
+        key = self.objects.input_key(uri)
+        if key.startswith(UPLOADS_AREA):  # other tenants' uploads live there
+            raise InvalidParameter(f"{uri}: keys under {UPLOADS_AREA} belong to the platform")
+        return key
 
     async def _store_uploads(self, job_id: str, uploads: list[tuple[str, bytes]]) -> list[str]:
         names = []
         for index, (_, data) in enumerate(uploads):
-            key = f"jobs/{job_id}/{index:05d}"
+            key = f"{UPLOADS_AREA}{job_id}/{index:05d}"
             await asyncio.to_thread(
                 self.objects.put, "inputs", key, data, "application/octet-stream"
             )

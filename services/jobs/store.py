@@ -4,7 +4,8 @@ finish items exactly once, cancel, expire, and an event stream per job.
 Layout: ``pixserve:job:<id>`` (hash: owner, status, times, counters, pipeline),
 ``pixserve:job:<id>:items`` (hash: index -> item JSON), ``pixserve:jobs:<owner>``
 (sorted set by creation time, for listing), ``pixserve:job:<id>:events`` (stream; its
-entry ids double as SSE event ids, so Last-Event-ID resumes exactly).
+entry ids double as SSE event ids, so Last-Event-ID resumes exactly), and the webhook
+outbox stream (``pixserve:webhooks``) that outcomes feed atomically.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from redis.typing import EncodableT, FieldT
 
 from services.errors import PixserveError
 from services.jobs.models import TERMINAL_ITEM, Item, ItemStatus, Job, JobStatus, Progress
-from services.jobs.queue import STREAM
+from services.jobs.queue import OUTBOX, STREAM
 from services.redis_text import as_text
 
 
@@ -45,7 +46,8 @@ class IdempotencyConflict(PixserveError):
 
 
 # Finish one item once: returns {changed, job_status}. Terminal items are left alone,
-# so a re-delivered item never double-counts.
+# so a re-delivered item never double-counts. The job's webhook events go into the
+# outbox in the same step, so an outcome is never recorded without its events.
 _FINISH = """
 local raw = redis.call('HGET', KEYS[2], ARGV[1])
 if not raw then return {0, ''} end
@@ -65,16 +67,32 @@ local done = tonumber(redis.call('HGET', KEYS[1], 'done'))
 local failed = tonumber(redis.call('HGET', KEYS[1], 'failed'))
 local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
 local status = redis.call('HGET', KEYS[1], 'status')
+local ended = false
 if done + failed >= total and status ~= 'canceled' then
   if failed == 0 then status = 'succeeded' elseif done == 0 then status = 'failed'
   else status = 'partial' end
   redis.call('HSET', KEYS[1], 'status', status, 'finished_at', ARGV[5])
+  ended = true
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'item',
   'index', ARGV[1], 'status', ARGV[2], 'job_status', status,
   'done', tostring(done), 'failed', tostring(failed), 'total', tostring(total))
+local hook = redis.call('HGET', KEYS[1], 'webhook_url')
+if hook and hook ~= '' then
+  local events = cjson.decode(redis.call('HGET', KEYS[1], 'webhook_events') or '[]')
+  for _, event in ipairs(events) do
+    if event == 'item' then
+      redis.call('XADD', KEYS[4], '*', 'job', ARGV[6], 'item', ARGV[1])
+    elseif event == 'completed' and ended then
+      redis.call('XADD', KEYS[4], '*', 'job', ARGV[6], 'item', '-1')
+    end
+  end
+end
 return {1, status}
 """
+
+
+COMPLETED = -1  # the outbox's item index for a job's ``completed`` event
 
 
 def new_job_id() -> str:
@@ -128,13 +146,16 @@ class JobStore:
             await pipe.execute()
         return job
 
-    async def read(self, job_id: str, owner: str) -> Job:
-        """The job as its owner sees it; others get 404, expired jobs 410."""
+    async def read(self, job_id: str, owner: str, with_items: bool = True) -> Job:
+        """The job as its owner sees it; others get 404, expired jobs 410. Without
+        items, one small read whatever the job's size (progress, status, webhook)."""
         fields = await self._fields(job_id)
         if not fields or fields.get("owner") != owner:
             raise JobNotFound(f"no job {job_id}")
         if time.time() > float(fields["expires_at"]):
             raise JobExpired(f"job {job_id} expired; results are kept {self.retention_s} s")
+        if not with_items:
+            return _job_from(job_id, fields, [])
         raw_items = await self.redis.hgetall(f"{_job_key(job_id)}:items")
         items = sorted((Item.model_validate_json(v) for v in raw_items.values()), key=_index)
         return _job_from(job_id, fields, items)
@@ -207,8 +228,8 @@ class JobStore:
         key = _job_key(job_id)
         status = "failed" if error is not None else "succeeded"
         changed, job_status = await self._finish(
-            keys=[key, f"{key}:items", f"{key}:events"],
-            args=[str(index), status, output_key or "", error or "", str(time.time())],
+            keys=[key, f"{key}:items", f"{key}:events", OUTBOX],
+            args=[str(index), status, output_key or "", error or "", str(time.time()), job_id],
         )
         return bool(int(changed)), as_text(job_status)
 
@@ -220,6 +241,8 @@ class JobStore:
                 pipe.hset(_job_key(job_id), mapping={"status": "canceled",
                                                      "finished_at": time.time()})  # fmt: skip
                 pipe.xadd(f"{_job_key(job_id)}:events", {"type": "job", "job_status": "canceled"})
+                if job.webhook_url and "completed" in job.webhook_events:
+                    pipe.xadd(OUTBOX, {"job": job_id, "item": str(COMPLETED)})
                 await pipe.execute()
         return await self.read(job_id, owner)
 

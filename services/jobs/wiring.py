@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 from services.auth.guard import connect_redis
+from services.auth.keys import ApiKeyStore
 from services.config import Settings
 from services.jobs.dispatcher import Dispatcher
-from services.jobs.notify import JobNotifier
-from services.jobs.queue import WorkQueue
+from services.jobs.notify import WebhookOutbox
+from services.jobs.queue import OUTBOX, OUTBOX_DEAD_LETTER, OUTBOX_GROUP, WorkQueue
 from services.jobs.service import JobService
 from services.jobs.store import JobStore
 from services.models.manifest import load_manifest
-from services.net.fetch import SafeFetcher
+from services.net.fetch import SafeFetcher, public_or_in
 from services.pipelines.upscale import TileBackend
 from services.storage.factory import open_store
 from services.webhooks.delivery import WebhookSender
+from services.webhooks.secrets import WebhookSecrets
+
+WEBHOOK_ANSWER_BYTES = 64 * 1024  # receivers' answers are read (and dropped) up to this
 
 
 def build_job_service(settings: Settings) -> JobService:
     redis = connect_redis(settings)
     queue = WorkQueue(redis, int(settings.visibility_timeout_s * 1000), settings.max_deliveries)
+    server_secret = settings.webhook_secret
+    secrets = WebhookSecrets(
+        ApiKeyStore(redis), server_secret.get_secret_value() if server_secret else None
+    )
+    webhook_fetcher = SafeFetcher(
+        max_bytes=WEBHOOK_ANSWER_BYTES,
+        allow_http=settings.webhook_allow_http,
+        policy=public_or_in(settings.webhook_allowed_networks),
+    )
     return JobService(
         JobStore(redis, settings.retention_hours * 3600),
         queue,
@@ -26,18 +39,21 @@ def build_job_service(settings: Settings) -> JobService:
         SafeFetcher(max_bytes=settings.max_upload_bytes),
         load_manifest(settings.extra_manifest),
         settings,
+        secrets,
+        webhook_fetcher,
     )
 
 
 def build_dispatcher(settings: Settings, backend: TileBackend) -> tuple[Dispatcher, JobService]:
     """The dispatcher and the job service it shares storage and Redis with."""
     service = build_job_service(settings)
-    notify = None
-    if settings.webhook_secret is not None:
-        sender = WebhookSender(service.fetcher, settings.webhook_secret.get_secret_value())
-        notify = JobNotifier(service.store, sender)
+    outbox_queue = WorkQueue(
+        service.queue.redis, service.queue.visibility_timeout_ms, 1, OUTBOX, OUTBOX_GROUP,
+        OUTBOX_DEAD_LETTER,
+    )  # fmt: skip
+    outbox = WebhookOutbox(service, WebhookSender(service.webhook_fetcher), outbox_queue)
     dispatcher = Dispatcher(
         service.store, service.queue, service.objects, backend, service.manifest, settings,
-        service.load_input, notify,
+        service.load_input, outbox,
     )  # fmt: skip
     return dispatcher, service

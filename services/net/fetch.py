@@ -38,6 +38,18 @@ def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return address.is_global and not address.is_multicast
 
 
+def public_or_in(networks: Iterable[str]) -> AddressPolicy:
+    """Public addresses plus the listed networks (e.g. an in-cluster webhook receiver)."""
+    allowed = [ipaddress.ip_network(network) for network in networks]
+
+    def policy(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return is_public(address) or any(address in network for network in allowed)
+
+    return policy
+
+
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolves, checks every address against ``policy``, connects to a checked one."""
 

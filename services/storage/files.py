@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from services.errors import InvalidParameter
 from services.storage.base import EXPIRING, Area, ObjectNotFound, check_key
 
 
@@ -55,3 +56,10 @@ class FileObjectStore:
             for path in (self.root / area).rglob("*"):
                 if path.is_file() and path.stat().st_mtime < cutoff:
                     path.unlink(missing_ok=True)
+
+    def input_key(self, uri: str) -> str:
+        """file:// stores have no buckets, so ``s3://`` inputs cannot name anything here."""
+        raise InvalidParameter(
+            f"{uri}: s3:// inputs need an s3:// storage_url; this server stores objects on "
+            "its own disk (upload the image or give an https URL)"
+        )

@@ -15,6 +15,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from services.errors import InvalidParameter
 from services.storage.base import EXPIRING, Area, ObjectNotFound, check_key
 
 MAX_PRESIGN_S = 7 * 24 * 3600
@@ -85,19 +86,42 @@ class S3ObjectStore:
             self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires)
         )
 
-    def apply_retention(self, hours: int) -> None:
-        """Put the expiry and abort-incomplete-upload rules on the expiring buckets."""
-        days = max(1, math.ceil(hours / 24))
-        for area in EXPIRING:
-            rules = [
-                {
-                    "ID": "pixserve-expire",
-                    "Filter": {"Prefix": self.prefix},
-                    "Status": "Enabled",
-                    "Expiration": {"Days": days},
-                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
-                }
-            ]
-            self.client.put_bucket_lifecycle_configuration(
-                Bucket=self.buckets[area], LifecycleConfiguration={"Rules": rules}
+    def input_key(self, uri: str) -> str:
+        """The inputs-area key that ``s3://<inputs bucket>/<prefix><key>`` names; any other
+        bucket or a key outside this store's prefix is refused."""
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        if not uri.startswith("s3://") or bucket != self.buckets["inputs"]:
+            raise InvalidParameter(
+                f"{uri}: s3:// inputs must be in the inputs bucket, s3://{self.buckets['inputs']}/"
             )
+        if not key.startswith(self.prefix):
+            raise InvalidParameter(f"{uri}: s3:// inputs must be under the prefix {self.prefix!r}")
+        return check_key(key.removeprefix(self.prefix))
+
+    def apply_retention(self, hours: int) -> None:
+        """Put the expiry and abort-incomplete-upload rule for this prefix on the expiring
+        buckets, keeping every other rule (other prefixes, the operator's own)."""
+        days = max(1, math.ceil(hours / 24))
+        rule_id = f"pixserve-expire:{self.prefix or '*'}"
+        rule = {
+            "ID": rule_id,
+            "Filter": {"Prefix": self.prefix},
+            "Status": "Enabled",
+            "Expiration": {"Days": days},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+        }
+        for area in EXPIRING:
+            bucket = self.buckets[area]
+            others = [r for r in self._lifecycle_rules(bucket) if r.get("ID") != rule_id]
+            self.client.put_bucket_lifecycle_configuration(
+                Bucket=bucket, LifecycleConfiguration={"Rules": [*others, rule]}
+            )
+
+    def _lifecycle_rules(self, bucket: str) -> list[dict[str, Any]]:
+        try:
+            answer = self.client.get_bucket_lifecycle_configuration(Bucket=bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchLifecycleConfiguration":
+                return []
+            raise
+        return list(answer.get("Rules", []))

@@ -49,21 +49,22 @@ class WebhookSender:
     def __init__(
         self,
         fetcher: SafeFetcher,
-        secret: str,
         max_attempts: int = 6,
         base_delay_s: float = 1.0,
         breaker_threshold: int = 5,
         breaker_cooldown_s: float = 60.0,
     ) -> None:
         self.fetcher = fetcher
-        self.secret = secret
         self.max_attempts = max_attempts
         self.base_delay_s = base_delay_s
         self.breaker_threshold = breaker_threshold
         self.breaker_cooldown_s = breaker_cooldown_s
         self.breakers: dict[str, Breaker] = {}
 
-    async def deliver(self, url: str, message_id: str, payload: dict[str, Any]) -> DeliveryReport:
+    async def deliver(
+        self, url: str, message_id: str, payload: dict[str, Any], secret: str
+    ) -> DeliveryReport:
+        """POST ``payload`` signed with ``secret`` until a 2xx, a refusal or the last try."""
         body = json.dumps(payload, separators=(",", ":")).encode()
         report = DeliveryReport(message_id, False, 0)
         host = urlsplit(url).netloc
@@ -73,7 +74,7 @@ class WebhookSender:
                 logger.warning("webhook %s to %s dropped: circuit open", message_id, host)
                 return report
             report.attempts += 1
-            status = await self._attempt(url, message_id, body)
+            status = await self._attempt(url, message_id, body, secret)
             report.statuses.append(status)
             if isinstance(status, int) and 200 <= status < 300:
                 self.breakers.pop(host, None)
@@ -86,9 +87,9 @@ class WebhookSender:
                 await asyncio.sleep(random.uniform(0, self.base_delay_s * 2**attempt))
         return report
 
-    async def _attempt(self, url: str, message_id: str, body: bytes) -> int | str:
+    async def _attempt(self, url: str, message_id: str, body: bytes, secret: str) -> int | str:
         headers = {"content-type": "application/json",
-                   **signed_headers(self.secret, message_id, body)}  # fmt: skip
+                   **signed_headers(secret, message_id, body)}  # fmt: skip
         try:
             status, _, _ = await self.fetcher.request("POST", url, body, headers)
         except PixserveError as exc:

@@ -13,14 +13,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
+from moto.server import ThreadedMotoServer
 
 from services.models.tiny import TINY_COMPACT, TINY_RRDB
-from tests.utils.redis_server import redis_server
+from tests.utils.receiver import Receiver
+from tests.utils.redis_server import RedisServer, free_port, running_redis
 
 pytestmark = pytest.mark.integration
 
+HOOKS_DB = 2  # the webhooks app's own Redis database (its dispatcher has other settings)
+HOOKS_PREFIX = "hooks"  # its key prefix in the S3 buckets
 SMALL = {
     "ray_actor_options": {"num_cpus": 0.1},
     "autoscaling_config": {"min_replicas": 1, "max_replicas": 1},
@@ -33,31 +38,65 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _with_extra_apps(config: dict[str, Any], redis_url: str) -> dict[str, Any]:
-    """Add an app configured with a model the store lacks, and one that requires keys."""
+def _with_extra_apps(config: dict[str, Any], redis_url: str, s3_url: str) -> dict[str, Any]:
+    """Add an app configured with a model the store lacks, one that requires keys with a
+    tight rate limit, and one on S3 whose jobs may send webhooks to loopback receivers."""
     broken = copy.deepcopy(config["applications"][0])
     broken.update(name="pixserve-missing", route_prefix="/missing")
     broken["args"]["models"] = [TINY_RRDB, "x2plus"]
     # Dispatchers sharing a Redis take each other's items, so apps that share one must
     # serve the same models: the keyed app does, this one gets its own database.
-    broken["args"]["redis_url"] = redis_url.rsplit("/", 1)[0] + "/1"
+    broken["args"]["redis_url"] = on_database(redis_url, 1)
     keyed = copy.deepcopy(config["applications"][0])
     keyed.update(name="pixserve-keyed", route_prefix="/keyed")
     keyed["args"].update(
         api_keys_enabled=True, redis_url=redis_url, rate_limit_burst=3, rate_limit_per_minute=6
     )
-    config["applications"] += [broken, keyed]
+    hooks = copy.deepcopy(config["applications"][0])
+    hooks.update(name="pixserve-hooks", route_prefix="/hooks")
+    hooks["args"].update(
+        api_keys_enabled=True, redis_url=on_database(redis_url, HOOKS_DB),
+        webhook_allow_http=True, webhook_allowed_networks=["127.0.0.0/8"],
+        storage_url=f"s3://{HOOKS_PREFIX}", s3_endpoint_url=s3_url,
+        s3_access_key_id="test", s3_secret_access_key="test",
+    )  # fmt: skip
+    config["applications"] += [broken, keyed, hooks]
     return config
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
+def on_database(redis_url: str, database: int) -> str:
+    return redis_url.rsplit("/", 1)[0] + f"/{database}"
 
 
 @pytest.fixture(scope="session")
-def serve_url(tiny_store: tuple[Path, Path], redis_url: str) -> Iterator[str]:
+def s3_endpoint() -> Iterator[str]:
+    """moto's standalone S3 server over HTTP, with the platform's three buckets."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
+    for bucket in ("pixserve-inputs", "pixserve-outputs", "pixserve-models"):
+        client.create_bucket(Bucket=bucket)
+    yield url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The session's redis-server (AOF on); a test may kill and restart it."""
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_process: RedisServer) -> str:
+    return redis_process.url
+
+
+@pytest.fixture(scope="session")
+def serve_url(tiny_store: tuple[Path, Path], redis_url: str, s3_endpoint: str) -> Iterator[str]:
     import ray
     from ray import serve
 
@@ -89,7 +128,7 @@ def serve_url(tiny_store: tuple[Path, Path], redis_url: str) -> Iterator[str]:
     )
     ray.init(num_cpus=8, namespace="serve", include_dashboard=False)
     try:
-        local.deploy(_with_extra_apps(config, redis_url), timeout_s=300)
+        local.deploy(_with_extra_apps(config, redis_url, s3_endpoint), timeout_s=300)
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
@@ -100,3 +139,11 @@ def serve_url(tiny_store: tuple[Path, Path], redis_url: str) -> Iterator[str]:
 def client(serve_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=serve_url, timeout=120) as http:
         yield http
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A local webhook receiver; answers 200 unless its ``plan`` says otherwise."""
+    served = Receiver()
+    yield served
+    served.server.shutdown()

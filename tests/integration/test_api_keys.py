@@ -90,7 +90,15 @@ def test_keys_cli_and_keyed_upscale(serve_url: str, redis_url: str, tmp_path: Pa
         "keys", "create", "cli-user", "--rate-limit", "120", PIXSERVE_REDIS_URL=redis_url
     )
     assert created.returncode == 0, created.stderr
-    token = created.stdout.strip().splitlines()[-1]
+    token = next(x for x in created.stdout.splitlines() if x.startswith("pxs_"))
+    secret = next(x for x in created.stdout.splitlines() if x.startswith("whsec_"))
+    prefix = token.split("_")[1]
+    shown = pixserve("keys", "webhook-secret", prefix, PIXSERVE_REDIS_URL=redis_url)
+    assert shown.stdout.strip() == secret
+    rotated = pixserve("keys", "webhook-secret", prefix, "--rotate", PIXSERVE_REDIS_URL=redis_url)
+    assert rotated.returncode == 0 and rotated.stdout.strip() not in ("", secret)
+    unknown = pixserve("keys", "webhook-secret", "nope", PIXSERVE_REDIS_URL=redis_url)
+    assert unknown.returncode == 1 and "no API key with prefix 'nope'" in unknown.stderr
     listing = pixserve("keys", "list", PIXSERVE_REDIS_URL=redis_url)
     line = next(x for x in listing.stdout.splitlines() if x.endswith("cli-user"))
     assert "active" in line and "120" in line and token not in listing.stdout

@@ -17,10 +17,9 @@ from redis.asyncio import Redis
 from services.config import Settings
 from services.jobs.dispatcher import Dispatcher, output_key
 from services.jobs.models import Job, JobStatus
-from services.jobs.queue import WorkQueue
-from services.jobs.store import JobStore, new_job_id
+from services.jobs.queue import OUTBOX, WorkQueue
+from services.jobs.store import COMPLETED, JobStore, new_job_id
 from services.models.manifest import load_manifest
-from services.models.store import ModelStore
 from services.models.tiny import TINY_COMPACT
 from services.models.upscaler import EngineBackend, UpscaleEngine
 from services.storage.files import FileObjectStore
@@ -52,31 +51,19 @@ def url(tmp_path: Path) -> Iterator[str]:
         yield redis_url
 
 
-@pytest.fixture
-def engine(tiny_settings: Settings) -> UpscaleEngine:
-    store = ModelStore(tiny_settings.model_store, load_manifest(tiny_settings.extra_manifest))
-    loaded = UpscaleEngine(tiny_settings, store)
-    loaded.load()
-    return loaded
-
-
 class Harness:
     def __init__(self, redis: Redis, objects: FileObjectStore, settings: Settings,
                  backend: EngineBackend, visibility_ms: int = 60_000) -> None:  # fmt: skip
         self.store = JobStore(redis)
         self.queue = WorkQueue(redis, visibility_timeout_ms=visibility_ms, max_deliveries=3)
         self.objects = objects
-        self.notified: list[tuple[str, int, str]] = []
 
         async def load(name: str) -> bytes:
             return objects.get("inputs", name)
 
-        async def notify(job_id: str, index: int, status: str) -> None:
-            self.notified.append((job_id, index, status))
-
         manifest = load_manifest(settings.extra_manifest)
         self.dispatcher = Dispatcher(self.store, self.queue, objects, backend, manifest,
-                                     settings, load, notify)  # fmt: skip
+                                     settings, load)  # fmt: skip
 
     async def submit(self, images: list[bytes], **pipeline: Any) -> str:
         await self.queue.ensure_group()
@@ -87,8 +74,14 @@ class Harness:
             self.objects.put("inputs", name, data, "application/octet-stream")
             names.append(name)
         params = {"model": TINY_COMPACT, "format": "png", **pipeline}
-        await self.store.create("owner", params, names, job_id=job_id)
+        await self.store.create("owner", params, names, "https://example.com/hook", job_id,
+                                ["item", "completed"])  # fmt: skip
         return job_id
+
+    async def webhook_events(self) -> list[int]:
+        """The item indices in the webhook outbox (-1: a job's completed event)."""
+        entries: Any = await self.queue.redis.xrange(OUTBOX)
+        return sorted(int(fields[b"item"]) for _, fields in entries)
 
     async def drain(self, consumer: str = "d1", rounds: int = 40) -> None:
         for _ in range(rounds):
@@ -127,7 +120,7 @@ def run(url: str, tmp_path: Path, settings: Settings, backend: EngineBackend,
 
 
 def test_a_batch_with_a_poison_item_ends_partial(
-    url: str, tmp_path: Path, tiny_settings: Settings, engine: UpscaleEngine
+    url: str, tmp_path: Path, tiny_settings: Settings, tiny_engine: UpscaleEngine
 ) -> None:
     async def scenario(h: Harness) -> None:
         images = [encode(astronaut(16 + i)) for i in range(5)] + [b"not an image at all"]
@@ -138,14 +131,13 @@ def test_a_batch_with_a_poison_item_ends_partial(
         assert job.items[5].error is not None and job.items[5].error.startswith("invalid_image")
         for index in range(5):
             assert h.objects.exists("outputs", output_key(job_id, index, "png"))
-        assert sorted(i for _, i, _ in h.notified) == list(range(6))
-        assert [status for *_, status in h.notified].count("partial") == 1  # at the last item
+        assert await h.webhook_events() == [COMPLETED, *range(6)]  # completed once
 
-    run(url, tmp_path, tiny_settings, EngineBackend(engine), scenario)
+    run(url, tmp_path, tiny_settings, EngineBackend(tiny_engine), scenario)
 
 
 def test_a_dead_consumers_items_finish_exactly_once(
-    url: str, tmp_path: Path, tiny_settings: Settings, engine: UpscaleEngine
+    url: str, tmp_path: Path, tiny_settings: Settings, tiny_engine: UpscaleEngine
 ) -> None:
     async def scenario(h: Harness) -> None:
         job_id = await h.submit([encode(astronaut(20)) for _ in range(4)])
@@ -156,16 +148,16 @@ def test_a_dead_consumers_items_finish_exactly_once(
         await h.drain("survivor")
         job = await h.store.read(job_id, "owner")
         assert job.status == JobStatus.SUCCEEDED and job.progress.done == 4
-        assert sorted(i for _, i, _ in h.notified) == [0, 1, 2, 3]  # one notice per item
+        assert await h.webhook_events() == [COMPLETED, 0, 1, 2, 3]  # one event per item
         assert [item.attempts for item in job.items if item.index < 2] == [2, 2]
 
-    run(url, tmp_path, tiny_settings, EngineBackend(engine), scenario, visibility_ms=200)
+    run(url, tmp_path, tiny_settings, EngineBackend(tiny_engine), scenario, visibility_ms=200)
 
 
 def test_existing_outputs_are_not_recomputed(
-    url: str, tmp_path: Path, tiny_settings: Settings, engine: UpscaleEngine
+    url: str, tmp_path: Path, tiny_settings: Settings, tiny_engine: UpscaleEngine
 ) -> None:
-    backend = CountingBackend(engine)
+    backend = CountingBackend(tiny_engine)
 
     async def scenario(h: Harness) -> None:
         job_id = await h.submit([encode(astronaut(16)), encode(astronaut(16))])
@@ -181,15 +173,15 @@ def test_existing_outputs_are_not_recomputed(
 
 
 def test_transient_failures_retry_then_dead_letter(
-    url: str, tmp_path: Path, tiny_settings: Settings, engine: UpscaleEngine
+    url: str, tmp_path: Path, tiny_settings: Settings, tiny_engine: UpscaleEngine
 ) -> None:
     async def scenario(h: Harness) -> None:
         retried = await h.submit([encode(astronaut(16))])
-        h.dispatcher.backend = CountingBackend(engine, failures=1)
+        h.dispatcher.backend = CountingBackend(tiny_engine, failures=1)
         assert (await h.until(retried, JobStatus.SUCCEEDED)).status == JobStatus.SUCCEEDED
 
         doomed = await h.submit([encode(astronaut(16))])
-        h.dispatcher.backend = CountingBackend(engine, failures=99)
+        h.dispatcher.backend = CountingBackend(tiny_engine, failures=99)
         job = await h.until(doomed, JobStatus.FAILED)
         assert job.status == JobStatus.FAILED and "failed 3 deliveries" in (
             job.items[0].error or ""
@@ -197,13 +189,13 @@ def test_transient_failures_retry_then_dead_letter(
         (dead,) = await h.queue.dead_letters()
         assert dead["job"] == doomed and "unreachable" in dead["reason"]
 
-    run(url, tmp_path, tiny_settings, EngineBackend(engine), scenario, visibility_ms=100)
+    run(url, tmp_path, tiny_settings, EngineBackend(tiny_engine), scenario, visibility_ms=100)
 
 
 def test_canceled_jobs_do_not_run(
-    url: str, tmp_path: Path, tiny_settings: Settings, engine: UpscaleEngine
+    url: str, tmp_path: Path, tiny_settings: Settings, tiny_engine: UpscaleEngine
 ) -> None:
-    backend = CountingBackend(engine)
+    backend = CountingBackend(tiny_engine)
 
     async def scenario(h: Harness) -> None:
         job_id = await h.submit([encode(astronaut(16)) for _ in range(3)])
@@ -233,7 +225,7 @@ async def run_loop_for(h: Harness, seconds: float) -> tuple[int, bool]:
 
 
 def test_the_loop_runs_housekeeping_and_survives_a_redis_outage(
-    tmp_path: Path, tiny_settings: Settings, engine: UpscaleEngine
+    tmp_path: Path, tiny_settings: Settings, tiny_engine: UpscaleEngine
 ) -> None:
     async def redis_down(h: Harness) -> None:
         calls, stopped = await run_loop_for(h, 1.5)
@@ -243,6 +235,6 @@ def test_the_loop_runs_housekeeping_and_survives_a_redis_outage(
         calls, stopped = await run_loop_for(h, 1.5)
         assert not stopped and calls >= 2  # at start, then again after the period
 
-    run("redis://127.0.0.1:9/0", tmp_path, tiny_settings, EngineBackend(engine), redis_down)
+    run("redis://127.0.0.1:9/0", tmp_path, tiny_settings, EngineBackend(tiny_engine), redis_down)
     with redis_server(tmp_path / "redis") as url:
-        run(url, tmp_path, tiny_settings, EngineBackend(engine), redis_up)
+        run(url, tmp_path, tiny_settings, EngineBackend(tiny_engine), redis_up)

@@ -3,41 +3,22 @@ presigned GETs fetched over HTTP, lifecycle rules, prefixes, missing keys."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from services.config import Settings
 from services.storage.base import ObjectNotFound
 from services.storage.factory import open_store
 from services.storage.s3 import MAX_PRESIGN_S, S3ObjectStore
-from tests.utils.redis_server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 CREDENTIALS = {"s3_access_key_id": "test", "s3_secret_access_key": "test"}
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
-                          aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
-    for bucket in ("pixserve-inputs", "pixserve-outputs", "pixserve-models"):
-        client.create_bucket(Bucket=bucket)
-    yield url
-    server.stop()
-
-
 @pytest.fixture
-def store(endpoint: str) -> S3ObjectStore:
-    settings = Settings(storage_url="s3://tenant-a", s3_endpoint_url=endpoint, **CREDENTIALS)  # type: ignore[arg-type]
+def store(s3_endpoint: str) -> S3ObjectStore:
+    settings = Settings(storage_url="s3://tenant-a", s3_endpoint_url=s3_endpoint, **CREDENTIALS)  # type: ignore[arg-type]
     opened = open_store(settings)
     assert isinstance(opened, S3ObjectStore)
     return opened
@@ -47,7 +28,7 @@ def test_round_trip_under_the_prefix(store: S3ObjectStore) -> None:
     store.put("outputs", "jobs/j1/0001.png", b"\x89PNG...", "image/png")
     assert store.exists("outputs", "jobs/j1/0001.png")
     assert store.get("outputs", "jobs/j1/0001.png") == b"\x89PNG..."
-    listed = store.client.list_objects_v2(Bucket="pixserve-outputs")["Contents"]
+    listed = store.client.list_objects_v2(Bucket="pixserve-outputs", Prefix="tenant-a/")["Contents"]
     assert [item["Key"] for item in listed] == ["tenant-a/jobs/j1/0001.png"]
     store.delete("outputs", "jobs/j1/0001.png")
     assert not store.exists("outputs", "jobs/j1/0001.png")
@@ -66,11 +47,19 @@ def test_presigned_url_serves_the_object(store: S3ObjectStore) -> None:
 
 
 def test_lifecycle_rules_expire_inputs_and_outputs_only(store: S3ObjectStore) -> None:
+    foreign = {"ID": "operator-rule", "Filter": {"Prefix": "logs/"}, "Status": "Enabled",
+               "Expiration": {"Days": 30}}  # fmt: skip
+    store.client.put_bucket_lifecycle_configuration(
+        Bucket="pixserve-inputs", LifecycleConfiguration={"Rules": [foreign]}
+    )
     store.apply_retention(hours=30)
+    store.apply_retention(hours=30)  # idempotent: one rule per prefix, not two
     for bucket in ("pixserve-inputs", "pixserve-outputs"):
-        (rule,) = store.client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        rules = store.client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        (rule,) = [r for r in rules if r["Filter"] == {"Prefix": "tenant-a/"}]
         assert rule["Expiration"] == {"Days": 2} and rule["Status"] == "Enabled"
         assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
-        assert rule["Filter"] == {"Prefix": "tenant-a/"}
+    inputs = store.client.get_bucket_lifecycle_configuration(Bucket="pixserve-inputs")["Rules"]
+    assert "operator-rule" in [r["ID"] for r in inputs]  # other rules are kept
     with pytest.raises(store.client.exceptions.ClientError):
         store.client.get_bucket_lifecycle_configuration(Bucket="pixserve-models")

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from services.api.deps import SettingsDep, require_api_key
 from services.auth.keys import ApiKey
-from services.errors import PayloadTooLarge, ServiceUnavailable
+from services.errors import InvalidParameter, PayloadTooLarge, ServiceUnavailable
 from services.jobs.models import TERMINAL_JOB, Job, JobStatus
 from services.jobs.service import JobRequest, JobService
 
@@ -23,6 +23,13 @@ router = APIRouter(tags=["jobs"])
 class JobListPublic(BaseModel):
     jobs: list[Job]
     next_cursor: float | None
+
+
+class WebhookSecretPublic(BaseModel):
+    """The secret that signs this key's webhooks (Standard Webhooks, ``whsec_...``)."""
+
+    key: str
+    secret: str
 
 
 def get_jobs(request: Request) -> JobService:
@@ -47,7 +54,9 @@ async def create_job(
     owner: OwnerDep,
     settings: SettingsDep,
     images: Annotated[list[UploadFile] | None, File(description="Images to process.")] = None,
-    urls: Annotated[list[str] | None, Form(description="https URLs of images.")] = None,
+    urls: Annotated[
+        list[str] | None, Form(description="https URLs, or s3:// keys in the inputs bucket.")
+    ] = None,
     model: Annotated[str | None, Form()] = None,
     scale: Annotated[float | None, Form()] = None,
     width: Annotated[int | None, Form(ge=1)] = None,
@@ -133,3 +142,35 @@ async def _events(jobs: JobService, job: Job, after: str) -> AsyncIterator[str]:
 
 def _sse(entry_id: str, event: str, data: dict[str, str]) -> str:
     return f"id: {entry_id}\nevent: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+@router.get("/v1/webhooks/secret")
+async def read_webhook_secret(
+    jobs: JobsDep, key: Annotated[ApiKey | None, Depends(require_api_key)]
+) -> WebhookSecretPublic:
+    """The caller's webhook signing secret, to verify deliveries with."""
+    prefix = _keyed(key)
+    secret = await jobs.secrets.keys.webhook_secret(prefix)
+    if secret is None:
+        raise InvalidParameter(f"key {prefix} has no webhook secret yet: rotate it")
+    return WebhookSecretPublic(key=prefix, secret=secret)
+
+
+@router.post("/v1/webhooks/secret/rotate")
+async def rotate_webhook_secret(
+    jobs: JobsDep, key: Annotated[ApiKey | None, Depends(require_api_key)]
+) -> WebhookSecretPublic:
+    """A new signing secret for the caller's key; later deliveries are signed with it."""
+    prefix = _keyed(key)
+    return WebhookSecretPublic(
+        key=prefix, secret=await jobs.secrets.keys.rotate_webhook_secret(prefix)
+    )
+
+
+def _keyed(key: ApiKey | None) -> str:
+    if key is None:
+        raise InvalidParameter(
+            "webhook secrets belong to API keys, which are off here; the operator's "
+            "webhook_secret setting signs webhooks"
+        )
+    return key.prefix

@@ -1,0 +1,18 @@
+"""Which secret signs a job's webhooks: the secret of the API key that made the job, or
+the server-wide ``webhook_secret`` for jobs made without keys (the embedded default)."""
+
+from __future__ import annotations
+
+from services.auth.keys import ApiKeyStore
+
+
+class WebhookSecrets:
+    """Looks up the signing secret by job owner (an API key prefix or ``anonymous``)."""
+
+    def __init__(self, keys: ApiKeyStore, server_secret: str | None) -> None:
+        self.keys = keys
+        self.server_secret = server_secret
+
+    async def for_owner(self, owner: str) -> str | None:
+        """The owner's key secret, else the server's; None when webhooks cannot be signed."""
+        return await self.keys.webhook_secret(owner) or self.server_secret
