@@ -8,6 +8,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.autoscaling import BACKLOG_METRIC
 from deployments.backend import ServeBackend
 from services.config import Settings
 from services.jobs.wiring import build_dispatcher
@@ -23,6 +24,10 @@ class Dispatcher:
         self.loop = asyncio.get_running_loop().create_task(
             self.dispatcher.run_forever(consumer, housekeeping=jobs.apply_retention)
         )
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """The work queue's backlog, for the Dispatcher's autoscaling policy."""
+        return {BACKLOG_METRIC: float(await self.dispatcher.queue.backlog())}
 
     def check_health(self) -> None:
         if self.loop.done():

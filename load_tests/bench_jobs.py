@@ -1,7 +1,8 @@
 """Job path vs sync path, one run: the same N small images through ``POST /v1/jobs``
 (one batch, collected by polling) and through ``POST /v1/upscale`` at the same
-concurrency (the dispatcher's batch), on the tiny model, on the real Serve app with a
-real redis-server and a file:// store. Prints a table and writes JSON; asserts nothing.
+concurrency (the dispatcher's in-flight limit), on the tiny model, on the real Serve
+app with a real redis-server and a file:// store. Prints a table and writes JSON;
+asserts nothing.
 
     PYTHONPATH=. python load_tests/bench_jobs.py --items 1000 --size 32
 """
@@ -51,14 +52,14 @@ def start(root: Path, redis_url: str, concurrency: int) -> str:
         "model_store": str(root / "models"), "extra_manifest": str(manifest),
         "models": [TINY_COMPACT], "default_model": TINY_COMPACT, "redis_url": redis_url,
         "storage_url": f"file://{root / 'objects'}", "max_job_items": 100_000,
-        "torch_threads": os.cpu_count(),
+        "torch_threads": os.cpu_count(), "dispatcher_concurrency": concurrency,
     }  # fmt: skip
     config = local.localize(
         local.load_config(), args=args, port=port,
         deployments={
             "Ingress": {**single, "ray_actor_options": {"num_cpus": 0.1}},
             "Upscaler": {**single, "ray_actor_options": {"num_cpus": 0.1}, "user_config": batch},
-            "Dispatcher": {"ray_actor_options": {"num_cpus": 0.1}},
+            "Dispatcher": {**single, "ray_actor_options": {"num_cpus": 0.1}},
         },
     )  # fmt: skip
     ray.init(num_cpus=8, namespace="serve", include_dashboard=False)
@@ -92,7 +93,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--concurrency", type=int, default=8, help="= the dispatcher's batch")
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="= the dispatcher's in-flight limit"
+    )
     parser.add_argument("--json", type=Path, default=Path("var/bench_jobs.json"))
     args = parser.parse_args()
     data = images(args.items, args.size)

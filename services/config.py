@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         default=120, gt=0, description="Idle time before another dispatcher takes an item."
     )
     max_deliveries: int = Field(default=3, ge=1, description="Deliveries before dead-letter.")
+    dispatcher_concurrency: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="Most items one dispatcher replica runs at once (fewer if the queue is short).",
+    )
 
     # Webhooks
     webhook_secret: SecretStr | None = Field(
@@ -132,6 +138,11 @@ class Settings(BaseSettings):
     # Input limits
     max_upload_bytes: int = Field(
         default=25 * 1024 * 1024, ge=1, description="Largest accepted upload in bytes."
+    )
+    max_job_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1,
+        description="Largest job submission body (bigger batches: pass s3:// keys or URLs).",
     )
     max_input_pixels: int = Field(
         default=4096 * 4096, ge=1, description="Largest accepted input in pixels."

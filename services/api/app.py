@@ -35,7 +35,9 @@ def create_api(
     app.state.jobs = job_service
     app.state.key_guard = KeyGuard.from_settings(settings) if settings.api_keys_enabled else None
     install_error_handlers(app)
-    _install_body_limit(app, settings.max_upload_bytes + _MULTIPART_OVERHEAD)
+    _install_body_limit(
+        app, settings.max_upload_bytes + _MULTIPART_OVERHEAD, settings.max_job_bytes
+    )
     keyed = [Depends(require_api_key)]
     for router in (upscale.router, models.router, jobs.router):
         app.include_router(router, dependencies=keyed)
@@ -43,13 +45,16 @@ def create_api(
     return app
 
 
-def _install_body_limit(app: FastAPI, limit: int) -> None:
-    """Refuse an over-long body from its Content-Length, before it is read or spooled."""
+def _install_body_limit(app: FastAPI, single: int, job_limit: int) -> None:
+    """Refuse an over-long body from its Content-Length, before it is read or spooled;
+    a job submission may carry many images, so it has its own, larger limit."""
 
     @app.middleware("http")
     async def _limit_body(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
+        is_job = request.method == "POST" and request.url.path.endswith("/v1/jobs")
+        limit = job_limit if is_job else single
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             return error_response(

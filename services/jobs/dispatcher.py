@@ -23,7 +23,7 @@ from services.config import Settings
 from services.errors import PixserveError
 from services.imaging.codec import CONTENT_TYPES
 from services.jobs.notify import WebhookOutbox
-from services.jobs.queue import WorkItem, WorkQueue
+from services.jobs.queue import InFlight, WorkItem, WorkQueue
 from services.jobs.store import JobStore
 from services.models.manifest import Manifest
 from services.pipelines.upscale import TileBackend, UpscaleOptions, upscale_upload
@@ -58,12 +58,12 @@ class Dispatcher:
         self.backend, self.manifest, self.settings = backend, manifest, settings
         self.load_input = load_input
         self.outbox = outbox
+        self.in_flight = InFlight(queue)
         self.processed = 0
 
     async def run_forever(
         self,
         consumer: str,
-        batch: int = 8,
         housekeeping: Callable[[], Awaitable[None]] | None = None,
         housekeeping_every_s: float = 3600.0,
     ) -> None:
@@ -81,7 +81,7 @@ class Dispatcher:
                     if housekeeping is not None and time.monotonic() >= next_housekeeping:
                         next_housekeeping = time.monotonic() + housekeeping_every_s
                         await housekeeping()
-                    await self.run_once(consumer, batch)
+                    await self.fill(consumer)
                     if self.outbox is not None:
                         await self.outbox.pump(consumer)
                     pause = 0.5
@@ -89,6 +89,22 @@ class Dispatcher:
                 logger.warning("job store unreachable (%s); retrying in %.1f s", exc, pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 30.0)
+
+    async def fill(self, consumer: str) -> None:
+        """Keep up to ``dispatcher_concurrency`` items in flight, as many as the queue
+        holds: in-flight work (the model deployments' ongoing requests, which drive their
+        autoscaling) follows the queue depth, and an empty queue sends them nothing."""
+        await self.in_flight.heartbeat(consumer)
+        room = self.settings.dispatcher_concurrency - len(self.in_flight)
+        items = []
+        if room > 0:
+            wait_ms = 50 if len(self.in_flight) else 1000
+            items = await self.queue.read(consumer, count=room, block_ms=wait_ms)
+            for item in items:
+                if item.entry_id not in self.in_flight:  # else: ours, re-claimed
+                    self.in_flight.start(item.entry_id, self.process(item))
+        if not items:
+            await self.in_flight.wait_any(timeout_s=1.0)
 
     async def run_once(self, consumer: str, batch: int = 8, block_ms: int = 1000) -> int:
         """Read up to ``batch`` items and process them concurrently; how many were read."""

@@ -11,15 +11,12 @@ from the event, so a receiver can de-duplicate.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from services.errors import PixserveError
-from services.jobs.queue import WorkItem, WorkQueue
+from services.jobs.queue import InFlight, WorkItem, WorkQueue
 from services.jobs.service import JobService
 from services.jobs.store import COMPLETED
 from services.webhooks.delivery import DeliveryReport, WebhookSender
@@ -36,33 +33,22 @@ class WebhookOutbox:
     ) -> None:
         self.jobs, self.sender, self.queue = jobs, sender, queue
         self.max_in_flight = max_in_flight
-        self.in_flight: dict[str, asyncio.Task[None]] = {}
+        self.in_flight = InFlight(queue)
         self.reports: deque[DeliveryReport] = deque(maxlen=1000)  # recent outcomes
-        self._touched = 0.0
 
     async def pump(self, consumer: str) -> None:
         """Heartbeat the deliveries in flight, then start new ones without waiting."""
-        if time.monotonic() - self._touched > self.queue.visibility_timeout_ms / 3000:
-            await self.queue.touch(consumer, [*self.in_flight])
-            self._touched = time.monotonic()
+        await self.in_flight.heartbeat(consumer)
         room = self.max_in_flight - len(self.in_flight)
         if room <= 0:
             return
         for entry in await self.queue.read(consumer, count=room, block_ms=None):
             if entry.entry_id not in self.in_flight:  # else: our own, re-claimed
-                task = asyncio.get_running_loop().create_task(self._deliver(entry))
-                self.in_flight[entry.entry_id] = task
-                task.add_done_callback(self._forget(entry.entry_id))
-
-    def _forget(self, entry_id: str) -> Callable[[asyncio.Task[None]], None]:
-        def done(_: asyncio.Task[None]) -> None:
-            self.in_flight.pop(entry_id, None)
-
-        return done
+                self.in_flight.start(entry.entry_id, self._deliver(entry))
 
     async def drain(self) -> None:
         """Wait for the deliveries in flight (tests, shutdown)."""
-        await asyncio.gather(*self.in_flight.values())
+        await self.in_flight.drain()
 
     async def _deliver(self, entry: WorkItem) -> None:
         try:

@@ -10,6 +10,10 @@ deterministic keys and records completion idempotently.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +22,8 @@ from redis.exceptions import ResponseError
 from redis.typing import StreamIdT
 
 from services.redis_text import as_text
+
+logger = logging.getLogger(__name__)
 
 STREAM = "pixserve:work"
 DEAD_LETTER = "pixserve:work:dead"
@@ -130,6 +136,13 @@ class WorkQueue:
         entries: Any = await self.redis.xrevrange(self.dead_letter_stream, count=count)
         return [{as_text(k): as_text(v) for k, v in fields.items()} for _, fields in entries]
 
+    async def backlog(self) -> int:
+        """Entries not yet acked: never delivered (the group's lag) plus in flight."""
+        for group in await self.redis.xinfo_groups(self.stream):
+            if as_text(group["name"]) == self.group:
+                return int(group.get("lag") or 0) + int(group["pending"])
+        return 0
+
     async def pending_count(self) -> int:
         summary = await self.redis.xpending(self.stream, self.group)
         return int(summary["pending"])
@@ -140,6 +153,48 @@ class WorkQueue:
             rows = await self.redis.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
             counts[entry_id] = int(rows[0]["times_delivered"]) if rows else 1
         return counts
+
+
+class InFlight:
+    """The entries one consumer is working on, each as a task, kept leased: a heartbeat
+    resets their idle time so no other consumer re-claims a slow but live delivery."""
+
+    def __init__(self, queue: WorkQueue) -> None:
+        self.queue = queue
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._touched = 0.0
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __contains__(self, entry_id: object) -> bool:
+        return entry_id in self.tasks
+
+    def start(self, entry_id: str, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks[entry_id] = task
+        task.add_done_callback(lambda done: self._done(entry_id, done))
+
+    async def heartbeat(self, consumer: str) -> None:
+        """Touch the entries in flight, at most every third of the visibility timeout."""
+        if time.monotonic() - self._touched > self.queue.visibility_timeout_ms / 3000:
+            await self.queue.touch(consumer, [*self.tasks])
+            self._touched = time.monotonic()
+
+    async def wait_any(self, timeout_s: float) -> None:
+        """Until one entry finishes, or ``timeout_s``."""
+        if self.tasks:
+            await asyncio.wait([*self.tasks.values()], timeout=timeout_s,
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+
+    async def drain(self) -> None:
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    def _done(self, entry_id: str, task: asyncio.Task[None]) -> None:
+        self.tasks.pop(entry_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            # left pending: re-claimed after the visibility timeout
+            logger.error("entry %s failed: %r", entry_id, task.exception())
 
 
 def _item(entry_id: bytes | str, fields: dict[Any, Any], deliveries: int) -> WorkItem:

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
 from services.errors import PixserveError
-from services.jobs.models import TERMINAL_ITEM, Item, ItemStatus, Job, JobStatus, Progress
+from services.jobs.models import Item, Job, JobStatus, Progress
 from services.jobs.queue import OUTBOX, STREAM
 from services.redis_text import as_text
 
@@ -95,6 +95,28 @@ return {1, status}
 COMPLETED = -1  # the outbox's item index for a job's ``completed`` event
 
 
+# Start one item: refused for canceled/expired jobs and finished items; the job turns
+# running only from queued (never from canceled, whatever happened in between).
+_START = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == 'canceled' or status == 'expired' then return 0 end
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+if not raw then return 0 end
+local item = cjson.decode(raw)
+if item.status == 'succeeded' or item.status == 'failed' or item.status == 'canceled' then
+  return 0
+end
+item.status = 'running'
+item.attempts = (tonumber(item.attempts) or 0) + 1
+item.started_at = tonumber(ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(item))
+if status == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2])
+end
+return 1
+"""
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
@@ -110,6 +132,7 @@ class JobStore:
         self.redis = redis
         self.retention_s = retention_s
         self._finish = redis.register_script(_FINISH)
+        self._start = redis.register_script(_START)
 
     async def create(
         self,
@@ -200,25 +223,11 @@ class JobStore:
         return as_text(owner)
 
     async def start_item(self, job_id: str, index: int) -> bool:
-        """Mark an item running; False if the job is canceled or the item already ended."""
-        fields = await self._fields(job_id)
-        if not fields or fields["status"] in ("canceled", "expired"):
-            return False
-        raw = await self.redis.hget(f"{_job_key(job_id)}:items", str(index))
-        if raw is None:
-            return False
-        item = Item.model_validate_json(raw)
-        if item.status in TERMINAL_ITEM:
-            return False
-        now = time.time()
-        item = item.model_copy(update={"status": ItemStatus.RUNNING, "attempts": item.attempts + 1,
-                                       "started_at": now})  # fmt: skip
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(f"{_job_key(job_id)}:items", str(index), item.model_dump_json())
-            if fields["status"] == "queued":
-                pipe.hset(_job_key(job_id), mapping={"status": "running", "started_at": now})
-            await pipe.execute()
-        return True
+        """Mark an item running; False if the job is canceled or the item already ended.
+        One script, so a cancel between the check and the write cannot be overwritten."""
+        key = _job_key(job_id)
+        started = await self._start(keys=[key, f"{key}:items"], args=[str(index), str(time.time())])
+        return bool(int(started))
 
     async def finish_item(
         self, job_id: str, index: int, output_key: str | None = None, error: str | None = None

@@ -30,6 +30,11 @@ SMALL = {
     "ray_actor_options": {"num_cpus": 0.1},
     "autoscaling_config": {"min_replicas": 1, "max_replicas": 1},
 }
+# The main app may scale its Dispatcher and Upscaler to two replicas, and reacts fast.
+QUICK = {
+    "min_replicas": 1, "metrics_interval_s": 0.5, "look_back_period_s": 2,
+    "upscale_delay_s": 1, "downscale_delay_s": 3,
+}  # fmt: skip
 
 
 def _free_port() -> int:
@@ -60,6 +65,9 @@ def _with_extra_apps(config: dict[str, Any], redis_url: str, s3_url: str) -> dic
         storage_url=f"s3://{HOOKS_PREFIX}", s3_endpoint_url=s3_url,
         s3_access_key_id="test", s3_secret_access_key="test",
     )  # fmt: skip
+    for app in (broken, keyed, hooks):  # the extra apps keep one replica of each
+        for entry in app["deployments"]:
+            entry.get("autoscaling_config", {}).update(max_replicas=1)
     config["applications"] += [broken, keyed, hooks]
     return config
 
@@ -113,6 +121,7 @@ def serve_url(tiny_store: tuple[Path, Path], redis_url: str, s3_endpoint: str) -
         "tile_pad": 20,
         "tile_batch_size": 64,
         "max_upload_bytes": 2_000_000,
+        "max_job_bytes": 8_000_000,
         "max_input_pixels": 1_000_000,
         "redis_url": redis_url,
         "storage_url": f"file://{root.parent / 'objects'}",
@@ -123,7 +132,13 @@ def serve_url(tiny_store: tuple[Path, Path], redis_url: str, s3_endpoint: str) -
     config = local.localize(
         local.load_config(),
         args=args,
-        deployments={"Ingress": SMALL, "Upscaler": {**SMALL, **batching}},
+        deployments={
+            "Ingress": SMALL,
+            "Upscaler": {**batching, **SMALL, "autoscaling_config": {**QUICK, "max_replicas": 2}},
+            "Dispatcher": {
+                "autoscaling_config": {**QUICK, "max_replicas": 2, "target_ongoing_requests": 40}
+            },
+        },
         port=port,
     )
     ray.init(num_cpus=8, namespace="serve", include_dashboard=False)

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from redis import Redis
 
-from services.models.tiny import TINY_COMPACT
+from services.models.tiny import TINY_COMPACT, TINY_RRDB
 from tests.integration.test_api_keys import create_key
 from tests.utils.images import astronaut, encode
 from tests.utils.redis_server import RedisServer
@@ -115,6 +115,8 @@ def test_cancel_list_and_bad_submissions(client: httpx.Client) -> None:
     unknown = submit(client, [encode(astronaut(8))], model="nope")
     assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "unknown_model"
     assert client.get("/v1/jobs/doesnotexist").status_code == 404
+    many = submit(client, [encode(astronaut(8)) + b"\0" * 1_500_000] * 6)  # 9 MB > 8 MB
+    assert many.status_code == 413 and "limit 8000000" in many.json()["error"]["message"]
     hooked = submit(client, [encode(astronaut(8))], webhook_url="https://example.com/hook")
     assert hooked.status_code == 422 and "webhook_secret" in hooked.json()["error"]["message"]
 
@@ -173,3 +175,31 @@ def test_s3_inputs_need_an_s3_store(client: httpx.Client) -> None:
     response = submit(client, [], urls=["s3://pixserve-inputs/a.png"])
     assert response.status_code == 422
     assert "need an s3:// storage_url" in response.json()["error"]["message"]
+
+
+def test_a_large_batch_scales_dispatchers_and_models_up_then_down(client: httpx.Client) -> None:
+    """The Dispatcher scales on the queue's backlog (40 items per replica here, at most
+    2) and keeps as many items in flight as the queue holds, so the Upscaler's ongoing
+    requests rise past its target and it scales too (at most 2); both come back to one
+    replica once the queue is empty."""
+    from ray import serve
+
+    def running() -> dict[str, int]:
+        app = serve.status().applications["pixserve"].deployments
+        return {name: app[name].replica_states.get("RUNNING", 0)
+                for name in ("Dispatcher", "Upscaler")}  # fmt: skip
+
+    assert running() == {"Dispatcher": 1, "Upscaler": 1}
+    job = submit(client, [encode(astronaut(64)) for _ in range(400)], model=TINY_RRDB).json()
+    peak = running()
+    deadline = time.monotonic() + 240
+    while client.get(f"/v1/jobs/{job['id']}").json()["status"] not in ("succeeded", "partial"):
+        assert time.monotonic() < deadline, "the job did not finish"
+        peak = {name: max(count, running()[name]) for name, count in peak.items()}
+        time.sleep(0.2)
+    assert peak == {"Dispatcher": 2, "Upscaler": 2}, peak
+    assert wait(client, job["id"])["status"] == "succeeded"
+    deadline = time.monotonic() + 120
+    while running() != {"Dispatcher": 1, "Upscaler": 1}:
+        assert time.monotonic() < deadline, f"no scale-down: {running()}"
+        time.sleep(0.5)
