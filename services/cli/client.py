@@ -56,6 +56,42 @@ class PixserveClient:
     def get_json(self, path: str, allow_status: tuple[int, ...] = ()) -> Any:
         return self._send("GET", path, allow_status=allow_status).json()
 
+    def submit_job(
+        self,
+        files: list[Path],
+        urls: list[str],
+        form: dict[str, str | list[str]],
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """``POST /v1/jobs``; the files are streamed from disk, not read into memory."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        data: dict[str, str | list[str]] = {**form, **({"urls": urls} if urls else {})}
+        handles = [path.open("rb") for path in files]
+        try:
+            uploads = [("images", (path.name, handle, "application/octet-stream"))
+                       for path, handle in zip(files, handles, strict=True)]  # fmt: skip
+            return self._send("POST", "/v1/jobs", files=uploads or None, data=data,
+                              headers=headers).json()  # fmt: skip
+        finally:
+            for handle in handles:
+                handle.close()
+
+    def delete_json(self, path: str) -> Any:
+        return self._send("DELETE", path).json()
+
+    def fetch(self, url: str) -> bytes:
+        """An output: API paths with this client (and its key), absolute URLs (presigned
+        S3 GETs, which refuse a second credential) without the key."""
+        if url.startswith("/"):
+            return self._send("GET", url).content
+        try:
+            response = httpx.get(url, timeout=self._http.timeout)
+        except httpx.HTTPError as exc:
+            raise ClientError("unreachable", f"cannot fetch {url}: {exc}") from exc
+        if not response.is_success:
+            raise ClientError(f"http_{response.status_code}", f"{url}: {response.text[:200]}")
+        return response.content
+
     def _send(
         self, method: str, path: str, allow_status: tuple[int, ...] = (), **kwargs: Any
     ) -> httpx.Response:

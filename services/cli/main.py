@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
-from services.cli import keys, models, upscale
+from services.cli import jobs, keys, models, upscale
 from services.cli.client import ClientError
 from services.config import Settings
 from services.errors import PixserveError
@@ -25,7 +25,7 @@ def build_parser(registrars: Sequence[Registrar] = ()) -> argparse.ArgumentParse
         prog="pixserve", description="Image upscaling and restoration on Ray Serve."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in (*registrars, upscale.register, models.register, keys.register):
+    for register in (*registrars, upscale.register, jobs.register, models.register, keys.register):
         register(commands)
     return parser
 

@@ -11,7 +11,7 @@ from services.cli.client import ClientError, PixserveClient, UpscaleRequest
 from services.cli.progress import ProgressBar
 from services.config import Settings
 
-_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,18 +24,29 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="image files; a last argument that does not exist yet is the output, as with cp",
     )
     up.add_argument("-o", "--output", type=Path, help="output file (one input) or folder")
-    up.add_argument("--model", help="model name (see `pixserve models list`)")
-    up.add_argument("--scale", type=float, help="output scale, e.g. 2.5")
-    up.add_argument("--width", type=int, help="target width in px")
-    up.add_argument("--height", type=int, help="target height in px")
-    up.add_argument("--format", default="png", choices=sorted(_EXTENSIONS))
-    up.add_argument("--quality", type=int, default=90, help="JPEG/WEBP quality 1-100")
+    add_upscale_options(up)
     up.add_argument("--concurrency", type=int, default=4, help="requests in flight")
-    up.add_argument("--url", help="API base URL (default: PIXSERVE_API_URL)")
     up.set_defaults(handler=upscale_files)
     status = commands.add_parser("status", help="readiness of the service and its models")
     status.add_argument("--url", help="API base URL (default: PIXSERVE_API_URL)")
     status.set_defaults(handler=show_status)
+
+
+def add_upscale_options(parser: argparse.ArgumentParser) -> None:
+    """The upscale parameters (and the API URL), shared by ``upscale`` and ``submit``."""
+    parser.add_argument("--model", help="model name (see `pixserve models list`)")
+    parser.add_argument("--scale", type=float, help="output scale, e.g. 2.5")
+    parser.add_argument("--width", type=int, help="target width in px")
+    parser.add_argument("--height", type=int, help="target height in px")
+    parser.add_argument("--format", default="png", choices=sorted(EXTENSIONS))
+    parser.add_argument("--quality", type=int, default=90, help="JPEG/WEBP quality 1-100")
+    parser.add_argument("--url", help="API base URL (default: PIXSERVE_API_URL)")
+
+
+def upscale_request(args: argparse.Namespace) -> UpscaleRequest:
+    return UpscaleRequest(
+        args.model, args.scale, args.width, args.height, args.format, args.quality
+    )
 
 
 def upscale_files(args: argparse.Namespace, settings: Settings) -> int:
@@ -45,10 +56,8 @@ def upscale_files(args: argparse.Namespace, settings: Settings) -> int:
     missing = [str(path) for path in args.inputs if not path.is_file()]
     if missing:
         raise ClientError("not_found", f"no such file: {', '.join(missing)}")
-    client = PixserveClient(args.url or settings.api_url, api_key=_api_key(settings))
-    request = UpscaleRequest(
-        args.model, args.scale, args.width, args.height, args.format, args.quality
-    )
+    client = PixserveClient(args.url or settings.api_url, api_key=api_key(settings))
+    request = upscale_request(args)
     targets = {
         path: output_path(path, args.output, len(args.inputs), args.format) for path in args.inputs
     }
@@ -73,7 +82,7 @@ def upscale_files(args: argparse.Namespace, settings: Settings) -> int:
 
 def output_path(source: Path, output: Path | None, count: int, fmt: str) -> Path:
     """Where a result goes: ``output`` itself for one input with a suffix, else a folder."""
-    name = f"{source.stem}.upscaled{_EXTENSIONS[fmt]}"
+    name = f"{source.stem}.upscaled{EXTENSIONS[fmt]}"
     if output is None:
         return source.with_name(name)
     if count == 1 and output.suffix:
@@ -82,7 +91,7 @@ def output_path(source: Path, output: Path | None, count: int, fmt: str) -> Path
 
 
 def show_status(args: argparse.Namespace, settings: Settings) -> int:
-    client = PixserveClient(args.url or settings.api_url, timeout_s=30, api_key=_api_key(settings))
+    client = PixserveClient(args.url or settings.api_url, timeout_s=30, api_key=api_key(settings))
     ready = client.get_json("/readyz", allow_status=(503,))
     print(f"service: {'READY' if ready['ready'] else 'NOT READY'} ({args.url or settings.api_url})")
     for name, item in ready["deployments"].items():
@@ -93,7 +102,7 @@ def show_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ready["ready"] else 1
 
 
-def _api_key(settings: Settings) -> str | None:
+def api_key(settings: Settings) -> str | None:
     return settings.api_key.get_secret_value() if settings.api_key else None
 
 

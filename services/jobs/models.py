@@ -42,6 +42,7 @@ class Item(BaseModel):
     index: int
     status: ItemStatus = ItemStatus.QUEUED
     input: str
+    name: str | None = None  # what the client called it: the upload's filename, the URL
     output_key: str | None = None
     output_url: str | None = None
     error: str | None = None

@@ -91,9 +91,11 @@ class JobService:
                 return await self.view(first, owner)
         await self.queue.ensure_group()
         inputs = await self._store_uploads(job_id, request.uploads) + list(request.urls)
+        names = [name for name, _ in request.uploads] + list(request.urls)
         await self.store.create(
-            owner, request.pipeline, inputs, request.webhook_url, job_id, request.webhook_events
-        )
+            owner, request.pipeline, inputs, request.webhook_url, job_id,
+            request.webhook_events, names,
+        )  # fmt: skip
         return await self.view(job_id, owner)
 
     async def view(self, job_id: str, owner: str) -> Job:

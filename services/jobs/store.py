@@ -142,8 +142,10 @@ class JobStore:
         webhook_url: str | None = None,
         job_id: str | None = None,
         webhook_events: list[str] | None = None,
+        names: list[str] | None = None,
     ) -> Job:
-        """Record the job and its items and enqueue every item, in one transaction."""
+        """Record the job and its items and enqueue every item, in one transaction;
+        ``names`` are what the client called the inputs (default: the inputs)."""
         now = time.time()
         job = Job(
             id=job_id or new_job_id(),
@@ -152,7 +154,10 @@ class JobStore:
             expires_at=now + self.retention_s,
             pipeline=pipeline,
             progress=Progress(total=len(inputs)),
-            items=[Item(index=i, input=name) for i, name in enumerate(inputs)],
+            items=[
+                Item(index=i, input=source, name=label)
+                for i, (source, label) in enumerate(zip(inputs, names or inputs, strict=True))
+            ],
             webhook_url=webhook_url,
             webhook_events=webhook_events or ["completed"],
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from services.models.tiny import TINY_COMPACT
 from tests.utils.images import astronaut, encode
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -65,3 +66,53 @@ def test_status(serve_url: str) -> None:
     assert result.returncode == 0 and "READY" in result.stdout
     broken = pixserve("status", "--url", f"{serve_url}/missing")
     assert broken.returncode == 1 and "waiting for x2plus" in broken.stdout
+
+
+def test_submit_a_folder_wait_and_download(serve_url: str, tmp_path: Path) -> None:
+    """A folder (nested, non-images skipped) split into two jobs, followed to the end."""
+    folder = tmp_path / "batch"
+    (folder / "nested").mkdir(parents=True)
+    for index in range(4):
+        (folder / f"a{index}.png").write_bytes(encode(astronaut(16 + index)))
+    (folder / "nested" / "b.jpg").write_bytes(encode(astronaut(20), "JPEG"))
+    (folder / "notes.txt").write_text("not an image")
+    result = pixserve("submit", str(folder), "--model", TINY_COMPACT, "--max-items", "3",
+                      "--wait", "-o", str(tmp_path / "out"), "--url", serve_url)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    job_ids = [line.split()[1].rstrip(":") for line in result.stdout.splitlines()
+               if line.startswith("job ") and "items" in line]  # fmt: skip
+    assert len(job_ids) == 2 and "5/5 items" in result.stderr
+    outputs = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert outputs == [f"a{i}.upscaled.png" for i in range(4)] + ["b.upscaled.png"]
+    assert Image.open(tmp_path / "out" / "b.upscaled.png").size == (40, 40)
+
+    shown = pixserve("jobs", "show", job_ids[0], "--url", serve_url)
+    assert shown.returncode == 0 and f"job {job_ids[0]}: succeeded" in shown.stdout
+    assert "3 done, 0 failed, 3 total" in shown.stdout
+    listed = pixserve("jobs", "list", "--status", "succeeded", "--url", serve_url)
+    assert all(job_id in listed.stdout for job_id in job_ids)
+    again = pixserve("jobs", "download", job_ids[1], "-o", str(tmp_path / "again"), "--url",
+                     serve_url)  # fmt: skip
+    assert again.returncode == 0 and "saved 2 of 2 outputs" in again.stdout
+
+
+def test_submit_failures_and_cancel(serve_url: str, tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    good.write_bytes(encode(astronaut(16)))
+    bad.write_bytes(b"not a png")
+    result = pixserve("submit", str(good), str(bad), "--model", TINY_COMPACT, "--wait",
+                      "--url", serve_url)  # fmt: skip
+    assert result.returncode == 1 and "item 1 (bad.png): invalid_image" in result.stderr
+    assert ": partial" in result.stdout
+    missing = pixserve("submit", str(tmp_path / "nope"), "--url", serve_url)
+    assert missing.returncode == 1 and "no such file or folder" in missing.stderr
+    many = [str(good)] * 40
+    submitted = pixserve("submit", *many, "--model", TINY_COMPACT, "--url", serve_url)
+    job_id = submitted.stdout.split()[1].rstrip(":")
+    canceled = pixserve("jobs", "cancel", job_id, "--url", serve_url)
+    assert canceled.returncode == 0 and canceled.stdout.strip() in (
+        f"job {job_id}: canceled",
+        f"job {job_id}: succeeded",  # it may have finished first
+    )
+    unknown = pixserve("jobs", "show", "doesnotexist", "--url", serve_url)
+    assert unknown.returncode == 1 and "job_not_found" in unknown.stderr

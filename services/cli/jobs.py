@@ -1,0 +1,215 @@
+"""``pixserve submit`` and ``pixserve jobs list|show|cancel|download``: batch jobs
+through the REST API, with a progress bar while waiting."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+from services.cli.client import ClientError, PixserveClient
+from services.cli.progress import ProgressBar
+from services.cli.upscale import add_upscale_options, api_key, upscale_request
+from services.config import Settings
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+REMOTE = ("https://", "http://", "s3://")
+TERMINAL = {"succeeded", "failed", "partial", "canceled", "expired"}
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    submit = commands.add_parser("submit", help="submit images as an async job")
+    submit.add_argument(
+        "inputs", nargs="+", metavar="DIR_OR_FILES",
+        help="image files, folders (searched recursively), https:// URLs or s3:// keys",
+    )  # fmt: skip
+    submit.add_argument("--pipeline", default="upscale", choices=["upscale"])
+    add_upscale_options(submit)
+    submit.add_argument("--webhook-url", help="POST signed events here")
+    submit.add_argument("--webhook-event", action="append", choices=["item", "completed"],
+                        help="events to send (repeatable; default: completed)")  # fmt: skip
+    submit.add_argument("--idempotency-key", help="resubmitting with it returns the same job")
+    submit.add_argument("--max-items", type=int, default=1000, help="items per job (split)")
+    submit.add_argument("--wait", action="store_true", help="follow progress until done")
+    submit.add_argument("-o", "--download", type=Path, help="when done, save outputs here")
+    submit.set_defaults(handler=submit_job)
+
+    jobs = commands.add_parser("jobs", help="list, show, cancel or download jobs")
+    actions = jobs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="your jobs, newest first")
+    listing.add_argument("--status", choices=sorted(TERMINAL | {"queued", "running"}))
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(handler=list_jobs)
+    show = actions.add_parser("show", help="a job's status, times and failed items")
+    show.add_argument("job_id")
+    show.add_argument("--json", action="store_true", help="the whole envelope as JSON")
+    show.set_defaults(handler=show_job)
+    cancel = actions.add_parser("cancel", help="cancel a job (queued items never run)")
+    cancel.add_argument("job_id")
+    cancel.set_defaults(handler=cancel_job)
+    download = actions.add_parser("download", help="save a job's outputs")
+    download.add_argument("job_id")
+    download.add_argument("-o", "--output", type=Path, default=Path("."), help="folder")
+    download.set_defaults(handler=download_job)
+    for parser in (listing, show, cancel, download):
+        parser.add_argument("--url", help="API base URL (default: PIXSERVE_API_URL)")
+
+
+def submit_job(args: argparse.Namespace, settings: Settings) -> int:
+    """Submit (in jobs of at most ``--max-items``); with --wait or -o, follow to the end."""
+    files, urls = collect_inputs(args.inputs)
+    client = _client(args, settings)
+    form: dict[str, str | list[str]] = {**upscale_request(args).form()}
+    if args.webhook_url:
+        form["webhook_url"] = args.webhook_url
+        form["webhook_events"] = args.webhook_event or ["completed"]
+    inputs: list[Path | str] = [*files, *urls]
+    size = max(1, args.max_items)
+    jobs = []
+    for start in range(0, len(inputs), size):
+        chunk = inputs[start : start + size]
+        key = args.idempotency_key and f"{args.idempotency_key}-{start // size}"
+        chunk_files = [item for item in chunk if isinstance(item, Path)]
+        chunk_urls = [item for item in chunk if isinstance(item, str)]
+        job = client.submit_job(chunk_files, chunk_urls, form, key)
+        print(f"job {job['id']}: {job['progress']['total']} items, {job['status']}")
+        jobs.append(job)
+    if not (args.wait or args.download):
+        return 0
+    finished = follow(client, [job["id"] for job in jobs])
+    failures = report_failures(finished)
+    if args.download:
+        for job in finished:
+            download_outputs(client, job, args.download)
+    return 1 if failures else 0
+
+
+def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Files (folders expanded to the images in them) and remote inputs, in order."""
+    files: list[Path] = []
+    urls: list[str] = []
+    for entry in inputs:
+        if entry.startswith(REMOTE):
+            urls.append(entry)
+            continue
+        path = Path(entry)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)  # fmt: skip
+            if not found:
+                raise ClientError("not_found", f"no images in {path}")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ClientError("not_found", f"no such file or folder: {entry}")
+    return files, urls
+
+
+def follow(client: PixserveClient, job_ids: list[str], poll_s: float = 1.0) -> list[Any]:
+    """Poll the jobs until every one is terminal, drawing one bar over all their items."""
+    jobs = [client.get_json(f"/v1/jobs/{job_id}") for job_id in job_ids]
+    bar = ProgressBar(sum(job["progress"]["total"] for job in jobs), label="items")
+    while True:
+        bar.failed = sum(job["progress"]["failed"] for job in jobs)
+        bar.update(sum(job["progress"]["done"] + job["progress"]["failed"] for job in jobs))
+        if all(job["status"] in TERMINAL for job in jobs):
+            break
+        time.sleep(poll_s)
+        jobs = [client.get_json(f"/v1/jobs/{job_id}") for job_id in job_ids]
+    bar.close()
+    for job in jobs:
+        print(f"job {job['id']}: {job['status']}")
+    return jobs
+
+
+def report_failures(jobs: list[Any]) -> int:
+    """Print each failed item; how many failed (a canceled job counts as failing)."""
+    failures = 0
+    for job in jobs:
+        for item in job["items"]:
+            if item["status"] != "succeeded":
+                failures += 1
+                reason = item.get("error") or item["status"]
+                print(f"error: {job['id']} item {item['index']} ({_label(item)}): {reason}",
+                      file=sys.stderr)  # fmt: skip
+    return failures
+
+
+def download_outputs(client: PixserveClient, job: Any, folder: Path) -> int:
+    """Save every output of ``job`` under ``folder``, named after its input."""
+    folder.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    saved = 0
+    for item in job["items"]:
+        if not item.get("output_url"):
+            continue
+        extension = PurePosixPath(item.get("output_key") or "x.png").suffix
+        name = f"{PurePosixPath(_label(item)).stem or 'image'}.upscaled{extension}"
+        if name in taken:
+            name = f"{PurePosixPath(name).stem}.{item['index']}{extension}"
+        taken.add(name)
+        (folder / name).write_bytes(client.fetch(item["output_url"]))
+        print(f"{_label(item)} -> {folder / name}")
+        saved += 1
+    return saved
+
+
+def list_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    query = f"?limit={args.limit}" + (f"&status={args.status}" if args.status else "")
+    listing = _client(args, settings).get_json(f"/v1/jobs{query}")
+    print(f"{'JOB':<32}  {'STATUS':<9} {'DONE':>11}  CREATED (UTC)")
+    for job in listing["jobs"]:
+        progress = job["progress"]
+        done = f"{progress['done']}/{progress['total']}"
+        print(f"{job['id']:<32}  {job['status']:<9} {done:>11}  {_time(job['created_at'])}")
+    return 0
+
+
+def show_job(args: argparse.Namespace, settings: Settings) -> int:
+    job = _client(args, settings).get_json(f"/v1/jobs/{args.job_id}")
+    if args.json:
+        print(json.dumps(job, indent=2))
+        return 0
+    progress = job["progress"]
+    print(f"job {job['id']}: {job['status']}")
+    print(f"  items: {progress['done']} done, {progress['failed']} failed, "
+          f"{progress['total']} total")  # fmt: skip
+    for field in ("created_at", "started_at", "finished_at", "expires_at"):
+        if job.get(field):
+            print(f"  {field.removesuffix('_at')}: {_time(job[field])}")
+    for metric, value in job.get("metrics", {}).items():
+        print(f"  {metric}: {value:.2f}")
+    report_failures([job])
+    return 0
+
+
+def cancel_job(args: argparse.Namespace, settings: Settings) -> int:
+    job = _client(args, settings).delete_json(f"/v1/jobs/{args.job_id}")
+    print(f"job {job['id']}: {job['status']}")
+    return 0
+
+
+def download_job(args: argparse.Namespace, settings: Settings) -> int:
+    client = _client(args, settings)
+    job = client.get_json(f"/v1/jobs/{args.job_id}")
+    saved = download_outputs(client, job, args.output)
+    print(f"saved {saved} of {job['progress']['total']} outputs ({job['status']})")
+    return 0 if saved == job["progress"]["total"] else 1
+
+
+def _client(args: argparse.Namespace, settings: Settings) -> PixserveClient:
+    return PixserveClient(args.url or settings.api_url, api_key=api_key(settings))
+
+
+def _label(item: Any) -> str:
+    name = str(item.get("name") or item["input"])
+    return PurePosixPath(urlsplit(name).path).name if name.startswith(REMOTE) else name
+
+
+def _time(stamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(stamp))
