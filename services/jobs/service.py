@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 from services.config import Settings
 from services.errors import InvalidParameter
 from services.jobs.models import Item, Job, JobStatus
 from services.jobs.queue import WorkQueue
-from services.jobs.store import JobStore, new_job_id
+from services.jobs.store import IdempotencyConflict, JobNotFound, JobStore, new_job_id
 from services.models.manifest import Manifest
 from services.net.fetch import SafeFetcher
 from services.storage.base import ObjectStore
@@ -88,15 +89,33 @@ class JobService:
                 owner, idempotency_key, request.digest(), job_id
             )
             if first != job_id:
-                return await self.view(first, owner)
-        await self.queue.ensure_group()
-        inputs = await self._store_uploads(job_id, request.uploads) + list(request.urls)
-        names = [name for name, _ in request.uploads] + list(request.urls)
-        await self.store.create(
-            owner, request.pipeline, inputs, request.webhook_url, job_id,
-            request.webhook_events, names,
-        )  # fmt: skip
+                return await self._first_submission(first, owner)
+        try:
+            await self.queue.ensure_group()
+            inputs = await self._store_uploads(job_id, request.uploads) + list(request.urls)
+            names = [name for name, _ in request.uploads] + list(request.urls)
+            await self.store.create(
+                owner, request.pipeline, inputs, request.webhook_url, job_id,
+                request.webhook_events, names,
+            )  # fmt: skip
+        except BaseException:
+            if idempotency_key:  # a retry with the key must not find a job that never was
+                await self.store.forget_idempotency(owner, idempotency_key, job_id)
+            raise
         return await self.view(job_id, owner)
+
+    async def _first_submission(self, job_id: str, owner: str, wait_s: float = 10.0) -> Job:
+        """The job a concurrent request with the same key is still storing: wait for it."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return await self.view(job_id, owner)
+            except JobNotFound:
+                if time.monotonic() > deadline:
+                    raise IdempotencyConflict(
+                        "a request with this Idempotency-Key is still being stored; retry"
+                    ) from None
+                await asyncio.sleep(0.05)
 
     async def view(self, job_id: str, owner: str) -> Job:
         """The envelope with output URLs minted now (presigned, or the API's own)."""

@@ -285,6 +285,13 @@ class JobStore:
             raise IdempotencyConflict("this Idempotency-Key was used with a different request")
         return str(existing["job"])
 
+    async def forget_idempotency(self, owner: str, key: str, job_id: str) -> None:
+        """Drop the key if it still names ``job_id`` (its submission failed)."""
+        slot = f"pixserve:idem:{owner}:{key}"
+        raw = await self.redis.get(slot)
+        if raw is not None and json.loads(as_text(raw)).get("job") == job_id:
+            await self.redis.delete(slot)
+
     async def _fields(self, job_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(_job_key(job_id))
         return {as_text(k): as_text(v) for k, v in raw.items()}

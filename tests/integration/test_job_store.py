@@ -142,5 +142,9 @@ def test_idempotency_keys(url: str) -> None:
         with pytest.raises(IdempotencyConflict):
             await store.remember_idempotency("k", "req-1", "hash-b", "job-3")
         assert await store.remember_idempotency("other", "req-1", "hash-b", "job-4") == "job-4"
+        await store.forget_idempotency("k", "req-1", "job-9")  # not its job: kept
+        assert await store.remember_idempotency("k", "req-1", "hash-a", "job-5") == "job-1"
+        await store.forget_idempotency("k", "req-1", "job-1")  # its submission failed
+        assert await store.remember_idempotency("k", "req-1", "hash-b", "job-6") == "job-6"
 
     run(url, scenario)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -92,6 +93,13 @@ def test_idempotency_key(client: httpx.Client) -> None:
     assert again["id"] == first["id"]
     changed = submit(client, [encode(astronaut(17))], headers={"Idempotency-Key": "abc-1"})
     assert changed.status_code == 409 and changed.json()["error"]["code"] == "idempotency_conflict"
+    batch = [encode(astronaut(16 + i)) for i in range(20)]  # the first takes a while to store
+    with ThreadPoolExecutor(max_workers=6) as pool:  # concurrent duplicates: one job
+        racing = list(pool.map(
+            lambda _: submit(client, batch, headers={"Idempotency-Key": "abc-2"}), range(6)
+        ))  # fmt: skip
+    assert {r.status_code for r in racing} == {202}
+    assert len({r.json()["id"] for r in racing}) == 1
 
 
 def test_poison_and_ssrf_items_fail_alone(client: httpx.Client) -> None:
