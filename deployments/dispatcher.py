@@ -10,6 +10,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.autoscaling import BACKLOG_METRIC
 from deployments.backend import ServeBackend
+from deployments.metrics import platform_metrics
 from services.config import Settings
 from services.jobs.wiring import build_dispatcher
 
@@ -19,7 +20,9 @@ class Dispatcher:
     """Consumes the work queue; items reach the models through the Upscaler handle."""
 
     def __init__(self, upscaler: DeploymentHandle[Any], settings: Settings) -> None:
-        self.dispatcher, jobs = build_dispatcher(settings, ServeBackend(upscaler))
+        self.dispatcher, jobs = build_dispatcher(
+            settings, ServeBackend(upscaler), platform_metrics()
+        )
         consumer = serve.get_replica_context().replica_id.unique_id
         self.loop = asyncio.get_running_loop().create_task(
             self.dispatcher.run_forever(consumer, housekeeping=jobs.apply_retention)

@@ -9,6 +9,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.backend import ServeBackend
+from deployments.metrics import platform_metrics
 from services.api.app import create_api
 from services.config import Settings
 from services.jobs.wiring import build_job_service
@@ -31,4 +32,4 @@ class Ingress:
         self.jobs = build_job_service(settings)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_api(self.settings, self.backend, self.jobs)
+        return create_api(self.settings, self.backend, self.jobs, platform_metrics())

@@ -6,13 +6,16 @@ import asyncio
 from typing import Any
 
 import numpy as np
+import ray
 from ray import serve
 
+from deployments.metrics import platform_metrics
 from services.config import BatchOptions, Settings
 from services.errors import PixserveError
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
 from services.models.upscaler import EngineStatus, ForwardPass, TileRequest, UpscaleEngine
+from services.telemetry.metrics import record_forward_pass
 
 
 @serve.deployment(name="Upscaler", ray_actor_options={"num_cpus": 1, "num_gpus": 0})
@@ -22,7 +25,15 @@ class Upscaler:
     def __init__(self, settings: Settings) -> None:
         store = ModelStore(settings.model_store, load_manifest(settings.extra_manifest))
         self.engine = UpscaleEngine(settings, store)
+        self.metrics = platform_metrics()
+        resources = ray.get_runtime_context().get_assigned_resources()  # type: ignore[no-untyped-call]
+        share = float(resources.get("GPU", 0.0))
+        self.engine.on_pass = lambda p: record_forward_pass(
+            self.metrics, p.model, p.tiles, p.capacity, p.seconds, share,
+            settings.gpu_hour_price_usd,
+        )  # fmt: skip
         self.engine.load()
+        self.record_gauges()
         # serve.batch adds these setters to the method at run time; mypy cannot see them.
         self.upscale_batch.set_max_batch_size(settings.batch_max_requests)  # type: ignore[attr-defined]
         self.upscale_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)  # type: ignore[attr-defined]
@@ -43,5 +54,14 @@ class Upscaler:
     def forward_passes(self) -> list[ForwardPass]:
         return list(self.engine.passes)
 
+    def record_gauges(self) -> None:
+        """Model load times and GPU memory; re-set on every health check, because Ray
+        exports a gauge only for a while after it was last set."""
+        for name, seconds in self.engine.status().load_seconds.items():
+            self.metrics.model_load_seconds.set(seconds, tags={"model": name})
+        for kind, value in self.engine.gpu_memory().items():
+            self.metrics.gpu_memory_bytes.set(value, tags={"kind": kind})
+
     def check_health(self) -> None:
         self.engine.check_health()
+        self.record_gauges()

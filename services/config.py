@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         default=None, ge=1, description="CPU threads for torch; None: the replica's num_cpus."
     )
+    gpu_hour_price_usd: float = Field(
+        default=2.5, ge=0, description="Price of one GPU-hour, for the cost-per-image metric."
+    )
     gpu_memory_fraction: float | None = Field(
         default=None, gt=0, le=1, description="Per-process CUDA memory cap (fractional GPUs)."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, FastAPI, Request, Response
@@ -14,6 +15,7 @@ from services.auth.guard import KeyGuard
 from services.config import Settings
 from services.jobs.service import JobService
 from services.models.manifest import load_manifest
+from services.telemetry.metrics import PlatformMetrics, in_memory
 
 _MULTIPART_OVERHEAD = 64 * 1024
 
@@ -22,8 +24,10 @@ def create_api(
     settings: Settings,
     backend: PlatformBackend | None = None,
     job_service: JobService | None = None,
+    metrics: PlatformMetrics | None = None,
 ) -> FastAPI:
-    """Build the API; ``backend`` and ``job_service`` come from the serving layer."""
+    """Build the API; ``backend``, ``job_service`` and ``metrics`` come from the serving
+    layer (without metrics, they are kept in memory)."""
     app = FastAPI(
         title="pixserve",
         version="0.1.0",
@@ -33,11 +37,13 @@ def create_api(
     app.state.manifest = load_manifest(settings.extra_manifest)
     app.state.backend = backend
     app.state.jobs = job_service
+    app.state.metrics = metrics or in_memory()[0]
     app.state.key_guard = KeyGuard.from_settings(settings) if settings.api_keys_enabled else None
     install_error_handlers(app)
     _install_body_limit(
         app, settings.max_upload_bytes + _MULTIPART_OVERHEAD, settings.max_job_bytes
     )
+    _install_request_metrics(app, app.state.metrics)
     keyed = [Depends(require_api_key)]
     for router in (upscale.router, models.router, jobs.router):
         app.include_router(router, dependencies=keyed)
@@ -61,3 +67,19 @@ def _install_body_limit(app: FastAPI, single: int, job_limit: int) -> None:
                 413, "payload_too_large", f"request body is {declared} bytes; limit {limit}"
             )
         return await call_next(request)
+
+
+def _install_request_metrics(app: FastAPI, metrics: PlatformMetrics) -> None:
+    """Count every request by route template and status, and time it (outermost, so
+    refusals by the body limit count too)."""
+
+    @app.middleware("http")
+    async def _measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", None) or "unmatched"
+        metrics.requests.inc(tags={"route": route, "code": str(response.status_code)})
+        metrics.request_seconds.observe(time.perf_counter() - started, tags={"route": route})
+        return response

@@ -16,6 +16,7 @@ from services.auth.keys import ApiKey
 from services.config import Settings
 from services.errors import ServiceUnavailable
 from services.models.manifest import Manifest
+from services.telemetry.metrics import PlatformMetrics
 
 
 def get_settings(request: Request) -> Settings:
@@ -26,6 +27,11 @@ def get_settings(request: Request) -> Settings:
 def get_manifest(request: Request) -> Manifest:
     manifest: Manifest = request.app.state.manifest
     return manifest
+
+
+def get_metrics(request: Request) -> PlatformMetrics:
+    metrics: PlatformMetrics = request.app.state.metrics
+    return metrics
 
 
 def get_backend(request: Request) -> PlatformBackend:
@@ -46,3 +52,4 @@ async def require_api_key(request: Request) -> ApiKey | None:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ManifestDep = Annotated[Manifest, Depends(get_manifest)]
 BackendDep = Annotated[PlatformBackend, Depends(get_backend)]
+MetricsDep = Annotated[PlatformMetrics, Depends(get_metrics)]

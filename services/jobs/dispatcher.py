@@ -28,9 +28,11 @@ from services.jobs.store import JobStore
 from services.models.manifest import Manifest
 from services.pipelines.upscale import TileBackend, UpscaleOptions, upscale_upload
 from services.storage.base import ObjectStore
+from services.telemetry.metrics import PlatformMetrics, in_memory, record_image
 
 logger = logging.getLogger(__name__)
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+GAUGE_PERIOD_S = 5.0  # how often the loop records the queue gauges
 
 InputLoader = Callable[[str], Awaitable[bytes]]
 
@@ -53,12 +55,14 @@ class Dispatcher:
         settings: Settings,
         load_input: InputLoader,
         outbox: WebhookOutbox | None = None,
+        metrics: PlatformMetrics | None = None,
     ) -> None:
         self.store, self.queue, self.objects = store, queue, objects
         self.backend, self.manifest, self.settings = backend, manifest, settings
         self.load_input = load_input
         self.outbox = outbox
         self.in_flight = InFlight(queue)
+        self.metrics = metrics or in_memory()[0]
         self.processed = 0
 
     async def run_forever(
@@ -71,7 +75,7 @@ class Dispatcher:
         it. ``housekeeping`` (the retention pass) runs at start and then periodically;
         the webhook outbox is pumped between reads."""
         pause = 0.5
-        next_housekeeping = 0.0
+        next_housekeeping = next_gauges = 0.0
         while True:
             try:
                 await self.queue.ensure_group()
@@ -84,6 +88,9 @@ class Dispatcher:
                     await self.fill(consumer)
                     if self.outbox is not None:
                         await self.outbox.pump(consumer)
+                    if time.monotonic() >= next_gauges:
+                        next_gauges = time.monotonic() + GAUGE_PERIOD_S
+                        await self.record_queue_gauges()
                     pause = 0.5
             except RedisError as exc:
                 logger.warning("job store unreachable (%s); retrying in %.1f s", exc, pause)
@@ -106,6 +113,15 @@ class Dispatcher:
         if not items:
             await self.in_flight.wait_any(timeout_s=1.0)
 
+    async def record_queue_gauges(self) -> None:
+        """Queue depth, the oldest item's age and the dead-letter counts, for dashboards."""
+        self.metrics.queue_depth.set(await self.queue.backlog())
+        self.metrics.queue_oldest_age.set(await self.queue.oldest_age_s())
+        queues = [self.queue] + ([self.outbox.queue] if self.outbox is not None else [])
+        for queue in queues:
+            count = await queue.dead_letter_count()
+            self.metrics.dead_letters.set(count, tags={"stream": queue.dead_letter_stream})
+
     async def run_once(self, consumer: str, batch: int = 8, block_ms: int = 1000) -> int:
         """Read up to ``batch`` items and process them concurrently; how many were read."""
         items = await self.queue.read(consumer, count=batch, block_ms=block_ms)
@@ -116,10 +132,15 @@ class Dispatcher:
         if not await self.store.start_item(item.job_id, item.index):
             await self.queue.ack(item)  # canceled job, or finished by an earlier delivery
             return
+        if item.deliveries == 1:
+            self.metrics.queue_wait_seconds.observe(time.time() - item.enqueued_at)
+        started = time.perf_counter()
         try:
             key = await self._produce(item)
         except PixserveError as exc:
             await self._finish(item, error=f"{exc.code}: {exc.message}")
+            self.metrics.item_seconds.observe(time.perf_counter() - started,
+                                              tags={"status": "failed"})  # fmt: skip
         except Exception as exc:  # transient: leave it pending for the next delivery
             logger.exception("item %s/%s failed (delivery %d)", item.job_id, item.index,
                              item.deliveries)  # fmt: skip
@@ -130,6 +151,8 @@ class Dispatcher:
             return
         else:
             await self._finish(item, output=key)
+            self.metrics.item_seconds.observe(time.perf_counter() - started,
+                                              tags={"status": "succeeded"})  # fmt: skip
 
     async def _produce(self, item: WorkItem) -> str:
         params, record = await self.store.item_context(item.job_id, item.index)
@@ -142,9 +165,15 @@ class Dispatcher:
             spec.name, params.get("scale"), params.get("width"), params.get("height"),
             fmt, int(params.get("quality", 90)),  # type: ignore[arg-type]
         )  # fmt: skip
+        started = time.perf_counter()
         data = await self.load_input(record.input)
+        loaded = time.perf_counter()
         result = await upscale_upload(data, options, spec.scale, self.backend, self.settings)
+        stored = time.perf_counter()
         await asyncio.to_thread(self.objects.put, "outputs", key, result.data, CONTENT_TYPES[fmt])
+        steps = {"load_input": loaded - started, **result.step_seconds,
+                 "store_output": time.perf_counter() - stored}  # fmt: skip
+        record_image(self.metrics, spec.name, "job", result.input_size, result.output_size, steps)
         return key
 
     async def _finish(

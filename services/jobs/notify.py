@@ -19,6 +19,7 @@ from services.errors import PixserveError
 from services.jobs.queue import InFlight, WorkItem, WorkQueue
 from services.jobs.service import JobService
 from services.jobs.store import COMPLETED
+from services.telemetry.metrics import PlatformMetrics, in_memory
 from services.webhooks.delivery import DeliveryReport, WebhookSender
 
 logger = logging.getLogger(__name__)
@@ -29,9 +30,15 @@ class WebhookOutbox:
     ``max_in_flight`` at once, so a slow receiver never holds up the work queue."""
 
     def __init__(
-        self, jobs: JobService, sender: WebhookSender, queue: WorkQueue, max_in_flight: int = 64
+        self,
+        jobs: JobService,
+        sender: WebhookSender,
+        queue: WorkQueue,
+        max_in_flight: int = 64,
+        metrics: PlatformMetrics | None = None,
     ) -> None:
         self.jobs, self.sender, self.queue = jobs, sender, queue
+        self.metrics = metrics or in_memory()[0]
         self.max_in_flight = max_in_flight
         self.in_flight = InFlight(queue)
         self.reports: deque[DeliveryReport] = deque(maxlen=1000)  # recent outcomes
@@ -66,6 +73,8 @@ class WebhookOutbox:
         url, message_id, payload, secret = event
         report = await self.sender.deliver(url, message_id, payload, secret)
         self.reports.append(report)
+        outcome = "delivered" if report.delivered else "failed"
+        self.metrics.webhooks.inc(tags={"outcome": outcome})
         if report.delivered:
             await self.queue.ack(entry)
         else:

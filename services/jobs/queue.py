@@ -44,6 +44,11 @@ class WorkItem:
     index: int
     deliveries: int
 
+    @property
+    def enqueued_at(self) -> float:
+        """When the entry was added (stream ids start with a millisecond timestamp)."""
+        return _stamp(self.entry_id)
+
 
 class WorkQueue:
     """Enqueue, read, re-claim, ack and dead-letter entries of one stream (job items by
@@ -143,6 +148,24 @@ class WorkQueue:
                 return int(group.get("lag") or 0) + int(group["pending"])
         return 0
 
+    async def oldest_age_s(self) -> float:
+        """Age of the oldest unfinished entry (pending, or not yet delivered), from its
+        stream id's millisecond timestamp; 0 when nothing waits."""
+        stamps = []
+        summary = await self.redis.xpending(self.stream, self.group)
+        if summary["pending"] and summary["min"] is not None:
+            stamps.append(_stamp(summary["min"]))
+        for group in await self.redis.xinfo_groups(self.stream):
+            if as_text(group["name"]) == self.group:
+                after = as_text(group["last-delivered-id"])
+                first: Any = await self.redis.xrange(self.stream, f"({after}", "+", count=1)
+                if first:
+                    stamps.append(_stamp(first[0][0]))
+        return max(0.0, time.time() - min(stamps)) if stamps else 0.0
+
+    async def dead_letter_count(self) -> int:
+        return int(await self.redis.xlen(self.dead_letter_stream))
+
     async def pending_count(self) -> int:
         summary = await self.redis.xpending(self.stream, self.group)
         return int(summary["pending"])
@@ -195,6 +218,10 @@ class InFlight:
         if not task.cancelled() and task.exception() is not None:
             # left pending: re-claimed after the visibility timeout
             logger.error("entry %s failed: %r", entry_id, task.exception())
+
+
+def _stamp(entry_id: bytes | str) -> float:
+    return int(as_text(entry_id).split("-")[0]) / 1000
 
 
 def _item(entry_id: bytes | str, fields: dict[Any, Any], deliveries: int) -> WorkItem:

@@ -14,6 +14,7 @@ from services.models.manifest import load_manifest
 from services.net.fetch import SafeFetcher, public_or_in
 from services.pipelines.upscale import TileBackend
 from services.storage.factory import open_store
+from services.telemetry.metrics import PlatformMetrics
 from services.webhooks.delivery import WebhookSender
 from services.webhooks.secrets import WebhookSecrets
 
@@ -44,16 +45,19 @@ def build_job_service(settings: Settings) -> JobService:
     )
 
 
-def build_dispatcher(settings: Settings, backend: TileBackend) -> tuple[Dispatcher, JobService]:
+def build_dispatcher(
+    settings: Settings, backend: TileBackend, metrics: PlatformMetrics | None = None
+) -> tuple[Dispatcher, JobService]:
     """The dispatcher and the job service it shares storage and Redis with."""
     service = build_job_service(settings)
     outbox_queue = WorkQueue(
         service.queue.redis, service.queue.visibility_timeout_ms, 1, OUTBOX, OUTBOX_GROUP,
         OUTBOX_DEAD_LETTER,
     )  # fmt: skip
-    outbox = WebhookOutbox(service, WebhookSender(service.webhook_fetcher), outbox_queue)
+    sender = WebhookSender(service.webhook_fetcher)
+    outbox = WebhookOutbox(service, sender, outbox_queue, metrics=metrics)
     dispatcher = Dispatcher(
         service.store, service.queue, service.objects, backend, service.manifest, settings,
-        service.load_input, outbox,
+        service.load_input, outbox, metrics,
     )  # fmt: skip
     return dispatcher, service

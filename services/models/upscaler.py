@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +47,7 @@ class ForwardPass:
     request_ids: tuple[str, ...]
     tile_size: int
     seconds: float
+    capacity: int = 0  # tiles the pass's chunks could have held (for the fill ratio)
 
 
 @dataclass
@@ -85,6 +87,7 @@ class UpscaleEngine:
         self.models: dict[str, LoadedModel] = {}
         self.missing: dict[str, str] = {}
         self.passes: deque[ForwardPass] = deque(maxlen=256)
+        self.on_pass: Callable[[ForwardPass], None] | None = None  # metrics hook
         self._cuda_errors = 0
 
     def load(self) -> None:
@@ -122,6 +125,17 @@ class UpscaleEngine:
             missing=dict(self.missing),
             load_seconds={name: loaded.load_seconds for name, loaded in self.models.items()},
         )
+
+    def gpu_memory(self) -> dict[str, float]:
+        """Bytes of GPU memory this process uses, holds and may hold (empty on CPU)."""
+        if self.device.type != "cuda":
+            return {}
+        total = torch.cuda.get_device_properties(self.device).total_memory
+        return {
+            "used": float(torch.cuda.memory_allocated(self.device)),
+            "reserved": float(torch.cuda.memory_reserved(self.device)),
+            "limit": float(total * (self.settings.gpu_memory_fraction or 1.0)),
+        }
 
     def check_health(self) -> None:
         """Raise when the device no longer computes, so Serve replaces this replica.
@@ -173,15 +187,18 @@ class UpscaleEngine:
         stack = np.concatenate([member.tiles for member in members])
         started = time.perf_counter()
         output = self._run_chunks(loaded, stack)
-        self.passes.append(
-            ForwardPass(
-                model,
-                len(stack),
-                tuple(member.request_id for member in members),
-                int(stack.shape[-1]),
-                time.perf_counter() - started,
-            )
+        chunks = -(-len(stack) // loaded.batch_limit)
+        record = ForwardPass(
+            model,
+            len(stack),
+            tuple(member.request_id for member in members),
+            int(stack.shape[-1]),
+            time.perf_counter() - started,
+            chunks * loaded.batch_limit,
         )
+        self.passes.append(record)
+        if self.on_pass is not None:
+            self.on_pass(record)
         bounds = np.cumsum([len(member.tiles) for member in members])[:-1]
         return list(np.split(output, bounds))
 

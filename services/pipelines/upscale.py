@@ -9,6 +9,7 @@ size is reached by a final Lanczos/area resize of the model's native output.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -65,6 +66,7 @@ class EncodedResult:
     input_size: tuple[int, int]
     output_size: tuple[int, int]
     tiles: int
+    step_seconds: dict[str, float]  # decode, upscale, encode
 
 
 def image_limits(settings: Settings) -> ImageLimits:
@@ -79,18 +81,24 @@ async def upscale_upload(
     settings: Settings,
 ) -> EncodedResult:
     """Decode, upscale and encode an upload; CPU work runs off the event loop."""
+    started = time.perf_counter()
     image = await asyncio.to_thread(decode_image, data, image_limits(settings))
+    decoded = time.perf_counter()
     result = await upscale(image, options, native_scale, backend, settings)
+    upscaled = time.perf_counter()
     encoded = await asyncio.to_thread(
         encode_image, result.pixels, options.output_format, options.quality, image.bit_depth
     )
     height, width = result.pixels.shape[:2]
+    steps = {"decode": decoded - started, "upscale": upscaled - decoded,
+             "encode": time.perf_counter() - upscaled}  # fmt: skip
     return EncodedResult(
         encoded,
         CONTENT_TYPES[options.output_format],
         (image.width, image.height),
         (width, height),
         result.tiles,
+        steps,
     )
 
 

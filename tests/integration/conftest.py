@@ -12,6 +12,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import httpx
@@ -104,7 +105,15 @@ def redis_url(redis_process: RedisServer) -> str:
 
 
 @pytest.fixture(scope="session")
-def serve_url(tiny_store: tuple[Path, Path], redis_url: str, s3_endpoint: str) -> Iterator[str]:
+def metrics_url() -> str:
+    """Where Ray's metrics agent serves Prometheus text (Serve's and the platform's)."""
+    return f"http://127.0.0.1:{free_port()}/metrics"
+
+
+@pytest.fixture(scope="session")
+def serve_url(
+    tiny_store: tuple[Path, Path], redis_url: str, s3_endpoint: str, metrics_url: str
+) -> Iterator[str]:
     import ray
     from ray import serve
 
@@ -141,7 +150,9 @@ def serve_url(tiny_store: tuple[Path, Path], redis_url: str, s3_endpoint: str) -
         },
         port=port,
     )
-    ray.init(num_cpus=8, namespace="serve", include_dashboard=False)
+    metrics_port = urlsplit(metrics_url).port
+    ray.init(num_cpus=8, namespace="serve", include_dashboard=False,
+             _metrics_export_port=metrics_port)  # fmt: skip
     try:
         local.deploy(_with_extra_apps(config, redis_url, s3_endpoint), timeout_s=300)
         yield f"http://127.0.0.1:{port}"

@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
-from services.api.deps import BackendDep, ManifestDep, SettingsDep
+from services.api.deps import BackendDep, ManifestDep, MetricsDep, SettingsDep
 from services.api.schemas import ErrorPublic
 from services.errors import PayloadTooLarge
 from services.pipelines.upscale import UpscaleOptions, upscale_upload
+from services.telemetry.metrics import record_image
 
 router = APIRouter(tags=["upscale"])
 
@@ -28,6 +29,7 @@ async def create_upscale(
     settings: SettingsDep,
     manifest: ManifestDep,
     backend: BackendDep,
+    metrics: MetricsDep,
     image: Annotated[UploadFile, File(description="The image: PNG, JPEG, WEBP, BMP, TIFF, GIF.")],
     model: Annotated[str | None, Form(description="Model name; see GET /v1/models.")] = None,
     scale: Annotated[float | None, Form(description="Output scale, e.g. 2.5.")] = None,
@@ -43,6 +45,8 @@ async def create_upscale(
     spec = manifest.get(model or settings.default_model)
     options = UpscaleOptions(spec.name, scale, width, height, output_format, quality)
     result = await upscale_upload(data, options, spec.scale, backend, settings)
+    record_image(metrics, spec.name, "sync", result.input_size, result.output_size,
+                 result.step_seconds)  # fmt: skip
     headers = {
         "X-Pixserve-Model": spec.name,
         "X-Pixserve-Input-Size": "{}x{}".format(*result.input_size),
