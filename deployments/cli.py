@@ -21,11 +21,17 @@ def register_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     up.add_argument("--num-cpus", type=int, help="logical CPUs for Ray (default: all)")
     up.add_argument("--num-gpus", type=float, help="GPU share per Upscaler replica")
     up.add_argument("--models", help="comma-separated models to load (default: config)")
+    up.add_argument("--trace", choices=["off", "file", "otlp"], default="off",
+                    help="Serve tracing: JSON files in the Serve logs dir, or OTLP to "
+                         "OTEL_EXPORTER_OTLP_ENDPOINT")  # fmt: skip
+    up.add_argument("--trace-sampling", type=float, default=1.0, help="share of traces kept")
     up.set_defaults(handler=run_up)
 
 
 def run_up(args: argparse.Namespace, settings: Settings) -> int:
-    from deployments import local  # imported here: Ray starts slowly and only `up` needs it
+    # imported here: Ray starts slowly and only `up` needs it
+    from deployments import local
+    from deployments.tracing import tracing_config
 
     overrides: dict[str, Any] = {"model_store": str(settings.model_store)}
     if settings.torch_threads is None and not _cuda_available():
@@ -40,6 +46,7 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
         deployments=_gpu_overrides(args.num_gpus),
         port=args.port,
     )
+    config["tracing_config"] = tracing_config(args.trace, args.trace_sampling)
     signal.signal(signal.SIGTERM, _interrupt)
     local.start_ray(num_cpus=args.num_cpus)
     try:

@@ -16,6 +16,7 @@ from services.config import Settings
 from services.jobs.service import JobService
 from services.models.manifest import load_manifest
 from services.telemetry.metrics import PlatformMetrics, in_memory
+from services.telemetry.tracing import current_trace_id
 
 _MULTIPART_OVERHEAD = 64 * 1024
 
@@ -71,7 +72,7 @@ def _install_body_limit(app: FastAPI, single: int, job_limit: int) -> None:
 
 def _install_request_metrics(app: FastAPI, metrics: PlatformMetrics) -> None:
     """Count every request by route template and status, and time it (outermost, so
-    refusals by the body limit count too)."""
+    refusals by the body limit count too); the trace id goes back as ``X-Trace-Id``."""
 
     @app.middleware("http")
     async def _measure(
@@ -79,6 +80,9 @@ def _install_request_metrics(app: FastAPI, metrics: PlatformMetrics) -> None:
     ) -> Response:
         started = time.perf_counter()
         response = await call_next(request)
+        trace_id = current_trace_id()
+        if trace_id:
+            response.headers["X-Trace-Id"] = trace_id
         route = getattr(request.scope.get("route"), "path", None) or "unmatched"
         metrics.requests.inc(tags={"route": route, "code": str(response.status_code)})
         metrics.request_seconds.observe(time.perf_counter() - started, tags={"route": route})

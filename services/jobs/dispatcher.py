@@ -29,6 +29,7 @@ from services.models.manifest import Manifest
 from services.pipelines.upscale import TileBackend, UpscaleOptions, upscale_upload
 from services.storage.base import ObjectStore
 from services.telemetry.metrics import PlatformMetrics, in_memory, record_image
+from services.telemetry.tracing import annotate, continued, tracer
 
 logger = logging.getLogger(__name__)
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
@@ -165,12 +166,19 @@ class Dispatcher:
             spec.name, params.get("scale"), params.get("width"), params.get("height"),
             fmt, int(params.get("quality", 90)),  # type: ignore[arg-type]
         )  # fmt: skip
-        started = time.perf_counter()
-        data = await self.load_input(record.input)
-        loaded = time.perf_counter()
-        result = await upscale_upload(data, options, spec.scale, self.backend, self.settings)
-        stored = time.perf_counter()
-        await asyncio.to_thread(self.objects.put, "outputs", key, result.data, CONTENT_TYPES[fmt])
+        with continued(record.traceparent), tracer.start_as_current_span("pixserve.job_item"):
+            annotate(job_id=item.job_id, item=item.index, delivery=item.deliveries,
+                     queue_wait_s=time.time() - item.enqueued_at)  # fmt: skip
+            started = time.perf_counter()
+            with tracer.start_as_current_span("pixserve.load_input"):
+                data = await self.load_input(record.input)
+            loaded = time.perf_counter()
+            result = await upscale_upload(data, options, spec.scale, self.backend, self.settings)
+            stored = time.perf_counter()
+            with tracer.start_as_current_span("pixserve.store_output"):
+                await asyncio.to_thread(
+                    self.objects.put, "outputs", key, result.data, CONTENT_TYPES[fmt]
+                )
         steps = {"load_input": loaded - started, **result.step_seconds,
                  "store_output": time.perf_counter() - stored}  # fmt: skip
         record_image(self.metrics, spec.name, "job", result.input_size, result.output_size, steps)

@@ -43,6 +43,7 @@ class Item(BaseModel):
     status: ItemStatus = ItemStatus.QUEUED
     input: str
     name: str | None = None  # what the client called it: the upload's filename, the URL
+    traceparent: str | None = None  # the submission's trace; the item's work continues it
     output_key: str | None = None
     output_url: str | None = None
     error: str | None = None

@@ -17,6 +17,7 @@ from services.jobs.store import IdempotencyConflict, JobNotFound, JobStore, new_
 from services.models.manifest import Manifest
 from services.net.fetch import SafeFetcher
 from services.storage.base import ObjectStore
+from services.telemetry.tracing import current_traceparent
 from services.webhooks.secrets import WebhookSecrets
 
 UPLOAD_PREFIX = "upload:"  # item inputs the API stored from a multipart upload
@@ -96,7 +97,7 @@ class JobService:
             names = [name for name, _ in request.uploads] + list(request.urls)
             await self.store.create(
                 owner, request.pipeline, inputs, request.webhook_url, job_id,
-                request.webhook_events, names,
+                request.webhook_events, names, current_traceparent(),
             )  # fmt: skip
         except BaseException:
             if idempotency_key:  # a retry with the key must not find a job that never was

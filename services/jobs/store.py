@@ -143,6 +143,7 @@ class JobStore:
         job_id: str | None = None,
         webhook_events: list[str] | None = None,
         names: list[str] | None = None,
+        traceparent: str | None = None,
     ) -> Job:
         """Record the job and its items and enqueue every item, in one transaction;
         ``names`` are what the client called the inputs (default: the inputs)."""
@@ -155,7 +156,7 @@ class JobStore:
             pipeline=pipeline,
             progress=Progress(total=len(inputs)),
             items=[
-                Item(index=i, input=source, name=label)
+                Item(index=i, input=source, name=label, traceparent=traceparent)
                 for i, (source, label) in enumerate(zip(inputs, names or inputs, strict=True))
             ],
             webhook_url=webhook_url,

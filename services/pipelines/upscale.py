@@ -27,6 +27,7 @@ from services.imaging.codec import (
     encode_image,
 )
 from services.imaging.tiling import plan_grid, split_tiles, stitch_tiles
+from services.telemetry.tracing import tracer
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -80,16 +81,27 @@ async def upscale_upload(
     backend: TileBackend,
     settings: Settings,
 ) -> EncodedResult:
-    """Decode, upscale and encode an upload; CPU work runs off the event loop."""
-    started = time.perf_counter()
-    image = await asyncio.to_thread(decode_image, data, image_limits(settings))
-    decoded = time.perf_counter()
-    result = await upscale(image, options, native_scale, backend, settings)
-    upscaled = time.perf_counter()
-    encoded = await asyncio.to_thread(
-        encode_image, result.pixels, options.output_format, options.quality, image.bit_depth
-    )
-    height, width = result.pixels.shape[:2]
+    """Decode, upscale and encode an upload; CPU work runs off the event loop. Each step
+    is a span; the sizes, model and tile count are attributes of the enclosing one."""
+    with tracer.start_as_current_span("pixserve.upscale") as span:
+        started = time.perf_counter()
+        with tracer.start_as_current_span("pixserve.decode"):
+            image = await asyncio.to_thread(decode_image, data, image_limits(settings))
+        decoded = time.perf_counter()
+        with tracer.start_as_current_span("pixserve.model"):
+            result = await upscale(image, options, native_scale, backend, settings)
+        upscaled = time.perf_counter()
+        with tracer.start_as_current_span("pixserve.encode"):
+            encoded = await asyncio.to_thread(
+                encode_image, result.pixels, options.output_format, options.quality,
+                image.bit_depth,
+            )  # fmt: skip
+        height, width = result.pixels.shape[:2]
+        span.set_attributes({
+            "pixserve.model": options.model, "pixserve.tiles": result.tiles,
+            "pixserve.input_size": f"{image.width}x{image.height}",
+            "pixserve.output_size": f"{width}x{height}",
+        })  # fmt: skip
     steps = {"decode": decoded - started, "upscale": upscaled - decoded,
              "encode": time.perf_counter() - upscaled}  # fmt: skip
     return EncodedResult(

@@ -154,6 +154,8 @@ def serve_url(
     ray.init(num_cpus=8, namespace="serve", include_dashboard=False,
              _metrics_export_port=metrics_port)  # fmt: skip
     try:
+        # Serve's tracing with its default exporter: spans as JSON files per replica
+        config["tracing_config"] = {"enabled": True, "sampling_ratio": 1.0}
         local.deploy(_with_extra_apps(config, redis_url, s3_endpoint), timeout_s=300)
         yield f"http://127.0.0.1:{port}"
     finally:

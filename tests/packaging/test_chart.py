@@ -3,6 +3,7 @@ its defaults follow the platform's policies. No cluster needed."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from tests.packaging.chart import (
     VALUE_FILES,
     crd_schema,
     of_kind,
+    pod_specs,
     policy_violations,
     render,
     run_tool,
@@ -207,3 +209,25 @@ def test_object_storage_points_at_minio_when_bundled() -> None:
     env = {item["name"]: item for item in head["containers"][0]["env"]}
     ref = env["PIXSERVE_S3_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "pix-pixserve-minio", "key": "root-password"}
+
+
+def test_tracing_exports_over_otlp_to_the_collector() -> None:
+    objects = render()
+    service = of_kind(objects, "RayService")[0]
+    rendered = yaml.safe_load(service["spec"]["serveConfigV2"])
+    ServeDeploySchema.model_validate(rendered)
+    assert rendered["tracing_config"] == {
+        "enabled": True, "exporter_import_path": "deployments.tracing:otlp_exporter",
+        "sampling_ratio": 0.05,
+    }  # fmt: skip
+    module, _, function = rendered["tracing_config"]["exporter_import_path"].partition(":")
+    assert callable(getattr(importlib.import_module(module), function))
+    env = {e["name"]: e.get("value") for pod in pod_specs(service) for c in pod["containers"]
+           for e in c.get("env", [])}  # fmt: skip
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith("-otel-collector:4318")  # OTLP/HTTP
+    collector = [
+        s for s in of_kind(objects, "Service") if s["metadata"]["name"].endswith("otel-collector")
+    ]
+    assert 4318 in [port["port"] for port in collector[0]["spec"]["ports"]]
+    off = of_kind(render({"tracing": {"enabled": False}}), "RayService")[0]
+    assert "tracing_config" not in yaml.safe_load(off["spec"]["serveConfigV2"])

@@ -114,6 +114,9 @@ new deployment in the app needs no template change.
 {{- $values := index $.Values.deployments $deployment.name | default dict -}}
 {{- include "pixserve.applyDeploymentValues" (list $deployment $values) -}}
 {{- end -}}
+{{- if and .Values.tracing.enabled .Values.otelCollector.enabled -}}
+{{- $_ := set $config "tracing_config" (dict "enabled" true "exporter_import_path" "deployments.tracing:otlp_exporter" "sampling_ratio" .Values.tracing.samplingRatio) -}}
+{{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
 

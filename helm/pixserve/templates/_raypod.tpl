@@ -61,7 +61,7 @@ spec:
         {{- end }}
         {{- if $root.Values.otelCollector.enabled }}
         - name: OTEL_EXPORTER_OTLP_ENDPOINT
-          value: {{ printf "http://%s-otel-collector:4317" (include "pixserve.fullname" $root) | quote }}
+          value: {{ printf "http://%s-otel-collector:4318" (include "pixserve.fullname" $root) | quote }}
         {{- end }}
       resources:
         {{- toYaml .resources | nindent 8 }}

@@ -1,0 +1,112 @@
+"""Traces across the graph, read from the spans Serve's default exporter writes per
+replica: a client's traceparent is continued through the ingress and the Upscaler
+with no orphan span, the trace id comes back in X-Trace-Id, and a job item's work
+continues its submission's trace in the Dispatcher; the OTLP exporter the chart uses
+delivers to a collector endpoint."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from deployments.tracing import otlp_exporter
+from services.models.tiny import TINY_COMPACT
+from tests.integration.test_jobs_api import submit, wait
+from tests.utils.images import astronaut, encode
+from tests.utils.receiver import Receiver
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+CLIENT_SPAN = "b7ad6b7169203331"
+
+
+def spans_of(trace_id: str, deployments: set[str], timeout_s: float = 30) -> list[dict[str, Any]]:
+    """The spans of ``trace_id`` once every named deployment has written some."""
+    from ray.serve._private.logging_utils import get_serve_logs_dir
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = []
+        for path in Path(get_serve_logs_dir(), "spans").glob("replica_pixserve_*_tracing.json"):
+            deployment = path.name.split("_")[2]
+            for span in _objects(path.read_text()):
+                if span["context"]["trace_id"] == f"0x{trace_id}":
+                    found.append({**span, "deployment": deployment})
+        if {s["deployment"] for s in found} >= deployments or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def _objects(text: str) -> list[dict[str, Any]]:
+    decoder, position, objects = json.JSONDecoder(), 0, []
+    while (start := text.find("{", position)) >= 0:
+        try:
+            found, position = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            break  # a span still being written
+        objects.append(found)
+    return objects
+
+
+def assert_connected(spans: list[dict[str, Any]]) -> None:
+    """Every span's parent is another span of the trace or the client's span."""
+    ids = {span["context"]["span_id"] for span in spans} | {f"0x{CLIENT_SPAN}"}
+    orphans = [s["name"] for s in spans if s["parent_id"] not in ids]
+    assert not orphans, orphans
+
+
+def test_a_request_is_one_connected_trace(client: httpx.Client) -> None:
+    trace_id = secrets.token_hex(16)
+    files = {"image": ("a.png", encode(astronaut(40)), "image/png")}
+    response = client.post("/v1/upscale", files=files, data={"model": TINY_COMPACT},
+                           headers={"traceparent": f"00-{trace_id}-{CLIENT_SPAN}-01"})  # fmt: skip
+    assert response.status_code == 200 and response.headers["X-Trace-Id"] == trace_id
+    spans = spans_of(trace_id, {"Ingress", "Upscaler"})
+    assert {"Ingress", "Upscaler"} <= {s["deployment"] for s in spans}
+    assert_connected(spans)
+    names = {s["name"] for s in spans}
+    assert {"pixserve.upscale", "pixserve.decode", "pixserve.model", "pixserve.encode"} <= names
+    (upscale,) = [s for s in spans if s["name"] == "pixserve.upscale"]
+    assert upscale["attributes"] == {
+        "pixserve.model": TINY_COMPACT, "pixserve.tiles": 4,
+        "pixserve.input_size": "40x40", "pixserve.output_size": "80x80",
+    }  # fmt: skip
+
+
+def test_a_job_item_continues_the_submission_trace(client: httpx.Client) -> None:
+    trace_id = secrets.token_hex(16)
+    headers = {"traceparent": f"00-{trace_id}-{CLIENT_SPAN}-01"}
+    job = submit(client, [encode(astronaut(16))], headers=headers).json()
+    done = wait(client, job["id"])
+    assert done["items"][0]["traceparent"].split("-")[1] == trace_id
+    spans = spans_of(trace_id, {"Ingress", "Dispatcher", "Upscaler"})
+    assert {"Ingress", "Dispatcher", "Upscaler"} <= {s["deployment"] for s in spans}
+    assert_connected(spans)
+    (item,) = [s for s in spans if s["name"] == "pixserve.job_item"]
+    assert item["deployment"] == "Dispatcher"
+    assert item["attributes"]["pixserve.job_id"] == job["id"]
+    assert item["attributes"]["pixserve.item"] == 0
+
+
+def test_the_otlp_exporter_posts_spans_to_the_collector_endpoint(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the chart configures (deployments.tracing:otlp_exporter with the standard
+    endpoint variable) delivers OTLP/HTTP protobuf to the collector's traces path."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.removesuffix("/hook"))
+    provider = TracerProvider()
+    for processor in otlp_exporter("unused.json"):
+        provider.add_span_processor(processor)
+    with provider.get_tracer("test").start_as_current_span("pixserve.test-span"):
+        pass
+    assert provider.force_flush(10_000)
+    (headers, body), *_ = receiver.calls
+    assert headers["content-type"] == "application/x-protobuf"
+    assert b"pixserve.test-span" in body
+    provider.shutdown()
