@@ -16,6 +16,7 @@ from services.models.manifest import load_manifest
 from services.models.store import ModelStore
 from services.models.upscaler import EngineStatus, ForwardPass, TileRequest, UpscaleEngine
 from services.telemetry.metrics import record_forward_pass
+from services.telemetry.tracing import annotate
 
 
 @serve.deployment(name="Upscaler", ray_actor_options={"num_cpus": 1, "num_gpus": 0})
@@ -26,6 +27,7 @@ class Upscaler:
         store = ModelStore(settings.model_store, load_manifest(settings.extra_manifest))
         self.engine = UpscaleEngine(settings, store)
         self.metrics = platform_metrics()
+        self.replica = serve.get_replica_context().replica_id.unique_id
         resources = ray.get_runtime_context().get_assigned_resources()  # type: ignore[no-untyped-call]
         share = float(resources.get("GPU", 0.0))
         self.engine.on_pass = lambda p: record_forward_pass(
@@ -40,6 +42,8 @@ class Upscaler:
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def upscale_batch(self, requests: list[TileRequest]) -> list[np.ndarray | PixserveError]:
+        annotate(batch_requests=len(requests), batch_tiles=sum(len(r.tiles) for r in requests),
+                 device=str(self.engine.device), replica=self.replica)  # fmt: skip
         return await asyncio.to_thread(self.engine.predict, requests)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:

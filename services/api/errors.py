@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from services.errors import PixserveError
+from services.telemetry.tracing import annotate
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PixserveError)
     async def _platform_error(_: Request, exc: PixserveError) -> JSONResponse:
+        annotate(error_class=exc.code)
         return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -33,8 +33,9 @@ def spans_of(trace_id: str, deployments: set[str], timeout_s: float = 30) -> lis
     deadline = time.monotonic() + timeout_s
     while True:
         found = []
-        for path in Path(get_serve_logs_dir(), "spans").glob("replica_pixserve_*_tracing.json"):
-            deployment = path.name.split("_")[2]
+        for path in Path(get_serve_logs_dir(), "spans").glob("replica_pixserve*_tracing.json"):
+            deployment = path.name.split("_")[2]  # replica_<app>_<deployment>_<id>_tracing
+            # (apps sharing the main app's Redis may run its job items: read them all)
             for span in _objects(path.read_text()):
                 if span["context"]["trace_id"] == f"0x{trace_id}":
                     found.append({**span, "deployment": deployment})
@@ -72,6 +73,12 @@ def test_a_request_is_one_connected_trace(client: httpx.Client) -> None:
     assert_connected(spans)
     names = {s["name"] for s in spans}
     assert {"pixserve.upscale", "pixserve.decode", "pixserve.model", "pixserve.encode"} <= names
+    (batch,) = [s for s in spans if s["name"].startswith("replica_handle_request Upscaler")]
+    assert batch["attributes"]["pixserve.batch_requests"] >= 1
+    assert batch["attributes"]["pixserve.batch_tiles"] >= 4
+    assert (
+        batch["attributes"]["pixserve.device"] == "cpu" and batch["attributes"]["pixserve.replica"]
+    )
     (upscale,) = [s for s in spans if s["name"] == "pixserve.upscale"]
     assert upscale["attributes"] == {
         "pixserve.model": TINY_COMPACT, "pixserve.tiles": 4,
@@ -110,3 +117,13 @@ def test_the_otlp_exporter_posts_spans_to_the_collector_endpoint(
     assert headers["content-type"] == "application/x-protobuf"
     assert b"pixserve.test-span" in body
     provider.shutdown()
+
+
+def test_an_error_names_its_class_on_the_span(client: httpx.Client) -> None:
+    trace_id = secrets.token_hex(16)
+    response = client.post("/v1/upscale", files={"image": ("a.png", b"junk", "image/png")},
+                           headers={"traceparent": f"00-{trace_id}-{CLIENT_SPAN}-01"})  # fmt: skip
+    assert response.status_code == 400 and response.headers["X-Trace-Id"] == trace_id
+    spans = spans_of(trace_id, {"Ingress"})
+    classes = {s["attributes"].get("pixserve.error_class") for s in spans}
+    assert "invalid_image" in classes
