@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from services.config import Settings
 from services.errors import PixserveError
 from services.imaging.codec import CONTENT_TYPES
-from services.jobs.notify import WebhookOutbox
+from services.jobs.outbox import WebhookOutbox
 from services.jobs.queue import InFlight, WorkItem, WorkQueue
 from services.jobs.store import JobStore
 from services.models.manifest import Manifest

@@ -6,7 +6,7 @@ from services.auth.guard import connect_redis
 from services.auth.keys import ApiKeyStore
 from services.config import Settings
 from services.jobs.dispatcher import Dispatcher
-from services.jobs.notify import WebhookOutbox
+from services.jobs.outbox import WebhookOutbox
 from services.jobs.queue import OUTBOX, OUTBOX_DEAD_LETTER, OUTBOX_GROUP, WorkQueue
 from services.jobs.service import JobService
 from services.jobs.store import JobStore
