@@ -14,6 +14,7 @@ from ray.serve.handle import DeploymentHandle
 from services.api.schemas import DeploymentReadiness
 from services.errors import PixserveError, ServiceUnavailable
 from services.models.upscaler import EngineStatus, TileRequest
+from services.telemetry.tracing import current_traceparent
 
 
 class ServeBackend:
@@ -24,7 +25,7 @@ class ServeBackend:
         self.status_timeout_s = status_timeout_s
 
     async def upscale_tiles(self, model: str, tiles: np.ndarray) -> np.ndarray:
-        request = TileRequest(model, tiles, _request_id())
+        request = TileRequest(model, tiles, _request_id(), current_traceparent())
         try:
             result = await self.upscaler.upscale_batch.remote(request)
         except RayError as exc:

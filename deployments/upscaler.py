@@ -16,7 +16,7 @@ from services.models.manifest import load_manifest
 from services.models.store import ModelStore
 from services.models.upscaler import EngineStatus, ForwardPass, TileRequest, UpscaleEngine
 from services.telemetry.metrics import record_forward_pass
-from services.telemetry.tracing import annotate
+from services.telemetry.tracing import batch_span
 
 
 @serve.deployment(name="Upscaler", ray_actor_options={"num_cpus": 1, "num_gpus": 0})
@@ -42,9 +42,11 @@ class Upscaler:
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def upscale_batch(self, requests: list[TileRequest]) -> list[np.ndarray | PixserveError]:
-        annotate(batch_requests=len(requests), batch_tiles=sum(len(r.tiles) for r in requests),
-                 device=str(self.engine.device), replica=self.replica)  # fmt: skip
-        return await asyncio.to_thread(self.engine.predict, requests)
+        with batch_span("pixserve.batch", [r.traceparent for r in requests],
+                        batch_requests=len(requests),
+                        batch_tiles=sum(len(r.tiles) for r in requests),
+                        device=str(self.engine.device), replica=self.replica):  # fmt: skip
+            return await asyncio.to_thread(self.engine.predict, requests)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Serve's ``user_config``: batch size and wait, retuned without a restart."""

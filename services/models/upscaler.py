@@ -36,6 +36,7 @@ class TileRequest:
     model: str
     tiles: np.ndarray
     request_id: str = ""
+    traceparent: str | None = None  # the caller's span, linked from the batch's span
 
 
 @dataclass(frozen=True)

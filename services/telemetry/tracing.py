@@ -46,6 +46,23 @@ def continued(traceparent: str | None) -> Iterator[None]:
         context.detach(token)
 
 
+@contextmanager
+def batch_span(
+    name: str, traceparents: list[str | None], **attributes: AttributeValue
+) -> Iterator[None]:
+    """A span for work done once for many requests (a ``@serve.batch`` call): its own
+    trace, linked to each request's span, since it has no single parent."""
+    links = []
+    for traceparent in traceparents:
+        if traceparent:
+            parent = trace.get_current_span(_propagator.extract({"traceparent": traceparent}))
+            links.append(trace.Link(parent.get_span_context()))
+    prefixed = {f"pixserve.{key}": value for key, value in attributes.items()}
+    with tracer.start_as_current_span(name, context=context.Context(), links=links,
+                                      attributes=prefixed):  # fmt: skip
+        yield
+
+
 def annotate(**attributes: AttributeValue) -> None:
     """Add attributes to the current span (the operator's questions: model, sizes...)."""
     span = trace.get_current_span()

@@ -44,6 +44,24 @@ def spans_of(trace_id: str, deployments: set[str], timeout_s: float = 30) -> lis
         time.sleep(0.5)
 
 
+def batches_linked_to(trace_id: str, timeout_s: float = 30) -> list[dict[str, Any]]:
+    """``pixserve.batch`` spans (their own traces) with a link into ``trace_id``."""
+    from ray.serve._private.logging_utils import get_serve_logs_dir
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = [
+            span
+            for path in Path(get_serve_logs_dir(), "spans").glob("replica_pixserve*Upscaler*")
+            for span in _objects(path.read_text())
+            if span["name"] == "pixserve.batch"
+            and any(link["context"]["trace_id"] == f"0x{trace_id}" for link in span["links"])
+        ]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
 def _objects(text: str) -> list[dict[str, Any]]:
     decoder, position, objects = json.JSONDecoder(), 0, []
     while (start := text.find("{", position)) >= 0:
@@ -73,12 +91,14 @@ def test_a_request_is_one_connected_trace(client: httpx.Client) -> None:
     assert_connected(spans)
     names = {s["name"] for s in spans}
     assert {"pixserve.upscale", "pixserve.decode", "pixserve.model", "pixserve.encode"} <= names
-    (batch,) = [s for s in spans if s["name"].startswith("replica_handle_request Upscaler")]
+    # the batched forward is its own span, linked to each request it served
+    (batch,) = batches_linked_to(trace_id)
     assert batch["attributes"]["pixserve.batch_requests"] >= 1
     assert batch["attributes"]["pixserve.batch_tiles"] >= 4
-    assert (
-        batch["attributes"]["pixserve.device"] == "cpu" and batch["attributes"]["pixserve.replica"]
-    )
+    assert batch["attributes"]["pixserve.device"] == "cpu"
+    assert batch["attributes"]["pixserve.replica"]
+    linked = {link["context"]["span_id"] for link in batch["links"]}
+    assert linked & {s["context"]["span_id"] for s in spans if s["deployment"] == "Ingress"}
     (upscale,) = [s for s in spans if s["name"] == "pixserve.upscale"]
     assert upscale["attributes"] == {
         "pixserve.model": TINY_COMPACT, "pixserve.tiles": 4,
