@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from services.cli.client import ClientError, PixserveClient
 from services.cli.progress import ProgressBar
-from services.cli.upscale import add_upscale_options, api_key, upscale_request
+from services.cli.upscale import add_upscale_options, client_for, upscale_request
 from services.config import Settings
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -62,7 +62,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def submit_job(args: argparse.Namespace, settings: Settings) -> int:
     """Submit (in jobs of at most ``--max-items``); with --wait or -o, follow to the end."""
     files, urls = collect_inputs(args.inputs)
-    client = _client(args, settings)
+    client = client_for(args, settings)
     form: dict[str, str | list[str]] = {**upscale_request(args).form()}
     if args.webhook_url:
         form["webhook_url"] = args.webhook_url
@@ -161,7 +161,7 @@ def download_outputs(client: PixserveClient, job: Any, folder: Path) -> int:
 
 def list_jobs(args: argparse.Namespace, settings: Settings) -> int:
     query = f"?limit={args.limit}" + (f"&status={args.status}" if args.status else "")
-    listing = _client(args, settings).get_json(f"/v1/jobs{query}")
+    listing = client_for(args, settings).get_json(f"/v1/jobs{query}")
     print(f"{'JOB':<32}  {'STATUS':<9} {'DONE':>11}  CREATED (UTC)")
     for job in listing["jobs"]:
         progress = job["progress"]
@@ -171,7 +171,7 @@ def list_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def show_job(args: argparse.Namespace, settings: Settings) -> int:
-    job = _client(args, settings).get_json(f"/v1/jobs/{args.job_id}")
+    job = client_for(args, settings).get_json(f"/v1/jobs/{args.job_id}")
     if args.json:
         print(json.dumps(job, indent=2))
         return 0
@@ -189,21 +189,17 @@ def show_job(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cancel_job(args: argparse.Namespace, settings: Settings) -> int:
-    job = _client(args, settings).delete_json(f"/v1/jobs/{args.job_id}")
+    job = client_for(args, settings).delete_json(f"/v1/jobs/{args.job_id}")
     print(f"job {job['id']}: {job['status']}")
     return 0
 
 
 def download_job(args: argparse.Namespace, settings: Settings) -> int:
-    client = _client(args, settings)
+    client = client_for(args, settings)
     job = client.get_json(f"/v1/jobs/{args.job_id}")
     saved = download_outputs(client, job, args.output)
     print(f"saved {saved} of {job['progress']['total']} outputs ({job['status']})")
     return 0 if saved == job["progress"]["total"] else 1
-
-
-def _client(args: argparse.Namespace, settings: Settings) -> PixserveClient:
-    return PixserveClient(args.url or settings.api_url, api_key=api_key(settings))
 
 
 def _label(item: Any) -> str:

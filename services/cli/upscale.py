@@ -56,7 +56,7 @@ def upscale_files(args: argparse.Namespace, settings: Settings) -> int:
     missing = [str(path) for path in args.inputs if not path.is_file()]
     if missing:
         raise ClientError("not_found", f"no such file: {', '.join(missing)}")
-    client = PixserveClient(args.url or settings.api_url, api_key=api_key(settings))
+    client = client_for(args, settings)
     request = upscale_request(args)
     targets = {
         path: output_path(path, args.output, len(args.inputs), args.format) for path in args.inputs
@@ -91,7 +91,7 @@ def output_path(source: Path, output: Path | None, count: int, fmt: str) -> Path
 
 
 def show_status(args: argparse.Namespace, settings: Settings) -> int:
-    client = PixserveClient(args.url or settings.api_url, timeout_s=30, api_key=api_key(settings))
+    client = client_for(args, settings, timeout_s=30)
     ready = client.get_json("/readyz", allow_status=(503,))
     print(f"service: {'READY' if ready['ready'] else 'NOT READY'} ({args.url or settings.api_url})")
     for name, item in ready["deployments"].items():
@@ -100,6 +100,13 @@ def show_status(args: argparse.Namespace, settings: Settings) -> int:
         for model, reason in (item.get("missing") or {}).items():
             print(f"    waiting for {model}: {reason}")
     return 0 if ready["ready"] else 1
+
+
+def client_for(
+    args: argparse.Namespace, settings: Settings, timeout_s: float = 600.0
+) -> PixserveClient:
+    """The REST client for a command: ``--url`` or PIXSERVE_API_URL, with the API key."""
+    return PixserveClient(args.url or settings.api_url, timeout_s, api_key(settings))
 
 
 def api_key(settings: Settings) -> str | None:

@@ -143,10 +143,8 @@ class WorkQueue:
 
     async def backlog(self) -> int:
         """Entries not yet acked: never delivered (the group's lag) plus in flight."""
-        for group in await self.redis.xinfo_groups(self.stream):
-            if as_text(group["name"]) == self.group:
-                return int(group.get("lag") or 0) + int(group["pending"])
-        return 0
+        group = await self._group_info()
+        return int(group.get("lag") or 0) + int(group["pending"]) if group else 0
 
     async def oldest_age_s(self) -> float:
         """Age of the oldest unfinished entry (pending, or not yet delivered), from its
@@ -155,12 +153,12 @@ class WorkQueue:
         summary = await self.redis.xpending(self.stream, self.group)
         if summary["pending"] and summary["min"] is not None:
             stamps.append(_stamp(summary["min"]))
-        for group in await self.redis.xinfo_groups(self.stream):
-            if as_text(group["name"]) == self.group:
-                after = as_text(group["last-delivered-id"])
-                first: Any = await self.redis.xrange(self.stream, f"({after}", "+", count=1)
-                if first:
-                    stamps.append(_stamp(first[0][0]))
+        group = await self._group_info()
+        if group:
+            after = as_text(group["last-delivered-id"])
+            first: Any = await self.redis.xrange(self.stream, f"({after}", "+", count=1)
+            if first:
+                stamps.append(_stamp(first[0][0]))
         return max(0.0, time.time() - min(stamps)) if stamps else 0.0
 
     async def dead_letter_count(self) -> int:
@@ -169,6 +167,13 @@ class WorkQueue:
     async def pending_count(self) -> int:
         summary = await self.redis.xpending(self.stream, self.group)
         return int(summary["pending"])
+
+    async def _group_info(self) -> dict[str, Any] | None:
+        """This consumer group's XINFO GROUPS entry (None before it exists)."""
+        for group in await self.redis.xinfo_groups(self.stream):
+            if as_text(group["name"]) == self.group:
+                return dict(group)
+        return None
 
     async def _delivery_counts(self, entry_ids: list[str]) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -73,6 +73,12 @@ def _with_extra_apps(config: dict[str, Any], redis_url: str, s3_url: str) -> dic
     return config
 
 
+def s3_client(endpoint: str) -> Any:
+    """A boto3 client for moto's server (any credentials are accepted)."""
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
+
+
 def on_database(redis_url: str, database: int) -> str:
     return redis_url.rsplit("/", 1)[0] + f"/{database}"
 
@@ -84,8 +90,7 @@ def s3_endpoint() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
-    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
-                          aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
+    client = s3_client(url)
     for bucket in ("pixserve-inputs", "pixserve-outputs", "pixserve-models"):
         client.create_bucket(Bucket=bucket)
     yield url

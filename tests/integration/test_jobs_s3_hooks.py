@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
-import boto3
 import httpx
 import pytest
 
 from services.webhooks.signing import verify
-from tests.integration.conftest import HOOKS_DB, HOOKS_PREFIX, on_database
+from tests.integration.conftest import HOOKS_DB, HOOKS_PREFIX, on_database, s3_client
 from tests.integration.test_api_keys import create_key
 from tests.integration.test_jobs_api import submit, wait
 from tests.utils.images import astronaut, encode
@@ -29,15 +27,10 @@ def key(redis_url: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def s3(endpoint: str) -> Any:
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
-
-
 def test_s3_inputs_and_presigned_outputs(
     client: httpx.Client, s3_endpoint: str, key: dict[str, str]
 ) -> None:
-    bucket = s3(s3_endpoint)
+    bucket = s3_client(s3_endpoint)
     for i in range(3):
         bucket.put_object(Bucket="pixserve-inputs", Key=f"{HOOKS_PREFIX}/mine/{i}.png",
                           Body=encode(astronaut(16 + i)))  # fmt: skip
@@ -110,7 +103,7 @@ def test_killing_the_dispatcher_mid_batch_loses_nothing(
     assert done["status"] == "succeeded" and done["progress"]["done"] == 200
     assert all(item["error"] is None for item in done["items"])
     assert max(item["attempts"] for item in done["items"]) == 2  # re-run on the successor
-    stored = s3(s3_endpoint).list_objects_v2(
+    stored = s3_client(s3_endpoint).list_objects_v2(
         Bucket="pixserve-outputs", Prefix=f"{HOOKS_PREFIX}/jobs/{job['id']}/"
     )
     assert stored["KeyCount"] == 200
