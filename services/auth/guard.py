@@ -9,12 +9,14 @@ from services.auth.keys import ApiKey, ApiKeyStore
 from services.auth.ratelimit import RateLimiter
 from services.config import Settings
 from services.errors import ServiceUnavailable, Unauthorized
+from services.telemetry.clients import TracedRedis
 
 
 def connect_redis(settings: Settings) -> Redis:
-    """A Redis client from settings (the password comes from its own secret setting)."""
+    """A Redis client from settings (the password comes from its own secret setting);
+    its commands are client spans inside traced requests and job items."""
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    return Redis.from_url(settings.redis_url, password=password)
+    return TracedRedis.from_url(settings.redis_url, password=password)
 
 
 class KeyGuard:

@@ -16,15 +16,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis.exceptions import RedisError
 
 from services.config import Settings
 from services.errors import PixserveError
 from services.imaging.codec import CONTENT_TYPES
+from services.jobs.models import Item
 from services.jobs.outbox import WebhookOutbox
 from services.jobs.queue import InFlight, WorkItem, WorkQueue
-from services.jobs.store import JobStore
+from services.jobs.store import JobExpired, JobNotFound, JobStore
 from services.models.manifest import Manifest
 from services.pipelines.upscale import TileBackend, UpscaleOptions, upscale_upload
 from services.storage.base import ObjectStore
@@ -130,6 +132,19 @@ class Dispatcher:
         return len(items)
 
     async def process(self, item: WorkItem) -> None:
+        """One delivery, as one ``pixserve.job_item`` span continuing the submission's
+        trace: starting the item, its work, and recording the outcome."""
+        try:
+            params, record = await self.store.item_context(item.job_id, item.index)
+        except (JobNotFound, JobExpired):
+            await self.queue.ack(item)  # the job is gone: nothing to do
+            return
+        with continued(record.traceparent), tracer.start_as_current_span("pixserve.job_item"):
+            annotate(job_id=item.job_id, item=item.index, delivery=item.deliveries,
+                     queue_wait_s=time.time() - item.enqueued_at)  # fmt: skip
+            await self._process(item, params, record)
+
+    async def _process(self, item: WorkItem, params: dict[str, Any], record: Item) -> None:
         if not await self.store.start_item(item.job_id, item.index):
             await self.queue.ack(item)  # canceled job, or finished by an earlier delivery
             return
@@ -137,12 +152,14 @@ class Dispatcher:
             self.metrics.queue_wait_seconds.observe(time.time() - item.enqueued_at)
         started = time.perf_counter()
         try:
-            key = await self._produce(item)
+            key = await self._produce(item, params, record)
         except PixserveError as exc:
+            annotate(error_class=exc.code)
             await self._finish(item, error=f"{exc.code}: {exc.message}")
             self.metrics.item_seconds.observe(time.perf_counter() - started,
                                               tags={"status": "failed"})  # fmt: skip
         except Exception as exc:  # transient: leave it pending for the next delivery
+            annotate(error_class=type(exc).__name__)
             logger.exception("item %s/%s failed (delivery %d)", item.job_id, item.index,
                              item.deliveries)  # fmt: skip
             if await self.queue.exhausted(item):
@@ -155,8 +172,7 @@ class Dispatcher:
             self.metrics.item_seconds.observe(time.perf_counter() - started,
                                               tags={"status": "succeeded"})  # fmt: skip
 
-    async def _produce(self, item: WorkItem) -> str:
-        params, record = await self.store.item_context(item.job_id, item.index)
+    async def _produce(self, item: WorkItem, params: dict[str, Any], record: Item) -> str:
         fmt = str(params.get("format", "png"))
         key = output_key(item.job_id, item.index, fmt)
         if await asyncio.to_thread(self.objects.exists, "outputs", key):
@@ -166,19 +182,16 @@ class Dispatcher:
             spec.name, params.get("scale"), params.get("width"), params.get("height"),
             fmt, int(params.get("quality", 90)),  # type: ignore[arg-type]
         )  # fmt: skip
-        with continued(record.traceparent), tracer.start_as_current_span("pixserve.job_item"):
-            annotate(job_id=item.job_id, item=item.index, delivery=item.deliveries,
-                     queue_wait_s=time.time() - item.enqueued_at)  # fmt: skip
-            started = time.perf_counter()
-            with tracer.start_as_current_span("pixserve.load_input"):
-                data = await self.load_input(record.input)
-            loaded = time.perf_counter()
-            result = await upscale_upload(data, options, spec.scale, self.backend, self.settings)
-            stored = time.perf_counter()
-            with tracer.start_as_current_span("pixserve.store_output"):
-                await asyncio.to_thread(
-                    self.objects.put, "outputs", key, result.data, CONTENT_TYPES[fmt]
-                )
+        started = time.perf_counter()
+        with tracer.start_as_current_span("pixserve.load_input"):
+            data = await self.load_input(record.input)
+        loaded = time.perf_counter()
+        result = await upscale_upload(data, options, spec.scale, self.backend, self.settings)
+        stored = time.perf_counter()
+        with tracer.start_as_current_span("pixserve.store_output"):
+            await asyncio.to_thread(
+                self.objects.put, "outputs", key, result.data, CONTENT_TYPES[fmt]
+            )
         steps = {"load_input": loaded - started, **result.step_seconds,
                  "store_output": time.perf_counter() - stored}  # fmt: skip
         record_image(self.metrics, spec.name, "job", result.input_size, result.output_size, steps)

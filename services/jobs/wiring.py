@@ -14,6 +14,7 @@ from services.models.manifest import load_manifest
 from services.net.fetch import SafeFetcher, public_or_in
 from services.pipelines.upscale import TileBackend
 from services.storage.factory import open_store
+from services.telemetry.clients import TracedObjectStore
 from services.telemetry.metrics import PlatformMetrics
 from services.webhooks.delivery import WebhookSender
 from services.webhooks.secrets import WebhookSecrets
@@ -36,7 +37,7 @@ def build_job_service(settings: Settings) -> JobService:
     return JobService(
         JobStore(redis, settings.retention_hours * 3600),
         queue,
-        open_store(settings),
+        TracedObjectStore(open_store(settings), settings.storage_url.partition(":")[0]),
         SafeFetcher(max_bytes=settings.max_upload_bytes),
         load_manifest(settings.extra_manifest),
         settings,

@@ -19,6 +19,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from deployments.tracing import otlp_exporter
 from services.models.tiny import TINY_COMPACT
 from tests.integration.test_jobs_api import submit, wait
+from tests.integration.conftest import HOOKS_DB, on_database
+from tests.integration.test_api_keys import create_key
 from tests.utils.images import astronaut, encode
 from tests.utils.receiver import Receiver
 
@@ -119,6 +121,34 @@ def test_a_job_item_continues_the_submission_trace(client: httpx.Client) -> None
     assert item["deployment"] == "Dispatcher"
     assert item["attributes"]["pixserve.job_id"] == job["id"]
     assert item["attributes"]["pixserve.item"] == 0
+    # Redis and object-store calls are client spans of the same trace
+    by_name = {(s["deployment"], s["name"]): s for s in spans}
+    submit_tx = by_name["Ingress", "redis MULTI"]
+    assert submit_tx["kind"] == "SpanKind.CLIENT"
+    assert "XADD" in submit_tx["attributes"]["db.redis.commands"]
+    assert ("Dispatcher", "redis EVALSHA") in by_name  # start/finish the item, atomically
+    stored = by_name["Dispatcher", "file put"]
+    assert stored["attributes"]["storage.area"] == "outputs"
+    assert stored["attributes"]["storage.key"].startswith(f"jobs/{job['id']}/")
+    assert stored["parent_id"] in {s["context"]["span_id"] for s in spans
+                                   if s["name"] == "pixserve.store_output"}  # fmt: skip
+
+
+def test_s3_calls_are_spans_of_the_job_trace(client: httpx.Client, redis_url: str) -> None:
+    """On the S3-backed app: the upload, the input read and the output write are S3
+    client spans in the submission's trace."""
+    trace_id = secrets.token_hex(16)
+    token = create_key(on_database(redis_url, HOOKS_DB), "tracing")
+    headers = {"Authorization": f"Bearer {token}"}
+    traced = {**headers, "traceparent": f"00-{trace_id}-{CLIENT_SPAN}-01"}
+    job = submit(client, [encode(astronaut(16))], "/hooks", headers=traced).json()
+    assert wait(client, job["id"], "/hooks", headers=headers)["status"] == "succeeded"
+    spans = spans_of(trace_id, {"Ingress", "Dispatcher"})
+    assert_connected(spans)
+    s3 = {(s["deployment"], s["attributes"]["storage.operation"], s["attributes"]["storage.area"])
+          for s in spans if s["name"].startswith("s3 ")}  # fmt: skip
+    assert {("Ingress", "put", "inputs"), ("Dispatcher", "get", "inputs"),
+            ("Dispatcher", "put", "outputs")} <= s3  # fmt: skip
 
 
 def test_the_otlp_exporter_posts_spans_to_the_collector_endpoint(
