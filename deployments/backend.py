@@ -11,7 +11,7 @@ from ray import serve
 from ray.exceptions import RayError
 from ray.serve.handle import DeploymentHandle
 
-from services.api.schemas import DeploymentReadiness
+from services.api.schemas import DeploymentReadiness, DeploymentView
 from services.errors import PixserveError, ServiceUnavailable
 from services.models.upscaler import EngineStatus, TileRequest
 from services.telemetry.tracing import current_traceparent
@@ -27,7 +27,7 @@ class ServeBackend:
     async def upscale_tiles(self, model: str, tiles: np.ndarray) -> np.ndarray:
         request = TileRequest(model, tiles, _request_id(), current_traceparent())
         try:
-            result = await self.upscaler.upscale_batch.remote(request)
+            result = await self.upscaler.upscale.remote(request)
         except RayError as exc:
             raise ServiceUnavailable(f"the Upscaler deployment failed: {exc}") from exc
         if isinstance(result, PixserveError):
@@ -49,6 +49,42 @@ class ServeBackend:
                 missing=status.missing,
             )
         }
+
+    async def deployments(self) -> list[DeploymentView]:
+        """From the Serve controller's instance details (what Ray's dashboard shows)."""
+        from ray.serve.context import _get_global_client
+
+        client = _get_global_client()
+        if client is None:
+            raise ServiceUnavailable("the Serve controller is not reachable")
+        details = await asyncio.wait_for(
+            client._controller.get_serve_instance_details.remote(), self.status_timeout_s
+        )
+        app = details.get("applications", {}).get(serve.get_replica_context().app_name, {})
+        return [_deployment_view(name, entry) for name, entry in app.get("deployments", {}).items()]
+
+
+def _deployment_view(name: str, entry: dict[str, Any]) -> DeploymentView:
+    config = entry.get("deployment_config", {})
+    actor = config.get("ray_actor_options") or {}
+    autoscaling = config.get("autoscaling_config") or {}
+    running = [r for r in entry.get("replicas", []) if _value(r.get("state")) == "RUNNING"]
+    return DeploymentView(
+        name=name,
+        status=_value(entry.get("status", "UNKNOWN")),
+        running=len(running),
+        target=int(entry.get("target_num_replicas", 0)),
+        num_cpus=float(actor.get("num_cpus") or 0),
+        num_gpus=float(actor.get("num_gpus") or 0),
+        min_replicas=autoscaling.get("min_replicas"),
+        max_replicas=autoscaling.get("max_replicas"),
+        message=str(entry.get("message", "")),
+    )
+
+
+def _value(state: Any) -> str:
+    """An enum's value (Serve's details keep its str-Enums) or the text itself."""
+    return str(getattr(state, "value", state))
 
 
 def _request_id() -> str:

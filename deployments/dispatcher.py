@@ -10,7 +10,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.autoscaling import BACKLOG_METRIC
 from deployments.backend import ServeBackend
-from deployments.metrics import platform_metrics
+from deployments.metrics import platform_metrics, start_live
 from services.config import Settings
 from services.jobs.wiring import build_dispatcher
 
@@ -20,8 +20,9 @@ class Dispatcher:
     """Consumes the work queue; items reach the models through the Upscaler handle."""
 
     def __init__(self, upscaler: DeploymentHandle[Any], settings: Settings) -> None:
+        live = start_live(settings, self._describe)
         self.dispatcher, jobs = build_dispatcher(
-            settings, ServeBackend(upscaler), platform_metrics()
+            settings, ServeBackend(upscaler), platform_metrics(), live
         )
         consumer = serve.get_replica_context().replica_id.unique_id
         self.loop = asyncio.get_running_loop().create_task(
@@ -35,6 +36,12 @@ class Dispatcher:
     def check_health(self) -> None:
         if self.loop.done():
             raise RuntimeError(f"the dispatch loop stopped: {self.loop.exception()!r}")
+
+    def _describe(self) -> dict[str, Any]:
+        dispatcher = getattr(self, "dispatcher", None)  # the flusher may run before it
+        if dispatcher is None:
+            return {"ongoing": 0}
+        return {"ongoing": len(dispatcher.in_flight), "processed": dispatcher.processed}
 
     def processed(self) -> int:
         return self.dispatcher.processed

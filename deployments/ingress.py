@@ -9,7 +9,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.backend import ServeBackend
-from deployments.metrics import platform_metrics
+from deployments.metrics import platform_metrics, start_live
 from services.api.app import create_api
 from services.config import Settings
 from services.jobs.wiring import build_job_service
@@ -30,6 +30,16 @@ class Ingress:
         self.backend = ServeBackend(upscaler)
         self.dispatcher = dispatcher  # held so the graph deploys it; it needs no calls
         self.jobs = build_job_service(settings)
+        self.api = create_api(
+            settings,
+            self.backend,
+            self.jobs,
+            platform_metrics(),
+            start_live(settings, self._describe),
+        )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_api(self.settings, self.backend, self.jobs, platform_metrics())
+        return self.api
+
+    def _describe(self) -> dict[str, Any]:
+        return {"ongoing": self.api.state.ongoing.value}

@@ -1,14 +1,20 @@
 """Platform metrics backed by Ray's metrics: exported in Prometheus format by every Ray
-node's metrics agent (port 8080 in the chart's pods), beside Serve's own metrics."""
+node's metrics agent (port 8080 in the chart's pods), beside Serve's own metrics; and
+the same numbers into the live stats in Redis that ``/dashboard`` reads."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
 from functools import cache
+from typing import Any
 
+from ray import serve
 from ray.util import metrics
 
+from services.auth.guard import connect_redis_sync
+from services.config import Settings
+from services.telemetry.live import LiveStats, TeeFactory
 from services.telemetry.metrics import PlatformMetrics, Tags
 
 logger = logging.getLogger(__name__)
@@ -59,6 +65,23 @@ class RayMetricFactory:
 
 
 @cache
+def live_stats() -> LiveStats:
+    """The process's live-stats buffer (flushed once ``start_live`` ran)."""
+    return LiveStats()
+
+
+@cache
 def platform_metrics() -> PlatformMetrics:
     """One set per process (Ray refuses a second registration of a name)."""
-    return PlatformMetrics(RayMetricFactory())
+    return PlatformMetrics(TeeFactory(RayMetricFactory(), live_stats().factory))
+
+
+def start_live(settings: Settings, describe: Callable[[], dict[str, Any]]) -> LiveStats:
+    """Flush this replica's live stats to Redis, with ``describe()`` as its snapshot
+    (plus its app, deployment and replica id)."""
+    context = serve.get_replica_context()
+    identity = {"app": context.app_name, "deployment": context.deployment}
+    replica = context.replica_id.unique_id
+    stats = live_stats()
+    stats.start(connect_redis_sync(settings), lambda: (replica, {**identity, **describe()}))
+    return stats

@@ -9,12 +9,13 @@ import numpy as np
 import ray
 from ray import serve
 
-from deployments.metrics import platform_metrics
+from deployments.metrics import platform_metrics, start_live
 from services.config import BatchOptions, Settings
 from services.errors import PixserveError
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
 from services.models.upscaler import EngineStatus, ForwardPass, TileRequest, UpscaleEngine
+from services.telemetry.live import Ongoing
 from services.telemetry.metrics import record_forward_pass
 from services.telemetry.tracing import batch_span
 
@@ -36,9 +37,17 @@ class Upscaler:
         )  # fmt: skip
         self.engine.load()
         self.record_gauges()
+        self.ongoing, self.gpu_share = Ongoing(), share
+        start_live(settings, self._describe)
         # serve.batch adds these setters to the method at run time; mypy cannot see them.
         self.upscale_batch.set_max_batch_size(settings.batch_max_requests)  # type: ignore[attr-defined]
         self.upscale_batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)  # type: ignore[attr-defined]
+
+    async def upscale(self, request: TileRequest) -> np.ndarray | PixserveError:
+        """One request's tiles, batched with other requests' (counted while ongoing)."""
+        with self.ongoing:
+            result: np.ndarray | PixserveError = await self.upscale_batch(request)
+            return result
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def upscale_batch(self, requests: list[TileRequest]) -> list[np.ndarray | PixserveError]:
@@ -67,6 +76,13 @@ class Upscaler:
             self.metrics.model_load_seconds.set(seconds, tags={"model": name})
         for kind, value in self.engine.gpu_memory().items():
             self.metrics.gpu_memory_bytes.set(value, tags={"kind": kind})
+
+    def _describe(self) -> dict[str, Any]:
+        status = self.engine.status()
+        return {
+            "ongoing": self.ongoing.value, "device": status.device, "gpu_share": self.gpu_share,
+            "gpu_memory": self.engine.gpu_memory(), "models": sorted(status.loaded),
+        }  # fmt: skip
 
     def check_health(self) -> None:
         self.engine.check_health()

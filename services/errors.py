@@ -34,6 +34,13 @@ class Unauthorized(PixserveError):
         return {"WWW-Authenticate": 'Bearer realm="pixserve"'}
 
 
+class Forbidden(PixserveError):
+    """The key is valid but may not do this (operator routes need an admin key)."""
+
+    code = "forbidden"
+    status = 403
+
+
 class RateLimited(PixserveError):
     """The key's token bucket is empty; ``retry_after_s`` says when one token is back."""
 

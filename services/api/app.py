@@ -7,14 +7,17 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, FastAPI, Request, Response
 
+from services.admin.console import Console
 from services.api.backend import PlatformBackend
 from services.api.deps import require_api_key
-from services.api.errors import error_response, install_error_handlers
-from services.api.routes import health, jobs, models, upscale
+from services.api.errors import failed, install_error_handlers
+from services.api.routes import admin, health, jobs, models, pages, upscale
 from services.auth.guard import KeyGuard
 from services.config import Settings
 from services.jobs.service import JobService
+from services.jobs.wiring import outbox_queue
 from services.models.manifest import load_manifest
+from services.telemetry.live import LiveReader, LiveStats, Ongoing
 from services.telemetry.metrics import PlatformMetrics, in_memory
 from services.telemetry.tracing import current_trace_id
 
@@ -26,9 +29,11 @@ def create_api(
     backend: PlatformBackend | None = None,
     job_service: JobService | None = None,
     metrics: PlatformMetrics | None = None,
+    live: LiveStats | None = None,
 ) -> FastAPI:
-    """Build the API; ``backend``, ``job_service`` and ``metrics`` come from the serving
-    layer (without metrics, they are kept in memory)."""
+    """Build the API; ``backend``, ``job_service``, ``metrics`` and ``live`` (the
+    dashboard's buffer, which records recent errors) come from the serving layer
+    (without them, metrics are kept in memory and errors are not logged)."""
     app = FastAPI(
         title="pixserve",
         version="0.1.0",
@@ -40,15 +45,24 @@ def create_api(
     app.state.jobs = job_service
     app.state.metrics = metrics or in_memory()[0]
     app.state.key_guard = KeyGuard.from_settings(settings) if settings.api_keys_enabled else None
+    app.state.ongoing = Ongoing()
+    app.state.console = None
+    if job_service is not None:
+        app.state.console = Console(
+            job_service, outbox_queue(job_service), LiveReader(job_service.queue.redis),
+            backend, settings.gpu_hour_price_usd,
+        )  # fmt: skip
     install_error_handlers(app)
     _install_body_limit(
         app, settings.max_upload_bytes + _MULTIPART_OVERHEAD, settings.max_job_bytes
     )
-    _install_request_metrics(app, app.state.metrics)
+    _install_request_metrics(app, app.state.metrics, app.state.ongoing, live)
     keyed = [Depends(require_api_key)]
     for router in (upscale.router, models.router, jobs.router):
         app.include_router(router, dependencies=keyed)
+    app.include_router(admin.router)  # admin keys only (see require_admin)
     app.include_router(health.router)
+    app.include_router(pages.router)  # the upload page and the dashboard: static files
     return app
 
 
@@ -64,26 +78,34 @@ def _install_body_limit(app: FastAPI, single: int, job_limit: int) -> None:
         limit = job_limit if is_job else single
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            return error_response(
-                413, "payload_too_large", f"request body is {declared} bytes; limit {limit}"
-            )
+            message = f"request body is {declared} bytes; limit {limit}"
+            return failed(request, 413, "payload_too_large", message)
         return await call_next(request)
 
 
-def _install_request_metrics(app: FastAPI, metrics: PlatformMetrics) -> None:
+def _install_request_metrics(
+    app: FastAPI, metrics: PlatformMetrics, ongoing: Ongoing, live: LiveStats | None
+) -> None:
     """Count every request by route template and status, and time it (outermost, so
-    refusals by the body limit count too); the trace id goes back as ``X-Trace-Id``."""
+    refusals by the body limit count too); the trace id goes back as ``X-Trace-Id``;
+    failures go to the recent-errors log with their code, message and trace id."""
 
     @app.middleware("http")
     async def _measure(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         started = time.perf_counter()
-        response = await call_next(request)
+        with ongoing:
+            response = await call_next(request)
         trace_id = current_trace_id()
         if trace_id:
             response.headers["X-Trace-Id"] = trace_id
         route = getattr(request.scope.get("route"), "path", None) or "unmatched"
         metrics.requests.inc(tags={"route": route, "code": str(response.status_code)})
         metrics.request_seconds.observe(time.perf_counter() - started, tags={"route": route})
+        if live is not None and response.status_code >= 400:
+            code, message = getattr(request.state, "error", ("", ""))
+            live.error(source="api", method=request.method, route=route,
+                       status=response.status_code, code=code, message=message[:500],
+                       trace_id=trace_id)  # fmt: skip
         return response

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from services.api.schemas import DeploymentReadiness
+from services.api.schemas import DeploymentReadiness, DeploymentView
 from services.pipelines.upscale import TileBackend
 
 
@@ -13,4 +13,8 @@ class PlatformBackend(TileBackend, Protocol):
 
     async def readiness(self) -> dict[str, DeploymentReadiness]:
         """Per deployment: reachable, device, loaded and missing models."""
+        ...
+
+    async def deployments(self) -> list[DeploymentView]:
+        """This application's deployments: status, running and target replicas."""
         ...

@@ -14,7 +14,7 @@ from services.api.backend import PlatformBackend
 from services.auth.guard import KeyGuard
 from services.auth.keys import ApiKey
 from services.config import Settings
-from services.errors import ServiceUnavailable
+from services.errors import Forbidden, ServiceUnavailable
 from services.models.manifest import Manifest
 from services.telemetry.metrics import PlatformMetrics
 
@@ -47,6 +47,15 @@ async def require_api_key(request: Request) -> ApiKey | None:
     if guard is None:
         return None
     return await guard.check(request.headers.get("authorization"))
+
+
+async def require_admin(request: Request) -> ApiKey | None:
+    """An admin key when keys are on (403 for others); open when keys are off, like
+    every route of the embedded default."""
+    key = await require_api_key(request)
+    if key is not None and not key.admin:
+        raise Forbidden(f"key {key.prefix} is not an admin key: pixserve keys create --admin")
+    return key
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

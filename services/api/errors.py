@@ -26,30 +26,41 @@ def error_response(
     )
 
 
+def failed(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The error response, with its code and message noted on the request for the
+    recent-errors log (the request middleware records them)."""
+    request.state.error = (code, message)
+    return error_response(status, code, message, headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map platform errors, validation errors and HTTP errors to the error envelope."""
 
     @app.exception_handler(PixserveError)
-    async def _platform_error(_: Request, exc: PixserveError) -> JSONResponse:
+    async def _platform_error(request: Request, exc: PixserveError) -> JSONResponse:
         annotate(error_class=exc.code)
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        return failed(request, exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "invalid_parameter", _describe(exc))
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return failed(request, 422, "invalid_parameter", _describe(exc))
 
     @app.exception_handler(HTTPException)
-    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
-        return error_response(exc.status_code, code, str(exc.detail))
+        return failed(request, exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(RedisError)
-    async def _store_down(_: Request, exc: RedisError) -> JSONResponse:
-        return error_response(503, "service_unavailable", f"the job store is unreachable: {exc}")
+    async def _store_down(request: Request, exc: RedisError) -> JSONResponse:
+        message = f"the job store is unreachable: {exc}"
+        return failed(request, 503, "service_unavailable", message)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", exc_info=exc)
+        request.state.error = ("internal_error", f"{type(exc).__name__}: {exc}")
         return error_response(500, "internal_error", "internal error; see the server log")
 
 

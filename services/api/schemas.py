@@ -54,3 +54,17 @@ class ReadinessPublic(BaseModel):
 
 class HealthPublic(BaseModel):
     status: Literal["ok"] = "ok"
+
+
+class DeploymentView(BaseModel):
+    """A deployment as Serve's controller sees it: state, replicas, resources."""
+
+    name: str
+    status: str
+    running: int
+    target: int
+    num_cpus: float = 0
+    num_gpus: float = 0
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    message: str = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import redis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -17,6 +18,12 @@ def connect_redis(settings: Settings) -> Redis:
     its commands are client spans inside traced requests and job items."""
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
     return TracedRedis.from_url(settings.redis_url, password=password)
+
+
+def connect_redis_sync(settings: Settings) -> redis.Redis:
+    """A blocking client, for background threads (the live-stats flusher)."""
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    return redis.Redis.from_url(settings.redis_url, password=password)
 
 
 class KeyGuard:

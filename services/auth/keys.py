@@ -35,6 +35,7 @@ class ApiKey:
     created_at: float
     revoked_at: float | None = None
     rate_per_minute: int | None = None
+    admin: bool = False  # may use the operator routes (/v1/admin, the dashboard's data)
 
     @property
     def active(self) -> bool:
@@ -55,13 +56,15 @@ class ApiKeyStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    async def create(self, name: str, rate_per_minute: int | None = None) -> tuple[str, ApiKey]:
+    async def create(
+        self, name: str, rate_per_minute: int | None = None, admin: bool = False
+    ) -> tuple[str, ApiKey]:
         """A new key; the returned token is the only time the secret exists in clear."""
         if not name.strip():
             raise InvalidParameter("a key needs a name")
         prefix, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
         token = f"{TOKEN_PREFIX}_{prefix}_{secret}"
-        key = ApiKey(prefix, name, time.time(), None, rate_per_minute)
+        key = ApiKey(prefix, name, time.time(), None, rate_per_minute, admin)
         fields: dict[FieldT, EncodableT] = {
             "name": name,
             "hash": _digest(token),
@@ -70,6 +73,8 @@ class ApiKeyStore:
         }
         if rate_per_minute:
             fields["rate_per_minute"] = str(rate_per_minute)
+        if admin:
+            fields["admin"] = "1"
         await self.redis.hset(_record_key(prefix), mapping=fields)
         await self.redis.sadd(_INDEX, prefix)
         return token, key
@@ -92,6 +97,7 @@ class ApiKeyStore:
             float(data["created_at"]),
             float(revoked) if revoked else None,
             int(rate) if rate else None,
+            data.get("admin") == "1",
         )
 
     async def revoke(self, prefix: str) -> ApiKey:

@@ -24,6 +24,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     create = actions.add_parser("create", help="create a key (its secret is shown once)")
     create.add_argument("name", help="who or what the key is for")
     create.add_argument("--rate-limit", type=int, help="requests per minute (default: settings)")
+    create.add_argument(
+        "--admin", action="store_true", help="may use the operator dashboard and /v1/admin"
+    )
     create.set_defaults(handler=create_key)
     listing = actions.add_parser("list", help="keys with prefix, name, state")
     listing.set_defaults(handler=list_keys)
@@ -40,11 +43,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def create_key(args: argparse.Namespace, settings: Settings) -> int:
     async def create(store: ApiKeyStore) -> tuple[str, ApiKey, str | None]:
-        token, key = await store.create(args.name, args.rate_limit)
+        token, key = await store.create(args.name, args.rate_limit, args.admin)
         return token, key, await store.webhook_secret(key.prefix)
 
     token, key, secret = _run(settings, create)
-    print(f"created key {key.prefix} ({key.name}); keep it, it is not shown again:")
+    role = "admin key" if key.admin else "key"
+    print(f"created {role} {key.prefix} ({key.name}); keep it, it is not shown again:")
     print(token)
     print(f"its webhook signing secret (also: pixserve keys webhook-secret {key.prefix}):")
     print(secret)
@@ -53,12 +57,13 @@ def create_key(args: argparse.Namespace, settings: Settings) -> int:
 
 def list_keys(args: argparse.Namespace, settings: Settings) -> int:
     keys = _run(settings, lambda store: store.list())
-    print(f"{'PREFIX':<10} {'STATE':<8} {'RATE/MIN':>8}  {'CREATED (UTC)':<19}  NAME")
+    print(f"{'PREFIX':<10} {'STATE':<8} {'ROLE':<6} {'RATE/MIN':>8}  {'CREATED (UTC)':<19}  NAME")
     for key in keys:
         state = "active" if key.active else "revoked"
         rate = str(key.rate_per_minute or settings.rate_limit_per_minute)
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(key.created_at))
-        print(f"{key.prefix:<10} {state:<8} {rate:>8}  {created:<19}  {key.name}")
+        role = "admin" if key.admin else "user"
+        print(f"{key.prefix:<10} {state:<8} {role:<6} {rate:>8}  {created:<19}  {key.name}")
     return 0
 
 

@@ -30,8 +30,9 @@ from services.jobs.store import JobExpired, JobNotFound, JobStore
 from services.models.manifest import Manifest
 from services.pipelines.upscale import TileBackend, UpscaleOptions, upscale_upload
 from services.storage.base import ObjectStore
+from services.telemetry.live import LiveStats
 from services.telemetry.metrics import PlatformMetrics, in_memory, record_image
-from services.telemetry.tracing import annotate, continued, tracer
+from services.telemetry.tracing import annotate, continued, current_trace_id, tracer
 
 logger = logging.getLogger(__name__)
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
@@ -59,6 +60,7 @@ class Dispatcher:
         load_input: InputLoader,
         outbox: WebhookOutbox | None = None,
         metrics: PlatformMetrics | None = None,
+        live: LiveStats | None = None,
     ) -> None:
         self.store, self.queue, self.objects = store, queue, objects
         self.backend, self.manifest, self.settings = backend, manifest, settings
@@ -66,6 +68,7 @@ class Dispatcher:
         self.outbox = outbox
         self.in_flight = InFlight(queue)
         self.metrics = metrics or in_memory()[0]
+        self.live = live  # failed items go to the dashboard's recent errors
         self.processed = 0
 
     async def run_forever(
@@ -201,5 +204,9 @@ class Dispatcher:
         self, item: WorkItem, output: str | None = None, error: str | None = None
     ) -> None:
         await self.store.finish_item(item.job_id, item.index, output, error)  # + webhooks
+        if error is not None and self.live is not None:
+            code, _, message = error.partition(": ")
+            self.live.error(source="job", job=item.job_id, item=item.index, code=code,
+                            message=message[:500], trace_id=current_trace_id())  # fmt: skip
         await self.queue.ack(item)
         self.processed += 1

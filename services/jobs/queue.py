@@ -138,8 +138,26 @@ class WorkQueue:
             await pipe.execute()
 
     async def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
+        """Newest first; ``id`` is the dead-letter entry's id (to retry it by)."""
         entries: Any = await self.redis.xrevrange(self.dead_letter_stream, count=count)
-        return [{as_text(k): as_text(v) for k, v in fields.items()} for _, fields in entries]
+        return [
+            {"id": as_text(entry_id), **{as_text(k): as_text(v) for k, v in fields.items()}}
+            for entry_id, fields in entries
+        ]
+
+    async def dead_letter_entry(self, entry_id: str) -> dict[str, str] | None:
+        """One dead-letter entry's fields (None: no such entry)."""
+        entries: Any = await self.redis.xrange(self.dead_letter_stream, entry_id, entry_id)
+        if not entries:
+            return None
+        return {as_text(k): as_text(v) for k, v in entries[0][1].items()}
+
+    async def redeliver(self, entry_id: str, fields: dict[str, str]) -> None:
+        """Put a dead-letter entry back on the stream and drop it from the dead letters."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.stream, {"job": fields["job"], "item": fields["item"]})
+            pipe.xdel(self.dead_letter_stream, entry_id)
+            await pipe.execute()
 
     async def backlog(self) -> int:
         """Entries not yet acked: never delivered (the group's lag) plus in flight."""

@@ -3,9 +3,11 @@ finish items exactly once, cancel, expire, and an event stream per job.
 
 Layout: ``pixserve:job:<id>`` (hash: owner, status, times, counters, pipeline),
 ``pixserve:job:<id>:items`` (hash: index -> item JSON), ``pixserve:jobs:<owner>``
-(sorted set by creation time, for listing), ``pixserve:job:<id>:events`` (stream; its
+(sorted set by creation time, for listing; ``pixserve:jobs:all`` for operators, the
+owner beside each id), ``pixserve:job:<id>:events`` (stream; its
 entry ids double as SSE event ids, so Last-Event-ID resumes exactly), and the webhook
-outbox stream (``pixserve:webhooks``) that outcomes feed atomically.
+outbox stream (``pixserve:webhooks``) that outcomes feed atomically. A job's keys
+live a week past its retention (reads answer 410 meanwhile), then Redis drops them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from redis.typing import EncodableT, FieldT
 
 from services.errors import PixserveError
 from services.jobs.models import Item, Job, JobStatus, Progress
-from services.jobs.queue import OUTBOX, STREAM
+from services.jobs.queue import DEAD_LETTER, OUTBOX, STREAM
 from services.redis_text import as_text
 
 
@@ -117,6 +119,38 @@ return 1
 """
 
 
+# Re-queue a dead-lettered item: a failed item goes back to queued (its failure is
+# uncounted, a finished job runs again), a new work entry is added and the dead-letter
+# entry removed, in one step. Answers the job's status, or why nothing was done.
+_REQUEUE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status == 'canceled' or status == 'expired' then return status end
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+if not raw then return 'missing' end
+local item = cjson.decode(raw)
+if item.status == 'failed' then
+  item.status = 'queued'
+  item.error = nil
+  item.finished_at = nil
+  redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(item))
+  redis.call('HINCRBY', KEYS[1], 'failed', -1)
+  if status ~= 'queued' and status ~= 'running' then
+    status = 'running'
+    redis.call('HSET', KEYS[1], 'status', status)
+    redis.call('HDEL', KEYS[1], 'finished_at')
+    redis.call('XADD', KEYS[3], '*', 'type', 'job', 'job_status', status)
+  end
+end
+redis.call('XADD', KEYS[4], '*', 'job', ARGV[3], 'item', ARGV[1])
+redis.call('XDEL', KEYS[5], ARGV[2])
+return status
+"""
+
+ALL_JOBS = "pixserve:jobs:all"  # member "<owner>/<job id>", by creation time
+KEPT_AFTER_EXPIRY_S = 7 * 24 * 3600
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
@@ -133,6 +167,7 @@ class JobStore:
         self.retention_s = retention_s
         self._finish = redis.register_script(_FINISH)
         self._start = redis.register_script(_START)
+        self._requeue = redis.register_script(_REQUEUE)
 
     async def create(
         self,
@@ -169,9 +204,12 @@ class JobStore:
                 f"{key}:items", mapping={str(i.index): i.model_dump_json() for i in job.items}
             )
             pipe.zadd(f"pixserve:jobs:{owner}", {job.id: now})
+            pipe.zadd(ALL_JOBS, {f"{owner}/{job.id}": now})
             pipe.xadd(f"{key}:events", {"type": "job", "job_status": "queued"})
             for item in job.items:
                 pipe.xadd(STREAM, {"job": job.id, "item": str(item.index)})
+            for stored in (key, f"{key}:items", f"{key}:events"):
+                pipe.expire(stored, self.retention_s + KEPT_AFTER_EXPIRY_S)
             await pipe.execute()
         return job
 
@@ -220,6 +258,42 @@ class JobStore:
                 jobs.append(job)
         next_cursor = float(ids[limit - 1][1]) if len(ids) > limit else None
         return jobs, next_cursor
+
+    async def list_all(
+        self, status: JobStatus | None = None, cursor: float | None = None, limit: int = 50
+    ) -> tuple[list[tuple[str, Job]], float | None]:
+        """Every tenant's jobs, newest first, with their owners (the operator's view);
+        index entries of jobs Redis has dropped are removed on the way."""
+        top = f"({cursor}" if cursor is not None else "+inf"
+        ids: Any = await self.redis.zrevrangebyscore(
+            ALL_JOBS, top, "-inf", start=0, num=limit + 1, withscores=True
+        )
+        found: list[tuple[str, Job]] = []
+        for member, _score in ids[:limit]:
+            owner, _, job_id = as_text(member).partition("/")
+            fields = await self._fields(job_id)
+            if not fields:
+                await self.redis.zrem(ALL_JOBS, member)
+                continue
+            job = _job_from(job_id, fields, [])
+            if status is None or job.status == status:
+                found.append((owner, job))
+        next_cursor = float(ids[limit - 1][1]) if len(ids) > limit else None
+        return found, next_cursor
+
+    async def read_any(self, job_id: str) -> tuple[str, Job]:
+        """A job and its owner, whoever that is (the operator's view)."""
+        owner = await self.owner_of(job_id)
+        return owner, await self.read(job_id, owner)
+
+    async def requeue(self, job_id: str, index: int, dead_entry: str) -> str:
+        """Run a dead-lettered item again (see ``_REQUEUE``); the job's status after."""
+        key = _job_key(job_id)
+        outcome = await self._requeue(
+            keys=[key, f"{key}:items", f"{key}:events", STREAM, DEAD_LETTER],
+            args=[str(index), dead_entry, job_id],
+        )
+        return as_text(outcome)
 
     async def owner_of(self, job_id: str) -> str:
         """The owner recorded on a job (the dispatcher reads jobs on the owner's behalf)."""

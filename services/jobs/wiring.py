@@ -15,6 +15,7 @@ from services.net.fetch import SafeFetcher, public_or_in
 from services.pipelines.upscale import TileBackend
 from services.storage.factory import open_store
 from services.telemetry.clients import TracedObjectStore
+from services.telemetry.live import LiveStats
 from services.telemetry.metrics import PlatformMetrics
 from services.webhooks.delivery import WebhookSender
 from services.webhooks.secrets import WebhookSecrets
@@ -47,18 +48,26 @@ def build_job_service(settings: Settings) -> JobService:
 
 
 def build_dispatcher(
-    settings: Settings, backend: TileBackend, metrics: PlatformMetrics | None = None
+    settings: Settings,
+    backend: TileBackend,
+    metrics: PlatformMetrics | None = None,
+    live: LiveStats | None = None,
 ) -> tuple[Dispatcher, JobService]:
     """The dispatcher and the job service it shares storage and Redis with."""
     service = build_job_service(settings)
-    outbox_queue = WorkQueue(
+    sender = WebhookSender(service.webhook_fetcher)
+    outbox = WebhookOutbox(service, sender, outbox_queue(service), metrics=metrics)
+    dispatcher = Dispatcher(
+        service.store, service.queue, service.objects, backend, service.manifest, settings,
+        service.load_input, outbox, metrics, live,
+    )  # fmt: skip
+    return dispatcher, service
+
+
+def outbox_queue(service: JobService) -> WorkQueue:
+    """The webhook outbox stream, read like the work queue (one delivery per entry: the
+    sender retries inside it)."""
+    return WorkQueue(
         service.queue.redis, service.queue.visibility_timeout_ms, 1, OUTBOX, OUTBOX_GROUP,
         OUTBOX_DEAD_LETTER,
     )  # fmt: skip
-    sender = WebhookSender(service.webhook_fetcher)
-    outbox = WebhookOutbox(service, sender, outbox_queue, metrics=metrics)
-    dispatcher = Dispatcher(
-        service.store, service.queue, service.objects, backend, service.manifest, settings,
-        service.load_input, outbox, metrics,
-    )  # fmt: skip
-    return dispatcher, service

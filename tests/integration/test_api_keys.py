@@ -28,11 +28,11 @@ def pixserve(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def create_key(redis_url: str, name: str, rate: int | None = None) -> str:
+def create_key(redis_url: str, name: str, rate: int | None = None, admin: bool = False) -> str:
     async def create() -> str:
         redis = connect_redis(Settings(redis_url=redis_url))
         try:
-            token, _ = await ApiKeyStore(redis).create(name, rate)
+            token, _ = await ApiKeyStore(redis).create(name, rate, admin)
             return token
         finally:
             await redis.aclose()

@@ -1,0 +1,171 @@
+// The operator dashboard: polls /v1/admin every few seconds and draws the panels.
+"use strict";
+
+const REFRESH_MS = 5000;
+const $ = (id) => document.getElementById(id);
+const view = { selectedJob: null };
+const { el, badge } = Pix;
+
+function table(headers, rows, { numeric = [] } = {}) {
+  if (!rows.length) return el("p", { class: "muted", text: "Nothing here." });
+  return el("table", {},
+    el("thead", {}, el("tr", {}, headers.map((h, i) => el("th", { class: numeric.includes(i) ? "num" : null, text: h })))),
+    el("tbody", {}, rows));
+}
+const row = (cells, attrs = {}, numeric = []) =>
+  el("tr", attrs, cells.map((c, i) => el("td", { class: numeric.includes(i) ? "num" : null }, c)));
+
+function bar(value, limit) {
+  const share = limit ? Math.min(100, (100 * value) / limit) : 0;
+  return el("div", { class: "bar", title: `${Pix.num(share)}%` }, el("span", { style: `width:${share}%` }));
+}
+
+// ---- panels --------------------------------------------------------------------------
+function renderStats(o) {
+  const last = o.series.slice(-60);
+  const images = last.reduce((n, p) => n + (p.images || 0), 0);
+  const cost = o.cost;
+  const stat = (label, value, hint) => el("div", { class: "stat", title: hint || "" }, el("div", { class: "value", text: value }), el("div", { class: "label", text: label }));
+  $("stats").replaceChildren(
+    stat("queue depth", Pix.num(o.queue.depth), "items queued or running"),
+    stat("oldest item waiting", Pix.seconds(o.queue.oldest_age_s)),
+    stat("dead letters", `${Pix.num(o.queue.dead_letters)} / ${Pix.num(o.queue.webhook_dead_letters)}`, "work items / webhook events"),
+    stat("images, last hour", Pix.num(images)),
+    stat("cost per image", cost.cost_per_image_usd === null ? "—" : `$${cost.cost_per_image_usd.toFixed(5)}`, `at $${cost.gpu_hour_price_usd}/GPU-hour`),
+    stat("images per $", cost.images_per_usd === null ? "—" : Pix.num(cost.images_per_usd)),
+  );
+}
+
+function renderDeployments(o) {
+  const box = $("deployments");
+  const rows = o.deployments.map((d) => row([
+    el("b", { text: d.name }), badge(d.status),
+    `${d.running} / ${d.target}`, d.min_replicas === null ? "fixed" : `${d.min_replicas}–${d.max_replicas}`,
+    `${Pix.num(d.num_cpus, 2)} CPU, ${Pix.num(d.num_gpus, 2)} GPU`,
+    o.replicas.filter((r) => r.deployment === d.name).reduce((n, r) => n + (r.ongoing || 0), 0),
+  ], { "data-deployment": d.name }, [2, 5]));
+  box.replaceChildren(
+    o.deployments_error ? el("div", { class: "message", text: o.deployments_error }) : "",
+    table(["deployment", "status", "replicas (running / target)", "autoscaling", "per replica", "ongoing"], rows, { numeric: [2, 5] }));
+}
+
+function renderReplicas(o) {
+  const rows = o.replicas.map((r) => {
+    const memory = r.gpu_memory || {};
+    const gpu = memory.limit ? el("div", {}, bar(memory.used, memory.limit), el("span", { class: "muted", text: `${Pix.bytes(memory.used)} used, ${Pix.bytes(memory.reserved)} reserved of ${Pix.bytes(memory.limit)}` })) : el("span", { class: "muted", text: "—" });
+    return row([r.deployment, el("span", { class: "mono", text: r.replica }), r.device || "—",
+      r.gpu_share ? Pix.num(r.gpu_share, 2) : "—", gpu, r.ongoing ?? 0, `${Math.round(o.generated_at - r.seen_at)} s ago`], {}, [5]);
+  });
+  $("replicas").replaceChildren(table(["deployment", "replica", "device", "GPU share", "GPU memory", "ongoing", "seen"], rows, { numeric: [5] }));
+}
+
+function renderCharts(o) {
+  const labels = o.series.map((p) => new Date(p.at * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+  $("queue-chart").replaceChildren(Pix.chart([
+    { name: "queue depth", color: "#3557d4", values: o.series.map((p) => p.queue_depth) },
+    { name: "oldest item age (s)", color: "#b7791f", values: o.series.map((p) => p.oldest_age_s) },
+  ], labels));
+  $("throughput-chart").replaceChildren(Pix.chart([
+    { name: "images", color: "#1a8f4a", values: o.series.map((p) => p.images) },
+    { name: "job items failed", color: "#c53030", values: o.series.map((p) => p.items_failed) },
+    { name: "API requests", color: "#8a94a8", values: o.series.map((p) => p.requests) },
+  ], labels));
+}
+
+function renderLatency(o) {
+  const worst = Math.max(0.001, ...o.latency.map((r) => r.p99 || 0));
+  const rows = o.latency.map((r) => row([
+    el("span", { class: "mono", text: r.route }), Pix.num(r.requests), r.errors ? el("span", { style: "color:var(--bad)", text: Pix.num(r.errors) }) : "0",
+    Pix.seconds(r.p50), Pix.seconds(r.p95), Pix.seconds(r.p99), bar(r.p99 || 0, worst),
+  ], {}, [1, 2, 3, 4, 5]));
+  $("latency").replaceChildren(table(["route", "requests", "errors", "p50", "p95", "p99", ""], rows, { numeric: [1, 2, 3, 4, 5] }));
+}
+
+function renderCost(o) {
+  const c = o.cost;
+  const rows = c.by_model.map((m) => row([m.model, Pix.num(m.images), Pix.seconds(m.compute_s_per_image), `$${m.gpu_cost_usd.toFixed(4)}`,
+    m.cost_per_image_usd === null ? "—" : `$${m.cost_per_image_usd.toFixed(5)}`, m.images_per_usd === null ? "—" : Pix.num(m.images_per_usd)], {}, [1, 2, 3, 4, 5]));
+  $("cost").replaceChildren(
+    el("p", { class: "muted", text: `Forward time × the replica's GPU share × $${c.gpu_hour_price_usd} per GPU-hour (CPU replicas cost nothing here).` }),
+    table(["model", "images", "compute / image", "GPU cost", "cost / image", "images / $"], rows, { numeric: [1, 2, 3, 4, 5] }));
+}
+
+function renderErrors(o) {
+  const rows = o.errors.map((e) => row([Pix.time(e.at), e.source === "job" ? `job ${String(e.job).slice(0, 8)} #${e.item}` : `${e.method} ${e.route}`,
+    e.status ? badge(String(e.status), e.status >= 500 ? "error" : "warn") : badge("item", "error"), el("span", { class: "mono", text: e.code || "" }),
+    e.message || "", e.trace_id ? el("span", { class: "mono", title: e.trace_id, text: e.trace_id.slice(0, 12) }) : ""]));
+  $("errors").replaceChildren(table(["time", "where", "status", "code", "message", "trace"], rows));
+}
+
+// ---- jobs ------------------------------------------------------------------------------
+async function refreshJobs() {
+  const status = $("job-status").value;
+  const answer = await Pix.json(`v1/admin/jobs?limit=25${status ? `&status=${status}` : ""}`);
+  const rows = answer.jobs.map(({ owner, job }) => row([
+    el("span", { class: "mono", text: job.id.slice(0, 12) }), owner, badge(job.status),
+    `${job.progress.done + job.progress.failed} / ${job.progress.total}${job.progress.failed ? ` (${job.progress.failed} failed)` : ""}`,
+    job.pipeline.model || "—", Pix.datetime(job.created_at), Pix.seconds(job.metrics.run_s),
+  ], { class: `clickable${view.selectedJob === job.id ? " selected" : ""}`, "data-job": job.id, onclick: () => openJob(job.id) }));
+  $("jobs").replaceChildren(table(["job", "owner", "status", "progress", "model", "created", "run time"], rows));
+}
+
+async function openJob(id) {
+  view.selectedJob = id;
+  const detail = await Pix.json(`v1/admin/jobs/${id}`);
+  const job = detail.job;
+  const rows = job.items.map((item) => row([
+    item.index, item.name || item.input, badge(item.status), item.attempts,
+    item.started_at && item.finished_at ? Pix.seconds(item.finished_at - item.started_at) : "—",
+    item.error ? el("span", { style: "color:var(--bad)", text: item.error }) : "",
+    detail.trace_ids[item.index] ? el("span", { class: "mono", text: detail.trace_ids[item.index] }) : "—",
+  ], {}, [0, 3]));
+  $("job-detail").replaceChildren(el("div", { class: "panel", style: "margin-top:12px", id: "job-detail-panel", "data-job": id },
+    el("h2", {}, `Job ${id} `, badge(job.status)),
+    el("p", { class: "muted", text: `owner ${detail.owner} · created ${Pix.datetime(job.created_at)} · queued ${Pix.seconds(job.metrics.queue_wait_s)} · ran ${Pix.seconds(job.metrics.run_s)} · expires ${Pix.datetime(job.expires_at)}` }),
+    table(["#", "input", "status", "attempts", "time", "error", "trace id"], rows, { numeric: [0, 3] })));
+  for (const tr of document.querySelectorAll("#jobs tr[data-job]")) tr.classList.toggle("selected", tr.dataset.job === id);
+}
+
+// ---- dead letters ---------------------------------------------------------------------------
+async function refreshDead() {
+  const dead = await Pix.json("v1/admin/dead-letters");
+  const rows = [];
+  for (const [stream, entries] of Object.entries(dead)) for (const d of entries) rows.push(row([
+    stream, el("span", { class: "mono", text: `${d.job.slice(0, 12)} #${d.item === "-1" ? "completed" : d.item}` }), d.deliveries || "—",
+    el("span", { text: d.reason || d.statuses || "" }), Pix.time(Number(d.id.split("-")[0]) / 1000),
+    el("button", { class: "secondary retry", "data-entry": d.id, text: "Retry", onclick: (e) => retry(stream, d.id, e.target) }),
+  ]));
+  $("dead").replaceChildren(table(["stream", "job / item", "deliveries", "reason", "when", ""], rows));
+}
+
+async function retry(stream, id, button) {
+  button.disabled = true;
+  try {
+    const answer = await Pix.json(`v1/admin/dead-letters/${stream}/${id}/retry`, { method: "POST" });
+    button.replaceWith(badge(answer.outcome, "ok"));
+  } catch (error) { button.disabled = false; showMessage(error.message); }
+}
+
+// ---- loop -------------------------------------------------------------------------------------
+async function refresh() {
+  try {
+    const overview = await Pix.json("v1/admin/overview");
+    hideMessage();
+    renderStats(overview); renderDeployments(overview); renderReplicas(overview);
+    renderCharts(overview); renderLatency(overview); renderCost(overview); renderErrors(overview);
+    await Promise.all([refreshJobs(), refreshDead()]);
+    if (view.selectedJob) await openJob(view.selectedJob);
+    $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    document.body.dataset.loaded = "true";
+  } catch (error) {
+    showMessage(error.status === 401 || error.status === 403 ? `${error.message} — enter an admin API key at the top right.` : error.message);
+  }
+}
+
+function showMessage(text) { const box = $("message"); box.textContent = text; box.hidden = false; }
+function hideMessage() { $("message").hidden = true; }
+
+Pix.bindKeyField($("key"), refresh);
+$("job-status").addEventListener("change", refreshJobs);
+refresh();
+setInterval(refresh, REFRESH_MS);

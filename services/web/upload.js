@@ -1,0 +1,254 @@
+// The upload page: pick images, run them (sync for one small image, a job otherwise),
+// follow progress over SSE, compare before/after, download, and remember this
+// browser's jobs in localStorage.
+"use strict";
+
+const SYNC_MAX_BYTES = 2 * 1024 * 1024; // one image up to this size goes to /v1/upscale
+const HISTORY_KEY = "pixserve.history";
+const $ = (id) => document.getElementById(id);
+const state = { files: [], cards: new Map(), results: [], running: false, next: 0 };
+
+// ---- choosing images --------------------------------------------------------------
+function addFiles(list) {
+  const images = [...list].filter((file) => file.type.startsWith("image/"));
+  if (!images.length) return showMessage("Those are not images.");
+  hideMessage();
+  state.files.push(...images);
+  for (const file of images) cardFor(`file-${state.next++}`, file.name, URL.createObjectURL(file), file);
+  refreshSummary();
+}
+
+function refreshSummary() {
+  const total = state.files.reduce((n, f) => n + f.size, 0);
+  $("summary").textContent = state.files.length ? `${state.files.length} image(s), ${Pix.bytes(total)}` : "";
+  $("submit").disabled = !state.files.length || state.running;
+}
+
+function setupInputs() {
+  const drop = $("drop"), input = $("files");
+  drop.addEventListener("click", () => input.click());
+  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") input.click(); });
+  input.addEventListener("change", () => { addFiles(input.files); input.value = ""; });
+  for (const type of ["dragenter", "dragover"]) drop.addEventListener(type, (e) => { e.preventDefault(); drop.classList.add("over"); });
+  for (const type of ["dragleave", "drop"]) drop.addEventListener(type, () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => { e.preventDefault(); addFiles(e.dataTransfer.files); });
+  document.addEventListener("paste", (e) => { if (e.clipboardData && e.clipboardData.files.length) addFiles(e.clipboardData.files); });
+  $("submit").addEventListener("click", run);
+  $("clear").addEventListener("click", clearAll);
+  $("zip").addEventListener("click", downloadZip);
+  $("format").addEventListener("change", () => { $("quality").disabled = $("format").value === "png"; });
+  $("quality").disabled = true;
+}
+
+async function loadModels() {
+  try {
+    const listing = await Pix.json("v1/models");
+    const select = $("model"); select.replaceChildren();
+    for (const model of listing.models.filter((m) => m.state !== "not_configured")) {
+      const label = `${model.name} (x${model.scale}${model.state === "loaded" ? "" : ", " + model.state})`;
+      select.append(Pix.el("option", { value: model.name, text: label, selected: model.name === listing.default_model }));
+    }
+  } catch (error) {
+    showMessage(error.status === 401 ? "This service requires an API key: enter it at the top right." : `Models unavailable: ${error.message}`);
+  }
+}
+
+// ---- result cards -----------------------------------------------------------------
+function cardFor(id, name, beforeUrl, file) {
+  const status = Pix.badge("selected", "queued");
+  const body = Pix.el("div", { class: "body" }, beforeUrl ? Pix.el("img", { src: beforeUrl, style: "max-width:100%;max-height:220px;object-fit:contain" }) : null);
+  const card = Pix.el("div", { class: "card", "data-name": name },
+    Pix.el("div", { class: "head" }, Pix.el("span", { class: "name", title: name, text: name }), status),
+    body, Pix.el("div", { class: "error" }), Pix.el("div", { class: "row actions" }));
+  $("cards").append(card);
+  const entry = { id, name, beforeUrl, file, card, status, body };
+  state.cards.set(id, entry);
+  return entry;
+}
+
+function setStatus(entry, text, kind) { entry.status.className = `badge ${kind || text}`; entry.status.textContent = text; }
+
+function showResult(entry, blob, outputName) {
+  const afterUrl = URL.createObjectURL(blob);
+  setStatus(entry, "done");
+  entry.body.replaceChildren(entry.beforeUrl ? compare(entry.beforeUrl, afterUrl) : Pix.el("img", { src: afterUrl, class: "after", style: "max-width:100%" }));
+  const size = Pix.el("span", { class: "muted" });
+  const probe = new Image(); probe.onload = () => { size.textContent = `${probe.naturalWidth}×${probe.naturalHeight}, ${Pix.bytes(blob.size)}`; }; probe.src = afterUrl;
+  entry.card.querySelector(".actions").replaceChildren(
+    Pix.el("a", { href: afterUrl, download: outputName, class: "download", text: "Download" }), size);
+  state.results.push({ name: outputName, blob });
+  $("zip").disabled = false;
+}
+
+function showFailure(entry, message) {
+  setStatus(entry, "failed");
+  entry.card.querySelector(".error").textContent = message;
+}
+
+// A before/after slider: the "before" image clipped to the left of the handle
+function compare(beforeUrl, afterUrl) {
+  const before = Pix.el("img", { class: "before", src: beforeUrl, alt: "before" });
+  const after = Pix.el("img", { class: "after", src: afterUrl, alt: "after" });
+  const divider = Pix.el("div", { class: "divider" });
+  const slider = Pix.el("input", { type: "range", min: 0, max: 100, value: 50, "aria-label": "before/after" });
+  const box = Pix.el("div", { class: "compare" }, after, before, divider,
+    Pix.el("span", { class: "tag", style: "left:6px", text: "before" }), Pix.el("span", { class: "tag", style: "right:6px", text: "after" }), slider);
+  const apply = () => { before.style.clipPath = `inset(0 ${100 - slider.value}% 0 0)`; divider.style.left = `${slider.value}%`; };
+  slider.addEventListener("input", apply); apply();
+  return box;
+}
+
+// ---- running ------------------------------------------------------------------------
+function params() {
+  const form = new FormData();
+  form.append("model", $("model").value);
+  if ($("scale").value) form.append("scale", $("scale").value);
+  form.append("format", $("format").value);
+  form.append("quality", $("quality").value);
+  return form;
+}
+
+function outputName(name, index) {
+  const base = name.replace(/\.[^.]+$/, "") || `image-${index}`;
+  const ext = { png: "png", jpeg: "jpg", webp: "webp" }[$("format").value];
+  return `${base}.upscaled.${ext}`;
+}
+
+async function run() {
+  if (!state.files.length || state.running) return;
+  hideMessage(); state.running = true; refreshSummary();
+  const files = state.files; state.files = [];
+  const entries = [...state.cards.values()].filter((e) => e.file && files.includes(e.file));
+  try {
+    if (files.length === 1 && files[0].size <= SYNC_MAX_BYTES) await runSync(entries[0]);
+    else await runJob(entries);
+  } catch (error) {
+    showMessage(error.message);
+    for (const entry of entries) if (entry.status.textContent !== "done") showFailure(entry, error.message);
+  } finally {
+    state.running = false; refreshSummary();
+  }
+}
+
+async function runSync(entry) {
+  setStatus(entry, "processing");
+  const form = params(); form.append("image", entry.file, entry.file.name);
+  const response = await Pix.call("v1/upscale", { method: "POST", body: form });
+  showResult(entry, await response.blob(), outputName(entry.name, 0));
+}
+
+async function runJob(entries) {
+  const form = params();
+  for (const entry of entries) form.append("images", entry.file, entry.file.name);
+  for (const entry of entries) setStatus(entry, "uploading", "queued");
+  const job = await Pix.json("v1/jobs", { method: "POST", body: form });
+  remember(job, entries.map((e) => e.name));
+  entries.forEach((entry, index) => { entry.job = job.id; entry.index = index; setStatus(entry, "queued"); });
+  await followJob(job, entries);
+}
+
+async function followJob(job, entries) {
+  const progress = $("progress"); progress.hidden = false; progress.max = job.progress.total; progress.value = 0;
+  const byIndex = new Map(entries.map((e) => [e.index, e]));
+  const settled = new Set();
+  const settle = async (index, status) => {
+    const entry = byIndex.get(index);
+    if (!entry || settled.has(index)) return;
+    settled.add(index);
+    if (status === "succeeded") {
+      const response = await Pix.call(`v1/jobs/${job.id}/items/${index}/output`);
+      showResult(entry, await response.blob(), outputName(entry.name, index));
+    } else {
+      const current = await Pix.json(`v1/jobs/${job.id}`);
+      showFailure(entry, current.items[index].error || status);
+    }
+  };
+  const pending = [];
+  await Pix.follow(`v1/jobs/${job.id}/events`, (type, data) => {
+    if (data.job_status === "running") for (const e of entries) if (!settled.has(e.index) && e.status.textContent === "queued") setStatus(e, "processing");
+    if (type === "item") {
+      progress.value = Number(data.done) + Number(data.failed);
+      pending.push(settle(Number(data.index), data.status));
+    }
+  });
+  await Promise.all(pending);
+  // events sent before we subscribed (a resumed or fast job): read the outcome once
+  const final = await Pix.json(`v1/jobs/${job.id}`);
+  progress.value = final.progress.done + final.progress.failed;
+  await Promise.all(final.items.filter((item) => item.status !== "queued" && item.status !== "running").map((item) => settle(item.index, item.status)));
+  updateHistory(final);
+}
+
+// ---- downloads ------------------------------------------------------------------------
+async function downloadZip() {
+  const files = await Promise.all(state.results.map(async (r, i) => ({ name: uniqueName(r.name, i), data: new Uint8Array(await r.blob.arrayBuffer()) })));
+  const link = Pix.el("a", { href: URL.createObjectURL(Zip.build(files)), download: "pixserve-results.zip" });
+  document.body.append(link); link.click(); link.remove();
+}
+
+function uniqueName(name, index) {
+  const duplicates = state.results.filter((r) => r.name === name).length > 1;
+  return duplicates ? name.replace(/(\.[^.]+)$/, `-${index}$1`) : name;
+}
+
+function clearAll() {
+  state.files = []; state.results = []; state.cards.clear();
+  $("cards").replaceChildren(); $("zip").disabled = true; $("progress").hidden = true; hideMessage(); refreshSummary();
+}
+
+// ---- history (localStorage) -------------------------------------------------------------
+function history() { try { return JSON.parse(localStorage.getItem(HISTORY_KEY) || "[]"); } catch (_) { return []; } }
+function saveHistory(items) { localStorage.setItem(HISTORY_KEY, JSON.stringify(items.slice(0, 50))); renderHistory(); }
+
+function remember(job, names) {
+  saveHistory([{ id: job.id, created_at: job.created_at, expires_at: job.expires_at, total: job.progress.total, names: names.slice(0, 5), status: job.status }, ...history().filter((h) => h.id !== job.id)]);
+}
+
+function updateHistory(job) {
+  saveHistory(history().map((h) => (h.id === job.id ? { ...h, status: job.status, done: job.progress.done, failed: job.progress.failed } : h)));
+}
+
+function renderHistory() {
+  const list = $("history"); list.replaceChildren();
+  const now = Date.now() / 1000;
+  const items = history();
+  if (!items.length) list.append(Pix.el("li", { class: "muted", text: "No jobs from this browser yet." }));
+  for (const h of items) {
+    const expired = now > h.expires_at || h.status === "expired";
+    list.append(Pix.el("li", { "data-job": h.id },
+      Pix.el("span", { class: "mono", text: h.id.slice(0, 12) }),
+      Pix.el("span", { text: `${h.total} image(s): ${h.names.join(", ")}${h.total > h.names.length ? "…" : ""}` }),
+      Pix.el("span", { class: "muted", text: Pix.datetime(h.created_at) }),
+      Pix.badge(h.status || "queued"),
+      expired ? Pix.badge("expired", "expired") : Pix.el("span", { class: "muted", text: `results until ${Pix.datetime(h.expires_at)}` }),
+      expired ? null : Pix.el("button", { class: "secondary", text: "Open", onclick: () => reopen(h) })));
+  }
+}
+
+async function reopen(h) {
+  hideMessage();
+  try {
+    const job = await Pix.json(`v1/jobs/${h.id}`);
+    updateHistory(job);
+    const entries = job.items.map((item) => {
+      const entry = cardFor(`${job.id}/${item.index}`, item.name || `item ${item.index}`, null, null);
+      entry.job = job.id; entry.index = item.index; setStatus(entry, item.status);
+      return entry;
+    });
+    await followJob(job, entries);
+  } catch (error) {
+    if (error.status === 410 || error.status === 404) {
+      saveHistory(history().map((x) => (x.id === h.id ? { ...x, status: "expired" } : x)));
+      showMessage(`Job ${h.id} has expired: its results are gone.`);
+    } else showMessage(error.message);
+  }
+}
+
+// ---- messages ----------------------------------------------------------------------------
+function showMessage(text) { const box = $("message"); box.textContent = text; box.hidden = false; }
+function hideMessage() { $("message").hidden = true; }
+
+Pix.bindKeyField($("key"), loadModels);
+setupInputs();
+loadModels();
+renderHistory();
