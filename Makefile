@@ -5,10 +5,14 @@ PORT ?= 8000
 PY := $(VENV)/bin/python
 export VENV PORT
 
-.PHONY: run test setup lint typecheck test-unit test-integration test-quality stop bench render
+.PHONY: run test setup setup-tests lint typecheck test-unit test-integration test-quality stop bench render
 
 setup:
 	@bash scripts/setup.sh
+
+# the test tools too: Debian's chromium for the browser tests
+setup-tests:
+	@SETUP_TESTS=1 bash scripts/setup.sh
 
 run: setup
 	@bash scripts/run.sh
@@ -26,13 +30,14 @@ typecheck: setup
 test-unit: setup
 	$(PY) -m pytest -q tests/unit
 
-test-integration: setup
+test-integration: setup-tests
 	$(PY) -m pytest -q tests/integration
 
 test-quality: setup
 	$(PY) -m pytest -q tests/quality
 
-test: setup lint typecheck
+# Screenshots of the browser tests land in $(PIXSERVE_ARTIFACTS) (default var/test-artifacts).
+test: setup-tests lint typecheck
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: setup

@@ -50,7 +50,7 @@ class ServeBackend:
             )
         }
 
-    async def deployments(self) -> list[DeploymentView]:
+    async def deployments(self) -> tuple[str, list[DeploymentView]]:
         """From the Serve controller's instance details (what Ray's dashboard shows)."""
         from ray.serve.context import _get_global_client
 
@@ -60,8 +60,10 @@ class ServeBackend:
         details = await asyncio.wait_for(
             client._controller.get_serve_instance_details.remote(), self.status_timeout_s
         )
-        app = details.get("applications", {}).get(serve.get_replica_context().app_name, {})
-        return [_deployment_view(name, entry) for name, entry in app.get("deployments", {}).items()]
+        name = serve.get_replica_context().app_name
+        app = details.get("applications", {}).get(name, {})
+        deployments = app.get("deployments", {})
+        return name, [_deployment_view(name, entry) for name, entry in deployments.items()]
 
 
 def _deployment_view(name: str, entry: dict[str, Any]) -> DeploymentView:

@@ -9,6 +9,10 @@ PYTHON=${PYTHON:-python3}
 # libgl1/libglib2.0-0: OpenCV's GUI build, which that package pulls in.
 # redis-server: API keys and rate limits in the integration tests.
 DEB_PACKAGES="libvulkan1 mesa-vulkan-drivers libomp5 libgl1 libglib2.0-0 redis-server"
+# chromium: the browser tests (Playwright drives Debian's build; `make test` only).
+if [ "${SETUP_TESTS:-0}" = 1 ]; then
+  DEB_PACKAGES="$DEB_PACKAGES chromium"
+fi
 
 install_debs() {
   local missing=()

@@ -72,14 +72,15 @@ class Console:
         self.gpu_hour_price_usd = gpu_hour_price_usd
 
     async def overview(self, minutes: int = 60) -> Overview:
-        deployments, deployments_error = await self._deployments()
+        app, deployments, deployments_error = await self._deployments()
         history = await self.live.minutes(minutes)
+        replicas = [r for r in await self.live.replicas() if app is None or r.get("app") == app]
         queue = self.jobs.queue
         return Overview(
             generated_at=time.time(),
             deployments=deployments,
             deployments_error=deployments_error,
-            replicas=await self.live.replicas(),
+            replicas=replicas,
             queue={
                 "depth": await queue.backlog(),
                 "oldest_age_s": await queue.oldest_age_s(),
@@ -129,18 +130,19 @@ class Console:
             raise InvalidParameter(f"job {fields['job']} is {outcome}; its items do not run")
         return {"job": fields["job"], "outcome": "requeued", "job_status": outcome}
 
-    async def _deployments(self) -> tuple[list[DeploymentView], str | None]:
+    async def _deployments(self) -> tuple[str | None, list[DeploymentView], str | None]:
+        """(this app's name, its deployments, why they are unknown); replicas of other
+        apps sharing the Redis are not shown when the app is known."""
         if self.backend is None:
-            return [], "the model deployments are not connected"
+            return None, [], "the model deployments are not connected"
         try:
-            return await self.backend.deployments(), None
-        except (PixserveError, TimeoutError, RuntimeError) as exc:
-            return [], f"Serve's controller did not answer: {type(exc).__name__}"
+            app, deployments = await self.backend.deployments()
+            return app, deployments, None
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a Ray error from the controller call
+        except Exception as exc:  # a Ray error or a timeout from the controller call
             logger.warning("deployment details unavailable: %r", exc)
-            return [], f"Serve's controller did not answer: {type(exc).__name__}"
+            return None, [], f"Serve's controller did not answer: {type(exc).__name__}"
 
     def _cost(self, history: list[Minute]) -> dict[str, Any]:
         """Images, compute and estimated GPU cost over the window, per model and in all."""

@@ -15,6 +15,6 @@ class PlatformBackend(TileBackend, Protocol):
         """Per deployment: reachable, device, loaded and missing models."""
         ...
 
-    async def deployments(self) -> list[DeploymentView]:
-        """This application's deployments: status, running and target replicas."""
+    async def deployments(self) -> tuple[str, list[DeploymentView]]:
+        """This application's name and deployments: status, running and target replicas."""
         ...

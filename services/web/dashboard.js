@@ -12,8 +12,8 @@ function table(headers, rows, { numeric = [] } = {}) {
     el("thead", {}, el("tr", {}, headers.map((h, i) => el("th", { class: numeric.includes(i) ? "num" : null, text: h })))),
     el("tbody", {}, rows));
 }
-const row = (cells, attrs = {}, numeric = []) =>
-  el("tr", attrs, cells.map((c, i) => el("td", { class: numeric.includes(i) ? "num" : null }, c)));
+const row = (cells, attrs = {}, numeric = [], nowrap = []) =>
+  el("tr", attrs, cells.map((c, i) => el("td", { class: numeric.includes(i) ? "num" : nowrap.includes(i) ? "nowrap" : null }, c)));
 
 function bar(value, limit) {
   const share = limit ? Math.min(100, (100 * value) / limit) : 0;
@@ -41,9 +41,9 @@ function renderDeployments(o) {
   const rows = o.deployments.map((d) => row([
     el("b", { text: d.name }), badge(d.status),
     `${d.running} / ${d.target}`, d.min_replicas === null ? "fixed" : `${d.min_replicas}–${d.max_replicas}`,
-    `${Pix.num(d.num_cpus, 2)} CPU, ${Pix.num(d.num_gpus, 2)} GPU`,
+    `${Pix.num(d.num_cpus, 2)} CPU · ${Pix.num(d.num_gpus, 2)} GPU`,
     o.replicas.filter((r) => r.deployment === d.name).reduce((n, r) => n + (r.ongoing || 0), 0),
-  ], { "data-deployment": d.name }, [2, 5]));
+  ], { "data-deployment": d.name }, [2, 5], [3, 4]));
   box.replaceChildren(
     o.deployments_error ? el("div", { class: "message", text: o.deployments_error }) : "",
     table(["deployment", "status", "replicas (running / target)", "autoscaling", "per replica", "ongoing"], rows, { numeric: [2, 5] }));

@@ -1,0 +1,151 @@
+"""The browser pages in a real browser: Debian's headless Chromium driven by Playwright
+against the running Serve app. Upload one image (sync) and several (a job with SSE
+progress), compare before/after, download one result and the zip, find the job in the
+browser's history; then the dashboard shows that job and the deployments. Screenshots
+go to ``$PIXSERVE_ARTIFACTS`` (default ``var/test-artifacts``)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from services.models.tiny import TINY_COMPACT
+from tests.integration.test_jobs_api import submit, wait
+from tests.utils.images import astronaut, encode
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+playwright_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("PIXSERVE_ARTIFACTS", "var/test-artifacts"))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[playwright_api.Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is needed for the browser tests: apt-get install chromium")
+    with playwright_api.sync_playwright() as driver:
+        # Debian's build, launched by path (browser downloads are not possible here)
+        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                         args=["--no-sandbox", "--disable-gpu"])  # fmt: skip
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: playwright_api.Browser) -> Iterator[playwright_api.Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def shot(page: playwright_api.Page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def images(tmp_path: Path, sizes: list[int]) -> list[str]:
+    paths = []
+    for i, size in enumerate(sizes):
+        path = tmp_path / f"astronaut-{i}.png"
+        path.write_bytes(encode(astronaut(size)))
+        paths.append(str(path))
+    return paths
+
+
+def test_upload_one_image_compare_and_download(
+    page: playwright_api.Page, serve_url: str, tmp_path: Path
+) -> None:
+    page.goto(f"{serve_url}/")
+    page.wait_for_selector(f"#model option[value='{TINY_COMPACT}']", state="attached")
+    page.select_option("#model", TINY_COMPACT)
+    page.set_input_files("#files", images(tmp_path, [48]))
+    page.click("#submit")  # one small image: the synchronous endpoint
+    page.wait_for_selector(".card .badge.done", timeout=60_000)
+    before, after = page.locator(".compare img.before"), page.locator(".compare img.after")
+    assert before.is_visible() and after.is_visible()
+    page.locator(".compare input[type=range]").fill("20")
+    assert before.evaluate("img => img.style.clipPath") == "inset(0px 80% 0px 0px)"
+    with page.expect_download() as download:
+        page.click(".card a.download")
+    result = Image.open(download.value.path())
+    assert result.size == (96, 96)  # the tiny model's x2
+    assert download.value.suggested_filename == "astronaut-0.upscaled.png"
+    shot(page, "upload-single")
+
+
+def test_upload_several_images_as_a_job_with_progress_zip_and_history(
+    page: playwright_api.Page, serve_url: str, tmp_path: Path
+) -> None:
+    page.goto(f"{serve_url}/")
+    page.wait_for_selector(f"#model option[value='{TINY_COMPACT}']", state="attached")
+    page.select_option("#model", TINY_COMPACT)
+    page.select_option("#format", "webp")
+    page.set_input_files("#files", images(tmp_path, [32, 40, 48]))
+    assert "3 image(s)" in page.inner_text("#summary")
+    page.click("#submit")  # several images: a job, followed over SSE
+    page.wait_for_function("document.querySelectorAll('.card .badge.done').length === 3",
+                           timeout=90_000)  # fmt: skip
+    assert page.locator("#progress").evaluate("p => p.value") == 3
+    with page.expect_download() as download:
+        page.click("#zip")
+    with zipfile.ZipFile(download.value.path()) as archive:
+        names = sorted(archive.namelist())
+        sizes = sorted(Image.open(io.BytesIO(archive.read(n))).size for n in names)
+    assert names == [f"astronaut-{i}.upscaled.webp" for i in range(3)]
+    assert sizes == [(64, 64), (80, 80), (96, 96)]
+    shot(page, "upload-job")
+    # the job is in this browser's history, also after a reload
+    page.reload()
+    entry = page.locator(".history li[data-job]").first
+    assert "3 image(s)" in entry.inner_text() and "succeeded" in entry.inner_text()
+    assert entry.get_attribute("data-job") in page.evaluate("localStorage['pixserve.history']")
+    # an entry past its retention shows the expiry badge (history is the browser's own)
+    page.evaluate("""() => {
+        const h = JSON.parse(localStorage.getItem('pixserve.history'));
+        h.push({...h[0], id: 'f'.repeat(32), expires_at: 1});
+        localStorage.setItem('pixserve.history', JSON.stringify(h));
+    }""")
+    page.reload()
+    expired = page.locator(f".history li[data-job='{'f' * 32}']")
+    assert expired.locator(".badge.expired").is_visible()
+
+
+def test_dashboard_shows_the_job_and_the_deployments(
+    page: playwright_api.Page, serve_url: str, client: httpx.Client
+) -> None:
+    job = submit(client, [encode(astronaut(16))] * 2).json()
+    wait(client, job["id"])
+    client.post("/v1/upscale", files={"image": ("bad.png", b"junk", "image/png")})
+    page.goto(f"{serve_url}/dashboard")
+    page.wait_for_selector("body[data-loaded=true]", timeout=30_000)
+    row = page.locator(f"#jobs tr[data-job='{job['id']}']")
+    assert "succeeded" in row.inner_text() and "2 / 2" in row.inner_text()
+    for name in ("Ingress", "Upscaler", "Dispatcher"):
+        deployment = page.locator(f"#deployments tr[data-deployment='{name}']")
+        assert "HEALTHY" in deployment.inner_text() or "SCALING" in deployment.inner_text()
+    row.click()
+    detail = page.locator(f"#job-detail-panel[data-job='{job['id']}']")
+    detail.wait_for()
+    assert detail.locator("tbody tr").count() == 2
+    # the replicas panel and the charts fill once the replicas' live stats are flushed
+    page.wait_for_function(
+        "document.querySelectorAll('#replicas tbody tr').length >= 3"
+        " && document.querySelector('#errors').innerText.includes('invalid_image')",
+        timeout=30_000,
+    )
+    assert page.locator("#queue-chart svg polyline").count() >= 1
+    shot(page, "dashboard")
