@@ -88,7 +88,8 @@ def test_killing_the_dispatcher_mid_batch_loses_nothing(
     delivered under one stable id."""
     import ray
 
-    images = [encode(astronaut(16 + i % 7)) for i in range(200)]
+    # 4 tiles each, so the job is still running when the replica dies
+    images = [encode(astronaut(48 + i % 7)) for i in range(200)]
     job = submit(client, images, APP, key, webhook_url=receiver.url,
                  webhook_events=["item", "completed"]).json()  # fmt: skip
     deadline = time.monotonic() + 60
@@ -99,6 +100,8 @@ def test_killing_the_dispatcher_mid_batch_loses_nothing(
     (replica,) = [n for n in names
                   if n["name"].startswith("SERVE_REPLICA::pixserve-hooks#Dispatcher")]  # fmt: skip
     ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
+    at_kill = client.get(f"{APP}/v1/jobs/{job['id']}", headers=key).json()["progress"]["done"]
+    assert at_kill < 200, "the job ended before the kill: nothing was tested"
     done = wait(client, job["id"], APP, key, timeout_s=240)
     assert done["status"] == "succeeded" and done["progress"]["done"] == 200
     assert all(item["error"] is None for item in done["items"])
