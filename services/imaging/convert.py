@@ -1,0 +1,197 @@
+"""Format conversion: the Codec's work, on CPU.
+
+Decode (refusing bad input as ``codec.decode_image`` does), apply the EXIF orientation,
+resize (fit inside a box, fill a box by cropping, or scale by a factor, with Lanczos),
+then encode as JPEG, PNG, WEBP or AVIF. Metadata (EXIF, XMP, comments) is dropped by
+default since it can carry locations; the ICC colour profile is always kept, or the
+colours would change. A byte budget makes lossy formats search the highest quality
+that fits.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+from PIL import Image, ImageOps
+
+from services.errors import ImageTooLarge, InvalidImage, InvalidParameter
+from services.imaging.codec import ImageLimits, check_dimensions, sniff_format
+
+ConvertFormat = Literal["jpeg", "png", "webp", "avif"]
+ResizeMode = Literal["fit", "fill", "scale"]
+CONVERT_TYPES: dict[str, str] = {
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "avif": "image/avif",
+}
+LOSSY = ("jpeg", "webp", "avif")
+MIN_BUDGET_QUALITY = 10  # below this, results are not worth sending
+_PILLOW_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "avif": "AVIF"}
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """What to produce; ``width``/``height`` bound ``fit`` and size ``fill``."""
+
+    format: ConvertFormat = "webp"
+    quality: int = 85
+    resize: ResizeMode | None = None
+    width: int | None = None
+    height: int | None = None
+    scale: float | None = None
+    keep_metadata: bool = False
+    max_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Converted:
+    data: bytes
+    content_type: str
+    width: int
+    height: int
+    quality: int | None  # the quality used (lossy formats), after any budget search
+
+
+def convert_image(data: bytes, options: ConvertOptions, limits: ImageLimits) -> Converted:
+    """Convert one image; a ``PixserveError`` names what is wrong with input or options."""
+    _check_options(options, limits)
+    image = _open(data, limits)
+    icc = image.info.get("icc_profile")
+    exif = image.getexif().tobytes() if options.keep_metadata else None
+    image = _resize(image, options, limits)
+    image = _mode_for(image, options.format)
+    quality = options.quality if options.format in LOSSY else None
+    encoded = _encode(image, options.format, quality, icc, exif)
+    if options.max_bytes is not None and len(encoded) > options.max_bytes:
+        encoded, quality = _fit_budget(image, options, icc, exif, len(encoded))
+    return Converted(encoded, CONVERT_TYPES[options.format], image.width, image.height, quality)
+
+
+def _check_options(options: ConvertOptions, limits: ImageLimits) -> None:
+    if not 1 <= options.quality <= 100:
+        raise InvalidParameter(f"quality must be 1-100, not {options.quality}")
+    if options.resize == "fill" and not (options.width and options.height):
+        raise InvalidParameter("resize=fill needs both width and height")
+    if options.resize == "fit" and not (options.width or options.height):
+        raise InvalidParameter("resize=fit needs width, height or both")
+    if options.resize == "scale" and not options.scale:
+        raise InvalidParameter("resize=scale needs scale")
+    if options.scale is not None and not 0 < options.scale <= 8:
+        raise InvalidParameter(f"scale must be in (0, 8], not {options.scale}")
+    for name, value in (("width", options.width), ("height", options.height)):
+        if value is not None and not 1 <= value <= limits.max_side:
+            raise InvalidParameter(f"{name} must be 1-{limits.max_side} px, not {value}")
+    if options.max_bytes is not None:
+        if options.max_bytes < 1:
+            raise InvalidParameter("max_bytes must be positive")
+        if options.format not in LOSSY:
+            raise InvalidParameter("a byte budget needs a lossy format: jpeg, webp or avif")
+
+
+def _open(data: bytes, limits: ImageLimits) -> Image.Image:
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(f"upload is {len(data)} bytes; the limit is {limits.max_bytes}")
+    if not data:
+        raise InvalidImage("the upload is empty (0 bytes)")
+    kind = sniff_format(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            opened = Image.open(io.BytesIO(data))
+            check_dimensions(opened.width, opened.height, limits)
+            opened.load()
+            # the orientation is applied to the pixels, so dropping EXIF loses nothing
+            transposed = ImageOps.exif_transpose(opened)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageTooLarge(f"image refused as a decompression bomb: {exc}") from exc
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise InvalidImage(f"{kind.upper()} data is truncated or corrupt: {exc}") from exc
+    if "icc_profile" in opened.info:
+        transposed.info["icc_profile"] = opened.info["icc_profile"]
+    return transposed
+
+
+def _resize(image: Image.Image, options: ConvertOptions, limits: ImageLimits) -> Image.Image:
+    if options.resize is None:
+        return image
+    width, height = image.size
+    if options.resize == "scale":
+        assert options.scale is not None
+        size = (max(1, round(width * options.scale)), max(1, round(height * options.scale)))
+    elif options.resize == "fill":
+        assert options.width and options.height
+        size = (options.width, options.height)
+    else:  # fit inside the box, keeping the aspect ratio
+        factor = min(
+            (options.width or 10**9) / width, (options.height or 10**9) / height
+        )
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    if size[0] * size[1] > limits.max_pixels:
+        raise ImageTooLarge(f"the result would be {size[0]}x{size[1]}, over the pixel limit")
+    if options.resize == "fill":
+        return ImageOps.fit(image, size, Image.Resampling.LANCZOS)
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _mode_for(image: Image.Image, fmt: ConvertFormat) -> Image.Image:
+    """A mode the format can hold: JPEG has no alpha (white background, as viewers show
+    it); palette and 16-bit images become RGB(A) for the lossy formats."""
+    alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    if fmt == "jpeg":
+        if alpha:
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
+        return image if image.mode in ("RGB", "L") else image.convert("RGB")
+    if fmt == "png":
+        return image
+    return image.convert("RGBA" if alpha else "RGB")
+
+
+def _encode(
+    image: Image.Image, fmt: ConvertFormat, quality: int | None, icc: bytes | None,
+    exif: bytes | None,
+) -> bytes:  # fmt: skip
+    buffer = io.BytesIO()
+    extra: dict[str, object] = {}
+    if icc:
+        extra["icc_profile"] = icc
+    if exif:
+        extra["exif"] = exif
+    if quality is not None:
+        extra["quality"] = quality
+    if fmt == "png":
+        extra["compress_level"] = 6
+    image.save(buffer, _PILLOW_FORMATS[fmt], **extra)
+    return buffer.getvalue()
+
+
+def _fit_budget(
+    image: Image.Image, options: ConvertOptions, icc: bytes | None, exif: bytes | None,
+    first_size: int,
+) -> tuple[bytes, int]:  # fmt: skip
+    """The highest quality whose encoding fits ``max_bytes`` (binary search), or a 422
+    saying how small the smallest acceptable quality gets."""
+    assert options.max_bytes is not None
+    low, high = MIN_BUDGET_QUALITY, options.quality - 1
+    best: tuple[bytes, int] | None = None
+    smallest = first_size
+    while low <= high:
+        middle = (low + high) // 2
+        encoded = _encode(image, options.format, middle, icc, exif)
+        smallest = min(smallest, len(encoded))
+        if len(encoded) <= options.max_bytes:
+            best, low = (encoded, middle), middle + 1
+        else:
+            high = middle - 1
+    if best is None:
+        raise InvalidParameter(
+            f"cannot fit {options.max_bytes} bytes: at quality {MIN_BUDGET_QUALITY} the "
+            f"{image.width}x{image.height} {options.format} is {smallest} bytes; "
+            "resize it smaller or raise max_bytes"
+        )
+    return best
