@@ -1,4 +1,4 @@
-"""The application graph: Ingress -> Upscaler, and Dispatcher -> Upscaler for jobs.
+"""The application graph: Ingress -> Upscaler and Codec, Dispatcher -> Upscaler for jobs.
 
 ``app_builder`` is the ``import_path`` of ``serve_config.yaml``: the config's ``args``
 become the Settings, and its ``deployments`` section tunes replicas and resources.
@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from ray.serve import Application, Deployment
 
+from deployments.codec import Codec
 from deployments.dispatcher import Dispatcher
 from deployments.ingress import Ingress
 from deployments.upscaler import Upscaler
@@ -17,11 +18,12 @@ from services.config import Settings
 
 
 def build_app(settings: Settings) -> Application:
-    """Bind the graph: the ingress holds a handle to the upscaler."""
+    """Bind the graph: the ingress holds handles to the upscaler and the codec."""
     # serve.deployment turns the classes into Deployments; its typing does not say so.
     upscaler = cast(Deployment, Upscaler).bind(settings)
     dispatcher = cast(Deployment, Dispatcher).bind(upscaler, settings)
-    return cast(Deployment, Ingress).bind(upscaler, dispatcher, settings)
+    codec = cast(Deployment, Codec).bind(settings)
+    return cast(Deployment, Ingress).bind(upscaler, dispatcher, codec, settings)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -13,15 +13,21 @@ from ray.serve.handle import DeploymentHandle
 
 from services.api.schemas import DeploymentReadiness, DeploymentView
 from services.errors import PixserveError, ServiceUnavailable
+from services.imaging.convert import Converted, ConvertOptions
 from services.models.upscaler import EngineStatus, TileRequest
 from services.telemetry.tracing import current_traceparent
 
 
 class ServeBackend:
-    """Implements ``PlatformBackend`` by calling the Upscaler deployment's handle."""
+    """Implements ``PlatformBackend`` by calling the model deployments' handles."""
 
-    def __init__(self, upscaler: DeploymentHandle[Any], status_timeout_s: float = 5.0) -> None:
-        self.upscaler = upscaler
+    def __init__(
+        self,
+        upscaler: DeploymentHandle[Any],
+        codec: DeploymentHandle[Any] | None = None,
+        status_timeout_s: float = 5.0,
+    ) -> None:
+        self.upscaler, self.codec = upscaler, codec
         self.status_timeout_s = status_timeout_s
 
     async def upscale_tiles(self, model: str, tiles: np.ndarray) -> np.ndarray:
@@ -33,6 +39,18 @@ class ServeBackend:
         if isinstance(result, PixserveError):
             raise result
         return np.asarray(result)
+
+    async def convert(self, data: bytes, options: ConvertOptions) -> Converted:
+        if self.codec is None:
+            raise ServiceUnavailable("no Codec deployment is connected")
+        try:
+            result = await self.codec.convert.remote(data, options)
+        except RayError as exc:
+            raise ServiceUnavailable(f"the Codec deployment failed: {exc}") from exc
+        if isinstance(result, PixserveError):
+            raise result
+        converted: Converted = result
+        return converted
 
     async def readiness(self) -> dict[str, DeploymentReadiness]:
         try:

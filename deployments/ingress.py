@@ -18,16 +18,18 @@ from services.jobs.wiring import build_job_service
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.5})
 @serve.ingress()
 class Ingress:
-    """Decodes, tiles and encodes on CPU; only tiles travel to the Upscaler."""
+    """Decodes, tiles and encodes on CPU; only tiles travel to the Upscaler, whole
+    images to the Codec."""
 
     def __init__(
         self,
         upscaler: DeploymentHandle[Any],
         dispatcher: DeploymentHandle[Any],
+        codec: DeploymentHandle[Any],
         settings: Settings,
     ) -> None:
         self.settings = settings
-        self.backend = ServeBackend(upscaler)
+        self.backend = ServeBackend(upscaler, codec)
         self.dispatcher = dispatcher  # held so the graph deploys it; it needs no calls
         self.jobs = build_job_service(settings)
         self.api = create_api(

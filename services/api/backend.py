@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from services.api.schemas import DeploymentReadiness, DeploymentView
+from services.imaging.convert import Converted, ConvertOptions
 from services.pipelines.upscale import TileBackend
 
 
@@ -17,4 +18,8 @@ class PlatformBackend(TileBackend, Protocol):
 
     async def deployments(self) -> tuple[str, list[DeploymentView]]:
         """This application's name and deployments: status, running and target replicas."""
+        ...
+
+    async def convert(self, data: bytes, options: ConvertOptions) -> Converted:
+        """One image converted by the Codec deployment (errors raised as PixserveError)."""
         ...

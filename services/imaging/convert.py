@@ -126,9 +126,7 @@ def _resize(image: Image.Image, options: ConvertOptions, limits: ImageLimits) ->
         assert options.width and options.height
         size = (options.width, options.height)
     else:  # fit inside the box, keeping the aspect ratio
-        factor = min(
-            (options.width or 10**9) / width, (options.height or 10**9) / height
-        )
+        factor = min((options.width or 10**9) / width, (options.height or 10**9) / height)
         size = (max(1, round(width * factor)), max(1, round(height * factor)))
     if size[0] * size[1] > limits.max_pixels:
         raise ImageTooLarge(f"the result would be {size[0]}x{size[1]}, over the pixel limit")

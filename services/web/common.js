@@ -6,9 +6,17 @@ const Pix = {
   setKey(value) { value ? localStorage.setItem("pixserve.key", value) : localStorage.removeItem("pixserve.key"); },
   headers() { const key = Pix.key(); return key ? { Authorization: `Bearer ${key}` } : {}; },
 
-  // fetch relative to the page's <base>; JSON errors become Error(message) with .status
+  // fetch relative to the page's <base>; JSON errors become Error(message) with .status.
+  // Reads answered 502/503/504 (a restarting dependency) are retried a few times.
   async call(path, options = {}) {
-    const response = await fetch(path, { ...options, headers: { ...Pix.headers(), ...(options.headers || {}) } });
+    const retryable = !options.method || options.method === "GET";
+    let response;
+    for (let attempt = 1; ; attempt++) {
+      response = await fetch(path, { ...options, headers: { ...Pix.headers(), ...(options.headers || {}) } });
+      if (!retryable || attempt >= 4 || ![502, 503, 504].includes(response.status)) break;
+      const wait = Number(response.headers.get("Retry-After")) * 1000 || 400 * attempt;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(wait, 5000)));
+    }
     if (!response.ok) {
       let message = `${response.status} ${response.statusText}`;
       try { const body = await response.json(); message = body.error ? `${body.error.code}: ${body.error.message}` : message; } catch (_) {}

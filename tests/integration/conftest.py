@@ -148,6 +148,7 @@ def serve_url(
         args=args,
         deployments={
             "Ingress": SMALL,
+            "Codec": SMALL,
             "Upscaler": {**batching, **SMALL, "autoscaling_config": {**QUICK, "max_replicas": 2}},
             "Dispatcher": {
                 "autoscaling_config": {**QUICK, "max_replicas": 2, "target_ongoing_requests": 40}
