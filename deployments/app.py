@@ -1,4 +1,5 @@
-"""The application graph: Ingress -> Upscaler and Codec, Dispatcher -> Upscaler for jobs.
+"""The application graph: Ingress -> Upscaler, Denoiser and Codec; Dispatcher -> the
+tile deployments for jobs.
 
 ``app_builder`` is the ``import_path`` of ``serve_config.yaml``: the config's ``args``
 become the Settings, and its ``deployments`` section tunes replicas and resources.
@@ -13,17 +14,18 @@ from ray.serve import Application, Deployment
 from deployments.codec import Codec
 from deployments.dispatcher import Dispatcher
 from deployments.ingress import Ingress
-from deployments.upscaler import Upscaler
+from deployments.upscaler import Denoiser, Upscaler
 from services.config import Settings
 
 
 def build_app(settings: Settings) -> Application:
-    """Bind the graph: the ingress holds handles to the upscaler and the codec."""
+    """Bind the graph: the ingress holds handles to every model deployment."""
     # serve.deployment turns the classes into Deployments; its typing does not say so.
     upscaler = cast(Deployment, Upscaler).bind(settings)
-    dispatcher = cast(Deployment, Dispatcher).bind(upscaler, settings)
+    denoiser = cast(Deployment, Denoiser).bind(settings)
+    dispatcher = cast(Deployment, Dispatcher).bind(upscaler, denoiser, settings)
     codec = cast(Deployment, Codec).bind(settings)
-    return cast(Deployment, Ingress).bind(upscaler, dispatcher, codec, settings)
+    return cast(Deployment, Ingress).bind(upscaler, dispatcher, codec, denoiser, settings)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

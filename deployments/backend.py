@@ -14,28 +14,43 @@ from ray.serve.handle import DeploymentHandle
 from services.api.schemas import DeploymentReadiness, DeploymentView
 from services.errors import PixserveError, ServiceUnavailable
 from services.imaging.convert import Converted, ConvertOptions
+from services.models.manifest import DEPLOYMENT_OF, Manifest
 from services.models.upscaler import EngineStatus, TileRequest
 from services.telemetry.tracing import current_traceparent
 
 
 class ServeBackend:
-    """Implements ``PlatformBackend`` by calling the model deployments' handles."""
+    """Implements ``PlatformBackend`` by calling the model deployments' handles: tiles
+    go to the deployment serving the model's task (Upscaler or Denoiser)."""
 
     def __init__(
         self,
         upscaler: DeploymentHandle[Any],
         codec: DeploymentHandle[Any] | None = None,
+        denoiser: DeploymentHandle[Any] | None = None,
+        manifest: Manifest | None = None,
         status_timeout_s: float = 5.0,
     ) -> None:
-        self.upscaler, self.codec = upscaler, codec
+        self.tile_deployments = {"Upscaler": upscaler}
+        if denoiser is not None:
+            self.tile_deployments["Denoiser"] = denoiser
+        self.codec = codec
+        self.serving = {  # model name -> the deployment that serves it
+            name: DEPLOYMENT_OF[spec.task] for name, spec in (manifest.models.items()
+                                                               if manifest else [])
+        }  # fmt: skip
         self.status_timeout_s = status_timeout_s
 
     async def upscale_tiles(self, model: str, tiles: np.ndarray) -> np.ndarray:
+        name = self.serving.get(model, "Upscaler")
+        handle = self.tile_deployments.get(name)
+        if handle is None:
+            raise ServiceUnavailable(f"no {name} deployment is connected for '{model}'")
         request = TileRequest(model, tiles, _request_id(), current_traceparent())
         try:
-            result = await self.upscaler.upscale.remote(request)
+            result = await handle.upscale.remote(request)
         except RayError as exc:
-            raise ServiceUnavailable(f"the Upscaler deployment failed: {exc}") from exc
+            raise ServiceUnavailable(f"the {name} deployment failed: {exc}") from exc
         if isinstance(result, PixserveError):
             raise result
         return np.asarray(result)
@@ -53,20 +68,24 @@ class ServeBackend:
         return converted
 
     async def readiness(self) -> dict[str, DeploymentReadiness]:
+        """Each tile deployment: ready when none of its models is missing (and the
+        Upscaler has at least one)."""
+        names = list(self.tile_deployments)
+        answers = await asyncio.gather(*(self._status(name) for name in names))
+        return dict(zip(names, answers, strict=True))
+
+    async def _status(self, name: str) -> DeploymentReadiness:
         try:
-            call = self.upscaler.status.remote()
+            call = self.tile_deployments[name].status.remote()
             status: EngineStatus = await asyncio.wait_for(call, self.status_timeout_s)
         except (RayError, TimeoutError) as exc:
-            error = f"unreachable: {type(exc).__name__}"
-            return {"Upscaler": DeploymentReadiness(ready=False, error=error)}
-        return {
-            "Upscaler": DeploymentReadiness(
-                ready=bool(status.loaded) and not status.missing,
-                device=status.device,
-                loaded=sorted(status.loaded),
-                missing=status.missing,
-            )
-        }
+            return DeploymentReadiness(ready=False, error=f"unreachable: {type(exc).__name__}")
+        return DeploymentReadiness(
+            ready=(bool(status.loaded) or name != "Upscaler") and not status.missing,
+            device=status.device,
+            loaded=sorted(status.loaded),
+            missing=status.missing,
+        )
 
     async def deployments(self) -> tuple[str, list[DeploymentView]]:
         """From the Serve controller's instance details (what Ray's dashboard shows)."""

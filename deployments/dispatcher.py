@@ -13,17 +13,19 @@ from deployments.backend import ServeBackend
 from deployments.metrics import platform_metrics, start_live
 from services.config import Settings
 from services.jobs.wiring import build_dispatcher
+from services.models.manifest import load_manifest
 
 
 @serve.deployment(name="Dispatcher", ray_actor_options={"num_cpus": 0.25})
 class Dispatcher:
     """Consumes the work queue; items reach the models through the Upscaler handle."""
 
-    def __init__(self, upscaler: DeploymentHandle[Any], settings: Settings) -> None:
+    def __init__(
+        self, upscaler: DeploymentHandle[Any], denoiser: DeploymentHandle[Any], settings: Settings
+    ) -> None:
         live = start_live(settings, self._describe)
-        self.dispatcher, jobs = build_dispatcher(
-            settings, ServeBackend(upscaler), platform_metrics(), live
-        )
+        backend = ServeBackend(upscaler, None, denoiser, load_manifest(settings.extra_manifest))
+        self.dispatcher, jobs = build_dispatcher(settings, backend, platform_metrics(), live)
         consumer = serve.get_replica_context().replica_id.unique_id
         self.loop = asyncio.get_running_loop().create_task(
             self.dispatcher.run_forever(consumer, housekeeping=jobs.apply_retention)

@@ -13,6 +13,7 @@ from deployments.metrics import platform_metrics, start_live
 from services.api.app import create_api
 from services.config import Settings
 from services.jobs.wiring import build_job_service
+from services.models.manifest import load_manifest
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.5})
@@ -26,10 +27,12 @@ class Ingress:
         upscaler: DeploymentHandle[Any],
         dispatcher: DeploymentHandle[Any],
         codec: DeploymentHandle[Any],
+        denoiser: DeploymentHandle[Any],
         settings: Settings,
     ) -> None:
         self.settings = settings
-        self.backend = ServeBackend(upscaler, codec)
+        manifest = load_manifest(settings.extra_manifest)
+        self.backend = ServeBackend(upscaler, codec, denoiser, manifest)
         self.dispatcher = dispatcher  # held so the graph deploys it; it needs no calls
         self.jobs = build_job_service(settings)
         self.api = create_api(

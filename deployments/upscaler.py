@@ -1,4 +1,5 @@
-"""The Upscaler deployment: the upscale engine behind ``@serve.batch`` over tile stacks."""
+"""The tile-model deployments: the Upscaler and the Denoiser, each the tile engine
+behind ``@serve.batch`` over tile stacks, with its own models, replicas and GPU share."""
 
 from __future__ import annotations
 
@@ -20,13 +21,12 @@ from services.telemetry.metrics import record_forward_pass
 from services.telemetry.tracing import batch_span
 
 
-@serve.deployment(name="Upscaler", ray_actor_options={"num_cpus": 1, "num_gpus": 0})
-class Upscaler:
-    """Loads the configured models once; batches concurrent requests' tiles together."""
+class TileModels:
+    """Loads its models once; batches concurrent requests' tiles together."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, models: list[str]) -> None:
         store = ModelStore(settings.model_store, load_manifest(settings.extra_manifest))
-        self.engine = UpscaleEngine(settings, store)
+        self.engine = UpscaleEngine(settings, store, models)
         self.metrics = platform_metrics()
         self.replica = serve.get_replica_context().replica_id.unique_id
         resources = ray.get_runtime_context().get_assigned_resources()  # type: ignore[no-untyped-call]
@@ -87,3 +87,19 @@ class Upscaler:
     def check_health(self) -> None:
         self.engine.check_health()
         self.record_gauges()
+
+
+@serve.deployment(name="Upscaler", ray_actor_options={"num_cpus": 1, "num_gpus": 0})
+class Upscaler(TileModels):
+    """Real-ESRGAN models (``settings.models``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, settings.models)
+
+
+@serve.deployment(name="Denoiser", ray_actor_options={"num_cpus": 1, "num_gpus": 0})
+class Denoiser(TileModels):
+    """Denoising models, SCUNet and DnCNN (``settings.denoise_models``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, settings.denoise_models)

@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         default=["x4plus"], description="Models the Upscaler deployment loads at start."
     )
     default_model: str = Field(default="x4plus", description="Model used when none is named.")
+    denoise_models: list[str] = Field(
+        default=[], description="Models the Denoiser deployment loads (e.g. scunet-color)."
+    )
+    default_denoise_model: str = Field(
+        default="scunet-color", description="Denoise model used when none is named."
+    )
 
     # Inference
     device: Device = Field(default="auto", description="cuda when available under auto.")

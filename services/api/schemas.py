@@ -24,6 +24,7 @@ class ModelPublic(BaseModel):
     """A declared model and whether the serving replicas have it loaded."""
 
     name: str
+    task: str
     architecture: str
     scale: int
     license: str
@@ -34,6 +35,7 @@ class ModelPublic(BaseModel):
 
 class ModelListPublic(BaseModel):
     default_model: str
+    default_denoise_model: str
     models: list[ModelPublic]
 
 

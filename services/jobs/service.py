@@ -72,7 +72,9 @@ class JobService:
             raise InvalidParameter(
                 f"a job takes 1 to {self.settings.max_job_items} inputs; got {count}"
             )
-        self.manifest.get(str(request.pipeline.get("model") or self.settings.default_model))
+        self.manifest.for_task(
+            str(request.pipeline.get("model") or self.settings.default_model), "upscale"
+        )
         await self._check_urls(request.urls)
         if request.webhook_url:
             self.webhook_fetcher.check_url(request.webhook_url)

@@ -16,6 +16,8 @@ from pydantic import BaseModel, Field
 from services.errors import UnknownModel
 
 SourceKind = Literal["url", "ncnn", "local"]
+Task = Literal["upscale", "denoise"]
+DEPLOYMENT_OF: dict[str, str] = {"upscale": "Upscaler", "denoise": "Denoiser"}
 
 
 class WeightSource(BaseModel):
@@ -34,10 +36,12 @@ class WeightSource(BaseModel):
 
 
 class ModelSpec(BaseModel):
-    """A model as declared: architecture, native scale, license, and its sources."""
+    """A model as declared: its task (which deployment serves it), architecture, native
+    scale, license, and its sources."""
 
     name: str
-    architecture: Literal["RRDBNet", "SRVGGNetCompact"]
+    task: Task = "upscale"
+    architecture: Literal["RRDBNet", "SRVGGNetCompact", "SCUNet", "DnCNN"]
     scale: int = Field(ge=1, le=8)
     license: str
     description: str = ""
@@ -56,6 +60,16 @@ class Manifest(BaseModel):
         except KeyError:
             known = ", ".join(sorted(self.models))
             raise UnknownModel(f"unknown model '{name}'; known models: {known}") from None
+
+    def for_task(self, name: str, task: Task) -> ModelSpec:
+        """The spec for ``name`` if it does ``task`` (an upscaler is no denoiser)."""
+        spec = self.get(name)
+        if spec.task != task:
+            fitting = ", ".join(sorted(n for n, s in self.models.items() if s.task == task))
+            raise UnknownModel(
+                f"'{name}' is a {spec.task} model, not a {task} model; {task} models: {fitting}"
+            )
+        return spec
 
 
 def load_manifest(extra: Path | None = None) -> Manifest:

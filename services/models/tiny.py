@@ -11,13 +11,17 @@ from pathlib import Path
 
 import torch
 from spandrel.architectures.Compact import Compact as SRVGGNetCompact
+from spandrel.architectures.DnCNN import DnCNN
 from spandrel.architectures.ESRGAN import ESRGAN
+from spandrel.architectures.SCUNet import SCUNet
 
 from services.models.store import sha256_file
 
 TINY_RRDB = "tiny-x4"
 TINY_COMPACT = "tiny-compact-x2"
 TINY_X2_UNSHUFFLE = "tiny-x2-unshuffle"
+TINY_SCUNET = "tiny-scunet"
+TINY_DNCNN = "tiny-dncnn"
 
 
 def _rrdb() -> torch.nn.Module:
@@ -38,6 +42,18 @@ def _compact() -> torch.nn.Module:
     return module
 
 
+def _scunet() -> torch.nn.Module:
+    """SCUNet's real layout (Swin-conv blocks, three downsamplings) with one block per
+    stage and the narrowest width its 32-channel attention heads allow (64)."""
+    module: torch.nn.Module = SCUNet(in_nc=3, config=[1, 1, 1, 1, 1, 1, 1], dim=64)
+    return module
+
+
+def _dncnn() -> torch.nn.Module:
+    module: torch.nn.Module = DnCNN(in_nc=3, out_nc=3, nc=8, nb=4, act_mode="BR")
+    return module
+
+
 def build_tiny_store(root: Path) -> Path:
     """Write the tiny models into ``root`` and return the path of their manifest."""
     root.mkdir(parents=True, exist_ok=True)
@@ -47,12 +63,15 @@ def build_tiny_store(root: Path) -> Path:
         (TINY_RRDB, "RRDBNet", 4, _rrdb),
         (TINY_COMPACT, "SRVGGNetCompact", 2, _compact),
         (TINY_X2_UNSHUFFLE, "RRDBNet", 2, _x2_unshuffle),
+        (TINY_SCUNET, "SCUNet", 1, _scunet),
+        (TINY_DNCNN, "DnCNN", 1, _dncnn),
     ):
         filename = f"{name}.pth"
         torch.save(build().state_dict(), root / filename)
         entries.append(
             {
                 "name": name,
+                "task": "denoise" if scale == 1 else "upscale",
                 "architecture": arch,
                 "scale": scale,
                 "license": "test-only",

@@ -1,4 +1,6 @@
-"""The upscale engine: Real-ESRGAN models loaded through spandrel, batched over tiles.
+"""The tile engine: image-to-image models loaded through spandrel, batched over tiles.
+
+It serves the Upscaler (Real-ESRGAN) and the Denoiser (SCUNet, DnCNN: scale 1) alike.
 
 A plain class with no serving code: ``load()`` once, then ``predict()`` on a list of
 tile stacks from any number of requests. Tiles of the same model and size are
@@ -64,6 +66,8 @@ class LoadedModel:
     scale: int
     batch_limit: int
     load_seconds: float
+    minimum: int = 0  # spandrel's size requirements: inputs are padded to meet them
+    multiple_of: int = 1
 
 
 @dataclass
@@ -78,11 +82,14 @@ class EngineStatus:
 
 
 class UpscaleEngine:
-    """Loads the configured models and upscales batches of tiles."""
+    """Loads the configured models and runs batches of tiles through them."""
 
-    def __init__(self, settings: Settings, store: ModelStore) -> None:
+    def __init__(
+        self, settings: Settings, store: ModelStore, models: list[str] | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
+        self.model_names = settings.models if models is None else models
         self.device = _resolve_device(settings)
         self.dtype = _resolve_dtype(settings, self.device)
         self.models: dict[str, LoadedModel] = {}
@@ -97,7 +104,7 @@ class UpscaleEngine:
             torch.set_num_threads(self.settings.torch_threads)
         if self.device.type == "cuda" and self.settings.gpu_memory_fraction:
             torch.cuda.set_per_process_memory_fraction(self.settings.gpu_memory_fraction)
-        for name in self.settings.models:
+        for name in self.model_names:
             try:
                 self.models[name] = self._load_one(name)
                 self.missing.pop(name, None)
@@ -148,7 +155,7 @@ class UpscaleEngine:
             raise RuntimeError(f"{self._cuda_errors} consecutive CUDA errors")
         probe = np.zeros((1, 3, 8, 8), np.float32)
         for name, loaded in self.models.items():
-            output = self._forward(loaded.eager, probe)
+            output = self._forward(loaded, probe, loaded.eager)
             if output.shape != (1, 3, 8 * loaded.scale, 8 * loaded.scale):
                 raise RuntimeError(f"{name}: health probe returned shape {output.shape}")
 
@@ -161,22 +168,30 @@ class UpscaleEngine:
             raise ModelNotReady(
                 f"{path.name} is a x{descriptor.scale} model; the manifest says x{spec.scale}"
             )
+        if (descriptor.input_channels, descriptor.output_channels) != (3, 3):
+            raise ModelNotReady(f"{path.name} is not an RGB model ({descriptor.input_channels} "
+                                f"channels in, {descriptor.output_channels} out)")  # fmt: skip
         eager = descriptor.model.eval().to(self.device, self.dtype)
         module = eager
+        needs = descriptor.size_requirements
         if self.device.type == "cuda":
             eager = module = eager.to(memory_format=torch.channels_last)
             if self.settings.compile:
-                module = self._compile(eager)
+                module = self._compile(eager, needs.minimum, needs.multiple_of)
         batch = self.settings.tile_batch_size
-        return LoadedModel(module, eager, spec.scale, batch, time.perf_counter() - started)
+        return LoadedModel(module, eager, spec.scale, batch, time.perf_counter() - started,
+                           needs.minimum, needs.multiple_of)  # fmt: skip
 
-    def _compile(self, module: torch.nn.Module) -> torch.nn.Module:
+    def _compile(self, module: torch.nn.Module, minimum: int, multiple_of: int) -> torch.nn.Module:
         """Compile, then warm up at the serving tile shape so requests never pay for it."""
-        compiled = torch.compile(module, dynamic=False)
+        compiled: torch.nn.Module = torch.compile(module, dynamic=False)  # type: ignore[assignment]
         size = self.settings.tile_size + 2 * self.settings.tile_pad
         warm = np.zeros((self.settings.tile_batch_size, 3, size, size), np.float32)
-        self._forward(compiled, warm)  # type: ignore[arg-type]
-        return compiled  # type: ignore[return-value]
+        with torch.inference_mode():
+            tensor = _pad_to(torch.from_numpy(warm).to(self.device, self.dtype), minimum,
+                             multiple_of).contiguous(memory_format=torch.channels_last)  # fmt: skip
+            compiled(tensor)
+        return compiled
 
     def _run_group(
         self, model: str, members: list[TileRequest]
@@ -210,7 +225,7 @@ class UpscaleEngine:
         while start < len(stack):
             chunk = stack[start : start + loaded.batch_limit]
             try:
-                outputs.append(self._forward(loaded.module, chunk))
+                outputs.append(self._forward(loaded, chunk))
             except torch.OutOfMemoryError as exc:
                 self._shrink_after_oom(loaded, exc)
                 continue
@@ -227,13 +242,21 @@ class UpscaleEngine:
         loaded.batch_limit = max(1, loaded.batch_limit // 2)
         logger.warning("CUDA out of memory; tile batch lowered to %d", loaded.batch_limit)
 
-    def _forward(self, module: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
+    def _forward(
+        self, loaded: LoadedModel, batch: np.ndarray, module: torch.nn.Module | None = None
+    ) -> np.ndarray:
+        """One forward pass; the batch is padded (edge pixels repeated) to the model's
+        size requirements and the padding cropped off the result."""
+        height, width = batch.shape[-2:]
         try:
             with torch.inference_mode():
                 tensor = torch.from_numpy(batch).to(self.device, self.dtype)
+                tensor = _pad_to(tensor, loaded.minimum, loaded.multiple_of)
                 if self.device.type == "cuda":
                     tensor = tensor.contiguous(memory_format=torch.channels_last)
-                result = module(tensor).clamp_(0.0, 1.0).float().cpu().numpy()
+                output = (module or loaded.module)(tensor)
+                output = output[..., : height * loaded.scale, : width * loaded.scale]
+                result = output.clamp_(0.0, 1.0).float().cpu().numpy()
         except torch.OutOfMemoryError:
             raise
         except RuntimeError:
@@ -242,6 +265,20 @@ class UpscaleEngine:
             raise
         self._cuda_errors = 0
         return np.asarray(result)
+
+
+def _pad_to(tensor: torch.Tensor, minimum: int, multiple_of: int) -> torch.Tensor:
+    """Pad bottom and right so each side is >= ``minimum`` and a multiple of ``multiple_of``."""
+    height, width = tensor.shape[-2:]
+
+    def target(side: int) -> int:
+        side = max(side, minimum)
+        return -(-side // multiple_of) * multiple_of
+
+    extra_h, extra_w = target(height) - height, target(width) - width
+    if not extra_h and not extra_w:
+        return tensor
+    return torch.nn.functional.pad(tensor, (0, extra_w, 0, extra_h), mode="replicate")
 
 
 def _group(requests: list[TileRequest]) -> dict[tuple[str, tuple[int, ...]], list[int]]:

@@ -44,7 +44,7 @@ async function loadModels() {
   try {
     const listing = await Pix.json("v1/models");
     const select = $("model"); select.replaceChildren();
-    for (const model of listing.models.filter((m) => m.state !== "not_configured")) {
+    for (const model of listing.models.filter((m) => m.task === "upscale" && m.state !== "not_configured")) {
       const label = `${model.name} (x${model.scale}${model.state === "loaded" ? "" : ", " + model.state})`;
       select.append(Pix.el("option", { value: model.name, text: label, selected: model.name === listing.default_model }));
     }

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-from services.models.tiny import TINY_COMPACT, TINY_RRDB
+from services.models.tiny import TINY_COMPACT, TINY_DNCNN, TINY_RRDB, TINY_SCUNET
 from tests.utils.receiver import Receiver
 from tests.utils.redis_server import RedisServer, free_port, running_redis
 
@@ -131,6 +131,8 @@ def serve_url(
         "extra_manifest": str(manifest),
         "models": [TINY_RRDB, TINY_COMPACT],
         "default_model": TINY_RRDB,
+        "denoise_models": [TINY_SCUNET, TINY_DNCNN],
+        "default_denoise_model": TINY_DNCNN,
         "tile_size": 32,
         "tile_pad": 20,
         "tile_batch_size": 64,
@@ -149,6 +151,7 @@ def serve_url(
         deployments={
             "Ingress": SMALL,
             "Codec": SMALL,
+            "Denoiser": SMALL,
             "Upscaler": {**batching, **SMALL, "autoscaling_config": {**QUICK, "max_replicas": 2}},
             "Dispatcher": {
                 "autoscaling_config": {**QUICK, "max_replicas": 2, "target_ongoing_requests": 40}

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from services.api.deps import BackendDep, ManifestDep, SettingsDep
 from services.api.schemas import DeploymentReadiness, ModelListPublic, ModelPublic
 from services.config import Settings
-from services.models.manifest import ModelSpec
+from services.models.manifest import DEPLOYMENT_OF, ModelSpec
 
 router = APIRouter(tags=["models"])
 
@@ -16,21 +16,32 @@ router = APIRouter(tags=["models"])
 async def read_models(
     settings: SettingsDep, manifest: ManifestDep, backend: BackendDep
 ) -> ModelListPublic:
-    """List every declared model with its serving state."""
-    upscaler = (await backend.readiness()).get("Upscaler")
-    models = [_public(spec, settings, upscaler) for spec in manifest.models.values()]
-    return ModelListPublic(default_model=settings.default_model, models=models)
+    """List every declared model with its task and serving state."""
+    readiness = await backend.readiness()
+    models = [
+        _public(spec, settings, readiness.get(DEPLOYMENT_OF[spec.task]))
+        for spec in manifest.models.values()
+    ]
+    return ModelListPublic(
+        default_model=settings.default_model,
+        default_denoise_model=settings.default_denoise_model,
+        models=models,
+    )
 
 
 def _public(
-    spec: ModelSpec, settings: Settings, upscaler: DeploymentReadiness | None
+    spec: ModelSpec, settings: Settings, deployment: DeploymentReadiness | None
 ) -> ModelPublic:
     """A spec with its state: not configured, unknown (deployment down), loaded, missing."""
-    base = spec.model_dump(include={"name", "architecture", "scale", "license", "description"})
-    if spec.name not in settings.models:
+    base = spec.model_dump(
+        include={"name", "task", "architecture", "scale", "license", "description"}
+    )
+    configured = settings.models if spec.task == "upscale" else settings.denoise_models
+    if spec.name not in configured:
         return ModelPublic(**base, state="not_configured")
-    if upscaler is None or upscaler.error:
-        return ModelPublic(**base, state="unknown", detail=upscaler.error if upscaler else None)
-    if spec.name in upscaler.loaded:
+    if deployment is None or deployment.error:
+        detail = deployment.error if deployment else None
+        return ModelPublic(**base, state="unknown", detail=detail)
+    if spec.name in deployment.loaded:
         return ModelPublic(**base, state="loaded")
-    return ModelPublic(**base, state="missing", detail=upscaler.missing.get(spec.name))
+    return ModelPublic(**base, state="missing", detail=deployment.missing.get(spec.name))

@@ -42,7 +42,7 @@ async def create_upscale(
     data = await image.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise PayloadTooLarge(f"upload is over the limit of {settings.max_upload_bytes} bytes")
-    spec = manifest.get(model or settings.default_model)
+    spec = manifest.for_task(model or settings.default_model, "upscale")
     options = UpscaleOptions(spec.name, scale, width, height, output_format, quality)
     result = await upscale_upload(data, options, spec.scale, backend, settings)
     record_image(metrics, spec.name, "sync", result.input_size, result.output_size,

@@ -1,0 +1,55 @@
+"""``POST /v1/denoise``: one image through a denoising model (SCUNet, DnCNN) on the
+Denoiser deployment, tiled and batched like upscaling, at the same size."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import Response
+
+from services.api.deps import BackendDep, ManifestDep, MetricsDep, SettingsDep
+from services.api.schemas import ErrorPublic
+from services.errors import PayloadTooLarge
+from services.pipelines.upscale import UpscaleOptions, upscale_upload
+from services.telemetry.metrics import record_image
+
+router = APIRouter(tags=["denoise"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorPublic} for code in (400, 413, 415, 422, 503)
+}
+
+
+@router.post(
+    "/v1/denoise",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}, **_ERRORS},
+)
+async def create_denoise(
+    settings: SettingsDep,
+    manifest: ManifestDep,
+    backend: BackendDep,
+    metrics: MetricsDep,
+    image: Annotated[UploadFile, File(description="The image: PNG, JPEG, WEBP, BMP, TIFF, GIF.")],
+    model: Annotated[
+        str | None, Form(description="A denoise model; see GET /v1/models (task).")
+    ] = None,
+    output_format: Annotated[Literal["png", "jpeg", "webp"], Form(alias="format")] = "png",
+    quality: Annotated[int, Form(ge=1, le=100, description="JPEG/WEBP quality.")] = 90,
+) -> Response:
+    """Remove noise; the output has the input's size."""
+    data = await image.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise PayloadTooLarge(f"upload is over the limit of {settings.max_upload_bytes} bytes")
+    spec = manifest.for_task(model or settings.default_denoise_model, "denoise")
+    options = UpscaleOptions(spec.name, None, None, None, output_format, quality)
+    result = await upscale_upload(data, options, spec.scale, backend, settings)
+    record_image(metrics, spec.name, "sync", result.input_size, result.output_size,
+                 result.step_seconds)  # fmt: skip
+    headers = {
+        "X-Pixserve-Model": spec.name,
+        "X-Pixserve-Output-Size": "{}x{}".format(*result.output_size),
+        "X-Pixserve-Tiles": str(result.tiles),
+    }
+    return Response(result.data, media_type=result.content_type, headers=headers)
