@@ -18,7 +18,9 @@ def register_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     up = commands.add_parser("up", help="start Ray and the app on this machine (Ctrl-C stops)")
     up.add_argument("--config", type=Path, help="Serve config file (default: the packaged one)")
     up.add_argument("--port", type=int, default=8000)
-    up.add_argument("--num-cpus", type=int, help="logical CPUs for Ray (default: all)")
+    up.add_argument("--num-cpus", type=int,
+                    help="logical CPUs for Ray (default: all, or what the replicas reserve "
+                         "if that is more: reservations are bookkeeping, not pinning)")  # fmt: skip
     up.add_argument("--num-gpus", type=float, help="GPU share per Upscaler replica")
     up.add_argument("--models", help="comma-separated models to load (default: config)")
     up.add_argument("--trace", choices=["off", "file", "otlp"], default="off",
@@ -48,7 +50,7 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
     )
     config["tracing_config"] = tracing_config(args.trace, args.trace_sampling)
     signal.signal(signal.SIGTERM, _interrupt)
-    local.start_ray(num_cpus=args.num_cpus)
+    local.start_ray(num_cpus=args.num_cpus or max(os.cpu_count() or 1, local.minimum_cpus(config)))
     try:
         local.deploy(config)
         print(f"pixserve is up: http://127.0.0.1:{args.port}  (API docs: /docs; Ctrl-C stops)")

@@ -6,10 +6,12 @@ import asyncio
 
 from ray import serve
 
+from deployments.metrics import start_live
 from services.config import Settings
 from services.errors import PixserveError
 from services.imaging.convert import Converted, ConvertOptions, convert_image
 from services.pipelines.upscale import image_limits
+from services.telemetry.live import Ongoing
 
 
 @serve.deployment(name="Codec", ray_actor_options={"num_cpus": 1})
@@ -18,9 +20,12 @@ class Codec:
 
     def __init__(self, settings: Settings) -> None:
         self.limits = image_limits(settings)
+        self.ongoing = Ongoing()
+        start_live(settings, lambda: {"ongoing": self.ongoing.value, "device": "cpu"})
 
     async def convert(self, data: bytes, options: ConvertOptions) -> Converted | PixserveError:
-        try:
-            return await asyncio.to_thread(convert_image, data, options, self.limits)
-        except PixserveError as exc:
-            return exc
+        with self.ongoing:
+            try:
+                return await asyncio.to_thread(convert_image, data, options, self.limits)
+            except PixserveError as exc:
+                return exc

@@ -7,6 +7,7 @@ machine (absolute model-store path, GPU share when CUDA is present, the HTTP por
 from __future__ import annotations
 
 import copy
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,18 @@ def wait_until_running(app_name: str, timeout_s: float) -> None:
             raise RuntimeError(f"deploying {app_name} failed: {app.message}")
         time.sleep(0.5)
     raise TimeoutError(f"{app_name} was not running after {timeout_s:.0f} s")
+
+
+def minimum_cpus(config: dict[str, Any]) -> int:
+    """Logical CPUs the config's minimum replicas reserve (``num_cpus`` x ``min_replicas``
+    over every deployment), rounded up: a smaller Ray could never place the graph."""
+    total = 0.0
+    for app in config.get("applications", []):
+        for entry in app.get("deployments", []):
+            cpus = float((entry.get("ray_actor_options") or {}).get("num_cpus", 1))
+            scaling = entry.get("autoscaling_config") or {}
+            total += cpus * int(scaling.get("min_replicas", entry.get("num_replicas", 1)))
+    return math.ceil(total)
 
 
 def start_ray(num_cpus: int | None = None) -> None:

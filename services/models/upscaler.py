@@ -198,7 +198,11 @@ class UpscaleEngine:
     ) -> list[np.ndarray | PixserveError]:
         loaded = self.models.get(model)
         if loaded is None:
-            reason = self.missing.get(model, f"model '{model}' is not loaded by this replica")
+            reason = self.missing.get(model) or (
+                f"model '{model}' is not configured on this deployment (it loads "
+                f"{', '.join(self.model_names) or 'none'}): add it to the settings' model "
+                f"list and fetch it with `pixserve models pull {model}`"
+            )
             raise ModelNotReady(reason)
         stack = np.concatenate([member.tiles for member in members])
         started = time.perf_counter()
