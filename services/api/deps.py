@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, UploadFile
 
 from services.api.backend import PlatformBackend
 from services.auth.guard import KeyGuard
 from services.auth.keys import ApiKey
 from services.config import Settings
-from services.errors import Forbidden, ServiceUnavailable
+from services.errors import Forbidden, PayloadTooLarge, ServiceUnavailable
 from services.models.manifest import Manifest
 from services.telemetry.metrics import PlatformMetrics
 
@@ -56,6 +56,15 @@ async def require_admin(request: Request) -> ApiKey | None:
     if key is not None and not key.admin:
         raise Forbidden(f"key {key.prefix} is not an admin key: pixserve keys create --admin")
     return key
+
+
+async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
+    """An uploaded image's bytes, refused past ``max_upload_bytes`` without reading more."""
+    data = await upload.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        name = upload.filename or "upload"
+        raise PayloadTooLarge(f"{name} is over the limit of {settings.max_upload_bytes} bytes")
+    return data
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -20,6 +20,12 @@ class ErrorPublic(BaseModel):
     error: ErrorDetail
 
 
+# The error answers of the image routes, for their OpenAPI documentation.
+IMAGE_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorPublic} for code in (400, 413, 415, 422, 503)
+}
+
+
 class ModelPublic(BaseModel):
     """A declared model and whether the serving replicas have it loaded."""
 

@@ -157,6 +157,12 @@ def _decode_png16(data: bytes) -> DecodedImage:
 
 
 def _decode_with_pillow(data: bytes, kind: str, limits: ImageLimits) -> DecodedImage:
+    return DecodedImage(*_pillow_to_array(open_with_pillow(data, kind, limits)), kind)
+
+
+def open_with_pillow(data: bytes, kind: str, limits: ImageLimits) -> Image.Image:
+    """Open, check the dimensions before any pixel is decoded, decode, and apply the
+    EXIF orientation to the pixels; the ICC profile stays in ``.info``."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -168,7 +174,9 @@ def _decode_with_pillow(data: bytes, kind: str, limits: ImageLimits) -> DecodedI
             raise ImageTooLarge(f"image refused as a decompression bomb: {exc}") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise InvalidImage(f"{kind.upper()} data is truncated or corrupt: {exc}") from exc
-    return DecodedImage(*_pillow_to_array(image), kind)
+    if "icc_profile" in opened.info:
+        image.info["icc_profile"] = opened.info["icc_profile"]
+    return image
 
 
 def _pillow_to_array(image: Image.Image) -> tuple[np.ndarray, int]:

@@ -11,14 +11,13 @@ that fits.
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 from typing import Literal
 
 from PIL import Image, ImageOps
 
 from services.errors import ImageTooLarge, InvalidImage, InvalidParameter
-from services.imaging.codec import ImageLimits, check_dimensions, sniff_format
+from services.imaging.codec import ImageLimits, open_with_pillow, sniff_format
 
 ConvertFormat = Literal["jpeg", "png", "webp", "avif"]
 ResizeMode = Literal["fit", "fill", "scale"]
@@ -97,22 +96,8 @@ def _open(data: bytes, limits: ImageLimits) -> Image.Image:
         raise ImageTooLarge(f"upload is {len(data)} bytes; the limit is {limits.max_bytes}")
     if not data:
         raise InvalidImage("the upload is empty (0 bytes)")
-    kind = sniff_format(data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            opened = Image.open(io.BytesIO(data))
-            check_dimensions(opened.width, opened.height, limits)
-            opened.load()
-            # the orientation is applied to the pixels, so dropping EXIF loses nothing
-            transposed = ImageOps.exif_transpose(opened)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageTooLarge(f"image refused as a decompression bomb: {exc}") from exc
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise InvalidImage(f"{kind.upper()} data is truncated or corrupt: {exc}") from exc
-    if "icc_profile" in opened.info:
-        transposed.info["icc_profile"] = opened.info["icc_profile"]
-    return transposed
+    # the orientation is applied to the pixels, so dropping EXIF afterwards loses nothing
+    return open_with_pillow(data, sniff_format(data), limits)
 
 
 def _resize(image: Image.Image, options: ConvertOptions, limits: ImageLimits) -> Image.Image:

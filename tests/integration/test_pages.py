@@ -66,12 +66,17 @@ def images(tmp_path: Path, sizes: list[int]) -> list[str]:
     return paths
 
 
-def test_upload_one_image_compare_and_download(
-    page: playwright_api.Page, serve_url: str, tmp_path: Path
-) -> None:
+def open_upload_page(page: playwright_api.Page, serve_url: str) -> None:
+    """The upload page, once its model list has loaded, with the tiny x2 model chosen."""
     page.goto(f"{serve_url}/")
     page.wait_for_selector(f"#model option[value='{TINY_COMPACT}']", state="attached")
     page.select_option("#model", TINY_COMPACT)
+
+
+def test_upload_one_image_compare_and_download(
+    page: playwright_api.Page, serve_url: str, tmp_path: Path
+) -> None:
+    open_upload_page(page, serve_url)
     page.set_input_files("#files", images(tmp_path, [48]))
     page.click("#submit")  # one small image: the synchronous endpoint
     page.wait_for_selector(".card .badge.done", timeout=60_000)
@@ -90,9 +95,7 @@ def test_upload_one_image_compare_and_download(
 def test_upload_several_images_as_a_job_with_progress_zip_and_history(
     page: playwright_api.Page, serve_url: str, tmp_path: Path
 ) -> None:
-    page.goto(f"{serve_url}/")
-    page.wait_for_selector(f"#model option[value='{TINY_COMPACT}']", state="attached")
-    page.select_option("#model", TINY_COMPACT)
+    open_upload_page(page, serve_url)
     page.select_option("#format", "webp")
     page.set_input_files("#files", images(tmp_path, [32, 40, 48]))
     assert "3 image(s)" in page.inner_text("#summary")

@@ -8,23 +8,18 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
-from services.api.deps import BackendDep, MetricsDep, SettingsDep
-from services.api.schemas import ErrorPublic
-from services.errors import PayloadTooLarge
+from services.api.deps import BackendDep, MetricsDep, SettingsDep, read_upload
+from services.api.schemas import IMAGE_ERRORS
 from services.imaging.convert import CONVERT_TYPES, ConvertFormat, ConvertOptions, ResizeMode
 from services.telemetry.metrics import record_image
 
 router = APIRouter(tags=["convert"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorPublic} for code in (400, 413, 415, 422, 503)
-}
-
 
 @router.post(
     "/v1/convert",
     response_class=Response,
-    responses={200: {"content": {t: {} for t in CONVERT_TYPES.values()}}, **_ERRORS},
+    responses={200: {"content": {t: {} for t in CONVERT_TYPES.values()}}, **IMAGE_ERRORS},
 )
 async def create_conversion(
     settings: SettingsDep,
@@ -48,9 +43,7 @@ async def create_conversion(
     ] = None,
 ) -> Response:
     """Convert between JPEG, PNG, WEBP and AVIF, optionally resized, within a budget."""
-    data = await image.read(settings.max_upload_bytes + 1)
-    if len(data) > settings.max_upload_bytes:
-        raise PayloadTooLarge(f"upload is over the limit of {settings.max_upload_bytes} bytes")
+    data = await read_upload(image, settings)
     options = ConvertOptions(
         output_format, quality, resize, width, height, scale, keep_metadata, max_bytes
     )

@@ -8,23 +8,21 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
-from services.api.deps import BackendDep, ManifestDep, MetricsDep, SettingsDep
-from services.api.schemas import ErrorPublic
-from services.errors import PayloadTooLarge
+from services.api.deps import BackendDep, ManifestDep, MetricsDep, SettingsDep, read_upload
+from services.api.schemas import IMAGE_ERRORS
 from services.pipelines.upscale import UpscaleOptions, upscale_upload
 from services.telemetry.metrics import record_image
 
 router = APIRouter(tags=["denoise"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorPublic} for code in (400, 413, 415, 422, 503)
-}
-
 
 @router.post(
     "/v1/denoise",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}, **_ERRORS},
+    responses={
+        200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
+        **IMAGE_ERRORS,
+    },
 )
 async def create_denoise(
     settings: SettingsDep,
@@ -39,9 +37,7 @@ async def create_denoise(
     quality: Annotated[int, Form(ge=1, le=100, description="JPEG/WEBP quality.")] = 90,
 ) -> Response:
     """Remove noise; the output has the input's size."""
-    data = await image.read(settings.max_upload_bytes + 1)
-    if len(data) > settings.max_upload_bytes:
-        raise PayloadTooLarge(f"upload is over the limit of {settings.max_upload_bytes} bytes")
+    data = await read_upload(image, settings)
     spec = manifest.for_task(model or settings.default_denoise_model, "denoise")
     options = UpscaleOptions(spec.name, None, None, None, output_format, quality)
     result = await upscale_upload(data, options, spec.scale, backend, settings)

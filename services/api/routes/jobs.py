@@ -11,9 +11,9 @@ from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Uplo
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
-from services.api.deps import SettingsDep, require_api_key
+from services.api.deps import SettingsDep, read_upload, require_api_key
 from services.auth.keys import ApiKey
-from services.errors import InvalidParameter, PayloadTooLarge, ServiceUnavailable
+from services.errors import InvalidParameter, ServiceUnavailable
 from services.jobs.models import TERMINAL_JOB, Job, JobStatus
 from services.jobs.service import JobRequest, JobService
 
@@ -70,10 +70,7 @@ async def create_job(
     """Submit a batch: answers 202 with the job envelope; items run asynchronously."""
     uploads = []
     for upload in images or []:
-        data = await upload.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
-            raise PayloadTooLarge(f"{upload.filename} is over {settings.max_upload_bytes} bytes")
-        uploads.append((upload.filename or "image", data))
+        uploads.append((upload.filename or "image", await read_upload(upload, settings)))
     pipeline: dict[str, object] = {
         "name": "upscale", "model": model or settings.default_model, "scale": scale,
         "width": width, "height": height, "format": output_format, "quality": quality,
