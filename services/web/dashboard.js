@@ -3,7 +3,7 @@
 
 const REFRESH_MS = 5000;
 const $ = (id) => document.getElementById(id);
-const view = { selectedJob: null };
+const view = { selectedJob: null, allErrors: false };
 const { el, badge } = Pix;
 
 function table(headers, rows, { numeric = [] } = {}) {
@@ -90,11 +90,18 @@ function renderCost(o) {
     table(["model", "images", "compute / image", "GPU cost", "cost / image", "images / $"], rows, { numeric: [1, 2, 3, 4, 5] }));
 }
 
+const ERRORS_SHOWN = 12; // more on request: a burst of bad requests should not bury the page
+
 function renderErrors(o) {
-  const rows = o.errors.map((e) => row([Pix.time(e.at), e.source === "job" ? `job ${String(e.job).slice(0, 8)} #${e.item}` : `${e.method} ${e.route}`,
+  const shown = view.allErrors ? o.errors : o.errors.slice(0, ERRORS_SHOWN);
+  const rows = shown.map((e) => row([Pix.time(e.at), e.source === "job" ? `job ${String(e.job).slice(0, 8)} #${e.item}` : `${e.method} ${e.route}`,
     e.status ? badge(String(e.status), e.status >= 500 ? "error" : "warn") : badge("item", "error"), el("span", { class: "mono", text: e.code || "" }),
     e.message || "", e.trace_id ? el("span", { class: "mono", title: e.trace_id, text: e.trace_id.slice(0, 12) }) : ""]));
-  $("errors").replaceChildren(table(["time", "where", "status", "code", "message", "trace"], rows));
+  const more = o.errors.length > ERRORS_SHOWN
+    ? el("button", { class: "secondary", text: view.allErrors ? "show fewer" : `show all ${o.errors.length}`,
+        onclick: () => { view.allErrors = !view.allErrors; renderErrors(o); } })
+    : null;
+  $("errors").replaceChildren(table(["time", "where", "status", "code", "message", "trace"], rows), more || "");
 }
 
 // ---- jobs ------------------------------------------------------------------------------
