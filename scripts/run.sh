@@ -62,4 +62,5 @@ while job["status"] in ("queued", "running"):
 print(f"run: job {job['id']} {job['status']}: {job['progress']['done']}/{job['progress']['total']} "
       f"outputs, e.g. {url}{job['items'][0]['output_url']}")
 PY
-echo "run: pixserve keeps running at $URL (API docs: $URL/docs); stop it with 'make stop'"
+echo "run: pixserve keeps running at $URL: open it to drop images and compare before/after,"
+echo "run: $URL/dashboard for operators, $URL/docs for the API; stop it with 'make stop'"
