@@ -104,10 +104,12 @@ class LiveStats:
             pipe.execute()
         except RedisError as exc:
             logger.debug("live stats not written (%s); kept for the next flush", exc)
+            oldest = int(time.time() // 60) - KEEP_S // 60  # past that, Redis would drop it
             with self._lock:
                 for slot, value in sums.items():
-                    self._sums[slot] += value
-                self._last = {**last, **self._last}
+                    if slot[0] >= oldest:
+                        self._sums[slot] += value
+                self._last = {**{k: v for k, v in last.items() if k[0] >= oldest}, **self._last}
                 self._errors = (errors + self._errors)[-ERRORS_KEPT:]
 
     def start(

@@ -84,3 +84,18 @@ def test_the_tee_records_into_every_factory() -> None:
     metrics.images.inc(tags={"model": "m", "path": "job"})
     assert memory.metrics["pixserve_images_total"].get(model="m", path="job") == 1
     assert fields_of(stats) == {"c|pixserve_images_total|model=m,path=job": 1}
+
+
+def test_a_failed_flush_keeps_recent_numbers_for_the_next_one() -> None:
+    """Redis down: the counts return to the buffer, but not minutes Redis would already
+    have dropped (an outage must not grow the buffer without bound)."""
+    import redis
+
+    stats = LiveStats()
+    stats.add("c|recent|", 2)
+    stats._sums[0, "c|ancient|"] = 5  # minute 0: 1970
+    stats.error(code="boom")
+    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    stats.flush(unreachable, ("replica", {"deployment": "X"}))
+    assert fields_of(stats) == {"c|recent|": 2}
+    assert len(stats._errors) == 1
