@@ -26,11 +26,11 @@ class TileModels:
 
     def __init__(self, settings: Settings, models: list[str]) -> None:
         store = ModelStore(settings.model_store, load_manifest(settings.extra_manifest))
-        self.engine = UpscaleEngine(settings, store, models)
-        self.metrics = platform_metrics()
-        self.replica = serve.get_replica_context().replica_id.unique_id
         resources = ray.get_runtime_context().get_assigned_resources()  # type: ignore[no-untyped-call]
         share = float(resources.get("GPU", 0.0))
+        self.engine = UpscaleEngine(settings, store, models, gpu_share=share)
+        self.metrics = platform_metrics()
+        self.replica = serve.get_replica_context().replica_id.unique_id
         self.engine.on_pass = lambda p: record_forward_pass(
             self.metrics, p.model, p.tiles, p.capacity, p.seconds, share,
             settings.gpu_hour_price_usd,

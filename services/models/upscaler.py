@@ -85,11 +85,20 @@ class UpscaleEngine:
     """Loads the configured models and runs batches of tiles through them."""
 
     def __init__(
-        self, settings: Settings, store: ModelStore, models: list[str] | None = None
+        self,
+        settings: Settings,
+        store: ModelStore,
+        models: list[str] | None = None,
+        gpu_share: float = 0.0,
     ) -> None:
         self.settings = settings
         self.store = store
         self.model_names = settings.models if models is None else models
+        # the per-process CUDA cap: the setting, else the replica's GPU share, so
+        # replicas packed on one card cannot starve each other
+        self.memory_fraction = settings.gpu_memory_fraction or (
+            gpu_share if 0 < gpu_share < 1 else None
+        )
         self.device = _resolve_device(settings)
         self.dtype = _resolve_dtype(settings, self.device)
         self.models: dict[str, LoadedModel] = {}
@@ -102,8 +111,8 @@ class UpscaleEngine:
         """Load every model named in settings; a missing one is recorded, not fatal."""
         if self.settings.torch_threads:
             torch.set_num_threads(self.settings.torch_threads)
-        if self.device.type == "cuda" and self.settings.gpu_memory_fraction:
-            torch.cuda.set_per_process_memory_fraction(self.settings.gpu_memory_fraction)
+        if self.device.type == "cuda" and self.memory_fraction:
+            torch.cuda.set_per_process_memory_fraction(self.memory_fraction)
         for name in self.model_names:
             try:
                 self.models[name] = self._load_one(name)
@@ -142,7 +151,7 @@ class UpscaleEngine:
         return {
             "used": float(torch.cuda.memory_allocated(self.device)),
             "reserved": float(torch.cuda.memory_reserved(self.device)),
-            "limit": float(total * (self.settings.gpu_memory_fraction or 1.0)),
+            "limit": float(total * (self.memory_fraction or 1.0)),
         }
 
     def check_health(self) -> None:

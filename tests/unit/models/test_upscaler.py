@@ -10,7 +10,7 @@ from services.config import Settings
 from services.errors import EngineOutOfMemory, ModelNotReady
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
-from services.models.tiny import TINY_COMPACT, TINY_RRDB, TINY_X2_UNSHUFFLE
+from services.models.tiny import TINY_COMPACT, TINY_DNCNN, TINY_RRDB, TINY_SCUNET, TINY_X2_UNSHUFFLE
 from services.models.upscaler import TileRequest, UpscaleEngine
 
 
@@ -120,3 +120,29 @@ def test_x2plus_shaped_model_loads_and_upscales_by_two(tiny_settings: Settings) 
     assert engine.status().loaded == {TINY_X2_UNSHUFFLE: 2}
     (result,) = engine.predict([TileRequest(TINY_X2_UNSHUFFLE, tiles(2, size=36))])
     assert isinstance(result, np.ndarray) and result.shape == (2, 3, 72, 72)
+
+
+@pytest.mark.parametrize(
+    ("setting", "share", "fraction"),
+    [(None, 0.5, 0.5), (None, 0.0, None), (None, 1.0, None), (0.3, 0.5, 0.3)],
+)
+def test_the_cuda_memory_cap_follows_the_replica_gpu_share(
+    tiny_settings: Settings, setting: float | None, share: float, fraction: float | None
+) -> None:
+    """A replica with half a GPU may take half its memory (the setting overrides);
+    a whole card or no GPU needs no cap."""
+    settings = tiny_settings.model_copy(update={"gpu_memory_fraction": setting})
+    store = ModelStore(settings.model_store, load_manifest(settings.extra_manifest))
+    assert UpscaleEngine(settings, store, gpu_share=share).memory_fraction == fraction
+
+
+def test_denoise_models_are_padded_to_their_size_requirements(tiny_settings: Settings) -> None:
+    """SCUNet needs 40 px: a 24 px tile is padded and the padding cropped off again."""
+    store = ModelStore(tiny_settings.model_store, load_manifest(tiny_settings.extra_manifest))
+    engine = UpscaleEngine(tiny_settings, store, [TINY_SCUNET, TINY_DNCNN])
+    engine.load()
+    assert engine.models[TINY_SCUNET].minimum == 40
+    engine.check_health()  # 8 px probes
+    for model in (TINY_SCUNET, TINY_DNCNN):
+        (result,) = engine.predict([TileRequest(model, tiles(2))])
+        assert isinstance(result, np.ndarray) and result.shape == (2, 3, 24, 24)
