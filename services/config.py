@@ -130,7 +130,10 @@ class Settings(BaseSettings):
         default=2.5, ge=0, description="Price of one GPU-hour, for the cost-per-image metric."
     )
     gpu_memory_fraction: float | None = Field(
-        default=None, gt=0, le=1, description="Per-process CUDA memory cap; None: the replica's GPU share."
+        default=None,
+        gt=0,
+        le=1,
+        description="Per-process CUDA memory cap; None: the replica's GPU share.",
     )
 
     # Serve batching
