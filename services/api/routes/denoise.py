@@ -9,9 +9,9 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
 from services.api.deps import BackendDep, ManifestDep, MetricsDep, SettingsDep, read_upload
+from services.api.routes.upscale import run_tile_model
 from services.api.schemas import IMAGE_ERRORS
-from services.pipelines.upscale import UpscaleOptions, upscale_upload
-from services.telemetry.metrics import record_image
+from services.pipelines.upscale import UpscaleOptions
 
 router = APIRouter(tags=["denoise"])
 
@@ -40,12 +40,4 @@ async def create_denoise(
     data = await read_upload(image, settings)
     spec = manifest.for_task(model or settings.default_denoise_model, "denoise")
     options = UpscaleOptions(spec.name, None, None, None, output_format, quality)
-    result = await upscale_upload(data, options, spec.scale, backend, settings)
-    record_image(metrics, spec.name, "sync", result.input_size, result.output_size,
-                 result.step_seconds)  # fmt: skip
-    headers = {
-        "X-Pixserve-Model": spec.name,
-        "X-Pixserve-Output-Size": "{}x{}".format(*result.output_size),
-        "X-Pixserve-Tiles": str(result.tiles),
-    }
-    return Response(result.data, media_type=result.content_type, headers=headers)
+    return await run_tile_model(data, options, spec, backend, settings, metrics)

@@ -9,8 +9,10 @@ from fastapi.responses import Response
 
 from services.api.deps import BackendDep, ManifestDep, MetricsDep, SettingsDep, read_upload
 from services.api.schemas import IMAGE_ERRORS
-from services.pipelines.upscale import UpscaleOptions, upscale_upload
-from services.telemetry.metrics import record_image
+from services.config import Settings
+from services.models.manifest import ModelSpec
+from services.pipelines.upscale import TileBackend, UpscaleOptions, upscale_upload
+from services.telemetry.metrics import PlatformMetrics, record_image
 
 router = APIRouter(tags=["upscale"])
 
@@ -40,6 +42,19 @@ async def create_upscale(
     data = await read_upload(image, settings)
     spec = manifest.for_task(model or settings.default_model, "upscale")
     options = UpscaleOptions(spec.name, scale, width, height, output_format, quality)
+    return await run_tile_model(data, options, spec, backend, settings, metrics)
+
+
+async def run_tile_model(
+    data: bytes,
+    options: UpscaleOptions,
+    spec: ModelSpec,
+    backend: TileBackend,
+    settings: Settings,
+    metrics: PlatformMetrics,
+) -> Response:
+    """Run one upload through a tile model (upscale or denoise), count it, and answer
+    the encoded image with the model, sizes and tile count as headers."""
     result = await upscale_upload(data, options, spec.scale, backend, settings)
     record_image(metrics, spec.name, "sync", result.input_size, result.output_size,
                  result.step_seconds)  # fmt: skip
