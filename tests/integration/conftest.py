@@ -160,7 +160,9 @@ def serve_url(
         port=port,
     )
     metrics_port = urlsplit(metrics_url).port
-    ray.init(num_cpus=8, namespace="serve", include_dashboard=False,
+    # replica logs stay in Ray's log files: streamed to this process they land in the
+    # stderr other tests capture (a CLI test's one-line error met a replica's log line)
+    ray.init(num_cpus=8, namespace="serve", include_dashboard=False, log_to_driver=False,
              _metrics_export_port=metrics_port)  # fmt: skip
     try:
         # Serve's tracing with its default exporter: spans as JSON files per replica
