@@ -1,5 +1,5 @@
-"""The application graph: Ingress -> Upscaler, Denoiser and Codec; Dispatcher -> the
-tile deployments for jobs.
+"""The application graph: Ingress -> Upscaler, Denoiser, FaceRestorer (-> Upscaler for
+backgrounds) and Codec; Dispatcher -> the tile deployments for jobs.
 
 ``app_builder`` is the ``import_path`` of ``serve_config.yaml``: the config's ``args``
 become the Settings, and its ``deployments`` section tunes replicas and resources.
@@ -13,6 +13,7 @@ from ray.serve import Application, Deployment
 
 from deployments.codec import Codec
 from deployments.dispatcher import Dispatcher
+from deployments.faces import FaceRestorer
 from deployments.ingress import Ingress
 from deployments.upscaler import Denoiser, Upscaler
 from services.config import Settings
@@ -25,7 +26,8 @@ def build_app(settings: Settings) -> Application:
     denoiser = cast(Deployment, Denoiser).bind(settings)
     dispatcher = cast(Deployment, Dispatcher).bind(upscaler, denoiser, settings)
     codec = cast(Deployment, Codec).bind(settings)
-    return cast(Deployment, Ingress).bind(upscaler, dispatcher, codec, denoiser, settings)
+    faces = cast(Deployment, FaceRestorer).bind(upscaler, settings)
+    return cast(Deployment, Ingress).bind(upscaler, dispatcher, codec, denoiser, faces, settings)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

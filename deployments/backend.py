@@ -13,9 +13,11 @@ from ray.serve.handle import DeploymentHandle
 
 from services.api.schemas import DeploymentReadiness, DeploymentView
 from services.errors import PixserveError, ServiceUnavailable
+from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertOptions
 from services.models.manifest import DEPLOYMENT_OF, Manifest
 from services.models.upscaler import EngineStatus, TileRequest
+from services.pipelines.faces import FaceOptions, FaceResult
 from services.telemetry.tracing import current_traceparent
 
 
@@ -30,11 +32,15 @@ class ServeBackend:
         denoiser: DeploymentHandle[Any] | None = None,
         manifest: Manifest | None = None,
         status_timeout_s: float = 5.0,
+        faces: DeploymentHandle[Any] | None = None,
     ) -> None:
         self.tile_deployments = {"Upscaler": upscaler}
         if denoiser is not None:
             self.tile_deployments["Denoiser"] = denoiser
-        self.codec = codec
+        self.model_deployments = dict(self.tile_deployments)  # those answering status()
+        if faces is not None:
+            self.model_deployments["FaceRestorer"] = faces
+        self.codec, self.faces = codec, faces
         self.serving = {  # model name -> the deployment that serves it
             name: DEPLOYMENT_OF[spec.task] for name, spec in (manifest.models.items()
                                                                if manifest else [])
@@ -67,16 +73,28 @@ class ServeBackend:
         converted: Converted = result
         return converted
 
+    async def restore_faces(self, image: DecodedImage, options: FaceOptions) -> FaceResult:
+        if self.faces is None:
+            raise ServiceUnavailable("no FaceRestorer deployment is connected")
+        try:
+            result = await self.faces.restore.remote(image, options, _request_id())
+        except RayError as exc:
+            raise ServiceUnavailable(f"the FaceRestorer deployment failed: {exc}") from exc
+        if isinstance(result, PixserveError):
+            raise result
+        restored: FaceResult = result
+        return restored
+
     async def readiness(self) -> dict[str, DeploymentReadiness]:
-        """Each tile deployment: ready when none of its models is missing (and the
+        """Each model deployment: ready when none of its models is missing (and the
         Upscaler has at least one)."""
-        names = list(self.tile_deployments)
+        names = list(self.model_deployments)
         answers = await asyncio.gather(*(self._status(name) for name in names))
         return dict(zip(names, answers, strict=True))
 
     async def _status(self, name: str) -> DeploymentReadiness:
         try:
-            call = self.tile_deployments[name].status.remote()
+            call = self.model_deployments[name].status.remote()
             status: EngineStatus = await asyncio.wait_for(call, self.status_timeout_s)
         except (RayError, TimeoutError) as exc:
             return DeploymentReadiness(ready=False, error=f"unreachable: {type(exc).__name__}")

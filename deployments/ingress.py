@@ -28,11 +28,12 @@ class Ingress:
         dispatcher: DeploymentHandle[Any],
         codec: DeploymentHandle[Any],
         denoiser: DeploymentHandle[Any],
+        faces: DeploymentHandle[Any],
         settings: Settings,
     ) -> None:
         self.settings = settings
         manifest = load_manifest(settings.extra_manifest)
-        self.backend = ServeBackend(upscaler, codec, denoiser, manifest)
+        self.backend = ServeBackend(upscaler, codec, denoiser, manifest, faces=faces)
         self.dispatcher = dispatcher  # held so the graph deploys it; it needs no calls
         self.jobs = build_job_service(settings)
         self.api = create_api(

@@ -115,6 +115,25 @@ class Settings(BaseSettings):
     default_denoise_model: str = Field(
         default="scunet-color", description="Denoise model used when none is named."
     )
+    face_models: list[str] = Field(
+        default=[], description="Models the FaceRestorer loads (e.g. gfpgan-v1.4, codeformer)."
+    )
+    default_face_model: str = Field(
+        default="gfpgan-v1.4", description="Face model used when none is named."
+    )
+    face_detectors: list[str] = Field(
+        default=[], description="Detectors the FaceRestorer loads (e.g. retinaface-resnet50)."
+    )
+    default_face_detector: str = Field(
+        default="retinaface-resnet50", description="Detector used when none is named."
+    )
+    face_confidence: float = Field(
+        default=0.8, gt=0, lt=1, description="Detector score a face needs to be restored."
+    )
+    face_batch_size: int = Field(
+        default=8, ge=1, le=64, description="Faces per forward pass of a face model."
+    )
+    max_faces: int = Field(default=20, ge=1, le=200, description="Most faces one image restores.")
 
     # Inference
     device: Device = Field(default="auto", description="cuda when available under auto.")
@@ -164,6 +183,12 @@ class Settings(BaseSettings):
     )
     max_side: int = Field(default=16384, ge=1, description="Largest accepted width/height.")
     max_scale: float = Field(default=8.0, gt=1, description="Largest output scale.")
+
+    def configured(self, task: str) -> list[str]:
+        """The models a deployment loads for ``task`` (upscale, denoise, face, detect)."""
+        lists = {"upscale": self.models, "denoise": self.denoise_models,
+                 "face": self.face_models, "detect": self.face_detectors}  # fmt: skip
+        return lists.get(task, [])
 
     @field_validator("webhook_allowed_networks")
     @classmethod

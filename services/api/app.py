@@ -11,7 +11,17 @@ from services.admin.console import Console
 from services.api.backend import PlatformBackend
 from services.api.deps import require_api_key
 from services.api.errors import failed, install_error_handlers
-from services.api.routes import admin, convert, denoise, health, jobs, models, pages, upscale
+from services.api.routes import (
+    admin,
+    convert,
+    denoise,
+    faces,
+    health,
+    jobs,
+    models,
+    pages,
+    upscale,
+)
 from services.auth.guard import KeyGuard
 from services.config import Settings
 from services.jobs.service import JobService
@@ -58,7 +68,8 @@ def create_api(
     )
     _install_request_metrics(app, app.state.metrics, app.state.ongoing, live)
     keyed = [Depends(require_api_key)]
-    for router in (upscale.router, denoise.router, convert.router, models.router, jobs.router):
+    routers = (upscale, denoise, faces, convert, models, jobs)
+    for router in (module.router for module in routers):
         app.include_router(router, dependencies=keyed)
     app.include_router(admin.router)  # admin keys only (see require_admin)
     app.include_router(health.router)

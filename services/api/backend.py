@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from services.api.schemas import DeploymentReadiness, DeploymentView
+from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertOptions
+from services.pipelines.faces import FaceOptions, FaceResult
 from services.pipelines.upscale import TileBackend
 
 
@@ -18,6 +20,10 @@ class PlatformBackend(TileBackend, Protocol):
 
     async def deployments(self) -> tuple[str, list[DeploymentView]]:
         """This application's name and deployments: status, running and target replicas."""
+        ...
+
+    async def restore_faces(self, image: DecodedImage, options: FaceOptions) -> FaceResult:
+        """One image's faces restored by the FaceRestorer (errors raised as PixserveError)."""
         ...
 
     async def convert(self, data: bytes, options: ConvertOptions) -> Converted:

@@ -42,6 +42,8 @@ class ModelPublic(BaseModel):
 class ModelListPublic(BaseModel):
     default_model: str
     default_denoise_model: str
+    default_face_model: str
+    default_face_detector: str
     models: list[ModelPublic]
 
 

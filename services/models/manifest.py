@@ -16,8 +16,13 @@ from pydantic import BaseModel, Field
 from services.errors import UnknownModel
 
 SourceKind = Literal["url", "ncnn", "local"]
-Task = Literal["upscale", "denoise"]
-DEPLOYMENT_OF: dict[str, str] = {"upscale": "Upscaler", "denoise": "Denoiser"}
+Task = Literal["upscale", "denoise", "face", "detect"]
+DEPLOYMENT_OF: dict[str, str] = {
+    "upscale": "Upscaler",
+    "denoise": "Denoiser",
+    "face": "FaceRestorer",
+    "detect": "FaceRestorer",
+}
 
 
 class WeightSource(BaseModel):
@@ -41,7 +46,9 @@ class ModelSpec(BaseModel):
 
     name: str
     task: Task = "upscale"
-    architecture: Literal["RRDBNet", "SRVGGNetCompact", "SCUNet", "DnCNN"]
+    architecture: Literal[
+        "RRDBNet", "SRVGGNetCompact", "SCUNet", "DnCNN", "GFPGAN", "CodeFormer", "RetinaFace"
+    ]
     scale: int = Field(ge=1, le=8)
     license: str
     description: str = ""

@@ -1,7 +1,11 @@
-"""Tiny random-weight Real-ESRGAN models, saved in the real formats, with a manifest.
+"""Tiny random-weight models, saved in the real formats, with a manifest.
 
 They run the real loading path (spandrel, checksum, manifest) in milliseconds: the
 tests use them, and so does the CPU benchmark where the full models would take hours.
+The face models cannot be small (spandrel builds GFPGAN at its published size), so
+they are random weights at full size, stored in fp16 safetensors. The face detectors
+are RetinaFace's real MobileNet layout whose heads are set by hand: one "sees" a 64 px
+face on every 16 px cell (NMS thins them to a lattice), the other never sees one.
 """
 
 from __future__ import annotations
@@ -9,12 +13,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+from safetensors.torch import save_file
 from spandrel.architectures.Compact import Compact as SRVGGNetCompact
 from spandrel.architectures.DnCNN import DnCNN
 from spandrel.architectures.ESRGAN import ESRGAN
 from spandrel.architectures.SCUNet import SCUNet
 
+from services.imaging.faces import CROP, TEMPLATE
+from services.models.retinaface import RetinaFace
 from services.models.store import sha256_file
 
 TINY_RRDB = "tiny-x4"
@@ -22,6 +30,10 @@ TINY_COMPACT = "tiny-compact-x2"
 TINY_X2_UNSHUFFLE = "tiny-x2-unshuffle"
 TINY_SCUNET = "tiny-scunet"
 TINY_DNCNN = "tiny-dncnn"
+TINY_GFPGAN = "tiny-gfpgan"
+TINY_CODEFORMER = "tiny-codeformer"
+TINY_DETECTOR = "tiny-retinaface"
+TINY_BLIND_DETECTOR = "tiny-retinaface-blind"
 
 
 def _rrdb() -> torch.nn.Module:
@@ -54,11 +66,55 @@ def _dncnn() -> torch.nn.Module:
     return module
 
 
-def build_tiny_store(root: Path) -> Path:
-    """Write the tiny models into ``root`` and return the path of their manifest."""
+def _gfpgan() -> torch.nn.Module:
+    from spandrel.architectures.GFPGAN import GFPGAN
+
+    module: torch.nn.Module = GFPGAN(
+        out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None,
+        fix_decoder=False, num_mlp=8, input_is_latent=True, different_w=True, narrow=1,
+        sft_half=True,
+    )  # fmt: skip
+    return module
+
+
+def _codeformer() -> torch.nn.Module:
+    """CodeFormer's autoencoder at its published size, a narrow one-layer transformer."""
+    from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
+
+    module: torch.nn.Module = CodeFormer(dim_embd=64, n_head=8, n_layers=1, codebook_size=64)
+    return module
+
+
+def _detector(sees_faces: bool) -> torch.nn.Module:
+    """Random MobileNet body; heads that ignore it. Face logits are high (or low) for the
+    64 px anchor of the stride-16 level only; boxes are the anchors; the landmarks sit
+    where the FFHQ template puts them, for a face filling the anchor box."""
+    network = RetinaFace("mobilenet0.25")
+    face_logit = 4.0 if sees_faces else -4.0
+    offsets = ((TEMPLATE - CROP / 2) / CROP / 0.1).reshape(-1)  # decode()'s variance 0.1
+    state = network.state_dict()
+    for key, value in state.items():
+        if key.startswith(("ClassHead", "BboxHead", "LandmarkHead")):
+            value.zero_()
+    for level in range(3):
+        state[f"ClassHead.{level}.conv1x1.bias"][:] = torch.tensor([0.0, -4.0, 0.0, -4.0])
+        state[f"LandmarkHead.{level}.conv1x1.bias"][:] = torch.tensor(np.tile(offsets, 2))
+    state["ClassHead.1.conv1x1.bias"][1] = face_logit  # anchor 0 of level 1: 64 px
+    network.load_state_dict(state)
+    return network
+
+
+def _save_fp16(module: torch.nn.Module, path: Path) -> None:
+    state = {key: value.half().contiguous() for key, value in module.state_dict().items()}
+    save_file(state, str(path))
+
+
+def build_tiny_store(root: Path, faces: bool = True) -> Path:
+    """Write the tiny models into ``root`` and return the path of their manifest;
+    ``faces`` adds the face models (about 320 MB, a few seconds)."""
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    entries = []
+    entries: list[dict[str, object]] = []
     for name, arch, scale, build in (
         (TINY_RRDB, "RRDBNet", 4, _rrdb),
         (TINY_COMPACT, "SRVGGNetCompact", 2, _compact),
@@ -81,6 +137,31 @@ def build_tiny_store(root: Path) -> Path:
                 ],
             }
         )
+    if faces:
+        entries += _face_entries(root)
     manifest = root / "manifest.json"
     manifest.write_text(json.dumps({"models": entries}, indent=2))
     return manifest
+
+
+def _face_entries(root: Path) -> list[dict[str, object]]:
+    entries: list[dict[str, object]] = []
+    for name, task, arch, filename in (
+        (TINY_GFPGAN, "face", "GFPGAN", f"{TINY_GFPGAN}.safetensors"),
+        (TINY_CODEFORMER, "face", "CodeFormer", f"{TINY_CODEFORMER}.safetensors"),
+        (TINY_DETECTOR, "detect", "RetinaFace", f"{TINY_DETECTOR}.pth"),
+        (TINY_BLIND_DETECTOR, "detect", "RetinaFace", f"{TINY_BLIND_DETECTOR}.pth"),
+    ):
+        path = root / filename
+        if name == TINY_GFPGAN:
+            _save_fp16(_gfpgan(), path)
+        elif name == TINY_CODEFORMER:
+            _save_fp16(_codeformer(), path)
+        else:
+            torch.save(_detector(name == TINY_DETECTOR).state_dict(), path)
+        entries.append(
+            {"name": name, "task": task, "architecture": arch, "scale": 1,
+             "license": "test-only", "description": "random or hand-set weights for tests",
+             "sources": [{"kind": "local", "filename": filename, "sha256": sha256_file(path)}]}
+        )  # fmt: skip
+    return entries

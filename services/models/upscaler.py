@@ -24,11 +24,10 @@ import torch
 
 from services.config import Settings
 from services.errors import EngineOutOfMemory, ModelNotReady, PixserveError
+from services.models.runtime import TorchRuntime
 from services.models.store import ModelStore
 
 logger = logging.getLogger(__name__)
-_HEALTH_ERROR_LIMIT = 3
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -94,25 +93,17 @@ class UpscaleEngine:
         self.settings = settings
         self.store = store
         self.model_names = settings.models if models is None else models
-        # the per-process CUDA cap: the setting, else the replica's GPU share, so
-        # replicas packed on one card cannot starve each other
-        self.memory_fraction = settings.gpu_memory_fraction or (
-            gpu_share if 0 < gpu_share < 1 else None
-        )
-        self.device = _resolve_device(settings)
-        self.dtype = _resolve_dtype(settings, self.device)
+        self.runtime = TorchRuntime(settings, gpu_share)
+        self.memory_fraction = self.runtime.memory_fraction
+        self.device, self.dtype = self.runtime.device, self.runtime.dtype
         self.models: dict[str, LoadedModel] = {}
         self.missing: dict[str, str] = {}
         self.passes: deque[ForwardPass] = deque(maxlen=256)
         self.on_pass: Callable[[ForwardPass], None] | None = None  # metrics hook
-        self._cuda_errors = 0
 
     def load(self) -> None:
         """Load every model named in settings; a missing one is recorded, not fatal."""
-        if self.settings.torch_threads:
-            torch.set_num_threads(self.settings.torch_threads)
-        if self.device.type == "cuda" and self.memory_fraction:
-            torch.cuda.set_per_process_memory_fraction(self.memory_fraction)
+        self.runtime.apply_limits()
         for name in self.model_names:
             try:
                 self.models[name] = self._load_one(name)
@@ -145,14 +136,7 @@ class UpscaleEngine:
 
     def gpu_memory(self) -> dict[str, float]:
         """Bytes of GPU memory this process uses, holds and may hold (empty on CPU)."""
-        if self.device.type != "cuda":
-            return {}
-        total = torch.cuda.get_device_properties(self.device).total_memory
-        return {
-            "used": float(torch.cuda.memory_allocated(self.device)),
-            "reserved": float(torch.cuda.memory_reserved(self.device)),
-            "limit": float(total * (self.memory_fraction or 1.0)),
-        }
+        return self.runtime.gpu_memory()
 
     def check_health(self) -> None:
         """Raise when the device no longer computes, so Serve replaces this replica.
@@ -160,8 +144,7 @@ class UpscaleEngine:
         Repeated CUDA errors fail at once; otherwise every loaded model runs a tiny
         probe (8x8 px), which catches a wedged device or corrupted module cheaply.
         """
-        if self._cuda_errors >= _HEALTH_ERROR_LIMIT:
-            raise RuntimeError(f"{self._cuda_errors} consecutive CUDA errors")
+        self.runtime.check_errors()
         probe = np.zeros((1, 3, 8, 8), np.float32)
         for name, loaded in self.models.items():
             output = self._forward(loaded, probe, loaded.eager)
@@ -246,8 +229,7 @@ class UpscaleEngine:
         return np.concatenate(outputs)
 
     def _shrink_after_oom(self, loaded: LoadedModel, exc: Exception) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        self.runtime.release_after_oom()
         if loaded.batch_limit == 1:
             raise EngineOutOfMemory(
                 "out of GPU memory even at one tile per pass; lower tile_size"
@@ -273,10 +255,9 @@ class UpscaleEngine:
         except torch.OutOfMemoryError:
             raise
         except RuntimeError:
-            if self.device.type == "cuda":
-                self._cuda_errors += 1
+            self.runtime.count_error()
             raise
-        self._cuda_errors = 0
+        self.runtime.cuda_errors = 0
         return np.asarray(result)
 
 
@@ -299,18 +280,6 @@ def _group(requests: list[TileRequest]) -> dict[tuple[str, tuple[int, ...]], lis
     for index, request in enumerate(requests):
         groups.setdefault((request.model, request.tiles.shape[1:]), []).append(index)
     return groups
-
-
-def _resolve_device(settings: Settings) -> torch.device:
-    if settings.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(settings.device)
-
-
-def _resolve_dtype(settings: Settings, device: torch.device) -> torch.dtype:
-    if settings.precision != "auto":
-        return _DTYPES[settings.precision]
-    return torch.float16 if device.type == "cuda" else torch.float32
 
 
 class EngineBackend:

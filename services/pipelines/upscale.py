@@ -153,13 +153,13 @@ async def upscale(
     """Upscale ``image`` through ``backend``; the result has the planned output size."""
     target = output_size(image.width, image.height, native_scale, options, settings)
     grid = plan_grid(image.height, image.width, settings.tile_size, settings.tile_pad)
-    planes = [_color_plane(image)]
+    planes = [color_plane(image)]
     if image.has_alpha:
         planes.append(np.repeat(image.pixels[:, :, -1:], 3, axis=2))
     tiles = np.concatenate([split_tiles(plane, grid) for plane in planes])
     outputs = await backend.upscale_tiles(options.model, tiles)
     stitched = [stitch_tiles(part, grid, native_scale) for part in np.split(outputs, len(planes))]
-    pixels = _recombine(image, stitched)
+    pixels = recombine(image, stitched)
     return UpscaleResult(resize(pixels, target), len(tiles))
 
 
@@ -190,13 +190,13 @@ def _target_size(
     return max(1, round(width * target_h / height)), target_h
 
 
-def _color_plane(image: DecodedImage) -> np.ndarray:
+def color_plane(image: DecodedImage) -> np.ndarray:
     if image.is_color:
         return image.pixels[:, :, :3]
     return np.repeat(image.pixels[:, :, :1], 3, axis=2)
 
 
-def _recombine(image: DecodedImage, stitched: list[np.ndarray]) -> np.ndarray:
+def recombine(image: DecodedImage, stitched: list[np.ndarray]) -> np.ndarray:
     color = stitched[0]
     if not image.is_color:
         color = (color @ _LUMA)[:, :, None]

@@ -19,7 +19,16 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-from services.models.tiny import TINY_COMPACT, TINY_DNCNN, TINY_RRDB, TINY_SCUNET
+from services.models.tiny import (
+    TINY_BLIND_DETECTOR,
+    TINY_CODEFORMER,
+    TINY_COMPACT,
+    TINY_DETECTOR,
+    TINY_DNCNN,
+    TINY_GFPGAN,
+    TINY_RRDB,
+    TINY_SCUNET,
+)
 from tests.utils.receiver import Receiver
 from tests.utils.redis_server import RedisServer, free_port, running_redis
 
@@ -67,6 +76,7 @@ def _with_extra_apps(config: dict[str, Any], redis_url: str, s3_url: str) -> dic
         s3_access_key_id="test", s3_secret_access_key="test",
     )  # fmt: skip
     for app in (broken, keyed, hooks):  # the extra apps keep one replica of each
+        app["args"].update(face_models=[], face_detectors=[])  # 640 MB each otherwise
         for entry in app["deployments"]:
             entry.get("autoscaling_config", {}).update(max_replicas=1)
     config["applications"] += [broken, keyed, hooks]
@@ -133,6 +143,10 @@ def serve_url(
         "default_model": TINY_RRDB,
         "denoise_models": [TINY_SCUNET, TINY_DNCNN],
         "default_denoise_model": TINY_DNCNN,
+        "face_models": [TINY_GFPGAN, TINY_CODEFORMER],
+        "default_face_model": TINY_GFPGAN,
+        "face_detectors": [TINY_DETECTOR, TINY_BLIND_DETECTOR],
+        "default_face_detector": TINY_DETECTOR,
         "tile_size": 32,
         "tile_pad": 20,
         "tile_batch_size": 64,
@@ -152,6 +166,7 @@ def serve_url(
             "Ingress": SMALL,
             "Codec": SMALL,
             "Denoiser": SMALL,
+            "FaceRestorer": SMALL,
             "Upscaler": {**batching, **SMALL, "autoscaling_config": {**QUICK, "max_replicas": 2}},
             "Dispatcher": {
                 "autoscaling_config": {**QUICK, "max_replicas": 2, "target_ongoing_requests": 40}

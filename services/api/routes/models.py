@@ -25,6 +25,8 @@ async def read_models(
     return ModelListPublic(
         default_model=settings.default_model,
         default_denoise_model=settings.default_denoise_model,
+        default_face_model=settings.default_face_model,
+        default_face_detector=settings.default_face_detector,
         models=models,
     )
 
@@ -36,8 +38,7 @@ def _public(
     base = spec.model_dump(
         include={"name", "task", "architecture", "scale", "license", "description"}
     )
-    configured = settings.models if spec.task == "upscale" else settings.denoise_models
-    if spec.name not in configured:
+    if spec.name not in settings.configured(spec.task):
         return ModelPublic(**base, state="not_configured")
     if deployment is None or deployment.error:
         detail = deployment.error if deployment else None

@@ -1,0 +1,68 @@
+"""The FaceRestorer deployment: detection and paste-back per request, restoration
+batched across the faces of concurrent requests, the background sent to the Upscaler."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import numpy as np
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from deployments.backend import ServeBackend
+from deployments.replica import EngineReplica, gpu_share
+from services.config import Settings
+from services.errors import PixserveError
+from services.imaging.codec import DecodedImage
+from services.models.faces import FaceCrops, FaceEngine, FacePass
+from services.models.manifest import load_manifest
+from services.models.store import ModelStore
+from services.pipelines.faces import FaceOptions, FaceResult, restore_faces
+from services.telemetry.tracing import batch_span, current_traceparent
+
+
+@serve.deployment(name="FaceRestorer", ray_actor_options={"num_cpus": 1, "num_gpus": 0})
+class FaceRestorer(EngineReplica):
+    """GFPGAN / CodeFormer behind RetinaFace (``settings.face_models``, ``face_detectors``)."""
+
+    def __init__(self, upscaler: DeploymentHandle[Any], settings: Settings) -> None:
+        manifest = load_manifest(settings.extra_manifest)
+        share = gpu_share()
+        self.engine = self.faces = FaceEngine(settings, ModelStore(settings.model_store, manifest),
+                                              share)  # fmt: skip
+        self.faces.on_pass = lambda p: self.record_pass(p.model, p.faces, p.capacity, p.seconds)
+        self.faces.load()
+        self.background = ServeBackend(upscaler, manifest=manifest)
+        self.batched = self.restore_batch
+        self.start(settings, share)
+
+    async def restore(
+        self, image: DecodedImage, options: FaceOptions, request_id: str = ""
+    ) -> FaceResult | PixserveError:
+        """One image's faces restored onto its background; errors are returned."""
+        with self.ongoing:
+            try:
+                return await restore_faces(image, options, self.faces.detect, self._restore,
+                                           self.background, self.settings, request_id)  # fmt: skip
+            except PixserveError as exc:
+                return exc
+
+    async def _restore(self, crops: FaceCrops) -> np.ndarray:
+        traced = dataclasses.replace(crops, traceparent=current_traceparent())
+        result = await self.restore_batch(traced)
+        if isinstance(result, PixserveError):
+            raise result
+        return np.asarray(result)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def restore_batch(self, requests: list[FaceCrops]) -> list[np.ndarray | PixserveError]:
+        with batch_span("pixserve.face_batch", [r.traceparent for r in requests],
+                        batch_requests=len(requests),
+                        batch_faces=sum(len(r.crops) for r in requests),
+                        device=str(self.faces.runtime.device), replica=self.replica):  # fmt: skip
+            return await asyncio.to_thread(self.faces.restore, requests)
+
+    def face_passes(self) -> list[FacePass]:
+        return list(self.faces.passes)

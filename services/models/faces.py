@@ -1,0 +1,247 @@
+"""The face engine: RetinaFace detectors and face restoration models (GFPGAN through
+spandrel, CodeFormer through spandrel_extra_arches), with no serving code.
+
+``detect()`` runs on one image; ``restore()`` takes aligned 512x512 crops from any
+number of requests and runs them through the model in chunks of ``face_batch_size``,
+so the faces of concurrent requests share forward passes. On CUDA out-of-memory the
+chunk is halved down to one face before the request fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import spandrel
+import torch
+
+from services.config import Settings
+from services.errors import EngineOutOfMemory, ModelNotReady, PixserveError
+from services.imaging.faces import Face
+from services.models.retinaface import RetinaFaceDetector, load_retinaface
+from services.models.runtime import TorchRuntime
+from services.models.store import ModelStore, fetch_hint
+from services.models.upscaler import EngineStatus
+
+logger = logging.getLogger(__name__)
+_extra_arches_installed = False
+
+
+@dataclass(frozen=True)
+class FaceCrops:
+    """One request's aligned faces for one model: (N, 512, 512, 3) float32 RGB in [0, 1].
+    ``fidelity`` is CodeFormer's weight (0: best quality, 1: closest to the input)."""
+
+    model: str
+    crops: np.ndarray
+    fidelity: float = 0.5
+    request_id: str = ""
+    traceparent: str | None = None
+
+
+@dataclass
+class FaceModel:
+    """A loaded restorer: its module, whether it takes a fidelity weight, its chunk size."""
+
+    module: torch.nn.Module
+    architecture: str
+    dtype: torch.dtype
+    batch_limit: int
+    load_seconds: float
+
+
+@dataclass(frozen=True)
+class FacePass:
+    """A record of one batched restoration: faces, requests, time."""
+
+    model: str
+    faces: int
+    request_ids: tuple[str, ...]
+    seconds: float
+    capacity: int
+
+
+@dataclass
+class FaceEngine:
+    """Loads the configured detectors and face models; detects and restores."""
+
+    settings: Settings
+    store: ModelStore
+    gpu_share: float = 0.0
+    detectors: dict[str, RetinaFaceDetector] = field(default_factory=dict)
+    models: dict[str, FaceModel] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    load_seconds: dict[str, float] = field(default_factory=dict)
+    passes: deque[FacePass] = field(default_factory=lambda: deque(maxlen=256))
+    on_pass: Callable[[FacePass], None] | None = None  # metrics hook
+
+    def __post_init__(self) -> None:
+        self.runtime = TorchRuntime(self.settings, self.gpu_share)
+
+    def load(self) -> None:
+        """Load every configured detector and model; a missing one is recorded, not fatal."""
+        self.runtime.apply_limits()
+        for name in self.settings.face_detectors:
+            self._load(name, self._load_detector)
+        for name in self.settings.face_models:
+            self._load(name, self._load_model)
+
+    def detect(self, detector: str, image: np.ndarray) -> list[Face]:
+        """Faces in an RGB uint8 image, found by the named detector."""
+        found = self.detectors.get(detector)
+        if found is None:
+            raise self._not_loaded(detector, "face_detectors")
+        return found.detect(image)
+
+    def restore(self, requests: list[FaceCrops]) -> list[np.ndarray | PixserveError]:
+        """Restore each request's crops; errors are returned per request, not raised."""
+        results: list[np.ndarray | PixserveError] = [np.empty(0, np.float32)] * len(requests)
+        groups: dict[tuple[str, float], list[int]] = {}
+        for index, request in enumerate(requests):
+            model = self.models.get(request.model)
+            fidelity = request.fidelity if model and model.architecture == "CodeFormer" else 0.0
+            groups.setdefault((request.model, fidelity), []).append(index)
+        for (name, fidelity), members in groups.items():
+            outputs: list[np.ndarray | PixserveError]
+            try:
+                outputs = self._restore_group(name, fidelity, [requests[i] for i in members])
+            except PixserveError as exc:
+                outputs = [exc] * len(members)
+            for index, output in zip(members, outputs, strict=True):
+                results[index] = output
+        return results
+
+    def status(self) -> EngineStatus:
+        return EngineStatus(
+            device=str(self.runtime.device),
+            dtype=str(self.runtime.dtype).removeprefix("torch."),
+            loaded={name: 1 for name in [*self.detectors, *self.models]},
+            missing=dict(self.missing),
+            load_seconds=dict(self.load_seconds),
+        )
+
+    def gpu_memory(self) -> dict[str, float]:
+        return self.runtime.gpu_memory()
+
+    def check_health(self) -> None:
+        """Repeated CUDA errors fail; each detector runs on a small blank probe (the
+        restorers are too heavy to probe every few seconds)."""
+        self.runtime.check_errors()
+        probe = np.zeros((64, 64, 3), np.uint8)
+        for detector in self.detectors.values():
+            detector.detect(probe)
+
+    def _load(self, name: str, loader: Callable[[str], None]) -> None:
+        started = time.perf_counter()
+        try:
+            loader(name)
+        except PixserveError as exc:
+            logger.warning("%s not loaded: %s", name, exc.message)
+            self.missing[name] = exc.message
+            return
+        self.missing.pop(name, None)
+        self.load_seconds[name] = time.perf_counter() - started
+
+    def _load_detector(self, name: str) -> None:
+        spec = self.store.manifest.for_task(name, "detect")
+        network = load_retinaface(self.store.locate(spec.name))
+        self.detectors[name] = RetinaFaceDetector(
+            network, self.runtime.device, self.settings.face_confidence
+        )
+
+    def _load_model(self, name: str) -> None:
+        spec = self.store.manifest.for_task(name, "face")
+        _install_extra_arches()
+        path = self.store.locate(name)
+        started = time.perf_counter()
+        descriptor = spandrel.ModelLoader(device=self.runtime.device).load_from_file(path)
+        if descriptor.purpose != "FaceSR" or descriptor.architecture.id != spec.architecture:
+            raise ModelNotReady(f"{path.name} is a {descriptor.architecture.id} model; the "
+                                f"manifest says {spec.architecture}")  # fmt: skip
+        dtype = self.runtime.dtype
+        if dtype == torch.float16 and not descriptor.supports_half:  # GFPGAN, CodeFormer
+            dtype = torch.bfloat16 if descriptor.supports_bfloat16 else torch.float32
+        module = descriptor.model.eval().to(self.runtime.device, dtype)
+        self.models[name] = FaceModel(module, spec.architecture, dtype,
+                                      self.settings.face_batch_size,
+                                      time.perf_counter() - started)  # fmt: skip
+
+    def _not_loaded(self, name: str, setting: str) -> PixserveError:
+        """Why ``name`` cannot run here: missing from the store, or not configured."""
+        if name in self.missing:
+            return ModelNotReady(self.missing[name])
+        loads = ", ".join(getattr(self.settings, setting)) or "none"
+        hint = fetch_hint(self.store.manifest.get(name))
+        return ModelNotReady(
+            f"'{name}' is not loaded by the FaceRestorer (it loads: {loads}); "
+            f"add it to the {setting} setting and fetch it with `{hint}`"
+        )
+
+    def _restore_group(
+        self, name: str, fidelity: float, members: list[FaceCrops]
+    ) -> list[np.ndarray | PixserveError]:
+        model = self.models.get(name)
+        if model is None:
+            raise self._not_loaded(name, "face_models")
+        stack = np.concatenate([member.crops for member in members])
+        started = time.perf_counter()
+        output = self._run_chunks(model, stack, fidelity)
+        chunks = -(-len(stack) // model.batch_limit) if len(stack) else 0
+        record = FacePass(name, len(stack), tuple(m.request_id for m in members),
+                          time.perf_counter() - started, chunks * model.batch_limit)  # fmt: skip
+        self.passes.append(record)
+        if self.on_pass is not None:
+            self.on_pass(record)
+        bounds = np.cumsum([len(member.crops) for member in members])[:-1]
+        return list(np.split(output, bounds))
+
+    def _run_chunks(self, model: FaceModel, stack: np.ndarray, fidelity: float) -> np.ndarray:
+        outputs: list[np.ndarray] = [np.empty((0, *stack.shape[1:]), np.float32)]
+        start = 0
+        while start < len(stack):
+            chunk = stack[start : start + model.batch_limit]
+            try:
+                outputs.append(self._forward(model, chunk, fidelity))
+            except torch.OutOfMemoryError as exc:
+                self.runtime.release_after_oom()
+                if model.batch_limit == 1:
+                    raise EngineOutOfMemory("out of GPU memory restoring one face") from exc
+                model.batch_limit = max(1, min(model.batch_limit, len(chunk)) // 2)
+                logger.warning("CUDA out of memory; face batch lowered to %d", model.batch_limit)
+                continue
+            start += len(chunk)
+        return np.concatenate(outputs)
+
+    def _forward(self, model: FaceModel, crops: np.ndarray, fidelity: float) -> np.ndarray:
+        """Crops in [0, 1] NHWC -> the models' [-1, 1] NCHW -> restored crops in [0, 1]."""
+        try:
+            with torch.inference_mode():
+                tensor = torch.from_numpy(crops).permute(0, 3, 1, 2)
+                tensor = tensor.to(self.runtime.device, model.dtype).contiguous() * 2 - 1
+                if model.architecture == "CodeFormer":
+                    output = model.module(tensor, weight=fidelity)[0]
+                else:  # fixed noise (not redrawn per call): the same face, the same result
+                    output = model.module(tensor, return_rgb=False, randomize_noise=False)[0]
+                output = ((output.float() + 1) / 2).clamp_(0, 1).permute(0, 2, 3, 1)
+                result = output.cpu().numpy()
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError:
+            self.runtime.count_error()
+            raise
+        self.runtime.cuda_errors = 0
+        return np.ascontiguousarray(result, np.float32)
+
+
+def _install_extra_arches() -> None:
+    """Register CodeFormer (spandrel_extra_arches: non-commercial licences) once."""
+    global _extra_arches_installed  # noqa: PLW0603 (spandrel's registry is process-wide)
+    if not _extra_arches_installed:
+        import spandrel_extra_arches
+
+        spandrel_extra_arches.install()
+        _extra_arches_installed = True

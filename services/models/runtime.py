@@ -1,0 +1,75 @@
+"""What every torch engine shares: device and dtype from settings, the per-process CUDA
+memory cap from the replica's GPU share, memory readings, and CUDA error counting for
+the health check."""
+
+from __future__ import annotations
+
+import torch
+
+from services.config import Settings
+
+HEALTH_ERROR_LIMIT = 3
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TorchRuntime:
+    """Device, dtype and memory cap of one engine process."""
+
+    def __init__(self, settings: Settings, gpu_share: float = 0.0) -> None:
+        self.settings = settings
+        # the setting, else the replica's GPU share, so replicas packed on one card
+        # cannot starve each other (Ray's fractional GPUs do not isolate memory)
+        self.memory_fraction = settings.gpu_memory_fraction or (
+            gpu_share if 0 < gpu_share < 1 else None
+        )
+        self.device = resolve_device(settings)
+        self.dtype = resolve_dtype(settings, self.device)
+        self.cuda_errors = 0
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def apply_limits(self) -> None:
+        """Thread count and CUDA memory cap; call once before loading models."""
+        if self.settings.torch_threads:
+            torch.set_num_threads(self.settings.torch_threads)
+        if self.on_cuda and self.memory_fraction:
+            torch.cuda.set_per_process_memory_fraction(self.memory_fraction)
+
+    def gpu_memory(self) -> dict[str, float]:
+        """Bytes of GPU memory this process uses, holds and may hold (empty on CPU)."""
+        if not self.on_cuda:
+            return {}
+        total = torch.cuda.get_device_properties(self.device).total_memory
+        return {
+            "used": float(torch.cuda.memory_allocated(self.device)),
+            "reserved": float(torch.cuda.memory_reserved(self.device)),
+            "limit": float(total * (self.memory_fraction or 1.0)),
+        }
+
+    def release_after_oom(self) -> None:
+        if self.on_cuda:
+            torch.cuda.empty_cache()
+
+    def count_error(self) -> None:
+        """A RuntimeError from a forward pass: CUDA ones count towards the health check."""
+        if self.on_cuda:
+            self.cuda_errors += 1
+
+    def check_errors(self) -> None:
+        """Raise once forward passes failed on CUDA ``HEALTH_ERROR_LIMIT`` times in a row."""
+        if self.cuda_errors >= HEALTH_ERROR_LIMIT:
+            raise RuntimeError(f"{self.cuda_errors} consecutive CUDA errors")
+
+
+def resolve_device(settings: Settings) -> torch.device:
+    if settings.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(settings.device)
+
+
+def resolve_dtype(settings: Settings, device: torch.device) -> torch.dtype:
+    if settings.precision != "auto":
+        return _DTYPES[settings.precision]
+    return torch.float16 if device.type == "cuda" else torch.float32

@@ -1,0 +1,134 @@
+"""The face pipeline: detect, align, restore (batched), upscale the background, paste.
+
+It runs inside the FaceRestorer: detection and the geometry on CPU threads, the crops
+through the batched restorer, and the background through the Upscaler's tile
+pipeline at the same time. An image without a face is a result (zero faces, the
+background as asked), not an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.config import Settings
+from services.errors import InvalidParameter
+from services.imaging.codec import DecodedImage
+from services.imaging.faces import CROP, Face, align, paste, select_faces
+from services.models.faces import FaceCrops
+from services.pipelines.upscale import (
+    TileBackend,
+    UpscaleOptions,
+    color_plane,
+    recombine,
+    upscale,
+)
+
+Detect = Callable[[str, np.ndarray], list[Face]]
+Restore = Callable[[FaceCrops], Awaitable[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class FaceOptions:
+    """What a client asks of face restoration."""
+
+    model: str
+    detector: str
+    weight: float = 1.0  # blend of restored and original face (1: fully restored)
+    fidelity: float = 0.5  # CodeFormer only: 0 best quality, 1 closest to the input
+    upscale: int = 1  # background scale; >1 runs the background through an upscaler
+    background_model: str | None = None  # the Upscaler's model for it (x2/x4 native)
+    background_native_scale: int = 4
+    only_center_face: bool = False
+    max_faces: int = 10
+
+    def check(self, settings: Settings) -> None:
+        """Refuse out-of-range options with a message naming the field."""
+        for name, value in (("weight", self.weight), ("fidelity", self.fidelity)):
+            if not 0.0 <= value <= 1.0:
+                raise InvalidParameter(f"{name} must be within 0 and 1, got {value:g}")
+        if not 1 <= self.upscale <= 4:
+            raise InvalidParameter(f"upscale must be 1 to 4, got {self.upscale}")
+        if not 1 <= self.max_faces <= settings.max_faces:
+            raise InvalidParameter(f"max_faces must be 1 to {settings.max_faces}")
+
+
+@dataclass(frozen=True)
+class FaceReport:
+    """A restored face as reported to the client: where it was and how sure."""
+
+    box: tuple[int, int, int, int]
+    score: float
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    pixels: np.ndarray  # float32 HxWxC in [0, 1], the input's channels at the output size
+    faces: list[FaceReport]
+    detected: int  # faces found before only_center_face / max_faces chose among them
+
+
+async def restore_faces(
+    image: DecodedImage,
+    options: FaceOptions,
+    detect: Detect,
+    restore: Restore,
+    tiles: TileBackend,
+    settings: Settings,
+    request_id: str = "",
+) -> FaceResult:
+    """Restore the faces of ``image`` onto its (optionally upscaled) background."""
+    color = _color_of(image)
+    faces = await asyncio.to_thread(detect, options.detector, _to_uint8(color))
+    chosen = select_faces(faces, image.width, image.height, options.only_center_face,
+                          options.max_faces)  # fmt: skip
+    aligned = await asyncio.to_thread(align, color, chosen)
+    crops = np.stack([face.crop for face in aligned]) if aligned else None
+    restoring = _restore(restore, options, crops, request_id)
+    background, restored = await asyncio.gather(
+        _background(image, options, tiles, settings), restoring
+    )
+    background_color = _color_of(DecodedImage(background, image.bit_depth, image.source_format))
+    pasted = await asyncio.to_thread(
+        paste, background_color, aligned, list(restored), float(options.upscale), options.weight
+    )
+    pixels = recombine(image, [pasted, *([background[:, :, -1:]] if image.has_alpha else [])])
+    reports = [_report(face.face) for face in aligned]
+    return FaceResult(pixels, reports, len(faces))
+
+
+async def _restore(
+    restore: Restore, options: FaceOptions, crops: np.ndarray | None, request_id: str
+) -> np.ndarray:
+    if crops is None:
+        return np.empty((0, CROP, CROP, 3), np.float32)
+    return await restore(FaceCrops(options.model, crops, options.fidelity, request_id))
+
+
+async def _background(
+    image: DecodedImage, options: FaceOptions, tiles: TileBackend, settings: Settings
+) -> np.ndarray:
+    if options.upscale == 1 or options.background_model is None:
+        if options.upscale == 1:
+            return image.pixels
+        raise InvalidParameter("upscale > 1 needs a background model")
+    asked = UpscaleOptions(options.background_model, scale=float(options.upscale))
+    result = await upscale(image, asked, options.background_native_scale, tiles, settings)
+    return result.pixels
+
+
+def _color_of(image: DecodedImage) -> np.ndarray:
+    return np.ascontiguousarray(color_plane(image))
+
+
+def _to_uint8(pixels: np.ndarray) -> np.ndarray:
+    scaled: np.ndarray = (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return scaled
+
+
+def _report(face: Face) -> FaceReport:
+    x0, y0, x1, y1 = (round(v) for v in face.box)
+    return FaceReport((x0, y0, x1, y1), round(face.score, 4))
