@@ -166,7 +166,7 @@ def serve_url(
             "Ingress": SMALL,
             "Codec": SMALL,
             "Denoiser": SMALL,
-            "FaceRestorer": SMALL,
+            "FaceRestorer": {**batching, **SMALL},
             "Upscaler": {**batching, **SMALL, "autoscaling_config": {**QUICK, "max_replicas": 2}},
             "Dispatcher": {
                 "autoscaling_config": {**QUICK, "max_replicas": 2, "target_ongoing_requests": 40}
