@@ -1,5 +1,6 @@
 """The application graph: Ingress -> Upscaler, Denoiser, FaceRestorer (-> Upscaler for
-backgrounds) and Codec; Dispatcher -> the tile deployments for jobs.
+backgrounds) and Codec; the Dispatcher -> the same deployments for jobs. Presets chain
+the model deployments' calls.
 
 ``app_builder`` is the ``import_path`` of ``serve_config.yaml``: the config's ``args``
 become the Settings, and its ``deployments`` section tunes replicas and resources.
@@ -24,9 +25,9 @@ def build_app(settings: Settings) -> Application:
     # serve.deployment turns the classes into Deployments; its typing does not say so.
     upscaler = cast(Deployment, Upscaler).bind(settings)
     denoiser = cast(Deployment, Denoiser).bind(settings)
-    dispatcher = cast(Deployment, Dispatcher).bind(upscaler, denoiser, settings)
     codec = cast(Deployment, Codec).bind(settings)
     faces = cast(Deployment, FaceRestorer).bind(upscaler, settings)
+    dispatcher = cast(Deployment, Dispatcher).bind(upscaler, denoiser, codec, faces, settings)
     return cast(Deployment, Ingress).bind(upscaler, dispatcher, codec, denoiser, faces, settings)
 
 

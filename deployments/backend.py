@@ -18,6 +18,7 @@ from services.imaging.convert import Converted, ConvertOptions
 from services.models.manifest import DEPLOYMENT_OF, Manifest
 from services.models.upscaler import EngineStatus, TileRequest
 from services.pipelines.faces import FaceOptions, FaceResult
+from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult
 from services.telemetry.tracing import current_traceparent
 
 
@@ -40,6 +41,7 @@ class ServeBackend:
         self.model_deployments = dict(self.tile_deployments)  # those answering status()
         if faces is not None:
             self.model_deployments["FaceRestorer"] = faces
+        self.step_deployments = dict(self.model_deployments)  # those answering run_step()
         self.codec, self.faces = codec, faces
         self.serving = {  # model name -> the deployment that serves it
             name: DEPLOYMENT_OF[spec.task] for name, spec in (manifest.models.items()
@@ -84,6 +86,36 @@ class ServeBackend:
             raise result
         restored: FaceResult = result
         return restored
+
+    def serves(self) -> set[str]:
+        return set(self.step_deployments)
+
+    async def run_plan(self, image: DecodedImage, plan: Plan) -> PlanResult:
+        """Chain the steps' calls: each gets the previous call's DeploymentResponse, so
+        intermediate images move between replicas through Ray's object store, never
+        back through this process; only the encoded result and texts come back."""
+        produced: dict[str, Any] = {SOURCE: image}
+        texts: dict[str, Any] = {}
+        for step in plan.steps:
+            handle = self.step_deployments.get(step.deployment)
+            if handle is None:
+                raise ServiceUnavailable(f"no {step.deployment} deployment is connected")
+            response = handle.run_step.remote(produced[step.input], step.options)
+            (produced if step.kind in IMAGE_STEPS else texts)[step.id] = response
+        encoding = None
+        if plan.output is not None:
+            if self.codec is None:
+                raise ServiceUnavailable("no Codec deployment is connected")
+            encoding = self.codec.encode.remote(produced[plan.result], plan.output)
+        try:
+            encoded = await encoding if encoding is not None else None
+            outputs = {name: await response for name, response in texts.items()}
+        except RayError as exc:
+            raise ServiceUnavailable(f"preset '{plan.preset}' failed: {exc}") from exc
+        for value in (encoded, *outputs.values()):
+            if isinstance(value, PixserveError):
+                raise value
+        return PlanResult(encoded, outputs)
 
     async def readiness(self) -> dict[str, DeploymentReadiness]:
         """Each model deployment: ready when none of its models is missing (and the

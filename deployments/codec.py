@@ -9,7 +9,8 @@ from ray import serve
 from deployments.metrics import start_live
 from services.config import Settings
 from services.errors import PixserveError
-from services.imaging.convert import Converted, ConvertOptions, convert_image
+from services.imaging.codec import DecodedImage
+from services.imaging.convert import Converted, ConvertOptions, convert_image, encode_pixels
 from services.pipelines.upscale import image_limits
 from services.telemetry.live import Ongoing
 
@@ -27,5 +28,17 @@ class Codec:
         with self.ongoing:
             try:
                 return await asyncio.to_thread(convert_image, data, options, self.limits)
+            except PixserveError as exc:
+                return exc
+
+    async def encode(
+        self, image: DecodedImage | PixserveError, options: ConvertOptions
+    ) -> Converted | PixserveError:
+        """A pipeline's last step: the image encoded (or the upstream step's error)."""
+        if isinstance(image, PixserveError):
+            return image
+        with self.ongoing:
+            try:
+                return await asyncio.to_thread(encode_pixels, image, options, self.limits)
             except PixserveError as exc:
                 return exc

@@ -18,14 +18,23 @@ from services.models.manifest import load_manifest
 
 @serve.deployment(name="Dispatcher", ray_actor_options={"num_cpus": 0.25})
 class Dispatcher:
-    """Consumes the work queue; items reach the models through the Upscaler handle."""
+    """Consumes the work queue; items reach the models through their handles (upscale
+    jobs the Upscaler's tiles, preset jobs the chain of their steps)."""
 
     def __init__(
-        self, upscaler: DeploymentHandle[Any], denoiser: DeploymentHandle[Any], settings: Settings
+        self,
+        upscaler: DeploymentHandle[Any],
+        denoiser: DeploymentHandle[Any],
+        codec: DeploymentHandle[Any],
+        faces: DeploymentHandle[Any],
+        settings: Settings,
     ) -> None:
         live = start_live(settings, self._describe)
-        backend = ServeBackend(upscaler, None, denoiser, load_manifest(settings.extra_manifest))
-        self.dispatcher, jobs = build_dispatcher(settings, backend, platform_metrics(), live)
+        manifest = load_manifest(settings.extra_manifest)
+        backend = ServeBackend(upscaler, codec, denoiser, manifest, faces=faces)
+        self.dispatcher, jobs = build_dispatcher(
+            settings, backend, platform_metrics(), live, plans=backend
+        )
         consumer = serve.get_replica_context().replica_id.unique_id
         self.loop = asyncio.get_running_loop().create_task(
             self.dispatcher.run_forever(consumer, housekeeping=jobs.apply_retention)

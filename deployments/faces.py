@@ -49,6 +49,17 @@ class FaceRestorer(EngineReplica):
             except PixserveError as exc:
                 return exc
 
+    async def run_step(
+        self, image: DecodedImage | PixserveError, options: FaceOptions
+    ) -> DecodedImage | PixserveError:
+        """A pipeline step: the restored image, or the upstream step's error."""
+        if isinstance(image, PixserveError):
+            return image
+        result = await self.restore(image, options)
+        if isinstance(result, PixserveError):
+            return result
+        return DecodedImage(result.pixels, image.bit_depth, image.source_format)
+
     async def _restore(self, crops: FaceCrops) -> np.ndarray:
         traced = dataclasses.replace(crops, traceparent=current_traceparent())
         result = await self.restore_batch(traced)

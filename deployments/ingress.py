@@ -35,7 +35,7 @@ class Ingress:
         manifest = load_manifest(settings.extra_manifest)
         self.backend = ServeBackend(upscaler, codec, denoiser, manifest, faces=faces)
         self.dispatcher = dispatcher  # held so the graph deploys it; it needs no calls
-        self.jobs = build_job_service(settings)
+        self.jobs = build_job_service(settings, self.backend)
         self.api = create_api(
             settings,
             self.backend,

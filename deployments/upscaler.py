@@ -11,10 +11,13 @@ from ray import serve
 from deployments.replica import EngineReplica, gpu_share
 from services.config import Settings
 from services.errors import PixserveError
+from services.imaging.codec import DecodedImage
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
 from services.models.upscaler import ForwardPass, TileRequest, UpscaleEngine
-from services.telemetry.tracing import batch_span
+from services.pipelines.presets import TileStep
+from services.pipelines.upscale import upscale
+from services.telemetry.tracing import batch_span, current_traceparent
 
 
 class TileModels(EngineReplica):
@@ -42,6 +45,29 @@ class TileModels(EngineReplica):
                         batch_tiles=sum(len(r.tiles) for r in requests),
                         device=str(self.tiles.device), replica=self.replica):  # fmt: skip
             return await asyncio.to_thread(self.tiles.predict, requests)
+
+    async def run_step(
+        self, image: DecodedImage | PixserveError, step: TileStep
+    ) -> DecodedImage | PixserveError:
+        """A pipeline step: a whole image, tiled here; its tiles join the same batches
+        as other requests'. An upstream step's error passes through."""
+        if isinstance(image, PixserveError):
+            return image
+        with self.ongoing:
+            try:
+                result = await upscale(image, step.options, step.native_scale, self,
+                                       self.settings)  # fmt: skip
+            except PixserveError as exc:
+                return exc
+        return DecodedImage(result.pixels, image.bit_depth, image.source_format)
+
+    async def upscale_tiles(self, model: str, tiles: np.ndarray) -> np.ndarray:
+        """The tile backend of ``run_step``: this replica's own batch."""
+        request = TileRequest(model, tiles, "", current_traceparent())
+        result: np.ndarray | PixserveError = await self.upscale_batch(request)
+        if isinstance(result, PixserveError):
+            raise result
+        return result
 
     def forward_passes(self) -> list[ForwardPass]:
         return list(self.tiles.passes)

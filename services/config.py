@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     extra_manifest: Path | None = Field(
         default=None, description="Extra manifest JSON merged over the packaged one."
     )
+    extra_presets: Path | None = Field(
+        default=None, description="Extra presets YAML merged over the packaged ones."
+    )
     models: list[str] = Field(
         default=["x4plus"], description="Models the Upscaler deployment loads at start."
     )
@@ -197,7 +200,7 @@ class Settings(BaseSettings):
             ipaddress.ip_network(network)  # ValueError names the bad entry
         return value
 
-    @field_validator("model_store", "extra_manifest")
+    @field_validator("model_store", "extra_manifest", "extra_presets")
     @classmethod
     def _expand_user(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None

@@ -20,6 +20,7 @@ from services.api.routes import (
     jobs,
     models,
     pages,
+    presets,
     upscale,
 )
 from services.auth.guard import KeyGuard
@@ -27,6 +28,7 @@ from services.config import Settings
 from services.jobs.service import JobService
 from services.jobs.wiring import outbox_queue
 from services.models.manifest import load_manifest
+from services.pipelines.presets import load_presets
 from services.telemetry.live import LiveReader, LiveStats, Ongoing
 from services.telemetry.metrics import PlatformMetrics, in_memory
 from services.telemetry.tracing import current_trace_id
@@ -51,6 +53,7 @@ def create_api(
     )
     app.state.settings = settings
     app.state.manifest = load_manifest(settings.extra_manifest)
+    app.state.presets = load_presets(backend.serves() if backend else set(), settings.extra_presets)
     app.state.backend = backend
     app.state.jobs = job_service
     app.state.metrics = metrics or in_memory()[0]
@@ -68,7 +71,7 @@ def create_api(
     )
     _install_request_metrics(app, app.state.metrics, app.state.ongoing, live)
     keyed = [Depends(require_api_key)]
-    routers = (upscale, denoise, faces, convert, models, jobs)
+    routers = (upscale, denoise, faces, convert, presets, models, jobs)
     for router in (module.router for module in routers):
         app.include_router(router, dependencies=keyed)
     app.include_router(admin.router)  # admin keys only (see require_admin)

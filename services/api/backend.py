@@ -8,11 +8,12 @@ from services.api.schemas import DeploymentReadiness, DeploymentView
 from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertOptions
 from services.pipelines.faces import FaceOptions, FaceResult
+from services.pipelines.presets import PlanBackend
 from services.pipelines.upscale import TileBackend
 
 
-class PlatformBackend(TileBackend, Protocol):
-    """Tile inference plus the state of the model deployments behind it."""
+class PlatformBackend(TileBackend, PlanBackend, Protocol):
+    """Tile inference, preset plans, and the state of the model deployments behind them."""
 
     async def readiness(self) -> dict[str, DeploymentReadiness]:
         """Per deployment: reachable, device, loaded and missing models."""

@@ -16,6 +16,7 @@ from services.auth.keys import ApiKey
 from services.config import Settings
 from services.errors import Forbidden, PayloadTooLarge, ServiceUnavailable
 from services.models.manifest import Manifest
+from services.pipelines.presets import PresetLibrary
 from services.telemetry.metrics import PlatformMetrics
 
 
@@ -32,6 +33,11 @@ def get_manifest(request: Request) -> Manifest:
 def get_metrics(request: Request) -> PlatformMetrics:
     metrics: PlatformMetrics = request.app.state.metrics
     return metrics
+
+
+def get_presets(request: Request) -> PresetLibrary:
+    presets: PresetLibrary = request.app.state.presets
+    return presets
 
 
 def get_backend(request: Request) -> PlatformBackend:
@@ -71,3 +77,4 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ManifestDep = Annotated[Manifest, Depends(get_manifest)]
 BackendDep = Annotated[PlatformBackend, Depends(get_backend)]
 MetricsDep = Annotated[PlatformMetrics, Depends(get_metrics)]
+PresetsDep = Annotated[PresetLibrary, Depends(get_presets)]

@@ -14,10 +14,11 @@ import io
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 from PIL import Image, ImageOps
 
 from services.errors import ImageTooLarge, InvalidImage, InvalidParameter
-from services.imaging.codec import ImageLimits, open_with_pillow, sniff_format
+from services.imaging.codec import DecodedImage, ImageLimits, open_with_pillow, sniff_format
 
 ConvertFormat = Literal["jpeg", "png", "webp", "avif"]
 ResizeMode = Literal["fit", "fill", "scale"]
@@ -68,6 +69,25 @@ def convert_image(data: bytes, options: ConvertOptions, limits: ImageLimits) -> 
     if options.max_bytes is not None and len(encoded) > options.max_bytes:
         encoded, quality = _fit_budget(image, options, icc, exif, len(encoded))
     return Converted(encoded, CONVERT_TYPES[options.format], image.width, image.height, quality)
+
+
+def encode_pixels(image: DecodedImage, options: ConvertOptions, limits: ImageLimits) -> Converted:
+    """Resize and encode decoded pixels (a pipeline's last step) exactly as
+    ``convert_image`` does an upload; there is no metadata left to keep."""
+    _check_options(options, limits)
+    pillow = _resize(_to_pillow(image.pixels), options, limits)
+    pillow = _mode_for(pillow, options.format)
+    quality = options.quality if options.format in LOSSY else None
+    encoded = _encode(pillow, options.format, quality, None, None)
+    if options.max_bytes is not None and len(encoded) > options.max_bytes:
+        encoded, quality = _fit_budget(pillow, options, None, None, len(encoded))
+    return Converted(encoded, CONVERT_TYPES[options.format], pillow.width, pillow.height, quality)
+
+
+def _to_pillow(pixels: np.ndarray) -> Image.Image:
+    """Float HxWxC in [0, 1] (C 1-4) as an 8-bit Pillow image of the matching mode."""
+    values = (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return Image.fromarray(values[:, :, 0] if values.shape[2] == 1 else values)
 
 
 def _check_options(options: ConvertOptions, limits: ImageLimits) -> None:

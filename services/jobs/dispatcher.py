@@ -13,6 +13,7 @@ dead-lettered.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,21 +22,22 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from services.config import Settings
-from services.errors import PixserveError
-from services.imaging.codec import CONTENT_TYPES
+from services.errors import PixserveError, ServiceUnavailable
+from services.imaging.codec import CONTENT_TYPES, decode_image
 from services.jobs.models import Item
 from services.jobs.outbox import WebhookOutbox
 from services.jobs.queue import InFlight, WorkItem, WorkQueue
 from services.jobs.store import JobExpired, JobNotFound, JobStore
 from services.models.manifest import Manifest
-from services.pipelines.upscale import TileBackend, UpscaleOptions, upscale_upload
+from services.pipelines.presets import PlanBackend, PresetLibrary, job_plan
+from services.pipelines.upscale import TileBackend, UpscaleOptions, image_limits, upscale_upload
 from services.storage.base import ObjectStore
 from services.telemetry.live import LiveStats
 from services.telemetry.metrics import PlatformMetrics, in_memory, record_image
 from services.telemetry.tracing import annotate, continued, current_trace_id, tracer
 
 logger = logging.getLogger(__name__)
-_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "avif": "avif", "json": "json"}
 GAUGE_PERIOD_S = 5.0  # how often the loop records the queue gauges
 
 InputLoader = Callable[[str], Awaitable[bytes]]
@@ -61,6 +63,8 @@ class Dispatcher:
         outbox: WebhookOutbox | None = None,
         metrics: PlatformMetrics | None = None,
         live: LiveStats | None = None,
+        presets: PresetLibrary | None = None,
+        plans: PlanBackend | None = None,
     ) -> None:
         self.store, self.queue, self.objects = store, queue, objects
         self.backend, self.manifest, self.settings = backend, manifest, settings
@@ -69,6 +73,7 @@ class Dispatcher:
         self.in_flight = InFlight(queue)
         self.metrics = metrics or in_memory()[0]
         self.live = live  # failed items go to the dashboard's recent errors
+        self.presets, self.plans = presets or PresetLibrary({}, set()), plans
         self.processed = 0
 
     async def run_forever(
@@ -176,6 +181,8 @@ class Dispatcher:
                                               tags={"status": "succeeded"})  # fmt: skip
 
     async def _produce(self, item: WorkItem, params: dict[str, Any], record: Item) -> str:
+        if params.get("name") == "preset":
+            return await self._produce_preset(item, params, record)
         fmt = str(params.get("format", "png"))
         key = output_key(item.job_id, item.index, fmt)
         if await asyncio.to_thread(self.objects.exists, "outputs", key):
@@ -198,6 +205,37 @@ class Dispatcher:
         steps = {"load_input": loaded - started, **result.step_seconds,
                  "store_output": time.perf_counter() - stored}  # fmt: skip
         record_image(self.metrics, spec.name, "job", result.input_size, result.output_size, steps)
+        return key
+
+    async def _produce_preset(self, item: WorkItem, params: dict[str, Any], record: Item) -> str:
+        """A preset item: decode here, run the plan on the model deployments, store the
+        encoded image (or, for text-only presets, the texts as JSON)."""
+        plan = job_plan(params, self.presets, self.manifest, self.settings)
+        fmt = plan.output.format if plan.output else "json"
+        key = output_key(item.job_id, item.index, fmt)
+        if await asyncio.to_thread(self.objects.exists, "outputs", key):
+            return key
+        if self.plans is None:
+            raise ServiceUnavailable("this dispatcher has no pipeline backend for presets")
+        started = time.perf_counter()
+        with tracer.start_as_current_span("pixserve.load_input"):
+            data = await self.load_input(record.input)
+        loaded = time.perf_counter()
+        image = await asyncio.to_thread(decode_image, data, image_limits(self.settings))
+        annotate(preset=plan.preset)
+        result = await self.plans.run_plan(image, plan)
+        ran = time.perf_counter()
+        if result.image is None:
+            body, content_type, size = json.dumps(result.texts).encode(), "application/json", (0, 0)
+        else:
+            body, content_type = result.image.data, result.image.content_type
+            size = (result.image.width, result.image.height)
+        with tracer.start_as_current_span("pixserve.store_output"):
+            await asyncio.to_thread(self.objects.put, "outputs", key, body, content_type)
+        steps = {"load_input": loaded - started, "pipeline": ran - loaded,
+                 "store_output": time.perf_counter() - ran}  # fmt: skip
+        record_image(self.metrics, f"preset:{plan.preset}", "job", (image.width, image.height),
+                     size, steps)  # fmt: skip
         return key
 
     async def _finish(

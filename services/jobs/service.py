@@ -8,6 +8,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.config import Settings
 from services.errors import InvalidParameter
@@ -16,6 +17,7 @@ from services.jobs.queue import WorkQueue
 from services.jobs.store import IdempotencyConflict, JobNotFound, JobStore, new_job_id
 from services.models.manifest import Manifest
 from services.net.fetch import SafeFetcher
+from services.pipelines.presets import Plan, PresetLibrary, job_plan
 from services.storage.base import ObjectStore
 from services.telemetry.tracing import current_traceparent
 from services.webhooks.secrets import WebhookSecrets
@@ -61,10 +63,12 @@ class JobService:
         settings: Settings,
         secrets: WebhookSecrets,
         webhook_fetcher: SafeFetcher,
+        presets: PresetLibrary | None = None,
     ) -> None:
         self.store, self.queue, self.objects = store, queue, objects
         self.fetcher, self.manifest, self.settings = fetcher, manifest, settings
         self.secrets, self.webhook_fetcher = secrets, webhook_fetcher
+        self.presets = presets or PresetLibrary({}, set())
 
     async def submit(self, owner: str, request: JobRequest, idempotency_key: str | None) -> Job:
         count = len(request.uploads) + len(request.urls)
@@ -72,9 +76,7 @@ class JobService:
             raise InvalidParameter(
                 f"a job takes 1 to {self.settings.max_job_items} inputs; got {count}"
             )
-        self.manifest.for_task(
-            str(request.pipeline.get("model") or self.settings.default_model), "upscale"
-        )
+        self.check_pipeline(request.pipeline)
         await self._check_urls(request.urls)
         if request.webhook_url:
             self.webhook_fetcher.check_url(request.webhook_url)
@@ -106,6 +108,17 @@ class JobService:
                 await self.store.forget_idempotency(owner, idempotency_key, job_id)
             raise
         return await self.view(job_id, owner)
+
+    def check_pipeline(self, pipeline: dict[str, Any]) -> Plan | None:
+        """Refuse a pipeline that cannot run (named 422, or 503 for a preset needing a
+        deployment this platform lacks); a preset's resolved plan, else None."""
+        if pipeline.get("name") == "preset":
+            return job_plan(pipeline, self.presets, self.manifest, self.settings)
+        if pipeline.get("format") == "avif":
+            raise InvalidParameter("format avif is for presets; upscale jobs write png/jpeg/webp")
+        self.manifest.for_task(str(pipeline.get("model") or self.settings.default_model),
+                               "upscale")  # fmt: skip
+        return None
 
     async def _first_submission(self, job_id: str, owner: str, wait_s: float = 10.0) -> Job:
         """The job a concurrent request with the same key is still storing: wait for it."""

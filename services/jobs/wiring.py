@@ -12,6 +12,7 @@ from services.jobs.service import JobService
 from services.jobs.store import JobStore
 from services.models.manifest import load_manifest
 from services.net.fetch import SafeFetcher, public_or_in
+from services.pipelines.presets import PlanBackend, load_presets
 from services.pipelines.upscale import TileBackend
 from services.storage.factory import open_store
 from services.telemetry.clients import TracedObjectStore
@@ -23,7 +24,8 @@ from services.webhooks.secrets import WebhookSecrets
 WEBHOOK_ANSWER_BYTES = 64 * 1024  # receivers' answers are read (and dropped) up to this
 
 
-def build_job_service(settings: Settings) -> JobService:
+def build_job_service(settings: Settings, plans: PlanBackend | None = None) -> JobService:
+    """The job service; ``plans`` runs presets (without it, preset jobs are refused)."""
     redis = connect_redis(settings)
     queue = WorkQueue(redis, int(settings.visibility_timeout_s * 1000), settings.max_deliveries)
     server_secret = settings.webhook_secret
@@ -44,6 +46,7 @@ def build_job_service(settings: Settings) -> JobService:
         settings,
         secrets,
         webhook_fetcher,
+        load_presets(plans.serves() if plans else set(), settings.extra_presets),
     )
 
 
@@ -52,14 +55,15 @@ def build_dispatcher(
     backend: TileBackend,
     metrics: PlatformMetrics | None = None,
     live: LiveStats | None = None,
+    plans: PlanBackend | None = None,
 ) -> tuple[Dispatcher, JobService]:
     """The dispatcher and the job service it shares storage and Redis with."""
-    service = build_job_service(settings)
+    service = build_job_service(settings, plans)
     sender = WebhookSender(service.webhook_fetcher)
     outbox = WebhookOutbox(service, sender, outbox_queue(service), metrics=metrics)
     dispatcher = Dispatcher(
         service.store, service.queue, service.objects, backend, service.manifest, settings,
-        service.load_input, outbox, metrics, live,
+        service.load_input, outbox, metrics, live, service.presets, plans,
     )  # fmt: skip
     return dispatcher, service
 

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from services.api.deps import BackendDep, ManifestDep, MetricsDep, SettingsDep, read_upload
 from services.api.schemas import IMAGE_ERRORS
 from services.imaging.codec import CONTENT_TYPES, decode_image, encode_image
-from services.pipelines.faces import FaceOptions
+from services.pipelines.presets import face_options
 from services.pipelines.upscale import image_limits
 from services.telemetry.metrics import record_image
 from services.telemetry.tracing import tracer
@@ -56,12 +56,10 @@ async def create_face_restoration(
     """Restore every face (or the central one); an image without a face comes back as
     it went in (upscaled if asked) with ``X-Pixserve-Faces: 0``."""
     data = await read_upload(image, settings)
-    spec = manifest.for_task(model or settings.default_face_model, "face")
-    found = manifest.for_task(detector or settings.default_face_detector, "detect")
-    background = manifest.for_task(background_model or settings.default_model, "upscale")
-    options = FaceOptions(spec.name, found.name, weight, fidelity, upscale, background.name,
-                          background.scale, only_center_face, max_faces)  # fmt: skip
-    options.check(settings)
+    params = {"model": model, "detector": detector, "weight": weight, "fidelity": fidelity,
+              "upscale": upscale, "background_model": background_model,
+              "only_center_face": only_center_face, "max_faces": max_faces}  # fmt: skip
+    options = face_options(params, manifest, settings)
     with tracer.start_as_current_span("pixserve.restore_face") as span:
         started = time.perf_counter()
         decoded = await asyncio.to_thread(decode_image, data, image_limits(settings))
@@ -72,17 +70,17 @@ async def create_face_restoration(
                                           decoded.bit_depth)  # fmt: skip
         height, width = result.pixels.shape[:2]
         span.set_attributes({
-            "pixserve.model": spec.name, "pixserve.faces": len(result.faces),
+            "pixserve.model": options.model, "pixserve.faces": len(result.faces),
             "pixserve.input_size": f"{decoded.width}x{decoded.height}",
             "pixserve.output_size": f"{width}x{height}",
         })  # fmt: skip
     steps = {"decode": decoding - started, "restore_face": restoring - decoding,
              "encode": time.perf_counter() - restoring}  # fmt: skip
-    record_image(metrics, spec.name, "sync", (decoded.width, decoded.height), (width, height),
+    record_image(metrics, options.model, "sync", (decoded.width, decoded.height), (width, height),
                  steps)  # fmt: skip
     boxes = [[*face.box, face.score] for face in result.faces]
     headers = {
-        "X-Pixserve-Model": spec.name,
+        "X-Pixserve-Model": options.model,
         "X-Pixserve-Faces": str(len(result.faces)),
         "X-Pixserve-Faces-Detected": str(result.detected),
         "X-Pixserve-Face-Boxes": json.dumps(boxes, separators=(",", ":")),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
@@ -14,8 +14,10 @@ from pydantic import BaseModel
 from services.api.deps import SettingsDep, read_upload, require_api_key
 from services.auth.keys import ApiKey
 from services.errors import InvalidParameter, ServiceUnavailable
+from services.imaging.convert import ConvertFormat
 from services.jobs.models import TERMINAL_JOB, Job, JobStatus
 from services.jobs.service import JobRequest, JobService
+from services.pipelines.presets import step_overrides
 
 router = APIRouter(tags=["jobs"])
 
@@ -57,12 +59,20 @@ async def create_job(
     urls: Annotated[
         list[str] | None, Form(description="https URLs, or s3:// keys in the inputs bucket.")
     ] = None,
+    preset: Annotated[
+        str | None, Form(description="Run a preset (GET /v1/presets) instead of upscaling.")
+    ] = None,
+    params: Annotated[
+        str | None, Form(description='Step overrides as JSON: {"upscale": {"scale": 4}}.')
+    ] = None,
     model: Annotated[str | None, Form()] = None,
     scale: Annotated[float | None, Form()] = None,
     width: Annotated[int | None, Form(ge=1)] = None,
     height: Annotated[int | None, Form(ge=1)] = None,
-    output_format: Annotated[Literal["png", "jpeg", "webp"], Form(alias="format")] = "png",
-    quality: Annotated[int, Form(ge=1, le=100)] = 90,
+    output_format: Annotated[
+        ConvertFormat | None, Form(alias="format", description="Default: png, or the preset's.")
+    ] = None,
+    quality: Annotated[int | None, Form(ge=1, le=100)] = None,
     webhook_url: Annotated[str | None, Form()] = None,
     webhook_events: Annotated[list[str] | None, Form(description="item, completed")] = None,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
@@ -71,10 +81,17 @@ async def create_job(
     uploads = []
     for upload in images or []:
         uploads.append((upload.filename or "image", await read_upload(upload, settings)))
-    pipeline: dict[str, object] = {
-        "name": "upscale", "model": model or settings.default_model, "scale": scale,
-        "width": width, "height": height, "format": output_format, "quality": quality,
-    }  # fmt: skip
+    pipeline: dict[str, object]
+    if preset is not None:
+        output = {k: v for k, v in (("format", output_format), ("quality", quality)) if v}
+        pipeline = {"name": "preset", "preset": preset, "params": step_overrides(params),
+                    "output": output}  # fmt: skip
+    else:
+        pipeline = {
+            "name": "upscale", "model": model or settings.default_model, "scale": scale,
+            "width": width, "height": height, "format": output_format or "png",
+            "quality": quality or 90,
+        }  # fmt: skip
     events = webhook_events or ["completed"]
     request = JobRequest(pipeline, uploads, list(urls or []), webhook_url, events)
     return await jobs.submit(owner, request, idempotency_key)

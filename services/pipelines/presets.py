@@ -1,0 +1,320 @@
+"""Presets: named pipelines shipped as data (``presets.yaml``), compiled into plans.
+
+A preset is a small DAG of steps; each step has a kind (denoise, upscale, face,
+generate, caption), which names the deployment that runs it, and parameters. A
+``Plan`` is a preset checked against the manifest and settings, with every step's
+options resolved, so a bad preset, parameter or model is refused (422) before any
+work starts. The serving layer runs a plan by chaining the deployments' calls.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from services.config import Settings
+from services.errors import InvalidParameter, ServiceUnavailable, UnknownModel
+from services.imaging.codec import DecodedImage
+from services.imaging.convert import Converted, ConvertFormat, ConvertOptions, ResizeMode
+from services.models.manifest import Manifest
+from services.pipelines.faces import FaceOptions
+from services.pipelines.upscale import UpscaleOptions
+
+StepKind = Literal["denoise", "upscale", "face", "generate", "caption"]
+DEPLOYMENT_OF_STEP: dict[str, str] = {
+    "denoise": "Denoiser",
+    "upscale": "Upscaler",
+    "face": "FaceRestorer",
+    "generate": "Diffusion",
+    "caption": "Vision",
+}
+IMAGE_STEPS = {"denoise", "upscale", "face", "generate"}  # the others produce text
+SOURCE = "source"  # the uploaded image, as a step's input
+_STEP_ID = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_PARAMS: dict[str, set[str]] = {
+    "denoise": {"model"},
+    "upscale": {"model", "scale", "width", "height"},
+    "face": {
+        "model",
+        "detector",
+        "weight",
+        "fidelity",
+        "upscale",
+        "background_model",
+        "only_center_face",
+        "max_faces",
+    },
+}
+
+
+class Step(BaseModel):
+    """One step as declared: its id, kind, parameters and the step it takes its image
+    from (None: the previous image step, or the uploaded image for the first)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    kind: StepKind
+    params: dict[str, Any] = Field(default_factory=dict)
+    input: str | None = None
+
+
+class OutputSpec(BaseModel):
+    """The final encoding, done by the Codec (see ``POST /v1/convert`` for the fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: ConvertFormat = "png"
+    quality: int = Field(default=90, ge=1, le=100)
+    resize: ResizeMode | None = None
+    width: int | None = None
+    height: int | None = None
+    scale: float | None = None
+    max_bytes: int | None = None
+
+    def options(self) -> ConvertOptions:
+        return ConvertOptions(**self.model_dump())
+
+
+class Preset(BaseModel):
+    """A named pipeline; ``output`` None means it returns text only (a caption)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str
+    steps: list[Step]
+    output: OutputSpec | None = None
+
+    @model_validator(mode="after")
+    def _wired(self) -> Preset:
+        """Ids unique and well formed; inputs name an earlier image step."""
+        seen: set[str] = {SOURCE}
+        for step in self.steps:
+            if not _STEP_ID.match(step.id) or step.id in seen:
+                raise ValueError(f"step id '{step.id}' is malformed or used twice")
+            if step.input is not None and step.input not in seen:
+                raise ValueError(f"step '{step.id}' takes '{step.input}', not an earlier step")
+            if step.kind in IMAGE_STEPS:
+                seen.add(step.id)
+        if self.output is None and any(s.kind in IMAGE_STEPS for s in self.steps):
+            raise ValueError("a preset with image steps needs an output encoding")
+        return self
+
+    def deployments(self) -> list[str]:
+        return sorted({DEPLOYMENT_OF_STEP[step.kind] for step in self.steps})
+
+
+@dataclass(frozen=True)
+class TileStep:
+    """A denoise or upscale step's options, with the model's native scale."""
+
+    options: UpscaleOptions
+    native_scale: int
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """A step ready to run: the deployment, resolved options, and its input's id."""
+
+    id: str
+    kind: str
+    deployment: str
+    options: TileStep | FaceOptions | dict[str, Any]
+    input: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A preset resolved for one request: steps in order, the image the output
+    encodes (``result``: a step id or ``source``) and the encoding."""
+
+    preset: str
+    steps: list[PlannedStep]
+    result: str
+    output: ConvertOptions | None
+
+    @property
+    def models(self) -> list[str]:
+        names = []
+        for step in self.steps:
+            options = step.options
+            if isinstance(options, TileStep):
+                names.append(options.options.model)
+            elif isinstance(options, FaceOptions):
+                names.append(options.model)
+        return names
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """What a plan produced: the encoded image (None for text-only presets) and each
+    text step's output by step id."""
+
+    image: Converted | None
+    texts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class PlanBackend(Protocol):
+    """Runs a plan: the Serve backend chains the deployments' handles."""
+
+    def serves(self) -> set[str]:
+        """The deployments that run pipeline steps (presets needing others are off)."""
+        ...
+
+    async def run_plan(self, image: DecodedImage, plan: Plan) -> PlanResult: ...
+
+
+class PresetLibrary:
+    """The shipped presets (plus any from an extra file), by name."""
+
+    def __init__(self, presets: dict[str, Preset], available: set[str]) -> None:
+        self.presets = presets
+        self.available = available  # deployments the graph runs
+
+    def get(self, name: str) -> Preset:
+        try:
+            return self.presets[name]
+        except KeyError:
+            known = ", ".join(sorted(self.presets))
+            raise UnknownModel(f"unknown preset '{name}'; presets: {known}") from None
+
+    def missing(self, preset: Preset) -> list[str]:
+        """The deployments ``preset`` needs that this platform does not run."""
+        return [name for name in preset.deployments() if name not in self.available]
+
+    def compile(
+        self,
+        name: str,
+        manifest: Manifest,
+        settings: Settings,
+        overrides: dict[str, dict[str, Any]] | None = None,
+        output: dict[str, Any] | None = None,
+    ) -> Plan:
+        """``name`` resolved into a plan; ``overrides`` change step parameters by step
+        id, ``output`` the encoding. Raises a named 422 (or 503: a deployment the preset
+        needs is not running) before any work starts."""
+        preset = self.get(name)
+        if absent := self.missing(preset):
+            raise ServiceUnavailable(
+                f"preset '{name}' needs the {', '.join(absent)} deployment(s), which this "
+                "platform does not run"
+            )
+        overrides = overrides or {}
+        if unknown := set(overrides) - {step.id for step in preset.steps}:
+            raise InvalidParameter(f"preset '{name}' has no step {sorted(unknown)}; its steps: "
+                                   f"{[step.id for step in preset.steps]}")  # fmt: skip
+        steps, previous = [], SOURCE
+        for step in preset.steps:
+            params = {**step.params, **overrides.get(step.id, {})}
+            options = _resolve(step, params, manifest, settings)
+            source = step.input or previous
+            steps.append(PlannedStep(step.id, step.kind, DEPLOYMENT_OF_STEP[step.kind],
+                                     options, source))  # fmt: skip
+            if step.kind in IMAGE_STEPS:
+                previous = step.id
+        return Plan(name, steps, previous, _output(preset, output))
+
+
+def job_plan(
+    pipeline: dict[str, Any], library: PresetLibrary, manifest: Manifest, settings: Settings
+) -> Plan:
+    """The plan of a job whose stored pipeline names a preset (see ``POST /v1/jobs``)."""
+    overrides, output = pipeline.get("params") or {}, pipeline.get("output") or None
+    return library.compile(str(pipeline["preset"]), manifest, settings, overrides, output)
+
+
+def load_presets(available: set[str], extra: Path | None = None) -> PresetLibrary:
+    """The packaged presets, with ``extra``'s (a YAML file of the same shape) over them."""
+    text = resources.files("services.pipelines").joinpath("presets.yaml").read_text()
+    presets = _parse(text)
+    if extra is not None:
+        presets.update(_parse(extra.read_text()))
+    return PresetLibrary(presets, available)
+
+
+def step_overrides(params: str | None) -> dict[str, dict[str, Any]]:
+    """A request's ``params`` field: JSON mapping step ids to parameter objects."""
+    if not params:
+        return {}
+    try:
+        parsed = json.loads(params)
+    except json.JSONDecodeError as exc:
+        raise InvalidParameter(f"params is not JSON: {exc}") from None
+    if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
+        raise InvalidParameter('params must map step ids to objects: {"upscale": {"scale": 4}}')
+    return parsed
+
+
+def face_options(params: dict[str, Any], manifest: Manifest, settings: Settings) -> FaceOptions:
+    """Face options from parameters (a request's form or a step's params), with the
+    models resolved by task and the ranges checked."""
+    model = manifest.for_task(params.get("model") or settings.default_face_model, "face")
+    detector = manifest.for_task(params.get("detector") or settings.default_face_detector,
+                                 "detect")  # fmt: skip
+    background = manifest.for_task(params.get("background_model") or settings.default_model,
+                                   "upscale")  # fmt: skip
+    options = FaceOptions(
+        model.name, detector.name, float(params.get("weight", 1.0)),
+        float(params.get("fidelity", 0.5)), int(params.get("upscale", 1)), background.name,
+        background.scale, bool(params.get("only_center_face", False)),
+        int(params.get("max_faces", 10)),
+    )  # fmt: skip
+    options.check(settings)
+    return options
+
+
+def _resolve(
+    step: Step, params: dict[str, Any], manifest: Manifest, settings: Settings
+) -> TileStep | FaceOptions | dict[str, Any]:
+    allowed = _PARAMS.get(step.kind)
+    if allowed is not None and (unknown := set(params) - allowed):
+        raise InvalidParameter(f"step '{step.id}' ({step.kind}) has no parameter "
+                               f"{sorted(unknown)}; it takes {sorted(allowed)}")  # fmt: skip
+    try:
+        if step.kind == "face":
+            return face_options(params, manifest, settings)
+        if step.kind in ("denoise", "upscale"):
+            default = settings.default_model if step.kind == "upscale" else (
+                settings.default_denoise_model)  # fmt: skip
+            spec = manifest.for_task(params.get("model") or default, step.kind)
+            size = _integer(params, "width"), _integer(params, "height")
+            return TileStep(UpscaleOptions(spec.name, _number(params, "scale"), *size), spec.scale)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameter(f"step '{step.id}': {exc}") from exc
+    return dict(params)  # generate / caption: checked by their deployments
+
+
+def _output(preset: Preset, override: dict[str, Any] | None) -> ConvertOptions | None:
+    if preset.output is None:
+        if override:
+            raise InvalidParameter(f"preset '{preset.name}' returns text; it has no image output")
+        return None
+    try:
+        return OutputSpec.model_validate(
+            {**preset.output.model_dump(), **(override or {})}
+        ).options()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidParameter(f"output: {problems}") from None
+
+
+def _number(params: dict[str, Any], name: str) -> float | None:
+    return None if params.get(name) is None else float(params[name])
+
+
+def _integer(params: dict[str, Any], name: str) -> int | None:
+    return None if params.get(name) is None else int(params[name])
+
+
+def _parse(text: str) -> dict[str, Preset]:
+    raw = yaml.safe_load(text)
+    presets = [Preset.model_validate(entry) for entry in raw["presets"]]
+    return {preset.name: preset for preset in presets}
