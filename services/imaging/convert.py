@@ -45,6 +45,7 @@ class ConvertOptions:
     scale: float | None = None
     keep_metadata: bool = False
     max_bytes: int | None = None
+    enlarge: bool = True  # False: fit/fill never make an image bigger (thumbnails)
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,12 @@ def _resize(image: Image.Image, options: ConvertOptions, limits: ImageLimits) ->
         size = (options.width, options.height)
     else:  # fit inside the box, keeping the aspect ratio
         factor = min((options.width or 10**9) / width, (options.height or 10**9) / height)
+        if not options.enlarge:
+            factor = min(factor, 1.0)
         size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    if options.resize == "fill" and not options.enlarge:  # the box's shape, within the image
+        shrink = min(width / size[0], height / size[1], 1.0)
+        size = (max(1, round(size[0] * shrink)), max(1, round(size[1] * shrink)))
     if size[0] * size[1] > limits.max_pixels:
         raise ImageTooLarge(f"the result would be {size[0]}x{size[1]}, over the pixel limit")
     if options.resize == "fill":

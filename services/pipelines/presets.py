@@ -78,6 +78,7 @@ class OutputSpec(BaseModel):
     height: int | None = None
     scale: float | None = None
     max_bytes: int | None = None
+    enlarge: bool = True
 
     def options(self) -> ConvertOptions:
         return ConvertOptions(**self.model_dump())

@@ -75,8 +75,9 @@ def _with_extra_apps(config: dict[str, Any], redis_url: str, s3_url: str) -> dic
         storage_url=f"s3://{HOOKS_PREFIX}", s3_endpoint_url=s3_url,
         s3_access_key_id="test", s3_secret_access_key="test",
     )  # fmt: skip
+    for app in (broken, hooks):  # own databases: no face models (640 MB each otherwise)
+        app["args"].update(face_models=[], face_detectors=[])
     for app in (broken, keyed, hooks):  # the extra apps keep one replica of each
-        app["args"].update(face_models=[], face_detectors=[])  # 640 MB each otherwise
         for entry in app["deployments"]:
             entry.get("autoscaling_config", {}).update(max_replicas=1)
     config["applications"] += [broken, keyed, hooks]

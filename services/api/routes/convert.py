@@ -41,11 +41,14 @@ async def create_conversion(
     max_bytes: Annotated[
         int | None, Form(ge=1, description="Byte budget: the best quality that fits.")
     ] = None,
+    enlarge: Annotated[
+        bool, Form(description="fit/fill may enlarge a smaller image (false: never).")
+    ] = True,
 ) -> Response:
     """Convert between JPEG, PNG, WEBP and AVIF, optionally resized, within a budget."""
     data = await read_upload(image, settings)
     options = ConvertOptions(
-        output_format, quality, resize, width, height, scale, keep_metadata, max_bytes
+        output_format, quality, resize, width, height, scale, keep_metadata, max_bytes, enlarge
     )
     started = time.perf_counter()
     result = await backend.convert(data, options)

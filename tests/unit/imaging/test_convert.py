@@ -114,3 +114,14 @@ def test_bad_options_are_named(options: ConvertOptions, message: str) -> None:
 def test_bad_input_is_refused() -> None:
     with pytest.raises(InvalidImage):
         convert_image(b"not an image", ConvertOptions(), LIMITS)
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("fit", (64, 48)), ("fill", (48, 48))])
+def test_enlarge_false_never_grows_an_image(mode: str, expected: tuple[int, int]) -> None:
+    data = encode(astronaut(64)[:48])
+    grown = convert_image(data, ConvertOptions("png", resize=mode, width=256, height=256),
+                          LIMITS)  # fmt: skip
+    kept = convert_image(data, ConvertOptions("png", resize=mode, width=256, height=256,
+                                              enlarge=False), LIMITS)  # fmt: skip
+    assert (grown.width, grown.height) != expected
+    assert (kept.width, kept.height) == expected
