@@ -1,5 +1,5 @@
 """The application graph: Ingress -> Upscaler, Denoiser, FaceRestorer (-> Upscaler for
-backgrounds) and Codec; the Dispatcher -> the same deployments for jobs. Presets chain
+backgrounds), Diffusion and Codec; the Dispatcher -> the same deployments for jobs. Presets chain
 the model deployments' calls.
 
 ``app_builder`` is the ``import_path`` of ``serve_config.yaml``: the config's ``args``
@@ -13,6 +13,7 @@ from typing import Any, cast
 from ray.serve import Application, Deployment
 
 from deployments.codec import Codec
+from deployments.diffusion import Diffusion
 from deployments.dispatcher import Dispatcher
 from deployments.faces import FaceRestorer
 from deployments.ingress import Ingress
@@ -27,8 +28,10 @@ def build_app(settings: Settings) -> Application:
     denoiser = cast(Deployment, Denoiser).bind(settings)
     codec = cast(Deployment, Codec).bind(settings)
     faces = cast(Deployment, FaceRestorer).bind(upscaler, settings)
-    dispatcher = cast(Deployment, Dispatcher).bind(upscaler, denoiser, codec, faces, settings)
-    return cast(Deployment, Ingress).bind(upscaler, dispatcher, codec, denoiser, faces, settings)
+    diffusion = cast(Deployment, Diffusion).bind(settings)
+    models = (upscaler, denoiser, codec, faces, diffusion)
+    dispatcher = cast(Deployment, Dispatcher).bind(*models, settings)
+    return cast(Deployment, Ingress).bind(dispatcher, *models, settings)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

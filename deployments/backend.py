@@ -15,6 +15,7 @@ from services.api.schemas import DeploymentReadiness, DeploymentView
 from services.errors import PixserveError, ServiceUnavailable
 from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertOptions
+from services.models.diffusion import Generated, GenerateOptions
 from services.models.manifest import DEPLOYMENT_OF, Manifest
 from services.models.upscaler import EngineStatus, TileRequest
 from services.pipelines.faces import FaceOptions, FaceResult
@@ -34,6 +35,7 @@ class ServeBackend:
         manifest: Manifest | None = None,
         status_timeout_s: float = 5.0,
         faces: DeploymentHandle[Any] | None = None,
+        diffusion: DeploymentHandle[Any] | None = None,
     ) -> None:
         self.tile_deployments = {"Upscaler": upscaler}
         if denoiser is not None:
@@ -41,8 +43,10 @@ class ServeBackend:
         self.model_deployments = dict(self.tile_deployments)  # those answering status()
         if faces is not None:
             self.model_deployments["FaceRestorer"] = faces
+        if diffusion is not None:
+            self.model_deployments["Diffusion"] = diffusion
         self.step_deployments = dict(self.model_deployments)  # those answering run_step()
-        self.codec, self.faces = codec, faces
+        self.codec, self.faces, self.diffusion = codec, faces, diffusion
         self.serving = {  # model name -> the deployment that serves it
             name: DEPLOYMENT_OF[spec.task] for name, spec in (manifest.models.items()
                                                                if manifest else [])
@@ -87,6 +91,19 @@ class ServeBackend:
         restored: FaceResult = result
         return restored
 
+    async def generate(self, options: GenerateOptions, image: DecodedImage | None) -> Generated:
+        if self.diffusion is None:
+            raise ServiceUnavailable("no Diffusion deployment is connected")
+        handle = self.diffusion.options(multiplexed_model_id=options.checkpoint)
+        try:
+            result = await handle.generate.remote(options, image)
+        except RayError as exc:
+            raise ServiceUnavailable(f"the Diffusion deployment failed: {exc}") from exc
+        if isinstance(result, PixserveError):
+            raise result
+        generated: Generated = result
+        return generated
+
     def serves(self) -> set[str]:
         return set(self.step_deployments)
 
@@ -100,6 +117,8 @@ class ServeBackend:
             handle = self.step_deployments.get(step.deployment)
             if handle is None:
                 raise ServiceUnavailable(f"no {step.deployment} deployment is connected")
+            if isinstance(step.options, GenerateOptions):  # to a replica holding it
+                handle = handle.options(multiplexed_model_id=step.options.checkpoint)
             response = handle.run_step.remote(produced[step.input], step.options)
             (produced if step.kind in IMAGE_STEPS else texts)[step.id] = response
         encoding = None

@@ -27,11 +27,13 @@ class Dispatcher:
         denoiser: DeploymentHandle[Any],
         codec: DeploymentHandle[Any],
         faces: DeploymentHandle[Any],
+        diffusion: DeploymentHandle[Any],
         settings: Settings,
     ) -> None:
         live = start_live(settings, self._describe)
         manifest = load_manifest(settings.extra_manifest)
-        backend = ServeBackend(upscaler, codec, denoiser, manifest, faces=faces)
+        backend = ServeBackend(upscaler, codec, denoiser, manifest, faces=faces,
+                               diffusion=diffusion)  # fmt: skip
         self.dispatcher, jobs = build_dispatcher(
             settings, backend, platform_metrics(), live, plans=backend
         )

@@ -24,16 +24,18 @@ class Ingress:
 
     def __init__(
         self,
-        upscaler: DeploymentHandle[Any],
         dispatcher: DeploymentHandle[Any],
-        codec: DeploymentHandle[Any],
+        upscaler: DeploymentHandle[Any],
         denoiser: DeploymentHandle[Any],
+        codec: DeploymentHandle[Any],
         faces: DeploymentHandle[Any],
+        diffusion: DeploymentHandle[Any],
         settings: Settings,
     ) -> None:
         self.settings = settings
         manifest = load_manifest(settings.extra_manifest)
-        self.backend = ServeBackend(upscaler, codec, denoiser, manifest, faces=faces)
+        self.backend = ServeBackend(upscaler, codec, denoiser, manifest, faces=faces,
+                                    diffusion=diffusion)  # fmt: skip
         self.dispatcher = dispatcher  # held so the graph deploys it; it needs no calls
         self.jobs = build_job_service(settings, self.backend)
         self.api = create_api(

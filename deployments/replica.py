@@ -36,7 +36,7 @@ class EngineReplica:
     and name their ``@serve.batch`` method in ``batched``."""
 
     engine: Engine
-    batched: Any  # the @serve.batch method; Serve adds its setters at run time
+    batched: Any = None  # the @serve.batch method, if any; Serve adds its setters at run time
 
     def start(self, settings: Settings, share: float) -> None:
         self.settings, self.gpu_share = settings, share
@@ -53,6 +53,8 @@ class EngineReplica:
                             self.settings.gpu_hour_price_usd)  # fmt: skip
 
     def tune(self, batch: BatchOptions) -> None:
+        if self.batched is None:
+            return
         self.batched.set_max_batch_size(batch.max_batch_size)
         self.batched.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
 

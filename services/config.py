@@ -137,6 +137,18 @@ class Settings(BaseSettings):
         default=8, ge=1, le=64, description="Faces per forward pass of a face model."
     )
     max_faces: int = Field(default=20, ge=1, le=200, description="Most faces one image restores.")
+    diffusion_checkpoints: dict[str, str] = Field(
+        default={}, description="Checkpoint aliases -> SDXL models, e.g. {realism: sdxl-base}."
+    )
+    default_checkpoint: str = Field(default="realism", description="Checkpoint when none named.")
+    safety_checker: str | None = Field(
+        default="sd-safety-checker", description="Screens generated images; null turns it off."
+    )
+    max_generate_side: int = Field(
+        default=1536, ge=256, le=4096, description="Largest generated width/height in px."
+    )
+    max_generate_steps: int = Field(default=60, ge=1, le=500, description="Most denoising steps.")
+    max_prompt_chars: int = Field(default=2000, ge=1, description="Longest prompt in characters.")
 
     # Inference
     device: Device = Field(default="auto", description="cuda when available under auto.")
@@ -190,7 +202,9 @@ class Settings(BaseSettings):
     def configured(self, task: str) -> list[str]:
         """The models a deployment loads for ``task`` (upscale, denoise, face, detect)."""
         lists = {"upscale": self.models, "denoise": self.denoise_models,
-                 "face": self.face_models, "detect": self.face_detectors}  # fmt: skip
+                 "face": self.face_models, "detect": self.face_detectors,
+                 "generate": list(self.diffusion_checkpoints.values()),
+                 "safety": [self.safety_checker] if self.safety_checker else []}  # fmt: skip
         return lists.get(task, [])
 
     @field_validator("webhook_allowed_networks")

@@ -16,6 +16,7 @@ from services.api.routes import (
     convert,
     denoise,
     faces,
+    generate,
     health,
     jobs,
     models,
@@ -71,7 +72,7 @@ def create_api(
     )
     _install_request_metrics(app, app.state.metrics, app.state.ongoing, live)
     keyed = [Depends(require_api_key)]
-    routers = (upscale, denoise, faces, convert, presets, models, jobs)
+    routers = (upscale, denoise, faces, generate, convert, presets, models, jobs)
     for router in (module.router for module in routers):
         app.include_router(router, dependencies=keyed)
     app.include_router(admin.router)  # admin keys only (see require_admin)

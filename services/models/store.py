@@ -43,7 +43,7 @@ def fetch_hint(spec: ModelSpec) -> str:
     kinds = {source.kind for source in spec.sources}
     if "ncnn" in kinds:
         return f"pixserve models import-ncnn {spec.name}"
-    if "url" in kinds:
+    if kinds & {"url", "hub"}:
         return f"pixserve models pull {spec.name}"
     return f"copy its file into the model store ({spec.sources[0].filename})"
 
@@ -71,8 +71,9 @@ class ModelStore:
         return self.path_for(found)
 
     def verify(self, source: WeightSource, path: Path) -> None:
-        """Refuse ``path`` unless its sha256 equals the one ``source`` pins."""
-        if source.sha256 is None:
+        """Refuse ``path`` unless its sha256 equals the one ``source`` pins (repositories
+        are directories: their files are not pinned one by one)."""
+        if source.sha256 is None or path.is_dir():
             return
         actual = sha256_file(path)
         if actual != source.sha256:
@@ -89,12 +90,25 @@ class ModelStore:
             return StoredModel(name=name, present=False)
         path = self.path_for(found)
         checksum_ok = None
-        if check and found.sha256 is not None:
+        if check and found.sha256 is not None and path.is_file():
             checksum_ok = sha256_file(path) == found.sha256
-        return StoredModel(name, True, path, found.kind, path.stat().st_size, checksum_ok)
+        return StoredModel(name, True, path, found.kind, _size(path), checksum_ok)
 
     def _present_source(self, spec: ModelSpec) -> WeightSource | None:
+        """The first source whose file is in the store (a repository: its directory,
+        with the index file diffusers or transformers write)."""
         for source in spec.sources:
-            if self.path_for(source).is_file():
+            path = self.path_for(source)
+            if (
+                path.is_file()
+                or (path / "model_index.json").is_file()
+                or (path / "config.json").is_file()
+            ):
                 return source
         return None
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(child.stat().st_size for child in path.rglob("*") if child.is_file())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +35,9 @@ TINY_GFPGAN = "tiny-gfpgan"
 TINY_CODEFORMER = "tiny-codeformer"
 TINY_DETECTOR = "tiny-retinaface"
 TINY_BLIND_DETECTOR = "tiny-retinaface-blind"
+TINY_SDXL = "tiny-sdxl"
+TINY_SDXL_ANIME = "tiny-sdxl-anime"
+TINY_SAFETY = "tiny-safety-checker"
 
 
 def _rrdb() -> torch.nn.Module:
@@ -109,9 +113,10 @@ def _save_fp16(module: torch.nn.Module, path: Path) -> None:
     save_file(state, str(path))
 
 
-def build_tiny_store(root: Path, faces: bool = True) -> Path:
+def build_tiny_store(root: Path, faces: bool = False, diffusion: bool = False) -> Path:
     """Write the tiny models into ``root`` and return the path of their manifest;
-    ``faces`` adds the face models (about 320 MB, a few seconds)."""
+    ``faces`` adds the face models (about 320 MB, a few seconds), ``diffusion`` two
+    tiny SDXL repositories and a safety checker (diffusers/transformers layouts)."""
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     entries: list[dict[str, object]] = []
@@ -139,6 +144,8 @@ def build_tiny_store(root: Path, faces: bool = True) -> Path:
         )
     if faces:
         entries += _face_entries(root)
+    if diffusion:
+        entries += _diffusion_entries(root)
     manifest = root / "manifest.json"
     manifest.write_text(json.dumps({"models": entries}, indent=2))
     return manifest
@@ -165,3 +172,87 @@ def _face_entries(root: Path) -> list[dict[str, object]]:
              "sources": [{"kind": "local", "filename": filename, "sha256": sha256_file(path)}]}
         )  # fmt: skip
     return entries
+
+
+def _diffusion_entries(root: Path) -> list[dict[str, object]]:
+    """SDXL's layout (two CLIP text encoders, UNet with text-time embedding, VAE) at
+    the width of diffusers' own test models, saved with ``save_pretrained``; and the
+    CLIP safety checker, whose untrained concept thresholds never flag an image."""
+    entries: list[dict[str, object]] = []
+    for name, seed in ((TINY_SDXL, 0), (TINY_SDXL_ANIME, 1)):
+        _sdxl(seed).save_pretrained(root / name)
+        entries.append(_directory_entry(name, "generate", "SDXL"))
+    _safety_checker(root / TINY_SAFETY)
+    entries.append(_directory_entry(TINY_SAFETY, "safety", "SafetyChecker"))
+    return entries
+
+
+def _directory_entry(name: str, task: str, architecture: str) -> dict[str, object]:
+    return {"name": name, "task": task, "architecture": architecture, "scale": 1,
+            "license": "test-only", "description": "random weights for tests",
+            "sources": [{"kind": "local", "filename": name}]}  # fmt: skip
+
+
+def _clip_tokenizer() -> object:
+    """A byte-level CLIP tokenizer without merges: every character is a token."""
+    from transformers import CLIPTokenizer, convert_slow_tokenizer
+
+    converter: Any = convert_slow_tokenizer  # untyped module
+    characters = list(converter.bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(characters)}
+    vocab.update({c + "</w>": len(characters) + i for i, c in enumerate(characters)})
+    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def _sdxl(seed: int) -> Any:
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    parts: Any = diffusers  # diffusers' typing is partial
+    torch.manual_seed(seed)
+    tokenizer: Any = _clip_tokenizer()
+    unet = parts.UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64, norm_num_groups=1,
+    )  # fmt: skip
+    vae = parts.AutoencoderKL(
+        block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+        sample_size=128,
+    )  # fmt: skip
+    size = len(tokenizer)
+    text = CLIPTextConfig(
+        bos_token_id=size - 2, eos_token_id=size - 1, pad_token_id=size - 1, vocab_size=size,
+        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+        projection_dim=32, hidden_act="gelu",
+    )  # fmt: skip
+    scheduler = parts.EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="scaled_linear",
+        timestep_spacing="leading",
+    )  # fmt: skip
+    return parts.StableDiffusionXLPipeline(
+        vae=vae, text_encoder=CLIPTextModel(text), text_encoder_2=CLIPTextModelWithProjection(text),
+        tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
+    )  # fmt: skip
+
+
+def _safety_checker(path: Path) -> None:
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    config = CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
+                     "num_hidden_layers": 2},
+        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
+                       "num_hidden_layers": 2, "image_size": 32, "patch_size": 8},
+        projection_dim=32,
+    )  # fmt: skip
+    checker: Any = StableDiffusionSafetyChecker(config)
+    checker.save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+                       ).save_pretrained(path)  # fmt: skip

@@ -20,9 +20,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from services.config import Settings
-from services.errors import InvalidParameter, ServiceUnavailable, UnknownModel
+from services.errors import InvalidParameter, ModelNotReady, ServiceUnavailable, UnknownModel
 from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertFormat, ConvertOptions, ResizeMode
+from services.models.diffusion import GenerateOptions
 from services.models.manifest import Manifest
 from services.pipelines.faces import FaceOptions
 from services.pipelines.upscale import UpscaleOptions
@@ -50,6 +51,16 @@ _PARAMS: dict[str, set[str]] = {
         "background_model",
         "only_center_face",
         "max_faces",
+    },
+    "generate": {
+        "prompt",
+        "negative_prompt",
+        "checkpoint",
+        "steps",
+        "guidance",
+        "scheduler",
+        "seed",
+        "strength",
     },
 }
 
@@ -128,7 +139,7 @@ class PlannedStep:
     id: str
     kind: str
     deployment: str
-    options: TileStep | FaceOptions | dict[str, Any]
+    options: TileStep | FaceOptions | GenerateOptions | dict[str, Any]
     input: str
 
 
@@ -272,9 +283,27 @@ def face_options(params: dict[str, Any], manifest: Manifest, settings: Settings)
     return options
 
 
+def generate_options(
+    params: dict[str, Any], settings: Settings, image_to_image: bool = False
+) -> GenerateOptions:
+    """SDXL options from parameters, the checkpoint alias known, the ranges checked."""
+    alias = str(params.get("checkpoint") or settings.default_checkpoint)
+    if alias not in settings.diffusion_checkpoints:
+        known = ", ".join(settings.diffusion_checkpoints) or "none"
+        raise ModelNotReady(f"checkpoint '{alias}' is not configured (configured: {known}); "
+                            "map it to an SDXL model in the diffusion_checkpoints setting "
+                            "and fetch that with `pixserve models pull MODEL`")  # fmt: skip
+    names = ("negative_prompt", "width", "height", "steps", "guidance", "scheduler", "seed",
+             "strength")  # fmt: skip
+    fields = {name: params[name] for name in names if params.get(name) is not None}
+    options = GenerateOptions(str(params.get("prompt") or ""), alias, **fields)
+    options.check(settings, image_to_image)
+    return options
+
+
 def _resolve(
     step: Step, params: dict[str, Any], manifest: Manifest, settings: Settings
-) -> TileStep | FaceOptions | dict[str, Any]:
+) -> TileStep | FaceOptions | GenerateOptions | dict[str, Any]:
     allowed = _PARAMS.get(step.kind)
     if allowed is not None and (unknown := set(params) - allowed):
         raise InvalidParameter(f"step '{step.id}' ({step.kind}) has no parameter "
@@ -282,6 +311,8 @@ def _resolve(
     try:
         if step.kind == "face":
             return face_options(params, manifest, settings)
+        if step.kind == "generate":
+            return generate_options(params, settings, image_to_image=True)
         if step.kind in ("denoise", "upscale"):
             default = settings.default_model if step.kind == "upscale" else (
                 settings.default_denoise_model)  # fmt: skip

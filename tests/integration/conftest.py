@@ -27,7 +27,10 @@ from services.models.tiny import (
     TINY_DNCNN,
     TINY_GFPGAN,
     TINY_RRDB,
+    TINY_SAFETY,
     TINY_SCUNET,
+    TINY_SDXL,
+    TINY_SDXL_ANIME,
 )
 from tests.utils.receiver import Receiver
 from tests.utils.redis_server import RedisServer, free_port, running_redis
@@ -76,7 +79,7 @@ def _with_extra_apps(config: dict[str, Any], redis_url: str, s3_url: str) -> dic
         s3_access_key_id="test", s3_secret_access_key="test",
     )  # fmt: skip
     for app in (broken, hooks):  # own databases: no face models (640 MB each otherwise)
-        app["args"].update(face_models=[], face_detectors=[])
+        app["args"].update(face_models=[], face_detectors=[], diffusion_checkpoints={})
     for app in (broken, keyed, hooks):  # the extra apps keep one replica of each
         for entry in app["deployments"]:
             entry.get("autoscaling_config", {}).update(max_replicas=1)
@@ -148,6 +151,12 @@ def serve_url(
         "default_face_model": TINY_GFPGAN,
         "face_detectors": [TINY_DETECTOR, TINY_BLIND_DETECTOR],
         "default_face_detector": TINY_DETECTOR,
+        "diffusion_checkpoints": {
+            "realism": TINY_SDXL,
+            "anime": TINY_SDXL_ANIME,
+            "artistic": TINY_SDXL,
+        },
+        "safety_checker": TINY_SAFETY,
         "tile_size": 32,
         "tile_pad": 20,
         "tile_batch_size": 64,
@@ -168,6 +177,7 @@ def serve_url(
             "Codec": SMALL,
             "Denoiser": SMALL,
             "FaceRestorer": {**batching, **SMALL},
+            "Diffusion": SMALL,
             "Upscaler": {**batching, **SMALL, "autoscaling_config": {**QUICK, "max_replicas": 2}},
             "Dispatcher": {
                 "autoscaling_config": {**QUICK, "max_replicas": 2, "target_ongoing_requests": 40}

@@ -1,0 +1,64 @@
+"""The Diffusion deployment: SDXL checkpoints multiplexed by alias (realism, anime...),
+one generation at a time per replica (a GPU runs one diffusion loop at full speed)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ray import serve
+
+from deployments.replica import EngineReplica, gpu_share
+from services.config import Settings
+from services.errors import PixserveError
+from services.imaging.codec import DecodedImage
+from services.models.diffusion import Checkpoint, DiffusionEngine, Generated, GenerateOptions
+from services.models.manifest import load_manifest
+from services.models.store import ModelStore
+from services.pipelines.upscale import color_plane
+
+MAX_CHECKPOINTS = 3  # loaded per replica at once; Serve evicts the least recently used
+
+
+@serve.deployment(name="Diffusion", ray_actor_options={"num_cpus": 1, "num_gpus": 0})
+class Diffusion(EngineReplica):
+    """Text-to-image and image-to-image; requests carry their checkpoint as Serve's
+    multiplexed model id, so they reach a replica that has it loaded when one does."""
+
+    def __init__(self, settings: Settings) -> None:
+        store = ModelStore(settings.model_store, load_manifest(settings.extra_manifest))
+        share = gpu_share()
+        self.engine = self.diffusion = DiffusionEngine(settings, store, share)
+        self.diffusion.load()
+        self.busy = asyncio.Semaphore(1)
+        self.start(settings, share)
+
+    @serve.multiplexed(max_num_models_per_replica=MAX_CHECKPOINTS)  # type: ignore[untyped-decorator]
+    async def checkpoint(self, alias: str) -> Checkpoint:
+        return await asyncio.to_thread(self.diffusion.load_checkpoint, alias)
+
+    async def generate(
+        self, options: GenerateOptions, image: DecodedImage | None = None
+    ) -> Generated | PixserveError:
+        """One image; ``image`` makes it image-to-image. Errors are returned."""
+        with self.ongoing:
+            try:
+                checkpoint = await self.checkpoint(options.checkpoint)
+                start = None if image is None else color_plane(image)
+                async with self.busy:
+                    result = await asyncio.to_thread(self.diffusion.generate, checkpoint,
+                                                     options, start)  # fmt: skip
+            except PixserveError as exc:
+                return exc
+        self.record_pass(checkpoint.model, 1, 1, result.seconds)
+        return result
+
+    async def run_step(
+        self, image: DecodedImage | PixserveError, options: GenerateOptions
+    ) -> DecodedImage | PixserveError:
+        """A pipeline step: image-to-image on the previous step's image."""
+        if isinstance(image, PixserveError):
+            return image
+        result = await self.generate(options, image)
+        if isinstance(result, PixserveError):
+            return result
+        return DecodedImage(result.pixels, 8, image.source_format)

@@ -1,0 +1,132 @@
+"""The diffusion engine on tiny random-weight SDXL repositories (diffusers' layout,
+loaded with from_pretrained): seeds reproduce, schedulers differ, image-to-image keeps
+the size, the safety checker screens, and bad options are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.config import Settings
+from services.errors import InvalidParameter, ModelNotReady
+from services.models.diffusion import Checkpoint, DiffusionEngine, GenerateOptions
+from services.models.manifest import load_manifest
+from services.models.store import ModelStore
+from services.models.tiny import TINY_SAFETY, TINY_SDXL, TINY_SDXL_ANIME
+
+
+def settings_for(tiny_store: tuple[Path, Path], **extra: object) -> Settings:
+    root, manifest = tiny_store
+    base = {"model_store": root, "extra_manifest": manifest, "safety_checker": TINY_SAFETY,
+            "diffusion_checkpoints": {"realism": TINY_SDXL, "anime": TINY_SDXL_ANIME,
+                                      "absent": "sdxl-base"}}  # fmt: skip
+    return Settings(**{**base, **extra})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_store: tuple[Path, Path]) -> DiffusionEngine:
+    settings = settings_for(tiny_store)
+    store = ModelStore(settings.model_store, load_manifest(settings.extra_manifest))
+    loaded = DiffusionEngine(settings, store)
+    loaded.load()
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def realism(engine: DiffusionEngine) -> Checkpoint:
+    return engine.load_checkpoint("realism")
+
+
+def options(**changes: object) -> GenerateOptions:
+    base = {"prompt": "a lighthouse at dusk", "checkpoint": "realism", "width": 256,
+            "height": 256, "steps": 2, "seed": 7}  # fmt: skip
+    return GenerateOptions(**{**base, **changes})  # type: ignore[arg-type]
+
+
+def test_a_seed_reproduces_and_schedulers_differ(
+    engine: DiffusionEngine, realism: Checkpoint
+) -> None:
+    first, again = engine.generate(realism, options()), engine.generate(realism, options())
+    assert first.pixels.shape == (256, 256, 3) and first.pixels.dtype == np.float32
+    assert np.array_equal(first.pixels, again.pixels) and first.seed == 7 and not first.nsfw
+    other = engine.generate(realism, options(scheduler="dpmpp_2m_karras"))
+    assert np.abs(other.pixels - first.pixels).max() > 1e-3
+    unseeded = engine.generate(realism, options(seed=None))
+    assert 0 <= unseeded.seed < 2**63
+
+
+def test_checkpoints_are_different_models(engine: DiffusionEngine, realism: Checkpoint) -> None:
+    anime = engine.load_checkpoint("anime")
+    assert anime.model == TINY_SDXL_ANIME
+    a, b = engine.generate(realism, options()), engine.generate(anime, options())
+    assert np.abs(a.pixels - b.pixels).max() > 1e-3
+    assert {TINY_SDXL, TINY_SDXL_ANIME, TINY_SAFETY} <= set(engine.status().loaded)
+
+
+def test_image_to_image_keeps_the_size_rounded_to_8(
+    engine: DiffusionEngine, realism: Checkpoint
+) -> None:
+    start = np.random.default_rng(0).random((100, 90, 3), dtype=np.float32)
+    result = engine.generate(realism, options(strength=0.5), image=start)
+    assert result.pixels.shape == (96, 88, 3)
+
+
+def test_the_safety_checker_blacks_out_and_flags(
+    engine: DiffusionEngine, realism: Checkpoint
+) -> None:
+    """Its concept thresholds set below any similarity: every image is flagged."""
+    checker, _ = engine.safety
+    saved = checker.concept_embeds_weights.data.clone()
+    checker.concept_embeds_weights.data.fill_(-10.0)
+    try:
+        flagged = engine.generate(realism, options())
+    finally:
+        checker.concept_embeds_weights.data.copy_(saved)
+    assert flagged.nsfw and not flagged.pixels.any()
+
+
+def test_a_prompt_over_the_text_encoder_is_refused(
+    engine: DiffusionEngine, realism: Checkpoint
+) -> None:
+    with pytest.raises(InvalidParameter, match=r"prompt is \d+ tokens; the text encoder reads 77"):
+        engine.generate(realism, options(prompt="word " * 40))
+
+
+def test_checkpoints_unknown_or_absent(engine: DiffusionEngine) -> None:
+    with pytest.raises(InvalidParameter, match="unknown checkpoint 'nope'"):
+        engine.load_checkpoint("nope")
+    with pytest.raises(ModelNotReady, match="pixserve models pull sdxl-base"):
+        engine.load_checkpoint("absent")
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"width": 250}, "width 250 must be a multiple of 8"),
+        ({"height": 4096}, "height 4096 must be a multiple of 8 from 256 to 1536"),
+        ({"steps": 61}, "steps 61 is over the cap"),
+        ({"guidance": 31.0}, "guidance"),
+        ({"scheduler": "plms"}, "unknown scheduler 'plms'"),
+        ({"strength": 0.0}, "strength"),
+        ({"prompt": "  "}, "prompt is empty"),
+        ({"prompt": "x" * 2001}, "prompt is 2001 characters"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_options_out_of_range_are_named(changes: dict[str, object], words: str) -> None:
+    with pytest.raises(InvalidParameter, match=words):
+        options(**changes).check(Settings())
+
+
+def test_the_safety_checker_is_required_once_checkpoints_exist(
+    tiny_store: tuple[Path, Path], realism: Checkpoint
+) -> None:
+    settings = settings_for(tiny_store, safety_checker="sd-safety-checker")
+    store = ModelStore(settings.model_store, load_manifest(settings.extra_manifest))
+    engine = DiffusionEngine(settings, store)
+    engine.load()
+    assert "sd-safety-checker" in engine.status().missing
+    with pytest.raises(ModelNotReady, match="pixserve models pull sd-safety-checker"):
+        engine.generate(realism, options())
