@@ -44,7 +44,7 @@ def test_listing_says_what_can_run(client: httpx.Client) -> None:
     assert {"enhance", "de-old-photo", "portrait", "make-anime", "stylize", "caption",
             "thumbnail-webp"} <= set(listing)  # fmt: skip
     assert listing["enhance"]["available"] and listing["thumbnail-webp"]["available"]
-    assert listing["make-anime"]["missing_deployments"] == ["Diffusion"]
+    assert listing["caption"]["missing_deployments"] == ["Vision"]
     assert [s["deployment"] for s in listing["enhance"]["steps"]] == [
         "Denoiser", "Upscaler", "FaceRestorer"]  # fmt: skip
 
@@ -123,7 +123,6 @@ def test_thumbnail_fits_its_box_and_budget(client: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("preset", "form", "status", "words"),
     [
-        ("make-anime", {}, 503, "needs the Diffusion deployment"),
         ("caption", {}, 503, "needs the Vision deployment"),
         ("sharpen", {}, 422, "unknown preset 'sharpen'"),
         ("enhance", {"params": "{"}, 422, "params is not JSON"),
@@ -155,8 +154,8 @@ def test_a_preset_as_a_job_pipeline(client: httpx.Client) -> None:
 
 def test_preset_jobs_are_checked_at_submission(client: httpx.Client) -> None:
     files = [("images", ("a.png", encode(astronaut(32)), "image/png"))]
-    refused = client.post("/v1/jobs", files=files, data={"preset": "make-anime"})
-    assert refused.status_code == 503 and "Diffusion" in refused.json()["error"]["message"]
+    refused = client.post("/v1/jobs", files=files, data={"preset": "caption"})
+    assert refused.status_code == 503 and "Vision" in refused.json()["error"]["message"]
     form = {"preset": "portrait", "params": '{"face": {"upscale": 9}}'}
     bad = client.post("/v1/jobs", files=files, data=form)
     assert bad.status_code == 422 and "upscale must be 1 to 4" in bad.json()["error"]["message"]

@@ -7,7 +7,8 @@ import pytest
 from pydantic import ValidationError
 
 from services.config import Settings
-from services.errors import InvalidParameter, ServiceUnavailable, UnknownModel
+from services.errors import InvalidParameter, ModelNotReady, ServiceUnavailable, UnknownModel
+from services.models.diffusion import GenerateOptions
 from services.models.manifest import load_manifest
 from services.pipelines.faces import FaceOptions
 from services.pipelines.presets import (
@@ -93,6 +94,19 @@ def test_bad_requests_are_named(
     with pytest.raises(error) as raised:
         load_presets(SERVED).compile(name, MANIFEST, SETTINGS, overrides, output)
     assert words in raised.value.message
+
+
+def test_diffusion_presets_need_their_checkpoint_configured() -> None:
+    library = load_presets(SERVED | {"Diffusion"})
+    with pytest.raises(ModelNotReady, match="checkpoint 'anime' is not configured"):
+        library.compile("make-anime", MANIFEST, SETTINGS)
+    configured = SETTINGS.model_copy(update={"diffusion_checkpoints": {"anime": "animagine-xl"}})
+    plan = library.compile("make-anime", MANIFEST, configured, {"anime": {"strength": 0.3}})
+    anime = plan.steps[0].options
+    assert isinstance(anime, GenerateOptions) and (anime.checkpoint, anime.strength) == (
+        "anime", 0.3)  # fmt: skip
+    with pytest.raises(InvalidParameter, match="steps 999 is over the cap"):
+        library.compile("make-anime", MANIFEST, configured, {"anime": {"steps": 999}})
 
 
 def test_text_presets_take_no_output() -> None:
