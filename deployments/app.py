@@ -1,6 +1,6 @@
 """The application graph: Ingress -> Upscaler, Denoiser, FaceRestorer (-> Upscaler for
-backgrounds), Diffusion and Codec; the Dispatcher -> the same deployments for jobs. Presets chain
-the model deployments' calls.
+backgrounds), Diffusion, Vision and Codec; the Dispatcher -> the same deployments for
+jobs. Presets chain the model deployments' calls.
 
 ``app_builder`` is the ``import_path`` of ``serve_config.yaml``: the config's ``args``
 become the Settings, and its ``deployments`` section tunes replicas and resources.
@@ -18,6 +18,7 @@ from deployments.dispatcher import Dispatcher
 from deployments.faces import FaceRestorer
 from deployments.ingress import Ingress
 from deployments.upscaler import Denoiser, Upscaler
+from deployments.vision import Vision
 from services.config import Settings
 
 
@@ -29,7 +30,8 @@ def build_app(settings: Settings) -> Application:
     codec = cast(Deployment, Codec).bind(settings)
     faces = cast(Deployment, FaceRestorer).bind(upscaler, settings)
     diffusion = cast(Deployment, Diffusion).bind(settings)
-    models = (upscaler, denoiser, codec, faces, diffusion)
+    vision = cast(Deployment, Vision).bind(settings)
+    models = (upscaler, denoiser, codec, faces, diffusion, vision)
     dispatcher = cast(Deployment, Dispatcher).bind(*models, settings)
     return cast(Deployment, Ingress).bind(dispatcher, *models, settings)
 

@@ -18,6 +18,7 @@ from services.imaging.convert import Converted, ConvertOptions
 from services.models.diffusion import Generated, GenerateOptions
 from services.models.manifest import DEPLOYMENT_OF, Manifest
 from services.models.upscaler import EngineStatus, TileRequest
+from services.models.vision import Description
 from services.pipelines.faces import FaceOptions, FaceResult
 from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult
 from services.telemetry.tracing import current_traceparent
@@ -36,6 +37,7 @@ class ServeBackend:
         status_timeout_s: float = 5.0,
         faces: DeploymentHandle[Any] | None = None,
         diffusion: DeploymentHandle[Any] | None = None,
+        vision: DeploymentHandle[Any] | None = None,
     ) -> None:
         self.tile_deployments = {"Upscaler": upscaler}
         if denoiser is not None:
@@ -45,8 +47,10 @@ class ServeBackend:
             self.model_deployments["FaceRestorer"] = faces
         if diffusion is not None:
             self.model_deployments["Diffusion"] = diffusion
+        if vision is not None:
+            self.model_deployments["Vision"] = vision
         self.step_deployments = dict(self.model_deployments)  # those answering run_step()
-        self.codec, self.faces, self.diffusion = codec, faces, diffusion
+        self.codec, self.faces, self.diffusion, self.vision = codec, faces, diffusion, vision
         self.serving = {  # model name -> the deployment that serves it
             name: DEPLOYMENT_OF[spec.task] for name, spec in (manifest.models.items()
                                                                if manifest else [])
@@ -103,6 +107,29 @@ class ServeBackend:
             raise result
         generated: Generated = result
         return generated
+
+    async def describe(self, image: DecodedImage, want: list[str]) -> Description:
+        result = await self._call_vision("describe", image, want)
+        described: Description = result
+        return described
+
+    async def answer(
+        self, image: DecodedImage, question: str, max_tokens: int
+    ) -> tuple[str, int, int]:
+        result = await self._call_vision("answer", image, question, max_tokens)
+        answered: tuple[str, int, int] = result
+        return answered
+
+    async def _call_vision(self, method: str, *args: Any) -> Any:
+        if self.vision is None:
+            raise ServiceUnavailable("no Vision deployment is connected")
+        try:
+            result = await getattr(self.vision, method).remote(*args)
+        except RayError as exc:
+            raise ServiceUnavailable(f"the Vision deployment failed: {exc}") from exc
+        if isinstance(result, PixserveError):
+            raise result
+        return result
 
     def serves(self) -> set[str]:
         return set(self.step_deployments)

@@ -28,12 +28,13 @@ class Dispatcher:
         codec: DeploymentHandle[Any],
         faces: DeploymentHandle[Any],
         diffusion: DeploymentHandle[Any],
+        vision: DeploymentHandle[Any],
         settings: Settings,
     ) -> None:
         live = start_live(settings, self._describe)
         manifest = load_manifest(settings.extra_manifest)
         backend = ServeBackend(upscaler, codec, denoiser, manifest, faces=faces,
-                               diffusion=diffusion)  # fmt: skip
+                               diffusion=diffusion, vision=vision)  # fmt: skip
         self.dispatcher, jobs = build_dispatcher(
             settings, backend, platform_metrics(), live, plans=backend
         )

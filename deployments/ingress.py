@@ -30,12 +30,13 @@ class Ingress:
         codec: DeploymentHandle[Any],
         faces: DeploymentHandle[Any],
         diffusion: DeploymentHandle[Any],
+        vision: DeploymentHandle[Any],
         settings: Settings,
     ) -> None:
         self.settings = settings
         manifest = load_manifest(settings.extra_manifest)
         self.backend = ServeBackend(upscaler, codec, denoiser, manifest, faces=faces,
-                                    diffusion=diffusion)  # fmt: skip
+                                    diffusion=diffusion, vision=vision)  # fmt: skip
         self.dispatcher = dispatcher  # held so the graph deploys it; it needs no calls
         self.jobs = build_job_service(settings, self.backend)
         self.api = create_api(

@@ -149,6 +149,18 @@ class Settings(BaseSettings):
     )
     max_generate_steps: int = Field(default=60, ge=1, le=500, description="Most denoising steps.")
     max_prompt_chars: int = Field(default=2000, ge=1, description="Longest prompt in characters.")
+    caption_model: str | None = Field(default=None, description="Captioner (e.g. blip-caption).")
+    tag_model: str | None = Field(default=None, description="Image tagger (e.g. vit-imagenet).")
+    nsfw_model: str | None = Field(default=None, description="NSFW classifier (e.g. nsfw-vit).")
+    vqa_model: str | None = Field(
+        default=None, description="Answers /v1/chat/completions questions (e.g. blip-vqa)."
+    )
+    caption_max_tokens: int = Field(default=40, ge=1, le=512, description="Longest caption.")
+    tag_threshold: float = Field(default=0.35, gt=0, lt=1, description="Score a tag needs.")
+    max_tags: int = Field(default=20, ge=1, le=200, description="Most tags per image.")
+    vision_url_hosts: list[str] = Field(
+        default=[], description="Hosts image_url may fetch from (https); empty: any public."
+    )
 
     # Inference
     device: Device = Field(default="auto", description="cuda when available under auto.")
@@ -204,7 +216,11 @@ class Settings(BaseSettings):
         lists = {"upscale": self.models, "denoise": self.denoise_models,
                  "face": self.face_models, "detect": self.face_detectors,
                  "generate": list(self.diffusion_checkpoints.values()),
-                 "safety": [self.safety_checker] if self.safety_checker else []}  # fmt: skip
+                 "safety": [self.safety_checker] if self.safety_checker else [],
+                 "caption": [self.caption_model] if self.caption_model else [],
+                 "tags": [self.tag_model] if self.tag_model else [],
+                 "nsfw": [self.nsfw_model] if self.nsfw_model else [],
+                 "vqa": [self.vqa_model] if self.vqa_model else []}  # fmt: skip
         return lists.get(task, [])
 
     @field_validator("webhook_allowed_networks")

@@ -16,7 +16,7 @@ from services.models.upscaler import UpscaleEngine
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("tiny-store")
-    return root, build_tiny_store(root, faces=True, diffusion=True)
+    return root, build_tiny_store(root, faces=True, diffusion=True, vision=True)
 
 
 @pytest.fixture

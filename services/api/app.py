@@ -23,12 +23,14 @@ from services.api.routes import (
     pages,
     presets,
     upscale,
+    vision,
 )
 from services.auth.guard import KeyGuard
 from services.config import Settings
 from services.jobs.service import JobService
 from services.jobs.wiring import outbox_queue
 from services.models.manifest import load_manifest
+from services.net.fetch import SafeFetcher
 from services.pipelines.presets import load_presets
 from services.telemetry.live import LiveReader, LiveStats, Ongoing
 from services.telemetry.metrics import PlatformMetrics, in_memory
@@ -54,6 +56,7 @@ def create_api(
     )
     app.state.settings = settings
     app.state.manifest = load_manifest(settings.extra_manifest)
+    app.state.image_fetcher = SafeFetcher(max_bytes=settings.max_upload_bytes)
     app.state.presets = load_presets(backend.serves() if backend else set(), settings.extra_presets)
     app.state.backend = backend
     app.state.jobs = job_service
@@ -72,7 +75,7 @@ def create_api(
     )
     _install_request_metrics(app, app.state.metrics, app.state.ongoing, live)
     keyed = [Depends(require_api_key)]
-    routers = (upscale, denoise, faces, generate, convert, presets, models, jobs)
+    routers = (upscale, denoise, faces, generate, vision, convert, presets, models, jobs)
     for router in (module.router for module in routers):
         app.include_router(router, dependencies=keyed)
     app.include_router(admin.router)  # admin keys only (see require_admin)

@@ -8,6 +8,7 @@ from services.api.schemas import DeploymentReadiness, DeploymentView
 from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertOptions
 from services.models.diffusion import Generated, GenerateOptions
+from services.models.vision import Description
 from services.pipelines.faces import FaceOptions, FaceResult
 from services.pipelines.presets import PlanBackend
 from services.pipelines.upscale import TileBackend
@@ -30,6 +31,16 @@ class PlatformBackend(TileBackend, PlanBackend, Protocol):
 
     async def generate(self, options: GenerateOptions, image: DecodedImage | None) -> Generated:
         """One SDXL image from the Diffusion deployment (image-to-image when ``image``)."""
+        ...
+
+    async def describe(self, image: DecodedImage, want: list[str]) -> Description:
+        """Caption, tags and/or NSFW score from the Vision deployment."""
+        ...
+
+    async def answer(
+        self, image: DecodedImage, question: str, max_tokens: int
+    ) -> tuple[str, int, int]:
+        """A visual question's answer and the prompt's and answer's token counts."""
         ...
 
     async def convert(self, data: bytes, options: ConvertOptions) -> Converted:

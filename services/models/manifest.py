@@ -16,7 +16,9 @@ from pydantic import BaseModel, Field
 from services.errors import UnknownModel
 
 SourceKind = Literal["url", "ncnn", "local", "hub"]
-Task = Literal["upscale", "denoise", "face", "detect", "generate", "safety"]
+Task = Literal[
+    "upscale", "denoise", "face", "detect", "generate", "safety", "caption", "tags", "nsfw", "vqa"
+]
 DEPLOYMENT_OF: dict[str, str] = {
     "upscale": "Upscaler",
     "denoise": "Denoiser",
@@ -24,6 +26,10 @@ DEPLOYMENT_OF: dict[str, str] = {
     "detect": "FaceRestorer",
     "generate": "Diffusion",
     "safety": "Diffusion",
+    "caption": "Vision",
+    "tags": "Vision",
+    "nsfw": "Vision",
+    "vqa": "Vision",
 }
 
 
@@ -61,6 +67,8 @@ class ModelSpec(BaseModel):
         "RetinaFace",
         "SDXL",
         "SafetyChecker",
+        "BLIP",
+        "ViT",
     ]
     scale: int = Field(ge=1, le=8)
     license: str

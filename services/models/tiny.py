@@ -113,10 +113,13 @@ def _save_fp16(module: torch.nn.Module, path: Path) -> None:
     save_file(state, str(path))
 
 
-def build_tiny_store(root: Path, faces: bool = False, diffusion: bool = False) -> Path:
+def build_tiny_store(
+    root: Path, faces: bool = False, diffusion: bool = False, vision: bool = False
+) -> Path:
     """Write the tiny models into ``root`` and return the path of their manifest;
     ``faces`` adds the face models (about 320 MB, a few seconds), ``diffusion`` two
-    tiny SDXL repositories and a safety checker (diffusers/transformers layouts)."""
+    tiny SDXL repositories and a safety checker (diffusers/transformers layouts),
+    ``vision`` BLIP captioning/VQA and two ViT classifiers."""
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     entries: list[dict[str, object]] = []
@@ -146,6 +149,8 @@ def build_tiny_store(root: Path, faces: bool = False, diffusion: bool = False) -
         entries += _face_entries(root)
     if diffusion:
         entries += _diffusion_entries(root)
+    if vision:
+        entries += _vision_entries(root)
     manifest = root / "manifest.json"
     manifest.write_text(json.dumps({"models": entries}, indent=2))
     return manifest
@@ -193,7 +198,7 @@ def _directory_entry(name: str, task: str, architecture: str) -> dict[str, objec
             "sources": [{"kind": "local", "filename": name}]}  # fmt: skip
 
 
-def _clip_tokenizer() -> object:
+def clip_tokenizer() -> object:
     """A byte-level CLIP tokenizer without merges: every character is a token."""
     from transformers import CLIPTokenizer, convert_slow_tokenizer
 
@@ -211,7 +216,7 @@ def _sdxl(seed: int) -> Any:
 
     parts: Any = diffusers  # diffusers' typing is partial
     torch.manual_seed(seed)
-    tokenizer: Any = _clip_tokenizer()
+    tokenizer: Any = clip_tokenizer()
     unet = parts.UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4,
         out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -256,3 +261,53 @@ def _safety_checker(path: Path) -> None:
     checker.save_pretrained(path)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
                        ).save_pretrained(path)  # fmt: skip
+
+
+TINY_CAPTION = "tiny-blip-caption"
+TINY_VQA = "tiny-blip-vqa"
+TINY_TAGGER = "tiny-vit-tagger"
+TINY_NSFW = "tiny-vit-nsfw"
+_SENTENCE = "a photo of the an astronaut person woman cat dog red blue white in on with is "
+_WORDS = tuple((_SENTENCE + "what yes no color image space suit flag").split())
+
+
+def _vision_entries(root: Path) -> list[dict[str, object]]:
+    """BLIP (captioning and VQA) and ViT classifiers (a multi-label tagger, a
+    normal/nsfw classifier) at test width, saved with ``save_pretrained``."""
+    import transformers
+
+    library: Any = transformers  # its typing is partial
+    torch.manual_seed(0)
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {word: i for i, word in enumerate(dict.fromkeys(special + list(_WORDS)))}
+    tokenizer = library.BertTokenizer(vocab=vocab, do_lower_case=True)
+    small = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
+             "num_hidden_layers": 2}  # fmt: skip
+    vision = {**small, "image_size": 32, "patch_size": 8}
+    blip = library.BlipConfig(
+        text_config={**small, "vocab_size": len(vocab), "encoder_hidden_size": 32,
+                     "bos_token_id": vocab["[CLS]"], "pad_token_id": vocab["[PAD]"],
+                     "sep_token_id": vocab["[SEP]"]},
+        vision_config=vision, projection_dim=32,
+    )  # fmt: skip
+    processor = library.BlipProcessor(
+        image_processor=library.BlipImageProcessor(size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+    )
+    entries: list[dict[str, object]] = []
+    for name, kind, task in ((TINY_CAPTION, "BlipForConditionalGeneration", "caption"),
+                             (TINY_VQA, "BlipForQuestionAnswering", "vqa")):  # fmt: skip
+        getattr(library, kind)(blip).save_pretrained(root / name)
+        processor.save_pretrained(root / name)
+        entries.append(_directory_entry(name, task, "BLIP"))
+    labels = {TINY_TAGGER: ["person", "space", "flag", "cat", "suit"],
+              TINY_NSFW: ["normal", "nsfw"]}  # fmt: skip
+    for name, task in ((TINY_TAGGER, "tags"), (TINY_NSFW, "nsfw")):
+        config = library.ViTConfig(
+            **vision, num_labels=len(labels[name]), id2label=dict(enumerate(labels[name])),
+            problem_type="multi_label_classification" if task == "tags" else None,
+        )  # fmt: skip
+        library.ViTForImageClassification(config).save_pretrained(root / name)
+        library.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root / name)
+        entries.append(_directory_entry(name, task, "ViT"))
+    return entries

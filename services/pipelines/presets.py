@@ -52,6 +52,7 @@ _PARAMS: dict[str, set[str]] = {
         "only_center_face",
         "max_faces",
     },
+    "caption": {"want"},
     "generate": {
         "prompt",
         "negative_prompt",
@@ -321,7 +322,12 @@ def _resolve(
             return TileStep(UpscaleOptions(spec.name, _number(params, "scale"), *size), spec.scale)
     except (TypeError, ValueError) as exc:
         raise InvalidParameter(f"step '{step.id}': {exc}") from exc
-    return dict(params)  # generate / caption: checked by their deployments
+    if step.kind == "caption":
+        want = params.get("want", ["caption", "tags", "nsfw"])
+        if not isinstance(want, list) or set(want) - {"caption", "tags", "nsfw"}:
+            raise InvalidParameter(f"step '{step.id}': want is a list of caption, tags, nsfw")
+        return {"want": want}
+    return dict(params)
 
 
 def _output(preset: Preset, override: dict[str, Any] | None) -> ConvertOptions | None:

@@ -21,16 +21,20 @@ from moto.server import ThreadedMotoServer
 
 from services.models.tiny import (
     TINY_BLIND_DETECTOR,
+    TINY_CAPTION,
     TINY_CODEFORMER,
     TINY_COMPACT,
     TINY_DETECTOR,
     TINY_DNCNN,
     TINY_GFPGAN,
+    TINY_NSFW,
     TINY_RRDB,
     TINY_SAFETY,
     TINY_SCUNET,
     TINY_SDXL,
     TINY_SDXL_ANIME,
+    TINY_TAGGER,
+    TINY_VQA,
 )
 from tests.utils.receiver import Receiver
 from tests.utils.redis_server import RedisServer, free_port, running_redis
@@ -157,6 +161,10 @@ def serve_url(
             "artistic": TINY_SDXL,
         },
         "safety_checker": TINY_SAFETY,
+        "caption_model": TINY_CAPTION,
+        "tag_model": TINY_TAGGER,
+        "nsfw_model": TINY_NSFW,
+        "vqa_model": TINY_VQA,
         "tile_size": 32,
         "tile_pad": 20,
         "tile_batch_size": 64,
@@ -178,6 +186,7 @@ def serve_url(
             "Denoiser": SMALL,
             "FaceRestorer": {**batching, **SMALL},
             "Diffusion": SMALL,
+            "Vision": SMALL,
             "Upscaler": {**batching, **SMALL, "autoscaling_config": {**QUICK, "max_replicas": 2}},
             "Dispatcher": {
                 "autoscaling_config": {**QUICK, "max_replicas": 2, "target_ongoing_requests": 40}

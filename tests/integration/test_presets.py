@@ -44,7 +44,8 @@ def test_listing_says_what_can_run(client: httpx.Client) -> None:
     assert {"enhance", "de-old-photo", "portrait", "make-anime", "stylize", "caption",
             "thumbnail-webp"} <= set(listing)  # fmt: skip
     assert listing["enhance"]["available"] and listing["thumbnail-webp"]["available"]
-    assert listing["caption"]["missing_deployments"] == ["Vision"]
+    assert all(preset["available"] for preset in listing.values())
+    assert listing["caption"]["output"] is None
     assert [s["deployment"] for s in listing["enhance"]["steps"]] == [
         "Denoiser", "Upscaler", "FaceRestorer"]  # fmt: skip
 
@@ -123,7 +124,6 @@ def test_thumbnail_fits_its_box_and_budget(client: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("preset", "form", "status", "words"),
     [
-        ("caption", {}, 503, "needs the Vision deployment"),
         ("sharpen", {}, 422, "unknown preset 'sharpen'"),
         ("enhance", {"params": "{"}, 422, "params is not JSON"),
         ("enhance", {"params": '{"upscale": {"zoom": 2}}'}, 422, "has no parameter ['zoom']"),
@@ -152,10 +152,22 @@ def test_a_preset_as_a_job_pipeline(client: httpx.Client) -> None:
         assert Image.open(io.BytesIO(output.content)).size == (side, side)
 
 
+def test_a_text_preset_job_stores_json(client: httpx.Client) -> None:
+    files = [("images", ("a.png", encode(astronaut(48)), "image/png"))]
+    response = client.post("/v1/jobs", files=files, data={"preset": "caption"})
+    assert response.status_code == 202, response.text
+    done = wait(client, response.json()["id"])
+    assert done["status"] == "succeeded", [item["error"] for item in done["items"]]
+    (item,) = done["items"]
+    assert item["output_key"].endswith(".json")
+    output = client.get(f"/v1/jobs/{done['id']}/items/0/output").json()
+    assert output["caption"]["caption"] and 0 <= output["caption"]["nsfw"] <= 1
+
+
 def test_preset_jobs_are_checked_at_submission(client: httpx.Client) -> None:
     files = [("images", ("a.png", encode(astronaut(32)), "image/png"))]
-    refused = client.post("/v1/jobs", files=files, data={"preset": "caption"})
-    assert refused.status_code == 503 and "Vision" in refused.json()["error"]["message"]
+    refused = client.post("/v1/jobs", files=files, data={"preset": "sharpen"})
+    assert refused.status_code == 422 and "unknown preset" in refused.json()["error"]["message"]
     form = {"preset": "portrait", "params": '{"face": {"upscale": 9}}'}
     bad = client.post("/v1/jobs", files=files, data=form)
     assert bad.status_code == 422 and "upscale must be 1 to 4" in bad.json()["error"]["message"]

@@ -20,5 +20,5 @@ def test_minimum_cpus_sums_reservations_of_minimum_replicas() -> None:
 
 def test_the_packaged_config_needs_more_than_two_cpus() -> None:
     """Ingress 0.5 + Dispatcher 0.25 + Codec 1 + Denoiser 1 + FaceRestorer 1 + Diffusion 1
-    + Upscaler 1 = 5.75."""
-    assert minimum_cpus(load_config()) == 6
+    + Vision 1 + Upscaler 1 = 6.75."""
+    assert minimum_cpus(load_config()) == 7

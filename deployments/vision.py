@@ -1,0 +1,64 @@
+"""The Vision deployment: caption, tags, NSFW score and visual questions, one image per
+call (the models are small next to diffusion; replicas scale on ongoing requests)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from deployments.replica import EngineReplica, gpu_share
+from services.config import Settings
+from services.errors import PixserveError
+from services.imaging.codec import DecodedImage
+from services.models.manifest import load_manifest
+from services.models.store import ModelStore
+from services.models.vision import Description, VisionEngine
+from services.pipelines.upscale import color_plane
+
+
+@serve.deployment(name="Vision", ray_actor_options={"num_cpus": 1, "num_gpus": 0})
+class Vision(EngineReplica):
+    """Transformers vision models (``caption_model``, ``tag_model``, ``nsfw_model``,
+    ``vqa_model``); errors are returned to the caller, not raised."""
+
+    def __init__(self, settings: Settings) -> None:
+        store = ModelStore(settings.model_store, load_manifest(settings.extra_manifest))
+        share = gpu_share()
+        self.engine = self.vision = VisionEngine(settings, store, share)
+        self.vision.load()
+        self.start(settings, share)
+
+    async def describe(self, image: DecodedImage, want: list[str]) -> Description | PixserveError:
+        with self.ongoing:
+            try:
+                return await asyncio.to_thread(self.vision.describe, _rgb(image), set(want))
+            except PixserveError as exc:
+                return exc
+
+    async def answer(
+        self, image: DecodedImage, question: str, max_tokens: int
+    ) -> tuple[str, int, int] | PixserveError:
+        with self.ongoing:
+            try:
+                return await asyncio.to_thread(self.vision.answer, _rgb(image), question,
+                                               max_tokens)  # fmt: skip
+            except PixserveError as exc:
+                return exc
+
+    async def run_step(
+        self, image: DecodedImage | PixserveError, options: dict[str, Any]
+    ) -> dict[str, Any] | PixserveError:
+        """A preset's caption step: its text outputs (``want``: caption, tags, nsfw)."""
+        if isinstance(image, PixserveError):
+            return image
+        result = await self.describe(image, list(options.get("want", ["caption", "tags",
+                                                                      "nsfw"])))  # fmt: skip
+        return result if isinstance(result, PixserveError) else result.public()
+
+
+def _rgb(image: DecodedImage) -> np.ndarray:
+    pixels: np.ndarray = (np.clip(color_plane(image), 0, 1) * 255 + 0.5).astype(np.uint8)
+    return pixels

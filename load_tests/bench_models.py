@@ -1,0 +1,219 @@
+"""Model benchmarks, each a ratio against a reference measured in the same run.
+
+faces: GFPGAN faces/s through the face engine, batched (``face_batch_size`` faces per
+    forward pass, as concurrent requests meet in the FaceRestorer) vs one face at a
+    time. Random weights at GFPGAN's published size: the compute is the real one.
+sdxl: seconds per image, SDXL text-to-image through the diffusion engine with
+    pixserve's settings (fp16 on CUDA, SDPA, optional torch.compile of the UNet) vs the
+    plain diffusers pipeline with its defaults (fp32), same size, steps and scheduler.
+    The pipeline is SDXL's real architecture (UNet 2.6 B parameters, both CLIP text
+    encoders, the VAE) built from its config with random weights, or the tiny test
+    repository with ``--tiny``.
+
+Prints a table and writes JSON. Not a test: nothing here asserts time.
+
+    python load_tests/bench_models.py faces --faces 32 --batch 8
+    python load_tests/bench_models.py sdxl --size 1024 --steps 30 --compile
+    python load_tests/bench_models.py sdxl --tiny --size 256 --steps 4   # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from services.config import Settings
+from services.models.diffusion import DiffusionEngine, GenerateOptions
+from services.models.faces import FaceCrops, FaceEngine
+from services.models.manifest import load_manifest
+from services.models.store import ModelStore
+from services.models.tiny import TINY_GFPGAN, TINY_SDXL, build_tiny_store
+
+
+def best_of(rounds: int, work: Callable[[], None]) -> float:
+    """Fastest of ``rounds`` timed runs after one warm-up (CUDA synchronised)."""
+    work()
+    times = []
+    for _ in range(rounds):
+        _sync()
+        started = time.perf_counter()
+        work()
+        _sync()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def bench_faces(store: Path, manifest: Path, args: argparse.Namespace) -> dict[str, Any]:
+    crops = np.random.default_rng(0).random((args.faces, 512, 512, 3), dtype=np.float32)
+    rates = {}
+    for label, batch in (("one at a time", 1), (f"batched x{args.batch}", args.batch)):
+        settings = Settings(model_store=store, extra_manifest=manifest, device=args.device,
+                            face_models=[TINY_GFPGAN], face_detectors=[],
+                            face_batch_size=batch)  # fmt: skip
+        engine = FaceEngine(settings, ModelStore(store, load_manifest(manifest)))
+        engine.load()
+        requests = [FaceCrops(TINY_GFPGAN, crops[i : i + 1], request_id=str(i))
+                    for i in range(args.faces)]  # fmt: skip
+        seconds = best_of(args.rounds, lambda e=engine, r=requests: _restore(e, r))
+        rates[label] = args.faces / seconds
+    reference, batched = rates["one at a time"], rates[f"batched x{args.batch}"]
+    return {"faces": args.faces, "faces_per_s": rates, "ratio": batched / reference}
+
+
+def bench_sdxl(store: Path, manifest: Path, args: argparse.Namespace) -> dict[str, Any]:
+    model = TINY_SDXL if args.tiny else _full_sdxl(store)
+    settings = Settings(model_store=store, extra_manifest=manifest, device=args.device,
+                        diffusion_checkpoints={"bench": model}, safety_checker=None,
+                        compile=args.compile, max_generate_side=4096)  # fmt: skip
+    ours = _time_engine(settings, store, manifest, args)
+    _free()
+    plain = _plain_pipeline(store / model, args.device)
+    generator = torch.Generator("cpu")
+
+    def run_plain() -> None:
+        plain("a lighthouse at dusk", width=args.size, height=args.size,
+              num_inference_steps=args.steps, generator=generator.manual_seed(0))  # fmt: skip
+
+    reference = best_of(args.rounds, run_plain)
+    seconds = {"plain diffusers (defaults)": reference, "pixserve": ours}
+    return {"size": args.size, "steps": args.steps, "seconds_per_image": seconds,
+            "ratio": reference / ours}  # fmt: skip
+
+
+def _time_engine(
+    settings: Settings, store: Path, manifest: Path, args: argparse.Namespace
+) -> float:
+    """Seconds per image through the diffusion engine (its memory freed on return)."""
+    engine = DiffusionEngine(settings, ModelStore(store, load_manifest(manifest)))
+    engine.load()
+    checkpoint = engine.load_checkpoint("bench")
+    options = GenerateOptions("a lighthouse at dusk", "bench", width=args.size,
+                              height=args.size, steps=args.steps, seed=0)  # fmt: skip
+    return best_of(args.rounds, lambda: _generate(engine, checkpoint, options))
+
+
+def _generate(engine: DiffusionEngine, checkpoint: Any, options: GenerateOptions) -> None:
+    engine.generate(checkpoint, options)
+
+
+def _restore(engine: FaceEngine, requests: list[FaceCrops]) -> None:
+    results = engine.restore(requests)
+    assert all(isinstance(r, np.ndarray) for r in results), results
+
+
+def _plain_pipeline(path: Path, device: str) -> Any:
+    import diffusers
+
+    pipeline: Any = diffusers.StableDiffusionXLPipeline.from_pretrained(path)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline.to(_device(device))
+
+
+def _full_sdxl(store: Path) -> str:
+    """SDXL base's architecture from its published configs, random weights, saved as a
+    diffusers repository in ``store`` and declared in its manifest."""
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from services.models.tiny import clip_tokenizer
+
+    parts: Any = diffusers
+    unet = parts.UNet2DConditionModel(
+        sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
+        cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+    )  # fmt: skip
+    vae = parts.AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512), latent_channels=4, sample_size=1024,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        scaling_factor=0.13025,
+    )  # fmt: skip
+    tokenizer: Any = clip_tokenizer()
+    size = len(tokenizer)
+    common = {"vocab_size": size, "bos_token_id": size - 2, "eos_token_id": size - 1,
+              "pad_token_id": size - 1, "max_position_embeddings": 77}  # fmt: skip
+    large = CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                           num_hidden_layers=12, projection_dim=768, hidden_act="quick_gelu",
+                           **common)  # fmt: skip
+    big_g = CLIPTextConfig(hidden_size=1280, intermediate_size=5120, num_attention_heads=20,
+                           num_hidden_layers=32, projection_dim=1280, hidden_act="gelu",
+                           **common)  # fmt: skip
+    scheduler = parts.EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+        timestep_spacing="leading",
+    )  # fmt: skip
+    pipeline = parts.StableDiffusionXLPipeline(
+        vae=vae, text_encoder=CLIPTextModel(large),
+        text_encoder_2=CLIPTextModelWithProjection(big_g), tokenizer=tokenizer,
+        tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
+    )  # fmt: skip
+    pipeline.save_pretrained(store / "sdxl-random")
+    manifest = store / "manifest.json"
+    entries = json.loads(manifest.read_text())
+    entries["models"].append({
+        "name": "sdxl-random", "task": "generate", "architecture": "SDXL", "scale": 1,
+        "license": "test-only", "sources": [{"kind": "local", "filename": "sdxl-random"}],
+    })  # fmt: skip
+    manifest.write_text(json.dumps(entries))
+    return "sdxl-random"
+
+
+def _device(name: str) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _free() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("which", choices=["faces", "sdxl"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--faces", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--tiny", action="store_true", help="the tiny SDXL (CPU smoke run)")
+    parser.add_argument("--out", type=Path, default=Path("var/bench_models.json"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        store = Path(folder)
+        manifest = build_tiny_store(store, faces=args.which == "faces",
+                                    diffusion=args.which == "sdxl")  # fmt: skip
+        bench = bench_faces if args.which == "faces" else bench_sdxl
+        result = bench(store, manifest, args)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()
+    result.update(which=args.which, device=device, torch=torch.__version__)
+    for name, value in result.items():
+        print(f"{name:>20}: {value}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

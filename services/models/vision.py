@@ -1,0 +1,181 @@
+"""The vision engine: caption, tags, NSFW score and visual questions on one image, with
+transformers models named in settings (BLIP captioning and VQA, ViT classifiers).
+
+Each model is optional: a deployment configured with only a captioner captions, and
+a request for what is not loaded gets a 503 naming the setting and the fetch command.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from services.config import Settings
+from services.errors import InvalidParameter, ModelNotReady, PixserveError
+from services.models.runtime import TorchRuntime
+from services.models.store import ModelStore
+from services.models.upscaler import EngineStatus
+
+logger = logging.getLogger(__name__)
+ROLES = {"caption": "caption_model", "tags": "tag_model", "nsfw": "nsfw_model",
+         "vqa": "vqa_model"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Tag:
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Description:
+    """What was asked of one image: a caption, tags with scores, an NSFW probability."""
+
+    caption: str | None = None
+    tags: list[Tag] | None = None
+    nsfw: float | None = None
+
+    def public(self) -> dict[str, Any]:
+        tags = None if self.tags is None else [{"label": t.label, "score": t.score}
+                                               for t in self.tags]  # fmt: skip
+        return {"caption": self.caption, "tags": tags, "nsfw": self.nsfw}
+
+
+@dataclass
+class VisionEngine:
+    """Loads the configured vision models; describes images and answers questions."""
+
+    settings: Settings
+    store: ModelStore
+    gpu_share: float = 0.0
+    models: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # role -> model, processor
+    missing: dict[str, str] = field(default_factory=dict)
+    load_seconds: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.runtime = TorchRuntime(self.settings, self.gpu_share)
+        self.dtype = torch.float16 if self.runtime.on_cuda else torch.float32
+
+    def load(self) -> None:
+        self.runtime.apply_limits()
+        for role, setting in ROLES.items():
+            name = getattr(self.settings, setting)
+            if name is None:
+                continue
+            started = time.perf_counter()
+            try:
+                self.models[role] = self._load(role, name)
+            except PixserveError as exc:  # absent, or not a model for this role
+                logger.warning("%s not loaded: %s", name, exc.message)
+                self.missing[name] = exc.message
+                continue
+            self.load_seconds[name] = time.perf_counter() - started
+
+    def describe(self, image: np.ndarray, want: set[str]) -> Description:
+        """``want`` of caption, tags, nsfw for an RGB uint8 image."""
+        if unknown := want - {"caption", "tags", "nsfw"}:
+            raise InvalidParameter(f"unknown outputs {sorted(unknown)}: caption, tags, nsfw")
+        return Description(
+            caption=self._caption(image) if "caption" in want else None,
+            tags=self._tags(image) if "tags" in want else None,
+            nsfw=self._nsfw(image) if "nsfw" in want else None,
+        )
+
+    def answer(self, image: np.ndarray, question: str, max_tokens: int) -> tuple[str, int, int]:
+        """The answer to a question about the image, and the prompt's and answer's
+        token counts (for an OpenAI-style usage block)."""
+        model, processor = self._model("vqa")
+        inputs = processor(images=image, text=question, return_tensors="pt")
+        output = self._generate(model, inputs, max_tokens)
+        text = processor.decode(output[0], skip_special_tokens=True).strip()
+        return text, int(inputs["input_ids"].shape[-1]), int(output.shape[-1])
+
+    def status(self) -> EngineStatus:
+        names = {getattr(self.settings, ROLES[role]): 1 for role in self.models}
+        return EngineStatus(str(self.runtime.device), str(self.dtype).removeprefix("torch."),
+                            names, dict(self.missing), dict(self.load_seconds))  # fmt: skip
+
+    def gpu_memory(self) -> dict[str, float]:
+        return self.runtime.gpu_memory()
+
+    def check_health(self) -> None:
+        self.runtime.check_errors()
+
+    def _caption(self, image: np.ndarray) -> str:
+        model, processor = self._model("caption")
+        output = self._generate(model, processor(images=image, return_tensors="pt"),
+                                self.settings.caption_max_tokens)  # fmt: skip
+        return str(processor.decode(output[0], skip_special_tokens=True)).strip()
+
+    def _tags(self, image: np.ndarray) -> list[Tag]:
+        """Multi-label taggers: every label over ``tag_threshold``; single-label
+        classifiers: the top five."""
+        model, processor = self._model("tags")
+        logits = self._classify(model, processor, image)
+        if model.config.problem_type == "multi_label_classification":
+            scores = torch.sigmoid(logits)
+            chosen = [int(i) for i in torch.nonzero(scores >= self.settings.tag_threshold)]
+            chosen = sorted(chosen, key=lambda i: -float(scores[i]))[: self.settings.max_tags]
+        else:
+            scores = torch.softmax(logits, dim=-1)
+            chosen = [int(i) for i in torch.argsort(scores, descending=True)[:5]]
+        labels = model.config.id2label
+        return [Tag(str(labels[i]), round(float(scores[i]), 4)) for i in chosen]
+
+    def _nsfw(self, image: np.ndarray) -> float:
+        model, processor = self._model("nsfw")
+        scores = torch.softmax(self._classify(model, processor, image), dim=-1)
+        return round(float(scores[_nsfw_label(model)]), 4)
+
+    def _classify(self, model: Any, processor: Any, image: np.ndarray) -> torch.Tensor:
+        inputs = processor(images=image, return_tensors="pt").to(self.runtime.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        with torch.inference_mode():
+            logits: torch.Tensor = model(**inputs).logits[0].float().cpu()
+        return logits
+
+    def _generate(self, model: Any, inputs: Any, max_tokens: int) -> torch.Tensor:
+        inputs = inputs.to(self.runtime.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        with torch.inference_mode():
+            output: torch.Tensor = model.generate(**inputs, max_new_tokens=max_tokens)
+        return output.cpu()
+
+    def _model(self, role: str) -> tuple[Any, Any]:
+        if role in self.models:
+            return self.models[role]
+        name = getattr(self.settings, ROLES[role])
+        if name is None:
+            raise ModelNotReady(f"no {role} model is configured: set {ROLES[role]} and fetch "
+                                "the model with `pixserve models pull NAME`")  # fmt: skip
+        raise ModelNotReady(self.missing.get(name) or f"{name} is not loaded")
+
+    def _load(self, role: str, name: str) -> tuple[Any, Any]:
+        import transformers
+
+        spec = self.store.manifest.for_task(name, role)  # type: ignore[arg-type]
+        path = self.store.locate(spec.name)
+        library: Any = transformers  # its typing is partial
+        if role in ("caption", "vqa"):
+            kind = "BlipForConditionalGeneration" if role == "caption" else (
+                "BlipForQuestionAnswering")  # fmt: skip
+            model = getattr(library, kind).from_pretrained(path, dtype=self.dtype)
+            processor = library.BlipProcessor.from_pretrained(path)
+        else:
+            model = library.AutoModelForImageClassification.from_pretrained(path, dtype=self.dtype)
+            processor = library.AutoImageProcessor.from_pretrained(path)
+            if role == "nsfw":
+                _nsfw_label(model)
+        return model.to(self.runtime.device).eval(), processor
+
+
+def _nsfw_label(model: Any) -> int:
+    for index, label in model.config.id2label.items():
+        if "nsfw" in str(label).lower():
+            return int(index)
+    raise ModelNotReady(f"the NSFW model has no 'nsfw' label: {model.config.id2label}")

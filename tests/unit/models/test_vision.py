@@ -1,0 +1,73 @@
+"""The vision engine on tiny random-weight BLIP and ViT models saved with
+``save_pretrained``: captions, tags by threshold, NSFW probability, answers, and the
+503 naming what is missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.config import Settings
+from services.errors import InvalidParameter, ModelNotReady
+from services.models.manifest import load_manifest
+from services.models.store import ModelStore
+from services.models.tiny import TINY_CAPTION, TINY_NSFW, TINY_TAGGER, TINY_VQA
+from services.models.vision import VisionEngine
+from tests.utils.images import astronaut
+
+
+def engine_for(tiny_store: tuple[Path, Path], **models: object) -> VisionEngine:
+    root, manifest = tiny_store
+    settings = Settings(model_store=root, extra_manifest=manifest, caption_max_tokens=8,
+                        **models)  # type: ignore[arg-type]  # fmt: skip
+    engine = VisionEngine(settings, ModelStore(root, load_manifest(manifest)))
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_store: tuple[Path, Path]) -> VisionEngine:
+    return engine_for(tiny_store, caption_model=TINY_CAPTION, tag_model=TINY_TAGGER,
+                      nsfw_model=TINY_NSFW, vqa_model=TINY_VQA, tag_threshold=0.3)  # fmt: skip
+
+
+def test_describe_everything(engine: VisionEngine) -> None:
+    described = engine.describe(astronaut(64), {"caption", "tags", "nsfw"})
+    assert isinstance(described.caption, str) and described.caption
+    assert described.tags is not None and described.nsfw is not None
+    labels = {"person", "space", "flag", "cat", "suit"}
+    assert all(tag.label in labels and tag.score >= 0.3 for tag in described.tags)
+    assert [t.score for t in described.tags] == sorted((t.score for t in described.tags),
+                                                       reverse=True)  # fmt: skip
+    assert 0.0 <= described.nsfw <= 1.0
+    again = engine.describe(astronaut(64), {"caption"})
+    assert again.caption == described.caption and again.tags is None and again.nsfw is None
+
+
+def test_answers_count_their_tokens(engine: VisionEngine) -> None:
+    answer, prompt_tokens, answer_tokens = engine.answer(astronaut(64), "what color?", 4)
+    assert isinstance(answer, str) and prompt_tokens >= 3 and 1 <= answer_tokens <= 6
+
+
+def test_unknown_outputs_are_named(engine: VisionEngine) -> None:
+    with pytest.raises(InvalidParameter, match="unknown outputs"):
+        engine.describe(astronaut(32), {"faces"})
+
+
+def test_missing_and_unconfigured_models(tiny_store: tuple[Path, Path]) -> None:
+    engine = engine_for(tiny_store, caption_model="blip-caption")
+    assert "blip-caption" in engine.status().missing
+    with pytest.raises(ModelNotReady, match="pixserve models pull blip-caption"):
+        engine.describe(astronaut(32), {"caption"})
+    with pytest.raises(ModelNotReady, match="no vqa model is configured: set vqa_model"):
+        engine.answer(astronaut(32), "what?", 4)
+
+
+def test_a_model_of_another_role_is_refused(tiny_store: tuple[Path, Path]) -> None:
+    engine = engine_for(tiny_store, nsfw_model=TINY_TAGGER)
+    assert "is a tags model, not a nsfw model" in engine.status().missing[TINY_TAGGER]
+    pixels = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(ModelNotReady):
+        engine.describe(pixels, {"nsfw"})
