@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,16 +137,26 @@ class VisionEngine:
     def _classify(self, model: Any, processor: Any, image: np.ndarray) -> torch.Tensor:
         inputs = processor(images=image, return_tensors="pt").to(self.runtime.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        with torch.inference_mode():
+        with self._counting(), torch.inference_mode():
             logits: torch.Tensor = model(**inputs).logits[0].float().cpu()
         return logits
 
     def _generate(self, model: Any, inputs: Any, max_tokens: int) -> torch.Tensor:
         inputs = inputs.to(self.runtime.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        with torch.inference_mode():
+        with self._counting(), torch.inference_mode():
             output: torch.Tensor = model.generate(**inputs, max_new_tokens=max_tokens)
         return output.cpu()
+
+    @contextmanager
+    def _counting(self) -> Iterator[None]:
+        """CUDA errors count towards the health check; a success resets the count."""
+        try:
+            yield
+        except RuntimeError:
+            self.runtime.count_error()
+            raise
+        self.runtime.cuda_errors = 0
 
     def _model(self, role: str) -> tuple[Any, Any]:
         if role in self.models:

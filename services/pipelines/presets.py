@@ -290,16 +290,25 @@ def generate_options(
     """SDXL options from parameters, the checkpoint alias known, the ranges checked."""
     alias = str(params.get("checkpoint") or settings.default_checkpoint)
     if alias not in settings.diffusion_checkpoints:
-        known = ", ".join(settings.diffusion_checkpoints) or "none"
-        raise ModelNotReady(f"checkpoint '{alias}' is not configured (configured: {known}); "
-                            "map it to an SDXL model in the diffusion_checkpoints setting "
-                            "and fetch that with `pixserve models pull MODEL`")  # fmt: skip
+        known = ", ".join(settings.diffusion_checkpoints) or "none configured"
+        raise UnknownModel(f"unknown checkpoint '{alias}'; checkpoints: {known}")
     names = ("negative_prompt", "width", "height", "steps", "guidance", "scheduler", "seed",
              "strength")  # fmt: skip
     fields = {name: params[name] for name in names if params.get(name) is not None}
     options = GenerateOptions(str(params.get("prompt") or ""), alias, **fields)
     options.check(settings, image_to_image)
     return options
+
+
+def _preset_generate(step: Step, params: dict[str, Any], settings: Settings) -> GenerateOptions:
+    """A preset's diffusion step; its checkpoint not configured is the platform's gap
+    (503), not the caller's mistake."""
+    try:
+        return generate_options(params, settings, image_to_image=True)
+    except UnknownModel as exc:
+        raise ModelNotReady(f"step '{step.id}': {exc.message}; map the alias to an SDXL "
+                            "model in the diffusion_checkpoints setting and fetch it with "
+                            "`pixserve models pull MODEL`") from None  # fmt: skip
 
 
 def _resolve(
@@ -313,7 +322,7 @@ def _resolve(
         if step.kind == "face":
             return face_options(params, manifest, settings)
         if step.kind == "generate":
-            return generate_options(params, settings, image_to_image=True)
+            return _preset_generate(step, params, settings)
         if step.kind in ("denoise", "upscale"):
             default = settings.default_model if step.kind == "upscale" else (
                 settings.default_denoise_model)  # fmt: skip

@@ -59,7 +59,7 @@ def test_image_to_image(client: httpx.Client) -> None:
     [
         ({"width": "250"}, 422, "width 250 must be a multiple of 8"),
         ({"steps": "500"}, 422, "steps 500 is over the cap"),
-        ({"checkpoint": "vintage"}, 503, "checkpoint 'vintage' is not configured"),
+        ({"checkpoint": "vintage"}, 422, "unknown checkpoint 'vintage'; checkpoints: realism"),
         ({"prompt": "word " * 40}, 422, "tokens; the text encoder reads 77"),
         ({"scheduler": "plms"}, 422, "unknown scheduler 'plms'"),
         ({"seed": "abc"}, 422, "seed"),

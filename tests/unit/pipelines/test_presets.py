@@ -98,7 +98,7 @@ def test_bad_requests_are_named(
 
 def test_diffusion_presets_need_their_checkpoint_configured() -> None:
     library = load_presets(SERVED | {"Diffusion"})
-    with pytest.raises(ModelNotReady, match="checkpoint 'anime' is not configured"):
+    with pytest.raises(ModelNotReady, match=r"unknown checkpoint 'anime'.*diffusion_checkpoints"):
         library.compile("make-anime", MANIFEST, SETTINGS)
     configured = SETTINGS.model_copy(update={"diffusion_checkpoints": {"anime": "animagine-xl"}})
     plan = library.compile("make-anime", MANIFEST, configured, {"anime": {"strength": 0.3}})
