@@ -12,8 +12,7 @@ from services.config import Settings
 from services.errors import PixserveError
 from services.imaging.codec import DecodedImage
 from services.models.diffusion import Checkpoint, DiffusionEngine, Generated, GenerateOptions
-from services.models.manifest import load_manifest
-from services.models.store import ModelStore
+from services.models.remote import open_model_store
 from services.pipelines.upscale import color_plane
 
 MAX_CHECKPOINTS = 3  # loaded per replica at once; Serve evicts the least recently used
@@ -25,7 +24,8 @@ class Diffusion(EngineReplica):
     multiplexed model id, so they reach a replica that has it loaded when one does."""
 
     def __init__(self, settings: Settings) -> None:
-        store = ModelStore(settings.model_store, load_manifest(settings.extra_manifest))
+        store = open_model_store(settings, settings.configured("generate")
+                                 + settings.configured("safety"))  # fmt: skip
         share = gpu_share()
         self.engine = self.diffusion = DiffusionEngine(settings, store, share)
         self.diffusion.load()

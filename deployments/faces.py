@@ -17,8 +17,7 @@ from services.config import Settings
 from services.errors import PixserveError
 from services.imaging.codec import DecodedImage
 from services.models.faces import FaceCrops, FaceEngine, FacePass
-from services.models.manifest import load_manifest
-from services.models.store import ModelStore
+from services.models.remote import open_model_store
 from services.pipelines.faces import FaceOptions, FaceResult, restore_faces
 from services.telemetry.tracing import batch_span, current_traceparent
 
@@ -28,13 +27,12 @@ class FaceRestorer(EngineReplica):
     """GFPGAN / CodeFormer behind RetinaFace (``settings.face_models``, ``face_detectors``)."""
 
     def __init__(self, upscaler: DeploymentHandle[Any], settings: Settings) -> None:
-        manifest = load_manifest(settings.extra_manifest)
+        store = open_model_store(settings, settings.face_models + settings.face_detectors)
         share = gpu_share()
-        self.engine = self.faces = FaceEngine(settings, ModelStore(settings.model_store, manifest),
-                                              share)  # fmt: skip
+        self.engine = self.faces = FaceEngine(settings, store, share)
         self.faces.on_pass = lambda p: self.record_pass(p.model, p.faces, p.capacity, p.seconds)
         self.faces.load()
-        self.background = ServeBackend(upscaler, manifest=manifest)
+        self.background = ServeBackend(upscaler, manifest=store.manifest)
         self.batched = self.restore_batch
         self.start(settings, share)
 

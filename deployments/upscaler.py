@@ -12,8 +12,7 @@ from deployments.replica import EngineReplica, gpu_share
 from services.config import Settings
 from services.errors import PixserveError
 from services.imaging.codec import DecodedImage
-from services.models.manifest import load_manifest
-from services.models.store import ModelStore
+from services.models.remote import open_model_store
 from services.models.upscaler import ForwardPass, TileRequest, UpscaleEngine
 from services.pipelines.presets import TileStep
 from services.pipelines.upscale import upscale
@@ -24,7 +23,7 @@ class TileModels(EngineReplica):
     """Loads its models once; batches concurrent requests' tiles together."""
 
     def __init__(self, settings: Settings, models: list[str]) -> None:
-        store = ModelStore(settings.model_store, load_manifest(settings.extra_manifest))
+        store = open_model_store(settings, models)
         share = gpu_share()
         self.engine = self.tiles = UpscaleEngine(settings, store, models, gpu_share=share)
         self.tiles.on_pass = lambda p: self.record_pass(p.model, p.tiles, p.capacity, p.seconds)

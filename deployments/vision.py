@@ -13,8 +13,7 @@ from deployments.replica import EngineReplica, gpu_share
 from services.config import Settings
 from services.errors import PixserveError
 from services.imaging.codec import DecodedImage
-from services.models.manifest import load_manifest
-from services.models.store import ModelStore
+from services.models.remote import open_model_store
 from services.models.vision import Description, VisionEngine
 from services.pipelines.upscale import color_plane
 
@@ -25,7 +24,8 @@ class Vision(EngineReplica):
     ``vqa_model``); errors are returned to the caller, not raised."""
 
     def __init__(self, settings: Settings) -> None:
-        store = ModelStore(settings.model_store, load_manifest(settings.extra_manifest))
+        roles = ("caption", "tags", "nsfw", "vqa")
+        store = open_model_store(settings, [n for role in roles for n in settings.configured(role)])
         share = gpu_share()
         self.engine = self.vision = VisionEngine(settings, store, share)
         self.vision.load()

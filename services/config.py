@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     extra_manifest: Path | None = Field(
         default=None, description="Extra manifest JSON merged over the packaged one."
     )
+    model_store_s3_prefix: str | None = Field(
+        default=None,
+        description="Sync models from s3://<s3_models_bucket>/<prefix> at replica start.",
+    )
     extra_presets: Path | None = Field(
         default=None, description="Extra presets YAML merged over the packaged ones."
     )

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from services.cli.progress import ProgressBar
 from services.config import Settings
+from services.errors import InvalidParameter
 from services.models import sources
 from services.models.manifest import load_manifest
+from services.models.remote import RemoteModels
 from services.models.store import ModelStore, fetch_hint
 
 
@@ -22,6 +24,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     pull.add_argument("name")
     pull.add_argument("--sha256", help="accept this checksum where the manifest pins none")
     pull.set_defaults(handler=pull_model)
+    push = actions.add_parser("push", help="upload models to the S3 model store")
+    push.add_argument("names", nargs="*", help="models to upload (default: all present)")
+    push.set_defaults(handler=push_models)
     ncnn = actions.add_parser("import-ncnn", help="convert the ncnn weights (offline)")
     ncnn.add_argument("names", nargs="*", help="models to import (default: all with ncnn)")
     ncnn.add_argument("--from", dest="folder", help="folder of .param/.bin files")
@@ -57,6 +62,22 @@ def pull_model(args: argparse.Namespace, settings: Settings) -> int:
     path = sources.pull(_store(settings), args.name, args.sha256, progress=report)
     bar.close()
     print(f"{args.name}: downloaded and verified -> {path}")
+    return 0
+
+
+def push_models(args: argparse.Namespace, settings: Settings) -> int:
+    remote = RemoteModels.from_settings(settings)
+    if remote is None:
+        raise InvalidParameter("set model_store_s3_prefix (PIXSERVE_MODEL_STORE_S3_PREFIX) first")
+    store = _store(settings)
+    names = args.names or [n for n in store.manifest.models if store.describe(n, False).present]
+    for name in names:
+        if not store.describe(name, check=False).present:
+            raise InvalidParameter(
+                f"{name} is not in the local store; {fetch_hint(store.manifest.get(name))}"
+            )
+        keys = remote.push(store, [name])
+        print(f"{name}: {len(keys)} file(s) -> s3://{remote.bucket}/{remote.prefix}")
     return 0
 
 

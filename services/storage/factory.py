@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
 from services.config import Settings
 from services.errors import InvalidParameter
-from services.storage.base import ObjectStore
+from services.storage.base import Area, ObjectStore
 from services.storage.files import FileObjectStore
 from services.storage.s3 import S3ObjectStore
 
@@ -19,21 +20,24 @@ def open_store(settings: Settings) -> ObjectStore:
     if scheme == "file" and rest:
         return FileObjectStore(Path(rest).expanduser())
     if scheme == "s3":
-        return S3ObjectStore.connect(
-            {
-                "inputs": settings.s3_inputs_bucket,
-                "outputs": settings.s3_outputs_bucket,
-                "models": settings.s3_models_bucket,
-            },
-            endpoint_url=settings.s3_endpoint_url,
-            region=settings.s3_region,
-            access_key_id=_secret(settings.s3_access_key_id),
-            secret_access_key=_secret(settings.s3_secret_access_key),
-            prefix=rest,
-        )
+        buckets: dict[Area, str] = {
+            "inputs": settings.s3_inputs_bucket,
+            "outputs": settings.s3_outputs_bucket,
+            "models": settings.s3_models_bucket,
+        }
+        return S3ObjectStore(s3_client(settings), buckets, rest)
     raise InvalidParameter(
         f"storage_url must be file://DIR or s3://[PREFIX], not {settings.storage_url!r}"
     )
+
+
+def s3_client(settings: Settings) -> Any:
+    """A boto3 S3 client for the configured endpoint and credentials."""
+    return S3ObjectStore.connect(
+        {}, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
+        access_key_id=_secret(settings.s3_access_key_id),
+        secret_access_key=_secret(settings.s3_secret_access_key),
+    ).client  # fmt: skip
 
 
 def _secret(value: SecretStr | None) -> str | None:
