@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -207,7 +208,8 @@ def main() -> None:
                                     diffusion=args.which == "sdxl")  # fmt: skip
         bench = bench_faces if args.which == "faces" else bench_sdxl
         result = bench(store, manifest, args)
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()
+    device = (torch.cuda.get_device_name() if torch.cuda.is_available()
+              else f"CPU {platform.machine()}, {os.cpu_count()} cores")  # fmt: skip
     result.update(which=args.which, device=device, torch=torch.__version__)
     for name, value in result.items():
         print(f"{name:>20}: {value}")
