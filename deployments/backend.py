@@ -59,77 +59,40 @@ class ServeBackend:
 
     async def upscale_tiles(self, model: str, tiles: np.ndarray) -> np.ndarray:
         name = self.serving.get(model, "Upscaler")
-        handle = self.tile_deployments.get(name)
-        if handle is None:
-            raise ServiceUnavailable(f"no {name} deployment is connected for '{model}'")
         request = TileRequest(model, tiles, _request_id(), current_traceparent())
-        try:
-            result = await handle.upscale.remote(request)
-        except RayError as exc:
-            raise ServiceUnavailable(f"the {name} deployment failed: {exc}") from exc
-        if isinstance(result, PixserveError):
-            raise result
+        result = await _call(self.tile_deployments.get(name), name, "upscale", request)
         return np.asarray(result)
 
     async def convert(self, data: bytes, options: ConvertOptions) -> Converted:
-        if self.codec is None:
-            raise ServiceUnavailable("no Codec deployment is connected")
-        try:
-            result = await self.codec.convert.remote(data, options)
-        except RayError as exc:
-            raise ServiceUnavailable(f"the Codec deployment failed: {exc}") from exc
-        if isinstance(result, PixserveError):
-            raise result
-        converted: Converted = result
+        converted: Converted = await _call(self.codec, "Codec", "convert", data, options)
         return converted
 
     async def restore_faces(self, image: DecodedImage, options: FaceOptions) -> FaceResult:
-        if self.faces is None:
-            raise ServiceUnavailable("no FaceRestorer deployment is connected")
-        try:
-            result = await self.faces.restore.remote(image, options, _request_id())
-        except RayError as exc:
-            raise ServiceUnavailable(f"the FaceRestorer deployment failed: {exc}") from exc
-        if isinstance(result, PixserveError):
-            raise result
-        restored: FaceResult = result
+        restored: FaceResult = await _call(self.faces, "FaceRestorer", "restore", image, options,
+                                           _request_id())  # fmt: skip
         return restored
 
     async def generate(self, options: GenerateOptions, image: DecodedImage | None) -> Generated:
-        if self.diffusion is None:
-            raise ServiceUnavailable("no Diffusion deployment is connected")
-        handle = self.diffusion.options(multiplexed_model_id=options.checkpoint)
-        try:
-            result = await handle.generate.remote(options, image)
-        except RayError as exc:
-            raise ServiceUnavailable(f"the Diffusion deployment failed: {exc}") from exc
-        if isinstance(result, PixserveError):
-            raise result
-        generated: Generated = result
+        """To a replica holding the checkpoint, when one does (Serve's multiplexing)."""
+        checkpoint = options.checkpoint
+        handle = (
+            None
+            if self.diffusion is None
+            else self.diffusion.options(multiplexed_model_id=checkpoint)
+        )
+        generated: Generated = await _call(handle, "Diffusion", "generate", options, image)
         return generated
 
     async def describe(self, image: DecodedImage, want: list[str]) -> Description:
-        result = await self._call_vision("describe", image, want)
-        described: Description = result
+        described: Description = await _call(self.vision, "Vision", "describe", image, want)
         return described
 
     async def answer(
         self, image: DecodedImage, question: str, max_tokens: int
     ) -> tuple[str, int, int]:
-        result = await self._call_vision("answer", image, question, max_tokens)
-        answered: tuple[str, int, int] = result
+        answered: tuple[str, int, int] = await _call(self.vision, "Vision", "answer", image,
+                                                     question, max_tokens)  # fmt: skip
         return answered
-
-    async def _call_vision(self, method: str, *args: Any) -> Any:
-        if self.vision is None:
-            raise ServiceUnavailable("no Vision deployment is connected")
-        try:
-            result = await getattr(self.vision, method).remote(*args)
-        except RayError as exc:
-            raise ServiceUnavailable(f"the Vision deployment failed: {exc}") from exc
-        if isinstance(result, PixserveError):
-            raise result
-        return result
 
     def serves(self) -> set[str]:
         return set(self.step_deployments)
@@ -197,6 +160,20 @@ class ServeBackend:
         app = details.get("applications", {}).get(name, {})
         deployments = app.get("deployments", {})
         return name, [_deployment_view(name, entry) for name, entry in deployments.items()]
+
+
+async def _call(handle: DeploymentHandle[Any] | None, name: str, method: str, *args: Any) -> Any:
+    """One call to a model deployment: an absent or failing deployment is a 503; an
+    error it returns (bad input, missing model) is raised as itself."""
+    if handle is None:
+        raise ServiceUnavailable(f"no {name} deployment is connected")
+    try:
+        result = await getattr(handle, method).remote(*args)
+    except RayError as exc:
+        raise ServiceUnavailable(f"the {name} deployment failed: {exc}") from exc
+    if isinstance(result, PixserveError):
+        raise result
+    return result
 
 
 def _deployment_view(name: str, entry: dict[str, Any]) -> DeploymentView:

@@ -63,26 +63,27 @@ def convert_image(data: bytes, options: ConvertOptions, limits: ImageLimits) -> 
     image = _open(data, limits)
     icc = image.info.get("icc_profile")
     exif = image.getexif().tobytes() if options.keep_metadata else None
-    image = _resize(image, options, limits)
-    image = _mode_for(image, options.format)
-    quality = options.quality if options.format in LOSSY else None
-    encoded = _encode(image, options.format, quality, icc, exif)
-    if options.max_bytes is not None and len(encoded) > options.max_bytes:
-        encoded, quality = _fit_budget(image, options, icc, exif, len(encoded))
-    return Converted(encoded, CONVERT_TYPES[options.format], image.width, image.height, quality)
+    return _resize_and_encode(image, options, limits, icc, exif)
 
 
 def encode_pixels(image: DecodedImage, options: ConvertOptions, limits: ImageLimits) -> Converted:
     """Resize and encode decoded pixels (a pipeline's last step) exactly as
     ``convert_image`` does an upload; there is no metadata left to keep."""
     _check_options(options, limits)
-    pillow = _resize(_to_pillow(image.pixels), options, limits)
-    pillow = _mode_for(pillow, options.format)
+    return _resize_and_encode(_to_pillow(image.pixels), options, limits, None, None)
+
+
+def _resize_and_encode(
+    image: Image.Image, options: ConvertOptions, limits: ImageLimits, icc: bytes | None,
+    exif: bytes | None,
+) -> Converted:  # fmt: skip
+    """Resize, fit the format's modes, encode (within the byte budget, if any)."""
+    image = _mode_for(_resize(image, options, limits), options.format)
     quality = options.quality if options.format in LOSSY else None
-    encoded = _encode(pillow, options.format, quality, None, None)
+    encoded = _encode(image, options.format, quality, icc, exif)
     if options.max_bytes is not None and len(encoded) > options.max_bytes:
-        encoded, quality = _fit_budget(pillow, options, None, None, len(encoded))
-    return Converted(encoded, CONVERT_TYPES[options.format], pillow.width, pillow.height, quality)
+        encoded, quality = _fit_budget(image, options, icc, exif, len(encoded))
+    return Converted(encoded, CONVERT_TYPES[options.format], image.width, image.height, quality)
 
 
 def _to_pillow(pixels: np.ndarray) -> Image.Image:
