@@ -156,6 +156,9 @@ class DiffusionEngine:
         pipeline.set_progress_bar_config(disable=True)
         if self.settings.compile and self.runtime.on_cuda:
             pipeline.unet = torch.compile(pipeline.unet, mode="max-autotune-no-cudagraphs")
+            # warm up at the default size, so the first request does not pay for compiling
+            with torch.inference_mode():
+                pipeline(prompt="", num_inference_steps=2, output_type="latent")
         seconds = time.perf_counter() - started
         self.load_seconds[model] = seconds
         return Checkpoint(alias, model, pipeline, seconds)

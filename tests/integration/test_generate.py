@@ -73,6 +73,16 @@ def test_bad_options_are_named(
     assert words in json.dumps(response.json())
 
 
+def test_stylize_restyles_at_the_input_size(client: httpx.Client) -> None:
+    params = json.dumps({"style": {"steps": 4, "seed": 9}})
+    files = {"image": ("a.png", encode(astronaut(72)), "image/png")}
+    response = client.post("/v1/run/stylize", data={"params": params}, files=files)
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Pixserve-Steps"] == "style"
+    assert response.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(response.content)).size == (72, 72)
+
+
 def test_make_anime_runs_generate_then_upscale(client: httpx.Client) -> None:
     params = json.dumps({"anime": {"steps": 4, "seed": 5}, "upscale": {"model": TINY_RRDB}})
     files = {"image": ("a.png", encode(astronaut(64)), "image/png")}
