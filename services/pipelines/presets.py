@@ -289,8 +289,12 @@ def generate_options(
 ) -> GenerateOptions:
     """SDXL options from parameters, the checkpoint alias known, the ranges checked."""
     alias = str(params.get("checkpoint") or settings.default_checkpoint)
+    if not settings.diffusion_checkpoints:
+        raise ModelNotReady("no SDXL checkpoint is configured: map aliases to models in the "
+                            "diffusion_checkpoints setting (e.g. {realism: sdxl-base}) and "
+                            "fetch them with `pixserve models pull sdxl-base`")  # fmt: skip
     if alias not in settings.diffusion_checkpoints:
-        known = ", ".join(settings.diffusion_checkpoints) or "none configured"
+        known = ", ".join(settings.diffusion_checkpoints)
         raise UnknownModel(f"unknown checkpoint '{alias}'; checkpoints: {known}")
     names = ("negative_prompt", "width", "height", "steps", "guidance", "scheduler", "seed",
              "strength")  # fmt: skip

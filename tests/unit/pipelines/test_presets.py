@@ -98,8 +98,11 @@ def test_bad_requests_are_named(
 
 def test_diffusion_presets_need_their_checkpoint_configured() -> None:
     library = load_presets(SERVED | {"Diffusion"})
-    with pytest.raises(ModelNotReady, match=r"unknown checkpoint 'anime'.*diffusion_checkpoints"):
+    with pytest.raises(ModelNotReady, match="no SDXL checkpoint is configured"):
         library.compile("make-anime", MANIFEST, SETTINGS)
+    realism_only = SETTINGS.model_copy(update={"diffusion_checkpoints": {"realism": "sdxl-base"}})
+    with pytest.raises(ModelNotReady, match=r"unknown checkpoint 'anime'.*diffusion_checkpoints"):
+        library.compile("make-anime", MANIFEST, realism_only)
     configured = SETTINGS.model_copy(update={"diffusion_checkpoints": {"anime": "animagine-xl"}})
     plan = library.compile("make-anime", MANIFEST, configured, {"anime": {"strength": 0.3}})
     anime = plan.steps[0].options
