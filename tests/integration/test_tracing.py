@@ -25,7 +25,7 @@ from tests.integration.test_jobs_api import submit, wait
 from tests.utils.images import astronaut, encode
 from tests.utils.receiver import Receiver
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 CLIENT_SPAN = "b7ad6b7169203331"
 
 
