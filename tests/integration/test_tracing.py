@@ -7,6 +7,7 @@ delivers to a collector endpoint."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -71,13 +72,17 @@ def batches_linked_to(trace_id: str, timeout_s: float = 30) -> list[dict[str, An
 
 
 def _objects(text: str) -> list[dict[str, Any]]:
-    decoder, position, objects = json.JSONDecoder(), 0, []
-    while (start := text.find("{", position)) >= 0:
+    """The spans of a file Serve's exporter appends to: each an indented JSON object
+    starting at a line's first column. A span still being written, or two written at
+    once from two threads, is skipped, not the rest of the file."""
+    decoder, objects = json.JSONDecoder(), []
+    for chunk in re.split(r"^(?=\{)", text, flags=re.MULTILINE):
         try:
-            found, position = decoder.raw_decode(text, start)
+            found, _ = decoder.raw_decode(chunk.strip() or "null")
         except json.JSONDecodeError:
-            break  # a span still being written
-        objects.append(found)
+            continue
+        if isinstance(found, dict):
+            objects.append(found)
     return objects
 
 
@@ -156,7 +161,24 @@ def test_s3_calls_are_spans_of_the_job_trace(client: httpx.Client, redis_url: st
     spans = spans_of(trace_id, {"Ingress", "Dispatcher"}, timeout_s=150,
                      until=lambda s: expected <= _s3(s))  # fmt: skip
     assert_connected(spans)
-    assert expected <= _s3(spans)
+    assert expected <= _s3(spans), _dispatcher_files("pixserve-hooks", trace_id)
+
+
+def _dispatcher_files(app: str, trace_id: str) -> dict[str, object]:
+    """What each of an app's Dispatcher span files holds: to tell a missing span from
+    a replica that wrote nothing when this test fails."""
+    from ray.serve._private.logging_utils import get_serve_logs_dir
+
+    files: dict[str, object] = {}
+    for path in Path(get_serve_logs_dir(), "spans").glob(f"replica_{app}_Dispatcher_*"):
+        spans = _objects(path.read_text())
+        files[path.name] = {
+            "bytes": path.stat().st_size, "spans": len(spans),
+            "last_end": max((s["end_time"] for s in spans), default=None),
+            "of_trace": [s["name"] for s in spans
+                         if s["context"]["trace_id"] == f"0x{trace_id}"],
+        }  # fmt: skip
+    return files
 
 
 def _s3(spans: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
