@@ -50,12 +50,15 @@ def deploy(config: dict[str, Any], timeout_s: float = 600.0) -> None:
     """Start Serve on the connected Ray cluster, deploy ``config``, wait until all run.
 
     Uses the same private entry points as ``serve run CONFIG`` (Ray 2.60), which has no
-    public in-process equivalent for a config file.
+    public in-process equivalent for a config file. The tracing config also goes to the
+    controller's constructor: Serve 2.60 does not checkpoint a deployed config's tracing,
+    so a controller restarted after a crash would start untraced replicas.
     """
     schema = ServeDeploySchema.model_validate(config)
     client = serve_private_api.serve_start(
-        http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
-    )
+        http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location,
+        global_tracing_config=schema.tracing_config,
+    )  # fmt: skip
     client.deploy_apps(schema, _blocking=False)
     for app in schema.applications:
         wait_until_running(app.name, timeout_s)

@@ -168,6 +168,9 @@ def serve_url(
         "tile_size": 32,
         "tile_pad": 20,
         "tile_batch_size": 64,
+        # GFPGAN at its published size on CPU: 8 faces a pass took GBs beyond the machine's
+        # headroom with four apps running (Ray's memory monitor then killed the controller)
+        "face_batch_size": 2,
         "max_upload_bytes": 2_000_000,
         "max_job_bytes": 8_000_000,
         "max_input_pixels": 1_000_000,

@@ -181,6 +181,45 @@ def _dispatcher_files(app: str, trace_id: str) -> dict[str, object]:
     return files
 
 
+def test_replicas_started_after_a_controller_restart_still_trace(client: httpx.Client) -> None:
+    """Serve 2.60 keeps a deployed config's tracing only in its controller's memory; the
+    platform's deploy also gives it to the controller's constructor, so a controller
+    that crashed (Ray's memory monitor picks it on a loaded node) and came back still
+    starts traced replicas."""
+    import ray
+    from ray import serve
+
+    ray.kill(ray.get_actor("SERVE_CONTROLLER_ACTOR", namespace="serve"), no_restart=False)
+    deadline = time.monotonic() + 120
+    while "pixserve-missing" not in _applications(serve):
+        assert time.monotonic() < deadline, "the Serve controller did not come back"
+        time.sleep(0.5)
+    prefix = "SERVE_REPLICA::pixserve-missing#Codec#"
+    (old,) = [a for a in ray.util.list_named_actors(all_namespaces=True)
+              if a["name"].startswith(prefix)]  # fmt: skip
+    ray.kill(ray.get_actor(old["name"], namespace=old["namespace"]), no_restart=True)
+    files = {"image": ("a.png", encode(astronaut(24)), "image/png")}
+    while True:  # the restarted controller replaces the replica within seconds
+        trace_id = secrets.token_hex(16)
+        traced = {"traceparent": f"00-{trace_id}-{CLIENT_SPAN}-01"}
+        response = client.post("/missing/v1/convert", files=files, data={"format": "webp"},
+                               headers=traced)  # fmt: skip
+        if response.status_code == 200:
+            break
+        assert time.monotonic() < deadline, response.text
+        time.sleep(1)
+    spans = spans_of(trace_id, {"Ingress", "Codec"})
+    assert {"Ingress", "Codec"} <= {s["deployment"] for s in spans}
+    assert_connected(spans)
+
+
+def _applications(serve: Any) -> set[str]:
+    try:
+        return set(serve.status().applications)
+    except Exception:  # the controller is still restarting
+        return set()
+
+
 def _s3(spans: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     return {(s["deployment"], s["attributes"]["storage.operation"], s["attributes"]["storage.area"])
             for s in spans if s["name"].startswith("s3 ")}  # fmt: skip

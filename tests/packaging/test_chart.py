@@ -225,9 +225,15 @@ def test_tracing_exports_over_otlp_to_the_collector() -> None:
     env = {e["name"]: e.get("value") for pod in pod_specs(service) for c in pod["containers"]
            for e in c.get("env", [])}  # fmt: skip
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith("-otel-collector:4318")  # OTLP/HTTP
+    # what Serve falls back to when a restarted controller lost the deployed tracing_config
+    assert env["RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH"] == "deployments.tracing:otlp_exporter"
+    assert env["RAY_SERVE_TRACING_SAMPLING_RATIO"] == "0.05"
     collector = [
         s for s in of_kind(objects, "Service") if s["metadata"]["name"].endswith("otel-collector")
     ]
     assert 4318 in [port["port"] for port in collector[0]["spec"]["ports"]]
     off = of_kind(render({"tracing": {"enabled": False}}), "RayService")[0]
     assert "tracing_config" not in yaml.safe_load(off["spec"]["serveConfigV2"])
+    off_env = {e["name"] for pod in pod_specs(off) for c in pod["containers"]
+               for e in c.get("env", [])}  # fmt: skip
+    assert "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH" not in off_env

@@ -62,6 +62,13 @@ spec:
         {{- if $root.Values.otelCollector.enabled }}
         - name: OTEL_EXPORTER_OTLP_ENDPOINT
           value: {{ printf "http://%s-otel-collector:4318" (include "pixserve.fullname" $root) | quote }}
+        {{- if $root.Values.tracing.enabled }}
+        {{- /* Serve's fallback when its controller restarted and lost the deployed tracing_config */}}
+        - name: RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH
+          value: "deployments.tracing:otlp_exporter"
+        - name: RAY_SERVE_TRACING_SAMPLING_RATIO
+          value: {{ $root.Values.tracing.samplingRatio | quote }}
+        {{- end }}
         {{- end }}
       resources:
         {{- toYaml .resources | nindent 8 }}
