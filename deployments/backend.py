@@ -12,16 +12,33 @@ from ray.exceptions import RayError
 from ray.serve.handle import DeploymentHandle
 
 from services.api.schemas import DeploymentReadiness, DeploymentView
+from services.config import Settings
 from services.errors import PixserveError, ServiceUnavailable
 from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertOptions
 from services.models.diffusion import Generated, GenerateOptions
-from services.models.manifest import DEPLOYMENT_OF, Manifest
+from services.models.manifest import DEPLOYMENT_OF, Manifest, load_manifest
 from services.models.upscaler import EngineStatus, TileRequest
 from services.models.vision import Description
 from services.pipelines.faces import FaceOptions, FaceResult
 from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult
 from services.telemetry.tracing import current_traceparent
+
+
+def graph_backend(
+    settings: Settings,
+    upscaler: DeploymentHandle[Any],
+    denoiser: DeploymentHandle[Any],
+    codec: DeploymentHandle[Any],
+    faces: DeploymentHandle[Any],
+    diffusion: DeploymentHandle[Any],
+    vision: DeploymentHandle[Any],
+) -> ServeBackend:
+    """The backend the Ingress and the Dispatcher both use: every model deployment of
+    the graph, and the manifest that says which deployment serves which model."""
+    manifest = load_manifest(settings.extra_manifest)
+    return ServeBackend(upscaler, codec, denoiser, manifest, faces=faces, diffusion=diffusion,
+                        vision=vision)  # fmt: skip
 
 
 class ServeBackend:
@@ -42,14 +59,14 @@ class ServeBackend:
         self.tile_deployments = {"Upscaler": upscaler}
         if denoiser is not None:
             self.tile_deployments["Denoiser"] = denoiser
-        self.model_deployments = dict(self.tile_deployments)  # those answering status()
+        # those answering status() and run_step()
+        self.model_deployments = dict(self.tile_deployments)
         if faces is not None:
             self.model_deployments["FaceRestorer"] = faces
         if diffusion is not None:
             self.model_deployments["Diffusion"] = diffusion
         if vision is not None:
             self.model_deployments["Vision"] = vision
-        self.step_deployments = dict(self.model_deployments)  # those answering run_step()
         self.codec, self.faces, self.diffusion, self.vision = codec, faces, diffusion, vision
         self.serving = {  # model name -> the deployment that serves it
             name: DEPLOYMENT_OF[spec.task] for name, spec in (manifest.models.items()
@@ -95,7 +112,7 @@ class ServeBackend:
         return answered
 
     def serves(self) -> set[str]:
-        return set(self.step_deployments)
+        return set(self.model_deployments)
 
     async def run_plan(self, image: DecodedImage, plan: Plan) -> PlanResult:
         """Chain the steps' calls: each gets the previous call's DeploymentResponse, so
@@ -104,7 +121,7 @@ class ServeBackend:
         produced: dict[str, Any] = {SOURCE: image}
         texts: dict[str, Any] = {}
         for step in plan.steps:
-            handle = self.step_deployments.get(step.deployment)
+            handle = self.model_deployments.get(step.deployment)
             if handle is None:
                 raise ServiceUnavailable(f"no {step.deployment} deployment is connected")
             if isinstance(step.options, GenerateOptions):  # to a replica holding it

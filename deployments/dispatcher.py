@@ -9,11 +9,10 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.autoscaling import BACKLOG_METRIC
-from deployments.backend import ServeBackend
+from deployments.backend import graph_backend
 from deployments.metrics import platform_metrics, start_live
 from services.config import Settings
 from services.jobs.wiring import build_dispatcher
-from services.models.manifest import load_manifest
 
 
 @serve.deployment(name="Dispatcher", ray_actor_options={"num_cpus": 0.25})
@@ -32,9 +31,7 @@ class Dispatcher:
         settings: Settings,
     ) -> None:
         live = start_live(settings, self._describe)
-        manifest = load_manifest(settings.extra_manifest)
-        backend = ServeBackend(upscaler, codec, denoiser, manifest, faces=faces,
-                               diffusion=diffusion, vision=vision)  # fmt: skip
+        backend = graph_backend(settings, upscaler, denoiser, codec, faces, diffusion, vision)
         self.dispatcher, jobs = build_dispatcher(
             settings, backend, platform_metrics(), live, plans=backend
         )

@@ -8,12 +8,11 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.backend import ServeBackend
+from deployments.backend import graph_backend
 from deployments.metrics import platform_metrics, start_live
 from services.api.app import create_api
 from services.config import Settings
 from services.jobs.wiring import build_job_service
-from services.models.manifest import load_manifest
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.5})
@@ -34,9 +33,7 @@ class Ingress:
         settings: Settings,
     ) -> None:
         self.settings = settings
-        manifest = load_manifest(settings.extra_manifest)
-        self.backend = ServeBackend(upscaler, codec, denoiser, manifest, faces=faces,
-                                    diffusion=diffusion, vision=vision)  # fmt: skip
+        self.backend = graph_backend(settings, upscaler, denoiser, codec, faces, diffusion, vision)
         self.dispatcher = dispatcher  # held so the graph deploys it; it needs no calls
         self.jobs = build_job_service(settings, self.backend)
         self.api = create_api(
