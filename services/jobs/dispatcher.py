@@ -26,6 +26,7 @@ from services.errors import PixserveError, ServiceUnavailable
 from services.imaging.codec import CONTENT_TYPES, decode_image
 from services.jobs.models import Item
 from services.jobs.outbox import WebhookOutbox
+from services.jobs.outputs import output_key
 from services.jobs.queue import InFlight, WorkItem, WorkQueue
 from services.jobs.store import JobExpired, JobNotFound, JobStore
 from services.models.manifest import Manifest
@@ -37,15 +38,9 @@ from services.telemetry.metrics import PlatformMetrics, in_memory, record_image
 from services.telemetry.tracing import annotate, continued, current_trace_id, tracer
 
 logger = logging.getLogger(__name__)
-_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "avif": "avif", "json": "json"}
 GAUGE_PERIOD_S = 5.0  # how often the loop records the queue gauges
 
 InputLoader = Callable[[str], Awaitable[bytes]]
-
-
-def output_key(job_id: str, index: int, fmt: str) -> str:
-    """Deterministic, so a re-run finds the output a crashed delivery already wrote."""
-    return f"jobs/{job_id}/{index:05d}.{_EXTENSIONS[fmt]}"
 
 
 class Dispatcher:
@@ -160,7 +155,7 @@ class Dispatcher:
             self.metrics.queue_wait_seconds.observe(time.time() - item.enqueued_at)
         started = time.perf_counter()
         try:
-            key = await self._produce(item, params, record)
+            key, texts = await self._produce(item, params, record)
         except PixserveError as exc:
             annotate(error_class=exc.code)
             await self._finish(item, error=f"{exc.code}: {exc.message}")
@@ -176,17 +171,20 @@ class Dispatcher:
                 await self.queue.dead_letter(item, reason)
             return
         else:
-            await self._finish(item, output=key)
+            await self._finish(item, output=key, texts=texts)
             self.metrics.item_seconds.observe(time.perf_counter() - started,
                                               tags={"status": "succeeded"})  # fmt: skip
 
-    async def _produce(self, item: WorkItem, params: dict[str, Any], record: Item) -> str:
+    async def _produce(
+        self, item: WorkItem, params: dict[str, Any], record: Item
+    ) -> tuple[str, dict[str, Any] | None]:
+        """The stored output's key, and the texts of a preset's caption steps."""
         if params.get("name") == "preset":
             return await self._produce_preset(item, params, record)
         fmt = str(params.get("format", "png"))
         key = output_key(item.job_id, item.index, fmt)
         if await asyncio.to_thread(self.objects.exists, "outputs", key):
-            return key
+            return key, None
         spec = self.manifest.get(str(params.get("model") or self.settings.default_model))
         options = UpscaleOptions(
             spec.name, params.get("scale"), params.get("width"), params.get("height"),
@@ -205,16 +203,24 @@ class Dispatcher:
         steps = {"load_input": loaded - started, **result.step_seconds,
                  "store_output": time.perf_counter() - stored}  # fmt: skip
         record_image(self.metrics, spec.name, "job", result.input_size, result.output_size, steps)
-        return key
+        return key, None
 
-    async def _produce_preset(self, item: WorkItem, params: dict[str, Any], record: Item) -> str:
+    async def _produce_preset(
+        self, item: WorkItem, params: dict[str, Any], record: Item
+    ) -> tuple[str, dict[str, Any] | None]:
         """A preset item: decode here, run the plan on the model deployments, store the
-        encoded image (or, for text-only presets, the texts as JSON)."""
+        encoded image (or, for text-only presets, the texts as JSON); the texts also go
+        on the item. A re-delivery finding the output stored re-reads the JSON's texts;
+        an image preset's texts are then left out rather than computed twice."""
         plan = job_plan(params, self.presets, self.manifest, self.settings)
         fmt = plan.output.format if plan.output else "json"
         key = output_key(item.job_id, item.index, fmt)
         if await asyncio.to_thread(self.objects.exists, "outputs", key):
-            return key
+            if fmt != "json":
+                return key, None
+            stored: dict[str, Any] = json.loads(await asyncio.to_thread(
+                self.objects.get, "outputs", key))  # fmt: skip
+            return key, stored
         if self.plans is None:
             raise ServiceUnavailable("this dispatcher has no pipeline backend for presets")
         started = time.perf_counter()
@@ -236,12 +242,13 @@ class Dispatcher:
                  "store_output": time.perf_counter() - ran}  # fmt: skip
         record_image(self.metrics, f"preset:{plan.preset}", "job", (image.width, image.height),
                      size, steps)  # fmt: skip
-        return key
+        return key, result.texts or None
 
     async def _finish(
-        self, item: WorkItem, output: str | None = None, error: str | None = None
-    ) -> None:
-        await self.store.finish_item(item.job_id, item.index, output, error)  # + webhooks
+        self, item: WorkItem, output: str | None = None, error: str | None = None,
+        texts: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        await self.store.finish_item(item.job_id, item.index, output, error, texts)  # + webhooks
         if error is not None and self.live is not None:
             code, _, message = error.partition(": ")
             self.live.error(source="job", job=item.job_id, item=item.index, code=code,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class JobStatus(StrEnum):
@@ -46,10 +47,17 @@ class Item(BaseModel):
     traceparent: str | None = None  # the submission's trace; the item's work continues it
     output_key: str | None = None
     output_url: str | None = None
+    texts: dict[str, Any] | None = None  # what a preset's caption steps said, by step id
     error: str | None = None
     attempts: int = 0
     started_at: float | None = None
     finished_at: float | None = None
+
+    @field_validator("texts", mode="before")
+    @classmethod
+    def _parse_texts(cls, value: object) -> object:
+        """The job store keeps texts as JSON text (its Lua would turn ``[]`` into ``{}``)."""
+        return json.loads(value) if isinstance(value, str) else value
 
 
 class Progress(BaseModel):

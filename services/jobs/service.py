@@ -13,6 +13,7 @@ from typing import Any
 from services.config import Settings
 from services.errors import InvalidParameter
 from services.jobs.models import Item, Job, JobStatus
+from services.jobs.outputs import output_type
 from services.jobs.queue import WorkQueue
 from services.jobs.store import IdempotencyConflict, JobNotFound, JobStore, new_job_id
 from services.models.manifest import Manifest
@@ -153,12 +154,13 @@ class JobService:
             )
             item.output_url = url or f"/v1/jobs/{job_id}/items/{item.index}/output"
 
-    async def output(self, job_id: str, owner: str, index: int) -> bytes:
+    async def output(self, job_id: str, owner: str, index: int) -> tuple[bytes, str]:
+        """An item's stored output and its media type."""
         job = await self.store.read(job_id, owner)
         if not 0 <= index < len(job.items) or not job.items[index].output_key:
             raise InvalidParameter(f"item {index} of job {job_id} has no output")
         key = str(job.items[index].output_key)
-        return await asyncio.to_thread(self.objects.get, "outputs", key)
+        return await asyncio.to_thread(self.objects.get, "outputs", key), output_type(key)
 
     async def cancel(self, job_id: str, owner: str) -> Job:
         await self.store.cancel(job_id, owner)

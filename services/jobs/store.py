@@ -61,6 +61,7 @@ item.status = ARGV[2]
 item.finished_at = tonumber(ARGV[5])
 if ARGV[3] ~= '' then item.output_key = ARGV[3] end
 if ARGV[4] ~= '' then item.error = ARGV[4] end
+if ARGV[7] ~= '' then item.texts = ARGV[7] end  -- kept as text: cjson turns [] into {}
 redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(item))
 local field = 'done'
 if ARGV[2] == 'failed' then field = 'failed' end
@@ -310,15 +311,25 @@ class JobStore:
         return bool(int(started))
 
     async def finish_item(
-        self, job_id: str, index: int, output_key: str | None = None, error: str | None = None
-    ) -> tuple[bool, str]:
-        """Succeed (with an output key) or fail (with an error) once; returns
-        (whether this call changed anything, the job's status)."""
+        self, job_id: str, index: int, output_key: str | None = None, error: str | None = None,
+        texts: dict[str, Any] | None = None,
+    ) -> tuple[bool, str]:  # fmt: skip
+        """Succeed (with an output key, and a preset's texts) or fail (with an error)
+        once; returns (whether this call changed anything, the job's status)."""
         key = _job_key(job_id)
         status = "failed" if error is not None else "succeeded"
+        said = json.dumps(texts) if texts else ""
         changed, job_status = await self._finish(
             keys=[key, f"{key}:items", f"{key}:events", OUTBOX],
-            args=[str(index), status, output_key or "", error or "", str(time.time()), job_id],
+            args=[
+                str(index),
+                status,
+                output_key or "",
+                error or "",
+                str(time.time()),
+                job_id,
+                said,
+            ],
         )
         return bool(int(changed)), as_text(job_status)
 

@@ -15,8 +15,9 @@ import pytest
 from redis.asyncio import Redis
 
 from services.config import Settings
-from services.jobs.dispatcher import Dispatcher, output_key
+from services.jobs.dispatcher import Dispatcher
 from services.jobs.models import Job, JobStatus
+from services.jobs.outputs import output_key
 from services.jobs.queue import OUTBOX, WorkQueue
 from services.jobs.store import COMPLETED, JobStore, new_job_id
 from services.models.manifest import load_manifest

@@ -74,6 +74,20 @@ def test_items_finish_once_and_the_job_ends_partial(url: str) -> None:
     run(url, scenario)
 
 
+def test_a_preset_items_texts_read_back_as_written(url: str) -> None:
+    """Texts pass through the store's Lua as they are: empty lists stay lists."""
+    texts = {"describe": {"caption": "a woman in a suit", "tags": [], "nsfw": 0.01234},
+             "other": {"tags": [{"label": "face", "score": 0.5}]}}  # fmt: skip
+
+    async def scenario(store: JobStore, _: WorkQueue) -> None:
+        job = await store.create("k", {"name": "preset", "preset": "archive"}, ["a"])
+        assert await store.finish_item(job.id, 0, output_key="o.png", texts=texts)
+        (item,) = (await store.read(job.id, "k")).items
+        assert item.texts == texts and item.output_key == "o.png"
+
+    run(url, scenario)
+
+
 def test_all_succeeded_and_all_failed(url: str) -> None:
     async def scenario(store: JobStore, _: WorkQueue) -> None:
         good = await store.create("k", PIPELINE, ["a"])

@@ -149,6 +149,7 @@ def test_a_preset_as_a_job_pipeline(client: httpx.Client) -> None:
     for item, side in zip(done["items"], (80, 96), strict=True):
         assert item["output_key"].endswith(".webp")
         output = client.get(f"/v1/jobs/{done['id']}/items/{item['index']}/output")
+        assert output.headers["content-type"] == "image/webp"
         assert Image.open(io.BytesIO(output.content)).size == (side, side)
 
 
@@ -160,8 +161,36 @@ def test_a_text_preset_job_stores_json(client: httpx.Client) -> None:
     assert done["status"] == "succeeded", [item["error"] for item in done["items"]]
     (item,) = done["items"]
     assert item["output_key"].endswith(".json")
-    output = client.get(f"/v1/jobs/{done['id']}/items/0/output").json()
+    stored = client.get(f"/v1/jobs/{done['id']}/items/0/output")
+    assert stored.headers["content-type"] == "application/json"
+    output = stored.json()
     assert output["caption"]["caption"] and 0 <= output["caption"]["nsfw"] <= 1
+
+
+def test_archive_returns_the_image_with_its_caption_beside(client: httpx.Client) -> None:
+    """The caption step runs on the denoised image beside the upscale -> face chain:
+    the image comes back with the caption step's texts in X-Pixserve-Texts."""
+    response = run(client, "archive", encode(astronaut(64)), params=ONE_FACE)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    assert response.headers["X-Pixserve-Steps"] == "denoise,upscale,face,describe"
+    assert Image.open(io.BytesIO(response.content)).size == (128, 128)
+    described = json.loads(response.headers["X-Pixserve-Texts"])["describe"]
+    assert described["caption"] and isinstance(described["tags"], list)
+    assert 0 <= described["nsfw"] <= 1
+
+
+def test_an_archive_job_keeps_each_items_texts(client: httpx.Client) -> None:
+    files = [("images", (f"{i}.png", encode(astronaut(48 + 8 * i)), "image/png"))
+             for i in range(2)]  # fmt: skip
+    response = client.post("/v1/jobs", files=files,
+                           data={"preset": "archive", "params": ONE_FACE})  # fmt: skip
+    assert response.status_code == 202, response.text
+    done = wait(client, response.json()["id"])
+    assert done["status"] == "succeeded", [item["error"] for item in done["items"]]
+    for item in done["items"]:
+        assert item["output_key"].endswith(".png")
+        assert item["texts"]["describe"]["caption"], item
 
 
 def test_preset_jobs_are_checked_at_submission(client: httpx.Client) -> None:

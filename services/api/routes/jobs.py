@@ -121,8 +121,8 @@ async def cancel_job(job_id: str, jobs: JobsDep, owner: OwnerDep) -> Job:
 
 @router.get("/v1/jobs/{job_id}/items/{index}/output")
 async def read_output(job_id: str, index: int, jobs: JobsDep, owner: OwnerDep) -> Response:
-    data = await jobs.output(job_id, owner, index)
-    return Response(data, media_type="application/octet-stream")
+    data, media_type = await jobs.output(job_id, owner, index)
+    return Response(data, media_type=media_type)
 
 
 @router.get("/v1/jobs/{job_id}/events")

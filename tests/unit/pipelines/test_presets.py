@@ -20,8 +20,8 @@ from services.pipelines.presets import (
 )
 
 SERVED = {"Upscaler", "Denoiser", "FaceRestorer"}
-SHIPPED = {"enhance", "de-old-photo", "portrait", "make-anime", "stylize", "caption",
-           "thumbnail-webp"}  # fmt: skip
+SHIPPED = {"enhance", "de-old-photo", "portrait", "make-anime", "stylize", "archive",
+           "caption", "thumbnail-webp"}  # fmt: skip
 MANIFEST = load_manifest()
 SETTINGS = Settings()
 
@@ -31,7 +31,7 @@ def test_the_shipped_presets_and_what_they_need() -> None:
     assert set(library.presets) >= SHIPPED
     needs = {name: library.missing(preset) for name, preset in library.presets.items()}
     assert needs["make-anime"] == needs["stylize"] == ["Diffusion"]
-    assert needs["caption"] == ["Vision"]
+    assert needs["caption"] == needs["archive"] == ["Vision"]
     assert needs["enhance"] == needs["portrait"] == needs["thumbnail-webp"] == []
 
 
@@ -49,6 +49,19 @@ def test_enhance_chains_its_steps() -> None:
         2.0, 4)  # fmt: skip
     assert isinstance(face, FaceOptions) and face.weight == 0.8
     assert plan.models == ["scunet-color", "x4plus", "gfpgan-v1.4"]
+
+
+def test_archive_captions_beside_the_image_chain() -> None:
+    """A caption step takes the denoised image while the chain goes on from it; the
+    plan's result is still the last image step."""
+    plan = load_presets(SERVED | {"Vision"}).compile("archive", MANIFEST, SETTINGS)
+    assert [(s.id, s.kind, s.input) for s in plan.steps] == [
+        ("denoise", "denoise", "source"),
+        ("upscale", "upscale", "denoise"),
+        ("face", "face", "upscale"),
+        ("describe", "caption", "denoise"),
+    ]
+    assert plan.result == "face" and plan.output is not None
 
 
 def test_overrides_change_steps_and_output() -> None:
@@ -74,7 +87,7 @@ def test_a_preset_without_steps_only_encodes() -> None:
 @pytest.mark.parametrize(
     ("name", "overrides", "output", "error", "words"),
     [
-        ("nope", None, None, UnknownModel, "unknown preset 'nope'; presets: caption"),
+        ("nope", None, None, UnknownModel, "unknown preset 'nope'; presets: archive, caption"),
         ("make-anime", None, None, ServiceUnavailable, "needs the Diffusion deployment"),
         ("enhance", {"sharpen": {}}, None, InvalidParameter, "has no step ['sharpen']"),
         ("enhance", {"upscale": {"strength": 1}}, None, InvalidParameter,

@@ -1,0 +1,20 @@
+"""Where a job item's output is stored, and what it is: the key names the format."""
+
+from __future__ import annotations
+
+from services.imaging.convert import CONVERT_TYPES
+
+_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "avif": "avif", "json": "json"}
+_OUTPUT_TYPES = {_EXTENSIONS[fmt]: kind for fmt, kind in
+                 {**CONVERT_TYPES, "json": "application/json"}.items()}  # fmt: skip
+
+
+def output_key(job_id: str, index: int, fmt: str) -> str:
+    """Deterministic, so a re-run finds the output a crashed delivery already wrote."""
+    return f"jobs/{job_id}/{index:05d}.{_EXTENSIONS[fmt]}"
+
+
+def output_type(key: str) -> str:
+    """The media type of an output, from the extension ``output_key`` gave it."""
+    extension = key.rpartition(".")[2]
+    return _OUTPUT_TYPES.get(extension, "application/octet-stream")
