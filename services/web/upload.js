@@ -1,12 +1,14 @@
-// The upload page: pick images, run them (sync for one small image, a job otherwise),
-// follow progress over SSE, compare before/after, download, and remember this
-// browser's jobs in localStorage.
+// The upload page: pick images and a task (a model's upscale or a named preset), run
+// them (sync for one small image, a job otherwise), follow progress over SSE, compare
+// before/after, read what caption steps said, download, and remember this browser's
+// jobs in localStorage.
 "use strict";
 
-const SYNC_MAX_BYTES = 2 * 1024 * 1024; // one image up to this size goes to /v1/upscale
+const SYNC_MAX_BYTES = 2 * 1024 * 1024; // one image up to this size runs synchronously
 const HISTORY_KEY = "pixserve.history";
+const EXTENSIONS = { "image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/avif": "avif", "application/json": "json" };
 const $ = (id) => document.getElementById(id);
-const state = { files: [], cards: new Map(), results: [], running: false, next: 0 };
+const state = { files: [], cards: new Map(), results: [], running: false, next: 0, presets: new Map() };
 
 // ---- choosing images --------------------------------------------------------------
 function addFiles(list) {
@@ -36,8 +38,47 @@ function setupInputs() {
   $("submit").addEventListener("click", run);
   $("clear").addEventListener("click", clearAll);
   $("zip").addEventListener("click", downloadZip);
-  $("format").addEventListener("change", () => { $("quality").disabled = $("format").value === "png"; });
-  $("quality").disabled = true;
+  $("format").addEventListener("change", refreshQuality);
+  $("task").addEventListener("change", refreshTask);
+  refreshQuality();
+}
+
+// quality is sent only with a lossy format chosen here (a preset keeps its own otherwise)
+function refreshQuality() { $("quality").disabled = ["", "png"].includes($("format").value); }
+
+function chosenPreset() { return state.presets.get($("task").value) || null; }
+
+function refreshTask() {
+  const preset = chosenPreset();
+  $("upscale-options").hidden = Boolean(preset);
+  $("preset-options").hidden = !preset;
+  for (const id of ["format", "quality"]) $(id).closest("label").hidden = Boolean(preset && !preset.output); // text only
+  if (preset) {
+    const example = preset.steps.find((s) => Object.keys(s.params).length) || preset.steps[0];
+    $("preset-params").placeholder = example ? JSON.stringify({ [example.id]: example.params }) : "{}";
+  }
+  $("submit").textContent = preset ? `Run ${preset.name}` : "Upscale";
+  $("task-help").textContent = preset
+    ? `${preset.description} Steps: ${preset.steps.map((s) => s.id).join(" → ") || "encode only"}.`
+    : "Upscale with the chosen Real-ESRGAN-class model.";
+}
+
+async function loadPresets() {
+  try {
+    const listing = await Pix.json("v1/presets");
+    const chosen = $("task").value;
+    const group = Pix.el("optgroup", { label: "Presets" });
+    state.presets.clear();
+    for (const preset of listing.presets) {
+      state.presets.set(preset.name, preset);
+      const missing = preset.missing_deployments.join(", ");
+      group.append(Pix.el("option", { value: preset.name, disabled: !preset.available, selected: preset.name === chosen,
+        text: preset.available ? preset.name : `${preset.name} (needs ${missing})`, title: preset.description }));
+    }
+    $("task").querySelectorAll("optgroup").forEach((g) => g.remove());
+    $("task").append(group);
+  } catch (_) { /* loadModels already says why the service cannot be read */ }
+  refreshTask();
 }
 
 async function loadModels() {
@@ -68,17 +109,42 @@ function cardFor(id, name, beforeUrl, file) {
 
 function setStatus(entry, text, kind) { entry.status.className = `badge ${kind || text}`; entry.status.textContent = text; }
 
-function showResult(entry, blob, outputName) {
+// A result: an image (compared with the input) and the texts of caption steps, or
+// only texts (a text preset's JSON, downloaded as it came)
+function showResult(entry, blob, outputName, texts) {
   const afterUrl = URL.createObjectURL(blob);
   setStatus(entry, "done");
-  entry.body.replaceChildren(entry.beforeUrl ? compare(entry.beforeUrl, afterUrl) : Pix.el("img", { src: afterUrl, class: "after", style: "max-width:100%" }));
   const size = Pix.el("span", { class: "muted" });
-  const probe = new Image(); probe.onload = () => { size.textContent = `${probe.naturalWidth}×${probe.naturalHeight}, ${Pix.bytes(blob.size)}`; }; probe.src = afterUrl;
+  if (isJson(blob)) {
+    entry.body.replaceChildren(entry.beforeUrl ? Pix.el("img", { src: entry.beforeUrl, style: "max-width:100%;max-height:160px;object-fit:contain" }) : "");
+    size.textContent = Pix.bytes(blob.size);
+  } else {
+    entry.body.replaceChildren(entry.beforeUrl ? compare(entry.beforeUrl, afterUrl) : Pix.el("img", { src: afterUrl, class: "after", style: "max-width:100%" }));
+    const probe = new Image(); probe.onload = () => { size.textContent = `${probe.naturalWidth}×${probe.naturalHeight}, ${Pix.bytes(blob.size)}`; }; probe.src = afterUrl;
+  }
+  if (texts) showTexts(entry, texts);
   entry.card.querySelector(".actions").replaceChildren(
     Pix.el("a", { href: afterUrl, download: outputName, class: "download", text: "Download" }), size);
   state.results.push({ name: outputName, blob });
   $("zip").disabled = false;
 }
+
+// What caption steps said, by step: the caption, tags with scores, the NSFW score
+function showTexts(entry, texts) {
+  const box = Pix.el("div", { class: "texts" });
+  for (const [step, said] of Object.entries(texts)) {
+    const tags = (said.tags || []).map((t) => Pix.el("span", { class: "tag-chip", text: `${t.label} ${t.score.toFixed(2)}` }));
+    box.append(Pix.el("div", { "data-step": step },
+      Pix.el("span", { class: "muted", text: `${step}: ` }),
+      said.caption ? Pix.el("q", { class: "caption", text: said.caption }) : null,
+      tags.length ? Pix.el("div", { class: "tags" }, tags) : null,
+      said.nsfw !== undefined && said.nsfw !== null ? Pix.el("div", { class: "muted", text: `NSFW ${(said.nsfw * 100).toFixed(1)}%` }) : null));
+  }
+  entry.card.querySelector(".texts")?.remove();
+  entry.body.after(box);
+}
+
+function isJson(blob) { return blob.type.startsWith("application/json"); }
 
 function showFailure(entry, message) {
   setStatus(entry, "failed");
@@ -99,29 +165,42 @@ function compare(beforeUrl, afterUrl) {
 }
 
 // ---- running ------------------------------------------------------------------------
-function params() {
+// The form fields of the chosen task; a preset's step parameters must be a JSON object
+function params(preset) {
   const form = new FormData();
-  form.append("model", $("model").value);
-  if ($("scale").value) form.append("scale", $("scale").value);
-  form.append("format", $("format").value);
-  form.append("quality", $("quality").value);
+  if (!preset) {
+    form.append("model", $("model").value);
+    if ($("scale").value) form.append("scale", $("scale").value);
+  } else if ($("preset-params").value.trim()) {
+    let overrides;
+    try { overrides = JSON.parse($("preset-params").value); } catch (_) { overrides = null; }
+    if (!overrides || typeof overrides !== "object" || Array.isArray(overrides))
+      throw new Error('Step parameters must be a JSON object by step id, e.g. {"upscale": {"scale": 4}}.');
+    form.append("params", JSON.stringify(overrides));
+  }
+  if ($("format").value) form.append("format", $("format").value);
+  if (!$("quality").disabled) form.append("quality", $("quality").value);
   return form;
 }
 
-function outputName(name, index) {
+// "photo.png" -> "photo.upscaled.webp" (or "photo.archive.png" for a preset)
+function outputName(name, index, contentType, preset) {
   const base = name.replace(/\.[^.]+$/, "") || `image-${index}`;
-  const ext = { png: "png", jpeg: "jpg", webp: "webp" }[$("format").value];
-  return `${base}.upscaled.${ext}`;
+  const ext = EXTENSIONS[(contentType || "").split(";")[0]] || "bin";
+  return `${base}.${preset ? preset.name : "upscaled"}.${ext}`;
 }
 
 async function run() {
   if (!state.files.length || state.running) return;
+  const preset = chosenPreset();
+  let form;
+  try { form = params(preset); } catch (error) { return showMessage(error.message); } // the images stay chosen
   hideMessage(); state.running = true; refreshSummary();
   const files = state.files; state.files = [];
   const entries = [...state.cards.values()].filter((e) => e.file && files.includes(e.file));
   try {
-    if (files.length === 1 && files[0].size <= SYNC_MAX_BYTES) await runSync(entries[0]);
-    else await runJob(entries);
+    if (files.length === 1 && files[0].size <= SYNC_MAX_BYTES) await runSync(entries[0], preset, form);
+    else await runJob(entries, preset, form);
   } catch (error) {
     showMessage(error.message);
     for (const entry of entries) if (entry.status.textContent !== "done") showFailure(entry, error.message);
@@ -130,24 +209,28 @@ async function run() {
   }
 }
 
-async function runSync(entry) {
+async function runSync(entry, preset, form) {
   setStatus(entry, "processing");
-  const form = params(); form.append("image", entry.file, entry.file.name);
-  const response = await Pix.call("v1/upscale", { method: "POST", body: form });
-  showResult(entry, await response.blob(), outputName(entry.name, 0));
+  form.append("image", entry.file, entry.file.name);
+  const path = preset ? `v1/run/${encodeURIComponent(preset.name)}` : "v1/upscale";
+  const response = await Pix.call(path, { method: "POST", body: form });
+  const blob = await response.blob();
+  const header = response.headers.get("X-Pixserve-Texts");  // texts beside an image
+  const texts = isJson(blob) ? JSON.parse(await blob.text()).outputs : header && JSON.parse(header);
+  showResult(entry, blob, outputName(entry.name, 0, blob.type, preset), texts);
 }
 
-async function runJob(entries) {
-  const form = params();
+async function runJob(entries, preset, form) {
+  if (preset) form.append("preset", preset.name);
   for (const entry of entries) form.append("images", entry.file, entry.file.name);
   for (const entry of entries) setStatus(entry, "uploading", "queued");
   const job = await Pix.json("v1/jobs", { method: "POST", body: form });
   remember(job, entries.map((e) => e.name));
   entries.forEach((entry, index) => { entry.job = job.id; entry.index = index; setStatus(entry, "queued"); });
-  await followJob(job, entries);
+  await followJob(job, entries, preset);
 }
 
-async function followJob(job, entries) {
+async function followJob(job, entries, preset) {
   const progress = $("progress"); progress.hidden = false; progress.max = job.progress.total; progress.value = 0;
   const byIndex = new Map(entries.map((e) => [e.index, e]));
   const settled = new Set();
@@ -157,7 +240,9 @@ async function followJob(job, entries) {
     settled.add(index);
     if (status === "succeeded") {
       const response = await Pix.call(`v1/jobs/${job.id}/items/${index}/output`);
-      showResult(entry, await response.blob(), outputName(entry.name, index));
+      const blob = await response.blob();  // a text preset's output is its texts
+      const texts = isJson(blob) ? JSON.parse(await blob.text()) : null;
+      showResult(entry, blob, outputName(entry.name, index, blob.type, preset), texts);
     } else {
       const current = await Pix.json(`v1/jobs/${job.id}`);
       showFailure(entry, current.items[index].error || status);
@@ -176,6 +261,7 @@ async function followJob(job, entries) {
   const final = await Pix.json(`v1/jobs/${job.id}`);
   progress.value = final.progress.done + final.progress.failed;
   await Promise.all(final.items.filter((item) => item.status !== "queued" && item.status !== "running").map((item) => settle(item.index, item.status)));
+  for (const item of final.items) if (item.texts && byIndex.has(item.index)) showTexts(byIndex.get(item.index), item.texts);
   updateHistory(final);
 }
 
@@ -235,7 +321,7 @@ async function reopen(h) {
       entry.job = job.id; entry.index = item.index; setStatus(entry, item.status);
       return entry;
     });
-    await followJob(job, entries);
+    await followJob(job, entries, job.pipeline.name === "preset" ? { name: job.pipeline.preset } : null);
   } catch (error) {
     if (error.status === 410 || error.status === 404) {
       saveHistory(history().map((x) => (x.id === h.id ? { ...x, status: "expired" } : x)));
@@ -248,7 +334,8 @@ async function reopen(h) {
 function showMessage(text) { const box = $("message"); box.textContent = text; box.hidden = false; }
 function hideMessage() { $("message").hidden = true; }
 
-Pix.bindKeyField($("key"), loadModels);
+Pix.bindKeyField($("key"), () => { loadModels(); loadPresets(); });
 setupInputs();
 loadModels();
+loadPresets();
 renderHistory();

@@ -7,6 +7,7 @@ go to ``$PIXSERVE_ARTIFACTS`` (default ``var/test-artifacts``)."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import zipfile
@@ -125,6 +126,60 @@ def test_upload_several_images_as_a_job_with_progress_zip_and_history(
     page.reload()
     expired = page.locator(f".history li[data-job='{'f' * 32}']")
     assert expired.locator(".badge.expired").is_visible()
+
+
+def choose_preset(page: playwright_api.Page, serve_url: str, preset: str) -> None:
+    open_upload_page(page, serve_url)
+    page.wait_for_selector(f"#task option[value='{preset}']", state="attached")
+    page.select_option("#task", preset)
+
+
+def test_a_preset_gives_its_image_and_its_caption(
+    page: playwright_api.Page, serve_url: str, tmp_path: Path
+) -> None:
+    """The archive preset (denoise -> 2x -> faces, a caption beside): the result is
+    compared with its input and the caption step's texts show under it."""
+    choose_preset(page, serve_url, "archive")
+    assert page.locator("#upscale-options").is_hidden()
+    assert "denoise → upscale → face → describe" in page.inner_text("#task-help")
+    assert page.inner_text("#submit") == "Run archive"
+    page.set_input_files("#files", images(tmp_path, [48]))
+    page.fill("#preset-params", "{not json")
+    page.click("#submit")  # refused here, and the image stays chosen
+    assert "must be a JSON object" in page.inner_text("#message")
+    assert "1 image(s)" in page.inner_text("#summary")
+    page.fill("#preset-params", '{"face": {"max_faces": 1}}')
+    page.click("#submit")
+    page.wait_for_selector(".card .badge.done", timeout=90_000)
+    assert page.locator(".compare img.after").is_visible()
+    described = page.locator(".card .texts [data-step='describe']")
+    assert described.locator(".caption").inner_text().strip()
+    assert "NSFW" in described.inner_text()
+    with page.expect_download() as download:
+        page.click(".card a.download")
+    assert download.value.suggested_filename == "astronaut-0.archive.png"
+    assert Image.open(download.value.path()).size == (96, 96)
+    shot(page, "upload-preset")
+
+
+def test_a_text_preset_job_shows_each_images_caption(
+    page: playwright_api.Page, serve_url: str, tmp_path: Path
+) -> None:
+    choose_preset(page, serve_url, "caption")
+    assert page.locator("#format").is_hidden()  # no image comes back
+    page.set_input_files("#files", images(tmp_path, [32, 40]))
+    page.click("#submit")  # two images: a job of the caption preset
+    page.wait_for_function("document.querySelectorAll('.card .badge.done').length === 2",
+                           timeout=90_000)  # fmt: skip
+    captions = page.locator(".card .texts [data-step='caption'] .caption")
+    assert captions.count() == 2 and all(c.strip() for c in captions.all_inner_texts())
+    with page.expect_download() as download:
+        page.click("#zip")
+    with zipfile.ZipFile(download.value.path()) as archive:
+        assert sorted(archive.namelist()) == [f"astronaut-{i}.caption.json" for i in range(2)]
+        said = json.loads(archive.read("astronaut-0.caption.json"))
+    assert said["caption"]["caption"] and 0 <= said["caption"]["nsfw"] <= 1
+    shot(page, "upload-text-preset")
 
 
 def test_dashboard_shows_the_job_and_the_deployments(
