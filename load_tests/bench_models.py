@@ -2,7 +2,8 @@
 
 faces: GFPGAN faces/s through the face engine, batched (``face_batch_size`` faces per
     forward pass, as concurrent requests meet in the FaceRestorer) vs one face at a
-    time. Random weights at GFPGAN's published size: the compute is the real one.
+    time (``--compile``: both compiled, on CUDA). Random weights at GFPGAN's published
+    size: the compute is the real one.
 sdxl: seconds per image, SDXL text-to-image through the diffusion engine with
     pixserve's settings (fp16 on CUDA, SDPA, optional torch.compile of the UNet) vs the
     plain diffusers pipeline with its defaults (fp32), same size, steps and scheduler.
@@ -12,7 +13,7 @@ sdxl: seconds per image, SDXL text-to-image through the diffusion engine with
 
 Prints a table and writes JSON. Not a test: nothing here asserts time.
 
-    python load_tests/bench_models.py faces --faces 32 --batch 8
+    python load_tests/bench_models.py faces --faces 32 --batch 8 [--compile]
     python load_tests/bench_models.py sdxl --size 1024 --steps 30 --compile
     python load_tests/bench_models.py sdxl --tiny --size 256 --steps 4   # CPU smoke run
 """
@@ -59,7 +60,7 @@ def bench_faces(store: Path, manifest: Path, args: argparse.Namespace) -> dict[s
     for label, batch in (("one at a time", 1), (f"batched x{args.batch}", args.batch)):
         settings = Settings(model_store=store, extra_manifest=manifest, device=args.device,
                             face_models=[TINY_GFPGAN], face_detectors=[],
-                            face_batch_size=batch)  # fmt: skip
+                            face_batch_size=batch, compile=args.compile)  # fmt: skip
         engine = FaceEngine(settings, ModelStore(store, load_manifest(manifest)))
         engine.load()
         requests = [FaceCrops(TINY_GFPGAN, crops[i : i + 1], request_id=str(i))

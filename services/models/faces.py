@@ -4,7 +4,10 @@ spandrel, CodeFormer through spandrel_extra_arches), with no serving code.
 ``detect()`` runs on one image; ``restore()`` takes aligned 512x512 crops from any
 number of requests and runs them through the model in chunks of ``face_batch_size``,
 so the faces of concurrent requests share forward passes. On CUDA out-of-memory the
-chunk is halved down to one face before the request fails.
+chunk is halved down to one face before the request fails. With ``compile`` on CUDA,
+GFPGAN is compiled for a few fixed batch sizes (chunks are padded up to the next),
+each warmed at load; CodeFormer stays eager, since its forward branches on the
+fidelity weight, a Python float a compiled graph would be rebuilt for.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class FaceModel:
     dtype: torch.dtype
     batch_limit: int
     load_seconds: float
+    buckets: tuple[int, ...] = ()  # batch sizes a compiled module runs at (empty: any)
 
 
 @dataclass(frozen=True)
@@ -166,9 +170,19 @@ class FaceEngine:
         if dtype == torch.float16 and not descriptor.supports_half:  # GFPGAN, CodeFormer
             dtype = torch.bfloat16 if descriptor.supports_bfloat16 else torch.float32
         module = descriptor.model.eval().to(self.runtime.device, dtype)
-        self.models[name] = FaceModel(module, spec.architecture, dtype,
-                                      self.settings.face_batch_size,
-                                      time.perf_counter() - started)  # fmt: skip
+        model = FaceModel(module, spec.architecture, dtype, self.settings.face_batch_size, 0.0)
+        if self.settings.compile and self.runtime.on_cuda and spec.architecture == "GFPGAN":
+            self._compile(model)
+        model.load_seconds = time.perf_counter() - started
+        self.models[name] = model
+
+    def _compile(self, model: FaceModel) -> None:
+        """Compile for each bucket's batch size and run each once, so no request waits
+        for a compilation."""
+        model.module = torch.compile(model.module, dynamic=False)  # type: ignore[assignment]
+        model.buckets = batch_buckets(model.batch_limit)
+        for size in model.buckets:
+            self._forward(model, np.zeros((size, 512, 512, 3), np.float32), 0.0)
 
     def _not_loaded(self, name: str, setting: str) -> PixserveError:
         """Why ``name`` cannot run here: missing from the store, or not configured."""
@@ -218,6 +232,11 @@ class FaceEngine:
 
     def _forward(self, model: FaceModel, crops: np.ndarray, fidelity: float) -> np.ndarray:
         """Crops in [0, 1] NHWC -> the models' [-1, 1] NCHW -> restored crops in [0, 1]."""
+        count = len(crops)
+        padded = next((size for size in model.buckets if size >= count), count)
+        if padded > count:  # a compiled module's batch size; the extra faces are blank
+            crops = np.concatenate([crops, np.zeros((padded - count, *crops.shape[1:]),
+                                                    crops.dtype)])  # fmt: skip
         try:
             with torch.inference_mode():
                 tensor = torch.from_numpy(crops).permute(0, 3, 1, 2)
@@ -226,7 +245,7 @@ class FaceEngine:
                     output = model.module(tensor, weight=fidelity)[0]
                 else:  # fixed noise (not redrawn per call): the same face, the same result
                     output = model.module(tensor, return_rgb=False, randomize_noise=False)[0]
-                output = ((output.float() + 1) / 2).clamp_(0, 1).permute(0, 2, 3, 1)
+                output = ((output[:count].float() + 1) / 2).clamp_(0, 1).permute(0, 2, 3, 1)
                 result = output.cpu().numpy()
         except torch.OutOfMemoryError:
             raise
@@ -235,6 +254,15 @@ class FaceEngine:
             raise
         self.runtime.cuda_errors = 0
         return np.ascontiguousarray(result, np.float32)
+
+
+def batch_buckets(limit: int) -> tuple[int, ...]:
+    """Powers of two below ``limit``, and ``limit``: few compilations, and a chunk is
+    padded by less than its own size."""
+    sizes = [1]
+    while sizes[-1] * 2 < limit:
+        sizes.append(sizes[-1] * 2)
+    return (*sizes, limit) if limit > 1 else (1,)
 
 
 def _install_extra_arches() -> None:

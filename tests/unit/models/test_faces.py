@@ -9,7 +9,7 @@ import torch
 
 from services.config import Settings
 from services.errors import EngineOutOfMemory, ModelNotReady
-from services.models.faces import FaceCrops, FaceEngine
+from services.models.faces import FaceCrops, FaceEngine, batch_buckets
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
 from services.models.tiny import TINY_BLIND_DETECTOR, TINY_CODEFORMER, TINY_DETECTOR, TINY_GFPGAN
@@ -78,6 +78,32 @@ def test_faces_of_concurrent_requests_share_one_pass(
     (again,) = engine.restore([FaceCrops(TINY_GFPGAN, crops(1))])
     assert isinstance(again, np.ndarray)
     np.testing.assert_allclose(again, one, atol=1e-5)  # batch of 1 vs 3: float rounding
+
+
+@pytest.mark.parametrize(
+    ("limit", "buckets"),
+    [(1, (1,)), (2, (1, 2)), (4, (1, 2, 4)), (6, (1, 2, 4, 6)), (8, (1, 2, 4, 8))],
+)
+def test_compiled_batch_sizes(limit: int, buckets: tuple[int, ...]) -> None:
+    assert batch_buckets(limit) == buckets
+
+
+def test_a_chunk_is_padded_to_its_bucket_and_cut_back(
+    engine: FaceEngine, recorded: _Recording
+) -> None:
+    """What a compiled GFPGAN gets: three faces run as a batch of four, the blank one
+    dropped, the three results those of an unpadded pass."""
+    (plain,) = engine.restore([FaceCrops(TINY_GFPGAN, crops(3))])
+    model = engine.models[TINY_GFPGAN]
+    model.buckets = (1, 2, 4)
+    try:
+        (padded,) = engine.restore([FaceCrops(TINY_GFPGAN, crops(3))])
+    finally:
+        model.buckets = ()
+    assert recorded.sizes == [3, 4]
+    assert isinstance(plain, np.ndarray) and isinstance(padded, np.ndarray)
+    assert padded.shape == (3, 512, 512, 3)
+    np.testing.assert_allclose(padded, plain, atol=1e-5)
 
 
 def test_out_of_memory_halves_the_face_batch(engine: FaceEngine, recorded: _Recording) -> None:
