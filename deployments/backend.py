@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from typing import Any
 
-import numpy as np
 from ray import serve
 from ray.exceptions import RayError
 from ray.serve.handle import DeploymentHandle
@@ -18,11 +18,11 @@ from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertOptions
 from services.models.diffusion import Generated, GenerateOptions
 from services.models.manifest import DEPLOYMENT_OF, Manifest, load_manifest
-from services.models.upscaler import EngineStatus, TileRequest
+from services.models.runtime import EngineStatus
+from services.models.tile_io import TileJob, TileOutput
 from services.models.vision import Description
 from services.pipelines.faces import FaceOptions, FaceResult
 from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult
-from services.telemetry.tracing import current_traceparent
 
 
 def graph_backend(
@@ -74,11 +74,12 @@ class ServeBackend:
         }  # fmt: skip
         self.status_timeout_s = status_timeout_s
 
-    async def upscale_tiles(self, model: str, tiles: np.ndarray) -> np.ndarray:
-        name = self.serving.get(model, "Upscaler")
-        request = TileRequest(model, tiles, _request_id(), current_traceparent())
-        result = await _call(self.tile_deployments.get(name), name, "upscale", request)
-        return np.asarray(result)
+    async def upscale_image(self, job: TileJob) -> TileOutput:
+        """To the deployment serving the job's model (Upscaler or Denoiser)."""
+        name = self.serving.get(job.model, "Upscaler")
+        job = dataclasses.replace(job, request_id=_request_id())
+        output: TileOutput = await _call(self.tile_deployments.get(name), name, "upscale", job)
+        return output
 
     async def convert(self, data: bytes, options: ConvertOptions) -> Converted:
         converted: Converted = await _call(self.codec, "Codec", "convert", data, options)

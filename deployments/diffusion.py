@@ -10,7 +10,7 @@ from ray import serve
 from deployments.replica import EngineReplica, gpu_share
 from services.config import Settings
 from services.errors import PixserveError
-from services.imaging.codec import DecodedImage
+from services.imaging.codec import DecodedImage, to_float
 from services.models.diffusion import Checkpoint, DiffusionEngine, Generated, GenerateOptions
 from services.models.remote import open_model_store
 from services.pipelines.upscale import color_plane
@@ -43,7 +43,7 @@ class Diffusion(EngineReplica):
         with self.ongoing:
             try:
                 checkpoint = await self.checkpoint(options.checkpoint)
-                start = None if image is None else color_plane(image)
+                start = None if image is None else to_float(color_plane(image))
                 async with self.busy:
                     result = await asyncio.to_thread(self.diffusion.generate, checkpoint,
                                                      options, start)  # fmt: skip

@@ -10,7 +10,7 @@ from ray import serve
 
 from deployments.metrics import platform_metrics, start_live
 from services.config import BatchOptions, Settings
-from services.models.upscaler import EngineStatus
+from services.models.runtime import EngineStatus
 from services.telemetry.live import Ongoing
 from services.telemetry.metrics import record_forward_pass
 

@@ -1,11 +1,11 @@
 """The tile-model deployments: the Upscaler and the Denoiser, each the tile engine
-behind ``@serve.batch`` over tile stacks, with its own models, replicas and GPU share."""
+behind ``@serve.batch`` over whole images (tiled, batched and stitched on the
+replica's device), with its own models, replicas and GPU share."""
 
 from __future__ import annotations
 
 import asyncio
 
-import numpy as np
 from ray import serve
 
 from deployments.replica import EngineReplica, gpu_share
@@ -13,10 +13,11 @@ from services.config import Settings
 from services.errors import PixserveError
 from services.imaging.codec import DecodedImage
 from services.models.remote import open_model_store
-from services.models.upscaler import ForwardPass, TileRequest, UpscaleEngine
+from services.models.tile_io import TileJob, TileOutput
+from services.models.upscaler import ForwardPass, UpscaleEngine
 from services.pipelines.presets import TileStep
 from services.pipelines.upscale import upscale
-from services.telemetry.tracing import batch_span, current_traceparent
+from services.telemetry.tracing import batch_span
 
 
 class TileModels(EngineReplica):
@@ -31,19 +32,20 @@ class TileModels(EngineReplica):
         self.batched = self.upscale_batch
         self.start(settings, share)
 
-    async def upscale(self, request: TileRequest) -> np.ndarray | PixserveError:
-        """One request's tiles, batched with other requests' (counted while ongoing)."""
+    async def upscale(self, job: TileJob) -> TileOutput | PixserveError:
+        """One request's image, its tiles batched with other requests' (counted while
+        ongoing); an error is returned, not raised."""
         with self.ongoing:
-            result: np.ndarray | PixserveError = await self.upscale_batch(request)
+            result: TileOutput | PixserveError = await self.upscale_batch(job)
             return result
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def upscale_batch(self, requests: list[TileRequest]) -> list[np.ndarray | PixserveError]:
-        with batch_span("pixserve.batch", [r.traceparent for r in requests],
-                        batch_requests=len(requests),
-                        batch_tiles=sum(len(r.tiles) for r in requests),
+    async def upscale_batch(self, jobs: list[TileJob]) -> list[TileOutput | PixserveError]:
+        with batch_span("pixserve.batch", [job.traceparent for job in jobs],
+                        batch_requests=len(jobs),
+                        batch_pixels=sum(int(job.pixels.size) for job in jobs),
                         device=str(self.tiles.device), replica=self.replica):  # fmt: skip
-            return await asyncio.to_thread(self.tiles.predict, requests)
+            return await asyncio.to_thread(self.tiles.predict, jobs)
 
     async def run_step(
         self, image: DecodedImage | PixserveError, step: TileStep
@@ -58,12 +60,12 @@ class TileModels(EngineReplica):
                                        self.settings)  # fmt: skip
             except PixserveError as exc:
                 return exc
+        assert result.pixels is not None  # no JPEG was asked for
         return DecodedImage(result.pixels, image.bit_depth, image.source_format)
 
-    async def upscale_tiles(self, model: str, tiles: np.ndarray) -> np.ndarray:
+    async def upscale_image(self, job: TileJob) -> TileOutput:
         """The tile backend of ``run_step``: this replica's own batch."""
-        request = TileRequest(model, tiles, "", current_traceparent())
-        result: np.ndarray | PixserveError = await self.upscale_batch(request)
+        result: TileOutput | PixserveError = await self.upscale_batch(job)
         if isinstance(result, PixserveError):
             raise result
         return result

@@ -12,7 +12,7 @@ from ray import serve
 from deployments.replica import EngineReplica, gpu_share
 from services.config import Settings
 from services.errors import PixserveError
-from services.imaging.codec import DecodedImage
+from services.imaging.codec import DecodedImage, to_uint8
 from services.models.remote import open_model_store
 from services.models.vision import Description, VisionEngine
 from services.pipelines.upscale import color_plane
@@ -60,5 +60,4 @@ class Vision(EngineReplica):
 
 
 def _rgb(image: DecodedImage) -> np.ndarray:
-    pixels: np.ndarray = (np.clip(color_plane(image), 0, 1) * 255 + 0.5).astype(np.uint8)
-    return pixels
+    return np.ascontiguousarray(to_uint8(color_plane(image)))

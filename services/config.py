@@ -186,6 +186,15 @@ class Settings(BaseSettings):
         description="Per-process CUDA memory cap; None: the replica's GPU share.",
     )
 
+    # Encoding (docs/benchmarks.md: encoder speeds)
+    png_compress_level: int | None = Field(
+        default=None, ge=0, le=9,
+        description="zlib level for PNG outputs; None: fpng for RGB/RGBA (fastest).",
+    )  # fmt: skip
+    webp_method: int = Field(
+        default=0, ge=0, le=6, description="WEBP effort: 0 fastest, 6 smallest files."
+    )
+
     # Serve batching
     batch_max_requests: int = Field(
         default=8,

@@ -2,8 +2,14 @@
 
 Decoding refuses bad input before it costs anything: the byte limit first, then the
 file signature, then the header's dimensions (so a decompression bomb is refused
-before its pixels are decoded). Pixels travel as float32 HxWxC arrays in [0, 1];
-16-bit PNGs keep their precision end to end.
+before its pixels are decoded). Pixels travel as HxWxC uint8 arrays (uint16 for 16-bit
+inputs, which keep their precision end to end): a quarter of float32's bytes between
+deployments; only a model's own device turns them into floats.
+
+Encoders are chosen for speed at equal output (docs/benchmarks.md, bench_codecs.py):
+Pillow's libjpeg-turbo for JPEG, fpng for 8-bit RGB/RGBA PNG (lossless, about ten
+times zlib's speed at level 1, files about 8 % larger), zlib at a set level otherwise,
+and WEBP at a set method (0 is fastest).
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import cv2
+import fpng
 import numpy as np
 from PIL import Image, ImageOps
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.errors import ImageTooLarge, InvalidImage, PayloadTooLarge, UnsupportedFormat
 
@@ -57,9 +65,22 @@ class ImageLimits:
     max_side: int
 
 
+class EncoderOptions(BaseModel):
+    """How fast encoders run against how small they write (from Settings)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    png_compress_level: int | None = Field(default=None, ge=0, le=9)  # None: fpng
+    webp_method: int = Field(default=0, ge=0, le=6)
+
+
+FAST_ENCODERS = EncoderOptions()
+
+
 @dataclass(frozen=True)
 class DecodedImage:
-    """Pixels as float32 HxWxC in [0, 1]; C is 1 (gray), 2 (gray+alpha), 3 or 4."""
+    """Pixels as HxWxC uint8 (uint16 when ``bit_depth`` is 16); C is 1 (gray), 2
+    (gray+alpha), 3 or 4."""
 
     pixels: np.ndarray
     bit_depth: int
@@ -151,9 +172,8 @@ def _decode_png16(data: bytes) -> DecodedImage:
         array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
     elif array.shape[2] == 4:
         array = cv2.cvtColor(array, cv2.COLOR_BGRA2RGBA)
-    scale = 65535.0 if array.dtype == np.uint16 else 255.0
     depth = 16 if array.dtype == np.uint16 else 8
-    return DecodedImage(array.astype(np.float32) / scale, depth, "png")
+    return DecodedImage(np.ascontiguousarray(array), depth, "png")
 
 
 def _decode_with_pillow(data: bytes, kind: str, limits: ImageLimits) -> DecodedImage:
@@ -180,10 +200,10 @@ def open_with_pillow(data: bytes, kind: str, limits: ImageLimits) -> Image.Image
 
 
 def _pillow_to_array(image: Image.Image) -> tuple[np.ndarray, int]:
-    """Convert any Pillow mode to gray/gray+alpha/RGB/RGBA float32 in [0, 1]."""
+    """Convert any Pillow mode to gray/gray+alpha/RGB/RGBA uint8 (uint16 for 16-bit gray)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float32)[:, :, None]
-        return np.clip(array / 65535.0, 0.0, 1.0), 16
+        array = np.clip(np.asarray(image, dtype=np.int64), 0, 65535).astype(np.uint16)
+        return array[:, :, None], 16
     has_alpha = image.mode in ("RGBA", "LA", "La", "PA", "RGBa") or (
         image.mode == "P" and "transparency" in image.info
     )
@@ -193,33 +213,58 @@ def _pillow_to_array(image: Image.Image) -> tuple[np.ndarray, int]:
     target = {(True, True): "RGBA", (True, False): "RGB", (False, True): "LA"}.get(
         (is_color, has_alpha), "L"
     )
-    array = np.asarray(image.convert(target), dtype=np.float32) / 255.0
+    array = np.asarray(image.convert(target), dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
     return array, 8
 
 
 def encode_image(
-    pixels: np.ndarray, fmt: OutputFormat, quality: int = 90, bit_depth: int = 8
-) -> bytes:
-    """Encode float32 HxWxC pixels; PNG keeps 16 bits when the input had them."""
-    if fmt == "png" and bit_depth == 16:
+    pixels: np.ndarray, fmt: OutputFormat, quality: int = 90,
+    encoders: EncoderOptions = FAST_ENCODERS,
+) -> bytes:  # fmt: skip
+    """Encode HxWxC uint8/uint16 pixels; PNG keeps 16 bits when the pixels have them."""
+    if fmt == "png" and pixels.dtype == np.uint16:
         return _encode_png16(pixels)
-    image = _array_to_pillow(pixels)
+    array = to_uint8(pixels)
+    if fmt == "png" and encoders.png_compress_level is None and array.shape[2] in (3, 4):
+        return bytes(fpng.from_ndarray(np.ascontiguousarray(array)))
+    image = _array_to_pillow(array)
     buffer = io.BytesIO()
     if fmt == "jpeg":
         _flatten_alpha(image).save(buffer, "JPEG", quality=quality)
     elif fmt == "webp":
         if image.mode == "LA":
             image = image.convert("RGBA")
-        image.save(buffer, "WEBP", quality=quality)
+        image.save(buffer, "WEBP", quality=quality, method=encoders.webp_method)
     else:
-        image.save(buffer, "PNG", compress_level=3)
+        image.save(buffer, "PNG", compress_level=encoders.png_compress_level or 1)
     return buffer.getvalue()
 
 
-def _array_to_pillow(pixels: np.ndarray) -> Image.Image:
-    array = (np.clip(pixels, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """8-bit pixels as they are; 16-bit ones rounded to 8 bits."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    scaled: np.ndarray = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    return scaled
+
+
+def to_float(pixels: np.ndarray) -> np.ndarray:
+    """Integer pixels as float32 in [0, 1], for CPU code that computes in floats."""
+    peak = 65535.0 if pixels.dtype == np.uint16 else 255.0
+    values: np.ndarray = pixels.astype(np.float32) / peak
+    return values
+
+
+def from_float(pixels: np.ndarray, bit_depth: int = 8) -> np.ndarray:
+    """Float pixels in [0, 1] back to uint8 (uint16 for 16-bit)."""
+    peak, dtype = (65535.0, np.uint16) if bit_depth == 16 else (255.0, np.uint8)
+    values: np.ndarray = (np.clip(pixels, 0.0, 1.0) * peak + 0.5).astype(dtype)
+    return values
+
+
+def _array_to_pillow(array: np.ndarray) -> Image.Image:
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[2]]
     return Image.fromarray(array[:, :, 0] if mode == "L" else array, mode=mode)
 
@@ -233,8 +278,7 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
-def _encode_png16(pixels: np.ndarray) -> bytes:
-    array = (np.clip(pixels, 0.0, 1.0) * 65535.0).round().astype(np.uint16)
+def _encode_png16(array: np.ndarray) -> bytes:
     channels = array.shape[2]
     if channels == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
@@ -243,7 +287,7 @@ def _encode_png16(pixels: np.ndarray) -> bytes:
     elif channels == 2:
         rgb = np.repeat(array[:, :, :1], 3, axis=2)
         array = cv2.cvtColor(np.concatenate([rgb, array[:, :, 1:]], axis=2), cv2.COLOR_RGBA2BGRA)
-    ok, encoded = cv2.imencode(".png", array)
+    ok, encoded = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise InvalidImage("could not encode the result as 16-bit PNG")
     return bytes(encoded.tobytes())

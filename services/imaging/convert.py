@@ -18,7 +18,13 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from services.errors import ImageTooLarge, InvalidImage, InvalidParameter
-from services.imaging.codec import DecodedImage, ImageLimits, open_with_pillow, sniff_format
+from services.imaging.codec import (
+    DecodedImage,
+    ImageLimits,
+    open_with_pillow,
+    sniff_format,
+    to_uint8,
+)
 
 ConvertFormat = Literal["jpeg", "png", "webp", "avif"]
 ResizeMode = Literal["fit", "fill", "scale"]
@@ -87,8 +93,8 @@ def _resize_and_encode(
 
 
 def _to_pillow(pixels: np.ndarray) -> Image.Image:
-    """Float HxWxC in [0, 1] (C 1-4) as an 8-bit Pillow image of the matching mode."""
-    values = (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    """Integer HxWxC pixels (C 1-4) as an 8-bit Pillow image of the matching mode."""
+    values = to_uint8(pixels)
     return Image.fromarray(values[:, :, 0] if values.shape[2] == 1 else values)
 
 

@@ -22,9 +22,9 @@ import torch
 
 from services.config import Settings
 from services.errors import EngineOutOfMemory, InvalidParameter, ModelNotReady
-from services.models.runtime import TorchRuntime
+from services.imaging.codec import from_float
+from services.models.runtime import EngineStatus, TorchRuntime
 from services.models.store import ModelStore
-from services.models.upscaler import EngineStatus
 
 logger = logging.getLogger(__name__)
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -84,7 +84,7 @@ class GenerateOptions:
 
 @dataclass(frozen=True)
 class Generated:
-    """The image (float32 HxWx3 in [0, 1]) and what made it."""
+    """The image (uint8 HxWx3) and what made it."""
 
     pixels: np.ndarray
     seed: int
@@ -191,7 +191,7 @@ class DiffusionEngine:
         pixels, nsfw = self._screen(pixels)
         seconds = time.perf_counter() - started
         self.generations.append(seconds)
-        return Generated(pixels, seed, nsfw, checkpoint.alias, seconds)
+        return Generated(from_float(pixels), seed, nsfw, checkpoint.alias, seconds)
 
     def status(self) -> EngineStatus:
         """Loaded: the safety checker and every checkpoint loaded so far (Serve's

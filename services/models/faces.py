@@ -26,9 +26,8 @@ from services.config import Settings
 from services.errors import EngineOutOfMemory, ModelNotReady, PixserveError
 from services.imaging.faces import Face
 from services.models.retinaface import RetinaFaceDetector, load_retinaface
-from services.models.runtime import TorchRuntime
+from services.models.runtime import EngineStatus, TorchRuntime, batch_buckets
 from services.models.store import ModelStore, fetch_hint
-from services.models.upscaler import EngineStatus
 
 logger = logging.getLogger(__name__)
 _extra_arches_installed = False
@@ -255,14 +254,6 @@ class FaceEngine:
         self.runtime.cuda_errors = 0
         return np.ascontiguousarray(result, np.float32)
 
-
-def batch_buckets(limit: int) -> tuple[int, ...]:
-    """Powers of two below ``limit``, and ``limit``: few compilations, and a chunk is
-    padded by less than its own size."""
-    sizes = [1]
-    while sizes[-1] * 2 < limit:
-        sizes.append(sizes[-1] * 2)
-    return (*sizes, limit) if limit > 1 else (1,)
 
 
 def _install_extra_arches() -> None:

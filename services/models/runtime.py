@@ -4,12 +4,34 @@ the health check."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 from services.config import Settings
 
 HEALTH_ERROR_LIMIT = 3
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class EngineStatus:
+    """What an engine holds: device, dtype, loaded models and why others are missing."""
+
+    device: str
+    dtype: str
+    loaded: dict[str, int] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    load_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def batch_buckets(limit: int) -> tuple[int, ...]:
+    """Powers of two below ``limit``, and ``limit``: the batch sizes a compiled module
+    runs at, so there are few compilations and a chunk is padded by less than itself."""
+    sizes = [1]
+    while sizes[-1] * 2 < limit:
+        sizes.append(sizes[-1] * 2)
+    return (*sizes, limit) if limit > 1 else (1,)
 
 
 class TorchRuntime:

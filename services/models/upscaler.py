@@ -1,43 +1,55 @@
-"""The tile engine: image-to-image models loaded through spandrel, batched over tiles.
+"""The tile engine: image-to-image models loaded through spandrel, fed whole images.
 
 It serves the Upscaler (Real-ESRGAN) and the Denoiser (SCUNet, DnCNN: scale 1) alike.
 
 A plain class with no serving code: ``load()`` once, then ``predict()`` on a list of
-tile stacks from any number of requests. Tiles of the same model and size are
-concatenated and run in chunks of ``tile_batch_size``, so one forward pass can hold
-tiles of several images. On CUDA: fp16/bf16, channels_last, optional torch.compile
-warmed at load, a per-process memory cap, and on out-of-memory the chunk is halved
-and retried before the request fails.
+whole decoded images (uint8, or uint16 for 16-bit inputs) from any number of
+requests. Everything between the upload's pixels and the output's happens here, on
+the model's device: the pixels go there as integers, are padded and cut into tiles
+(gray images run as RGB, alpha as a second gray plane), tiles of the same model and
+size are concatenated across requests and run in chunks of ``tile_batch_size``, and
+each chunk's outputs are quantised and pasted straight into the integer output
+canvas, so no float copy at output size exists. A final resize reaches any requested
+size; on CUDA a JPEG output is encoded there too (nvjpeg), so only its bytes leave.
+
+On CUDA: fp16/bf16, channels_last, a per-process memory cap, and optional
+torch.compile, warmed at load for every shape a request can produce (tile edges from
+``tile_edges``, chunks padded to ``batch_buckets``), so no request waits for a
+compilation. On out-of-memory the chunk is halved and retried before the request fails.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import spandrel
 import torch
 
 from services.config import Settings
 from services.errors import EngineOutOfMemory, ModelNotReady, PixserveError
-from services.models.runtime import TorchRuntime
+from services.imaging.tiling import (
+    TileGrid,
+    paste_core,
+    plan_grid,
+    split_tiles,
+    tile_core,
+    tile_edges,
+)
+from services.models.runtime import EngineStatus, TorchRuntime, batch_buckets
 from services.models.store import ModelStore
+from services.models.tile_io import TileJob, TileOutput
 
 logger = logging.getLogger(__name__)
+_LUMA = (0.299, 0.587, 0.114)
 
-
-@dataclass(frozen=True)
-class TileRequest:
-    """One request's tiles for one model: an (N, 3, S, S) float32 stack in [0, 1]."""
-
-    model: str
-    tiles: np.ndarray
-    request_id: str = ""
-    traceparent: str | None = None  # the caller's span, linked from the batch's span
+__all__ = ["EngineStatus", "ForwardPass", "TileJob", "TileOutput", "UpscaleEngine"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,7 @@ class LoadedModel:
 
     ``eager`` is the same weights without torch.compile, for the health probe, whose
     odd shape would otherwise make a shape-specialised compiled module recompile.
+    ``buckets`` are the batch sizes a compiled module runs at (empty: any size).
     """
 
     module: torch.nn.Module
@@ -67,21 +80,36 @@ class LoadedModel:
     load_seconds: float
     minimum: int = 0  # spandrel's size requirements: inputs are padded to meet them
     multiple_of: int = 1
+    buckets: tuple[int, ...] = ()
 
 
 @dataclass
-class EngineStatus:
-    """What the engine holds: device, dtype, loaded models and why others are missing."""
+class _Work:
+    """One request inside ``predict``: its tiles on the device and its output canvas.
+    Plane 0 is the colour (gray runs as RGB), plane 1 the alpha, when there is one."""
 
-    device: str
-    dtype: str
-    loaded: dict[str, int] = field(default_factory=dict)
-    missing: dict[str, str] = field(default_factory=dict)
-    load_seconds: dict[str, float] = field(default_factory=dict)
+    job: TileJob
+    loaded: LoadedModel
+    grid: TileGrid
+    tiles: torch.Tensor  # (planes * grid.count, 3, S, S), the input's integer dtype
+    canvas: torch.Tensor  # (H * scale, W * scale, C), the input's integer dtype
+    peak: float  # 255 or 65535
+
+    @property
+    def planes(self) -> int:
+        return len(self.tiles) // self.grid.count
+
+
+@dataclass
+class _Group:
+    """Requests whose tiles share forward passes: same model, tile size and dtype."""
+
+    model: str
+    members: list[int] = field(default_factory=list)
 
 
 class UpscaleEngine:
-    """Loads the configured models and runs batches of tiles through them."""
+    """Loads the configured models and runs whole images through them, tiled."""
 
     def __init__(
         self,
@@ -112,16 +140,25 @@ class UpscaleEngine:
                 logger.warning("model %s not loaded: %s", name, exc.message)
                 self.missing[name] = exc.message
 
-    def predict(self, requests: list[TileRequest]) -> list[np.ndarray | PixserveError]:
-        """Upscale each request's tiles; errors are returned per request, not raised."""
-        results: list[np.ndarray | PixserveError] = [np.empty(0, np.float32) for _ in requests]
-        for (model, _), members in _group(requests).items():
-            outputs: list[np.ndarray | PixserveError]
-            try:
-                outputs = self._run_group(model, [requests[i] for i in members])
-            except PixserveError as exc:
-                outputs = [exc] * len(members)
-            for index, output in zip(members, outputs, strict=True):
+    def predict(self, jobs: list[TileJob]) -> list[TileOutput | PixserveError]:
+        """Run each request's image; errors are returned per request, not raised, so
+        one bad request never fails the others of its batch."""
+        results: list[TileOutput | PixserveError] = [ModelNotReady("not run")] * len(jobs)
+        works: dict[int, _Work] = {}
+        with torch.inference_mode():
+            for index, job in enumerate(jobs):
+                try:
+                    works[index] = self._prepare(job)
+                except PixserveError as exc:
+                    results[index] = exc
+            for group in _group(works).values():
+                try:
+                    self._run_group(group, works)
+                except PixserveError as exc:
+                    for index in group.members:
+                        results[index] = exc
+                        works.pop(index)
+            for index, output in zip(works, self._finish(list(works.values())), strict=True):
                 results[index] = output
         return results
 
@@ -145,11 +182,14 @@ class UpscaleEngine:
         probe (8x8 px), which catches a wedged device or corrupted module cheaply.
         """
         self.runtime.check_errors()
-        probe = np.zeros((1, 3, 8, 8), np.float32)
+        probe = torch.zeros((1, 3, 8, 8), dtype=self.dtype, device=self.device)
         for name, loaded in self.models.items():
-            output = self._forward(loaded, probe, loaded.eager)
-            if output.shape != (1, 3, 8 * loaded.scale, 8 * loaded.scale):
-                raise RuntimeError(f"{name}: health probe returned shape {output.shape}")
+            with torch.inference_mode():
+                output = self._forward(loaded, probe, loaded.eager)
+            if tuple(output.shape) != (1, 3, 8 * loaded.scale, 8 * loaded.scale):
+                raise RuntimeError(f"{name}: health probe returned shape {tuple(output.shape)}")
+
+    # loading
 
     def _load_one(self, name: str) -> LoadedModel:
         spec = self.store.manifest.get(name)
@@ -164,69 +204,114 @@ class UpscaleEngine:
             raise ModelNotReady(f"{path.name} is not an RGB model ({descriptor.input_channels} "
                                 f"channels in, {descriptor.output_channels} out)")  # fmt: skip
         eager = descriptor.model.eval().to(self.device, self.dtype)
-        module = eager
         needs = descriptor.size_requirements
+        loaded = LoadedModel(eager, eager, spec.scale, self.settings.tile_batch_size, 0.0,
+                             needs.minimum, needs.multiple_of)  # fmt: skip
         if self.device.type == "cuda":
-            eager = module = eager.to(memory_format=torch.channels_last)
+            loaded.eager = loaded.module = eager.to(memory_format=torch.channels_last)
             if self.settings.compile:
-                module = self._compile(eager, needs.minimum, needs.multiple_of)
-        batch = self.settings.tile_batch_size
-        return LoadedModel(module, eager, spec.scale, batch, time.perf_counter() - started,
-                           needs.minimum, needs.multiple_of)  # fmt: skip
+                self._compile(loaded)
+        loaded.load_seconds = time.perf_counter() - started
+        return loaded
 
-    def _compile(self, module: torch.nn.Module, minimum: int, multiple_of: int) -> torch.nn.Module:
-        """Compile, then warm up at the serving tile shape so requests never pay for it."""
-        compiled: torch.nn.Module = torch.compile(module, dynamic=False)  # type: ignore[assignment]
-        size = self.settings.tile_size + 2 * self.settings.tile_pad
-        warm = np.zeros((self.settings.tile_batch_size, 3, size, size), np.float32)
+    def _compile(self, loaded: LoadedModel) -> None:
+        """Compile, then run every serving shape once (each tile edge at each batch
+        bucket), so requests never pay for a compilation."""
+        loaded.module = torch.compile(loaded.eager, dynamic=False)  # type: ignore[assignment]
+        loaded.buckets = batch_buckets(loaded.batch_limit)
+        pad = self.settings.tile_pad
         with torch.inference_mode():
-            tensor = _pad_to(torch.from_numpy(warm).to(self.device, self.dtype), minimum,
-                             multiple_of).contiguous(memory_format=torch.channels_last)  # fmt: skip
-            compiled(tensor)
-        return compiled
+            for edge in tile_edges(self.settings.tile_size):
+                for size in loaded.buckets:
+                    warm = torch.zeros((size, 3, edge + 2 * pad, edge + 2 * pad),
+                                       dtype=self.dtype, device=self.device)  # fmt: skip
+                    self._forward(loaded, warm)
 
-    def _run_group(
-        self, model: str, members: list[TileRequest]
-    ) -> list[np.ndarray | PixserveError]:
-        loaded = self.models.get(model)
-        if loaded is None:
-            reason = self.missing.get(model) or (
-                f"model '{model}' is not configured on this deployment (it loads "
-                f"{', '.join(self.model_names) or 'none'}): add it to the settings' model "
-                f"list and fetch it with `pixserve models pull {model}`"
-            )
-            raise ModelNotReady(reason)
-        stack = np.concatenate([member.tiles for member in members])
+    # one request in, one out
+
+    def _prepare(self, job: TileJob) -> _Work:
+        """Check the request, move its pixels to the device, cut its tiles, and make
+        its output canvas."""
+        loaded = self._model(job.model)
+        pixels = job.pixels if job.pixels.ndim == 3 else job.pixels[:, :, None]
+        height, width, channels = pixels.shape
+        if pixels.dtype not in (np.uint8, np.uint16) or channels not in (1, 2, 3, 4):
+            raise ModelNotReady(f"cannot run a {pixels.dtype} image of {channels} channels")
+        image = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(2, 0, 1)
+        color = image[:3] if channels >= 3 else image[:1].expand(3, -1, -1)
+        planes = [color] + ([image[-1:].expand(3, -1, -1)] if channels in (2, 4) else [])
+        grid = plan_grid(height, width, self.settings.tile_size, self.settings.tile_pad)
+        tiles = split_tiles(torch.stack(planes), grid)
+        canvas = torch.empty((height * loaded.scale, width * loaded.scale, channels),
+                             dtype=image.dtype, device=self.device)  # fmt: skip
+        peak = 65535.0 if pixels.dtype == np.uint16 else 255.0
+        return _Work(job, loaded, grid, tiles, canvas, peak)
+
+    def _model(self, name: str) -> LoadedModel:
+        loaded = self.models.get(name)
+        if loaded is not None:
+            return loaded
+        raise ModelNotReady(self.missing.get(name) or (
+            f"model '{name}' is not configured on this deployment (it loads "
+            f"{', '.join(self.model_names) or 'none'}): add it to the settings' model "
+            f"list and fetch it with `pixserve models pull {name}`"
+        ))  # fmt: skip
+
+    def _finish(self, works: list[_Work]) -> list[TileOutput]:
+        """Resize each canvas to its requested size; JPEGs on CUDA are encoded there,
+        all in one nvjpeg call; everything else goes back to the host."""
+        outputs = [resize_canvas(work.canvas, work.job.size) for work in works]
+        on_device = [
+            i for i, work in enumerate(works)
+            if work.job.jpeg_quality is not None and self.device.type == "cuda"
+        ]  # fmt: skip
+        encoded = encode_jpegs_on_device([outputs[i] for i in on_device],
+                                         [works[i] for i in on_device])  # fmt: skip
+        jpegs = dict(zip(on_device, encoded, strict=True))
+        return [
+            TileOutput(None, jpegs[i], len(work.tiles)) if i in jpegs
+            else TileOutput(outputs[i].cpu().numpy(), None, len(work.tiles))
+            for i, work in enumerate(works)
+        ]  # fmt: skip
+
+    # forward passes shared by requests
+
+    def _run_group(self, group: _Group, works: dict[int, _Work]) -> None:
+        """Concatenate the group's tiles, run them in chunks, paste each chunk's outputs
+        into their owners' canvases."""
+        members = [works[index] for index in group.members]
+        loaded = members[0].loaded
+        stack = torch.cat([work.tiles for work in members])
+        owners = [(work, local) for work in members for local in range(len(work.tiles))]
         started = time.perf_counter()
-        output = self._run_chunks(loaded, stack)
-        chunks = -(-len(stack) // loaded.batch_limit)
-        record = ForwardPass(
-            model,
-            len(stack),
-            tuple(member.request_id for member in members),
-            int(stack.shape[-1]),
-            time.perf_counter() - started,
-            chunks * loaded.batch_limit,
-        )
+        chunks = 0
+        for start, output in self._run_chunks(loaded, stack, members[0].peak):
+            for offset, tile in enumerate(output):
+                work, local = owners[start + offset]
+                _paste(work, tile, local)
+            chunks += 1
+        record = ForwardPass(group.model, len(stack), tuple(w.job.request_id for w in members),
+                             int(stack.shape[-1]), time.perf_counter() - started,
+                             chunks * loaded.batch_limit)  # fmt: skip
         self.passes.append(record)
         if self.on_pass is not None:
             self.on_pass(record)
-        bounds = np.cumsum([len(member.tiles) for member in members])[:-1]
-        return list(np.split(output, bounds))
 
-    def _run_chunks(self, loaded: LoadedModel, stack: np.ndarray) -> np.ndarray:
-        """Run in chunks; on CUDA OOM halve the chunk and retry, down to one tile."""
-        outputs: list[np.ndarray] = []
+    def _run_chunks(
+        self, loaded: LoadedModel, stack: torch.Tensor, peak: float
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield (first tile, float outputs) per chunk; on CUDA OOM halve the chunk and
+        retry, down to one tile."""
         start = 0
         while start < len(stack):
             chunk = stack[start : start + loaded.batch_limit]
             try:
-                outputs.append(self._forward(loaded, chunk))
+                output = self._forward(loaded, _to_model(chunk, self.dtype, peak))
             except torch.OutOfMemoryError as exc:
                 self._shrink_after_oom(loaded, exc)
                 continue
+            yield start, output
             start += len(chunk)
-        return np.concatenate(outputs)
 
     def _shrink_after_oom(self, loaded: LoadedModel, exc: Exception) -> None:
         self.runtime.release_after_oom()
@@ -238,27 +323,96 @@ class UpscaleEngine:
         logger.warning("CUDA out of memory; tile batch lowered to %d", loaded.batch_limit)
 
     def _forward(
-        self, loaded: LoadedModel, batch: np.ndarray, module: torch.nn.Module | None = None
-    ) -> np.ndarray:
-        """One forward pass; the batch is padded (edge pixels repeated) to the model's
-        size requirements and the padding cropped off the result."""
-        height, width = batch.shape[-2:]
+        self, loaded: LoadedModel, batch: torch.Tensor, module: torch.nn.Module | None = None
+    ) -> torch.Tensor:
+        """One forward pass in [0, 1]; the batch is padded (edge pixels repeated) to the
+        model's size requirements and to its compiled batch bucket, and the padding
+        cropped off the result."""
+        count, height, width = len(batch), *batch.shape[-2:]
+        tensor = _pad_to(batch, loaded.minimum, loaded.multiple_of)
+        if module is None and loaded.buckets:
+            size = next((b for b in loaded.buckets if b >= count), loaded.buckets[-1])
+            tensor = torch.cat([tensor, tensor[:1].expand(size - count, -1, -1, -1)])
+        if self.device.type == "cuda":
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
         try:
-            with torch.inference_mode():
-                tensor = torch.from_numpy(batch).to(self.device, self.dtype)
-                tensor = _pad_to(tensor, loaded.minimum, loaded.multiple_of)
-                if self.device.type == "cuda":
-                    tensor = tensor.contiguous(memory_format=torch.channels_last)
-                output = (module or loaded.module)(tensor)
-                output = output[..., : height * loaded.scale, : width * loaded.scale]
-                result = output.clamp_(0.0, 1.0).float().cpu().numpy()
+            output = (module or loaded.module)(tensor)
         except torch.OutOfMemoryError:
             raise
         except RuntimeError:
             self.runtime.count_error()
             raise
         self.runtime.cuda_errors = 0
-        return np.asarray(result)
+        cropped: torch.Tensor = output[:count, :, : height * loaded.scale, : width * loaded.scale]
+        return cropped.clamp_(0, 1)
+
+
+def _to_model(tiles: torch.Tensor, dtype: torch.dtype, peak: float) -> torch.Tensor:
+    """Integer tiles as the model's float dtype in [0, 1]: the only float copy of the
+    input, one chunk at a time."""
+    return tiles.to(dtype).div_(peak)
+
+
+def _paste(work: _Work, output: torch.Tensor, local: int) -> None:
+    """One tile's (3, s, s) output into its owner's canvas: colour as RGB or luma (gray
+    images), alpha as the mean of its three channels; quantised on the way."""
+    plane, index = divmod(local, work.grid.count)
+    core = tile_core(output, work.grid, work.loaded.scale, index)
+    channels = work.canvas.shape[2]
+    if plane == 1:
+        core, where = core.mean(0, keepdim=True), slice(channels - 1, channels)
+    elif channels < 3:
+        weights = torch.tensor(_LUMA, dtype=core.dtype, device=core.device)
+        core, where = torch.einsum("chw,c->hw", core, weights)[None], slice(0, 1)
+    else:
+        where = slice(0, 3)
+    quantised = core.float().mul_(work.peak).round_().clamp_(0, work.peak).to(work.canvas.dtype)
+    paste_core(work.canvas, quantised, work.grid, work.loaded.scale, index, where)
+
+
+def resize_canvas(canvas: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+    """Resize an HxWxC integer canvas to ``size`` (width, height): Lanczos up, area
+    down with OpenCV on the host; bicubic up, area down with torch on CUDA."""
+    height, width = canvas.shape[:2]
+    if size is None or size == (width, height):
+        return canvas
+    shrinking = size[0] * size[1] < width * height
+    if canvas.device.type != "cuda":
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4
+        pixels: np.ndarray = cv2.resize(canvas.numpy(), size, interpolation=interpolation)
+        return torch.from_numpy(pixels.reshape(size[1], size[0], canvas.shape[2]))
+    peak = 65535.0 if canvas.dtype == torch.uint16 else 255.0
+    planar = canvas.permute(2, 0, 1)[None].float()
+    mode = "area" if shrinking else "bicubic"
+    resized: torch.Tensor = torch.nn.functional.interpolate(planar, size=(size[1], size[0]),
+                                                            mode=mode)  # fmt: skip
+    return resized[0].round_().clamp_(0, peak).to(canvas.dtype).permute(1, 2, 0)
+
+
+def encode_jpegs_on_device(images: list[torch.Tensor], works: list[_Work]) -> list[bytes]:
+    """HxWxC canvases on CUDA as JPEG bytes in one batched nvjpeg call (16-bit scaled to
+    8, alpha composited onto white, as the CPU encoder does)."""
+    if not images:
+        return []
+    from torchvision.io import encode_jpeg
+
+    planar = [_jpeg_ready(image, work.peak) for image, work in zip(images, works, strict=True)]
+    quality = works[0].job.jpeg_quality or 90
+    if any(work.job.jpeg_quality != quality for work in works):  # one quality per call
+        return [encode_jpegs_on_device([i], [w])[0] for i, w in zip(images, works, strict=True)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision 0.29 deprecates its codecs for TorchCodec
+        encoded = encode_jpeg(planar, quality=quality)
+    return [bytes(data.cpu().numpy().tobytes()) for data in encoded]
+
+
+def _jpeg_ready(image: torch.Tensor, peak: float) -> torch.Tensor:
+    """A CxHxW uint8 tensor of 1 or 3 channels for nvjpeg."""
+    values = image.permute(2, 0, 1).float().div_(peak)
+    if values.shape[0] in (2, 4):  # alpha over white
+        alpha = values[-1:]
+        values = values[:-1] * alpha + (1 - alpha)
+    return values.mul_(255).round_().clamp_(0, 255).to(torch.uint8).contiguous()
 
 
 def _pad_to(tensor: torch.Tensor, minimum: int, multiple_of: int) -> torch.Tensor:
@@ -275,25 +429,25 @@ def _pad_to(tensor: torch.Tensor, minimum: int, multiple_of: int) -> torch.Tenso
     return torch.nn.functional.pad(tensor, (0, extra_w, 0, extra_h), mode="replicate")
 
 
-def _group(requests: list[TileRequest]) -> dict[tuple[str, tuple[int, ...]], list[int]]:
-    groups: dict[tuple[str, tuple[int, ...]], list[int]] = {}
-    for index, request in enumerate(requests):
-        groups.setdefault((request.model, request.tiles.shape[1:]), []).append(index)
+def _group(works: dict[int, _Work]) -> dict[tuple[str, int, torch.dtype], _Group]:
+    groups: dict[tuple[str, int, torch.dtype], _Group] = {}
+    for index, work in works.items():
+        key = (work.job.model, work.grid.input_size, work.tiles.dtype)
+        groups.setdefault(key, _Group(work.job.model)).members.append(index)
     return groups
 
 
 class EngineBackend:
-    """Runs tiles on an in-process engine: the pipeline's backend without Serve.
+    """Runs requests on an in-process engine: the pipeline's backend without Serve.
 
-    Used by the benchmark's engine path and by tests; the service uses the Serve
-    handle backend instead.
+    Used by tests; the service uses the Serve handle backend instead.
     """
 
     def __init__(self, engine: UpscaleEngine) -> None:
         self.engine = engine
 
-    async def upscale_tiles(self, model: str, tiles: np.ndarray) -> np.ndarray:
-        (result,) = self.engine.predict([TileRequest(model, tiles)])
+    async def upscale_image(self, job: TileJob) -> TileOutput:
+        (result,) = self.engine.predict([job])
         if isinstance(result, PixserveError):
             raise result
         return result

@@ -19,9 +19,8 @@ import torch
 
 from services.config import Settings
 from services.errors import InvalidParameter, ModelNotReady, PixserveError
-from services.models.runtime import TorchRuntime
+from services.models.runtime import EngineStatus, TorchRuntime
 from services.models.store import ModelStore
-from services.models.upscaler import EngineStatus
 
 logger = logging.getLogger(__name__)
 ROLES = {"caption": "caption_model", "tags": "tag_model", "nsfw": "nsfw_model",

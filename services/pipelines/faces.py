@@ -1,8 +1,9 @@
 """The face pipeline: detect, align, restore (batched), upscale the background, paste.
 
-It runs inside the FaceRestorer: detection and the geometry on CPU threads, the crops
-through the batched restorer, and the background through the Upscaler's tile
-pipeline at the same time. An image without a face is a result (zero faces, the
+It runs inside the FaceRestorer: detection and the geometry on CPU threads (never on
+the replica's event loop), the crops through the batched restorer, and the background
+through the Upscaler at the same time. Images arrive and leave as integers; floats
+exist only inside the worker threads' geometry. An image without a face is a result (zero faces, the
 background as asked), not an error.
 """
 
@@ -16,16 +17,12 @@ import numpy as np
 
 from services.config import Settings
 from services.errors import InvalidParameter
-from services.imaging.codec import DecodedImage
-from services.imaging.faces import CROP, Face, align, paste, select_faces
+from services.imaging.codec import DecodedImage, from_float, to_float, to_uint8
+from services.imaging.faces import CROP, AlignedFace, Face, align, paste, select_faces
 from services.models.faces import FaceCrops
-from services.pipelines.upscale import (
-    TileBackend,
-    UpscaleOptions,
-    color_plane,
-    recombine,
-    upscale,
-)
+from services.pipelines.upscale import TileBackend, UpscaleOptions, color_plane, upscale
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 Detect = Callable[[str, np.ndarray], list[Face]]
 Restore = Callable[[FaceCrops], Awaitable[np.ndarray]]
@@ -66,7 +63,7 @@ class FaceReport:
 
 @dataclass(frozen=True)
 class FaceResult:
-    pixels: np.ndarray  # float32 HxWxC in [0, 1], the input's channels at the output size
+    pixels: np.ndarray  # HxWxC, the input's dtype and channels, at the output size
     faces: list[FaceReport]
     detected: int  # faces found before only_center_face / max_faces chose among them
 
@@ -81,8 +78,8 @@ async def restore_faces(
     request_id: str = "",
 ) -> FaceResult:
     """Restore the faces of ``image`` onto its (optionally upscaled) background."""
-    color = _color_of(image)
-    faces = await asyncio.to_thread(detect, options.detector, _to_uint8(color))
+    color = await asyncio.to_thread(_color_of, image)
+    faces = await asyncio.to_thread(detect, options.detector, to_uint8(color_plane(image)))
     chosen = select_faces(faces, image.width, image.height, options.only_center_face,
                           options.max_faces)  # fmt: skip
     aligned = await asyncio.to_thread(align, color, chosen)
@@ -91,13 +88,29 @@ async def restore_faces(
     background, restored = await asyncio.gather(
         _background(image, options, tiles, settings), restoring
     )
-    background_color = _color_of(DecodedImage(background, image.bit_depth, image.source_format))
-    pasted = await asyncio.to_thread(
-        paste, background_color, aligned, list(restored), float(options.upscale), options.weight
+    pixels = await asyncio.to_thread(
+        _compose, image, background, aligned, list(restored), options
     )
-    pixels = recombine(image, [pasted, *([background[:, :, -1:]] if image.has_alpha else [])])
     reports = [_report(face.face) for face in aligned]
     return FaceResult(pixels, reports, len(faces))
+
+
+def _compose(
+    image: DecodedImage, background: np.ndarray, aligned: list[AlignedFace],
+    restored: list[np.ndarray], options: FaceOptions,
+) -> np.ndarray:  # fmt: skip
+    """Paste the faces onto the background's colour, then give the result the input's
+    channels (gray stays gray, alpha from the background) and integer dtype."""
+    if not aligned:
+        return background
+    shown = DecodedImage(background, image.bit_depth, image.source_format)
+    pasted = paste(_color_of(shown), aligned, restored, float(options.upscale), options.weight)
+    if not image.is_color:
+        pasted = (pasted @ _LUMA)[:, :, None]
+    color = from_float(pasted, image.bit_depth)
+    if image.has_alpha:
+        return np.concatenate([color, background[:, :, -1:]], axis=2)
+    return color
 
 
 async def _restore(
@@ -117,16 +130,13 @@ async def _background(
         raise InvalidParameter("upscale > 1 needs a background model")
     asked = UpscaleOptions(options.background_model, scale=float(options.upscale))
     result = await upscale(image, asked, options.background_native_scale, tiles, settings)
+    assert result.pixels is not None  # no JPEG was asked for
     return result.pixels
 
 
 def _color_of(image: DecodedImage) -> np.ndarray:
-    return np.ascontiguousarray(color_plane(image))
-
-
-def _to_uint8(pixels: np.ndarray) -> np.ndarray:
-    scaled: np.ndarray = (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return scaled
+    """The colour as contiguous float32 RGB in [0, 1], for the face geometry."""
+    return np.ascontiguousarray(to_float(color_plane(image)))
 
 
 def _report(face: Face) -> FaceReport:

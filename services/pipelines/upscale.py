@@ -1,9 +1,10 @@
-"""The upscale pipeline: plan the output, tile, run tiles on a backend, stitch, resize.
+"""The upscale pipeline as the API sees it: decode, size the output, send the whole
+image to the model deployment, encode.
 
-Everything but the forward pass happens here, outside the GPU deployment. Colour and
-alpha tiles travel in one call (alpha is upscaled by the model as a gray image, then
-recombined); gray images run as RGB and come back as gray; any output scale or target
-size is reached by a final Lanczos/area resize of the model's native output.
+The Ingress does the cheap parts in worker threads (decode, encode) and sends the
+decoded uint8 image once; the model deployment pads, tiles, batches, stitches,
+recombines gray and alpha planes and resizes on its device (services/models/upscaler.py)
+and sends back the output's pixels, or, on CUDA with a JPEG output, its bytes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-import cv2
 import numpy as np
 
 from services.config import Settings
@@ -21,21 +21,20 @@ from services.errors import ImageTooLarge, InvalidParameter
 from services.imaging.codec import (
     CONTENT_TYPES,
     DecodedImage,
+    EncoderOptions,
     ImageLimits,
     OutputFormat,
     decode_image,
     encode_image,
 )
-from services.imaging.tiling import plan_grid, split_tiles, stitch_tiles
-from services.telemetry.tracing import tracer
-
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+from services.models.tile_io import TileJob, TileOutput
+from services.telemetry.tracing import current_traceparent, tracer
 
 
 class TileBackend(Protocol):
-    """Whatever runs the model over tile stacks: a Serve handle, or the engine itself."""
+    """Whatever runs a tile model on a whole image: a Serve handle, or the engine itself."""
 
-    async def upscale_tiles(self, model: str, tiles: np.ndarray) -> np.ndarray: ...
+    async def upscale_image(self, job: TileJob) -> TileOutput: ...
 
 
 @dataclass(frozen=True)
@@ -52,9 +51,12 @@ class UpscaleOptions:
 
 @dataclass(frozen=True)
 class UpscaleResult:
-    """The upscaled pixels and what it took (tile count, sizes) for headers and traces."""
+    """The upscaled pixels (or the device's JPEG of them), the output size and the tile
+    count, for headers and traces."""
 
-    pixels: np.ndarray
+    pixels: np.ndarray | None
+    jpeg: bytes | None
+    size: tuple[int, int]
     tiles: int
 
 
@@ -74,6 +76,11 @@ def image_limits(settings: Settings) -> ImageLimits:
     return ImageLimits(settings.max_upload_bytes, settings.max_input_pixels, settings.max_side)
 
 
+def encoder_options(settings: Settings) -> EncoderOptions:
+    return EncoderOptions(png_compress_level=settings.png_compress_level,
+                          webp_method=settings.webp_method)  # fmt: skip
+
+
 async def upscale_upload(
     data: bytes,
     options: UpscaleOptions,
@@ -89,14 +96,17 @@ async def upscale_upload(
             image = await asyncio.to_thread(decode_image, data, image_limits(settings))
         decoded = time.perf_counter()
         with tracer.start_as_current_span("pixserve.model"):
-            result = await upscale(image, options, native_scale, backend, settings)
+            result = await upscale(image, options, native_scale, backend, settings,
+                                   jpeg=options.output_format == "jpeg")  # fmt: skip
         upscaled = time.perf_counter()
         with tracer.start_as_current_span("pixserve.encode"):
-            encoded = await asyncio.to_thread(
-                encode_image, result.pixels, options.output_format, options.quality,
-                image.bit_depth,
-            )  # fmt: skip
-        height, width = result.pixels.shape[:2]
+            encoded = result.jpeg
+            if encoded is None:
+                encoded = await asyncio.to_thread(
+                    encode_image, _pixels(result), options.output_format, options.quality,
+                    encoder_options(settings),
+                )  # fmt: skip
+        width, height = result.size
         span.set_attributes({
             "pixserve.model": options.model, "pixserve.tiles": result.tiles,
             "pixserve.input_size": f"{image.width}x{image.height}",
@@ -149,31 +159,21 @@ async def upscale(
     native_scale: int,
     backend: TileBackend,
     settings: Settings,
+    jpeg: bool = False,
 ) -> UpscaleResult:
-    """Upscale ``image`` through ``backend``; the result has the planned output size."""
+    """Upscale ``image`` on ``backend`` to the planned output size; ``jpeg`` lets the
+    model's device encode it (it does on CUDA; elsewhere the pixels come back)."""
     target = output_size(image.width, image.height, native_scale, options, settings)
-    grid = plan_grid(image.height, image.width, settings.tile_size, settings.tile_pad)
-    planes = [color_plane(image)]
-    if image.has_alpha:
-        planes.append(np.repeat(image.pixels[:, :, -1:], 3, axis=2))
-    tiles = np.concatenate([split_tiles(plane, grid) for plane in planes])
-    outputs = await backend.upscale_tiles(options.model, tiles)
-    stitched = [stitch_tiles(part, grid, native_scale) for part in np.split(outputs, len(planes))]
-    pixels = recombine(image, stitched)
-    return UpscaleResult(resize(pixels, target), len(tiles))
+    job = TileJob(options.model, image.pixels, target, options.quality if jpeg else None,
+                  traceparent=current_traceparent())  # fmt: skip
+    output = await backend.upscale_image(job)
+    return UpscaleResult(output.pixels, output.jpeg, target, output.tiles)
 
 
-def resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize HxWxC float pixels to ``size`` (w, h): Lanczos up, area down."""
-    height, width = pixels.shape[:2]
-    if (width, height) == size:
-        return pixels
-    shrinking = size[0] * size[1] < width * height
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4
-    resized = cv2.resize(pixels, size, interpolation=interpolation)
-    if resized.ndim == 2:
-        resized = resized[:, :, None]
-    return np.clip(resized, 0.0, 1.0)
+def _pixels(result: UpscaleResult) -> np.ndarray:
+    if result.pixels is None:
+        raise RuntimeError("the model deployment sent no pixels")
+    return result.pixels
 
 
 def _target_size(
@@ -191,16 +191,7 @@ def _target_size(
 
 
 def color_plane(image: DecodedImage) -> np.ndarray:
+    """The image's colour as HxWx3 (gray repeated), its own dtype."""
     if image.is_color:
         return image.pixels[:, :, :3]
     return np.repeat(image.pixels[:, :, :1], 3, axis=2)
-
-
-def recombine(image: DecodedImage, stitched: list[np.ndarray]) -> np.ndarray:
-    color = stitched[0]
-    if not image.is_color:
-        color = (color @ _LUMA)[:, :, None]
-    if not image.has_alpha:
-        return color
-    alpha = stitched[1].mean(axis=2, keepdims=True)
-    return np.concatenate([color, alpha], axis=2)

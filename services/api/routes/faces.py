@@ -15,7 +15,7 @@ from services.api.deps import BackendDep, ManifestDep, MetricsDep, SettingsDep, 
 from services.api.schemas import IMAGE_ERRORS
 from services.imaging.codec import CONTENT_TYPES, decode_image, encode_image
 from services.pipelines.presets import face_options
-from services.pipelines.upscale import image_limits
+from services.pipelines.upscale import encoder_options, image_limits
 from services.telemetry.metrics import record_image
 from services.telemetry.tracing import tracer
 
@@ -67,7 +67,7 @@ async def create_face_restoration(
         result = await backend.restore_faces(decoded, options)
         restoring = time.perf_counter()
         encoded = await asyncio.to_thread(encode_image, result.pixels, output_format, quality,
-                                          decoded.bit_depth)  # fmt: skip
+                                          encoder_options(settings))  # fmt: skip
         height, width = result.pixels.shape[:2]
         span.set_attributes({
             "pixserve.model": options.model, "pixserve.faces": len(result.faces),

@@ -14,7 +14,7 @@ from services.api.deps import BackendDep, MetricsDep, SettingsDep, read_upload
 from services.api.schemas import IMAGE_ERRORS
 from services.imaging.codec import CONTENT_TYPES, decode_image, encode_image
 from services.pipelines.presets import generate_options
-from services.pipelines.upscale import image_limits
+from services.pipelines.upscale import encoder_options, image_limits
 from services.telemetry.metrics import record_image
 from services.telemetry.tracing import tracer
 
@@ -64,7 +64,8 @@ async def create_generation(
             data = await read_upload(image, settings)
             start = await asyncio.to_thread(decode_image, data, image_limits(settings))
         result = await backend.generate(options, start)
-        encoded = await asyncio.to_thread(encode_image, result.pixels, output_format, quality)
+        encoded = await asyncio.to_thread(encode_image, result.pixels, output_format, quality,
+                                          encoder_options(settings))
         height_out, width_out = result.pixels.shape[:2]
         span.set_attributes({"pixserve.model": result.checkpoint, "pixserve.steps": options.steps,
                              "pixserve.output_size": f"{width_out}x{height_out}"})  # fmt: skip

@@ -11,7 +11,8 @@ from services.errors import EngineOutOfMemory, ModelNotReady
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
 from services.models.tiny import TINY_COMPACT, TINY_DNCNN, TINY_RRDB, TINY_SCUNET, TINY_X2_UNSHUFFLE
-from services.models.upscaler import TileRequest, UpscaleEngine
+from services.models.tile_io import TileJob, TileOutput
+from services.models.upscaler import UpscaleEngine
 
 
 @pytest.fixture
@@ -25,39 +26,43 @@ def engine(tiny_settings: Settings) -> UpscaleEngine:
     return loaded
 
 
-def tiles(count: int, size: int = 24) -> np.ndarray:
-    return np.random.default_rng(count).random((count, 3, size, size), dtype=np.float32)
+def image(height: int, width: int = 24) -> np.ndarray:
+    """An RGB uint8 image that the tiny models' 32 px tiles cut into ``height // 32`` rows."""
+    return np.random.default_rng(height).integers(0, 256, (height, width, 3)).astype(np.uint8)
+
+
+def tiles(count: int) -> np.ndarray:
+    """An image of ``count`` tiles (32 px tile rows)."""
+    return image(32 * count, 32)
+
+
+def pixels(result: TileOutput | Exception) -> np.ndarray:
+    assert isinstance(result, TileOutput) and result.pixels is not None
+    return result.pixels
 
 
 def test_one_pass_serves_several_requests(engine: UpscaleEngine) -> None:
     results = engine.predict(
-        [TileRequest(TINY_RRDB, tiles(2), "a"), TileRequest(TINY_RRDB, tiles(1), "b")]
+        [TileJob(TINY_RRDB, tiles(2), request_id="a"), TileJob(TINY_RRDB, tiles(1), request_id="b")]
     )
-    assert [r.shape for r in results if isinstance(r, np.ndarray)] == [
-        (2, 3, 96, 96),
-        (1, 3, 96, 96),
-    ]
+    assert [pixels(r).shape for r in results] == [(256, 128, 3), (128, 128, 3)]
     assert engine.passes[-1].request_ids == ("a", "b") and engine.passes[-1].tiles == 3
 
 
 def test_batched_output_equals_single_output(engine: UpscaleEngine) -> None:
-    stack = tiles(3)
-    (alone,) = engine.predict([TileRequest(TINY_RRDB, stack[1:2])])
-    (together,) = engine.predict([TileRequest(TINY_RRDB, stack)])
-    assert isinstance(alone, np.ndarray) and isinstance(together, np.ndarray)
-    assert np.allclose(alone[0], together[1], atol=1e-5)
+    first, second = image(32, 32), image(64, 64)
+    (alone,) = engine.predict([TileJob(TINY_RRDB, first)])
+    _, together = engine.predict([TileJob(TINY_RRDB, second), TileJob(TINY_RRDB, first)])
+    assert engine.passes[-1].tiles == 5
+    assert np.array_equal(pixels(alone), pixels(together))
 
 
 def test_missing_model_fails_only_its_request(engine: UpscaleEngine) -> None:
     assert "pixserve models pull x2plus" in engine.status().missing["x2plus"]
     ok, missing, other = engine.predict(
-        [
-            TileRequest(TINY_RRDB, tiles(1)),
-            TileRequest("x2plus", tiles(1)),
-            TileRequest(TINY_COMPACT, tiles(1)),
-        ]
+        [TileJob(TINY_RRDB, tiles(1)), TileJob("x2plus", tiles(1)), TileJob(TINY_COMPACT, tiles(1))]
     )
-    assert isinstance(ok, np.ndarray) and isinstance(other, np.ndarray)
+    assert pixels(ok).shape == (128, 128, 3) and pixels(other).shape == (64, 64, 3)
     assert isinstance(missing, ModelNotReady) and "x2plus" in missing.message
 
 
@@ -79,8 +84,8 @@ def test_out_of_memory_halves_the_tile_batch(engine: UpscaleEngine) -> None:
     loaded = engine.models[TINY_RRDB]
     wrapper = _OomAbove(loaded.module, limit=1)
     loaded.module = wrapper
-    (result,) = engine.predict([TileRequest(TINY_RRDB, tiles(3))])
-    assert isinstance(result, np.ndarray) and result.shape[0] == 3
+    (result,) = engine.predict([TileJob(TINY_RRDB, tiles(3))])
+    assert pixels(result).shape == (384, 128, 3)
     assert wrapper.sizes == [3, 2, 1, 1, 1]
     assert loaded.batch_limit == 1
 
@@ -88,7 +93,7 @@ def test_out_of_memory_halves_the_tile_batch(engine: UpscaleEngine) -> None:
 def test_out_of_memory_at_one_tile_fails_clearly(engine: UpscaleEngine) -> None:
     loaded = engine.models[TINY_RRDB]
     loaded.module = _OomAbove(loaded.module, limit=0)
-    (result,) = engine.predict([TileRequest(TINY_RRDB, tiles(2))])
+    (result,) = engine.predict([TileJob(TINY_RRDB, tiles(2))])
     assert isinstance(result, EngineOutOfMemory) and "one tile" in result.message
 
 
@@ -118,8 +123,8 @@ def test_x2plus_shaped_model_loads_and_upscales_by_two(tiny_settings: Settings) 
     engine = UpscaleEngine(settings, store)
     engine.load()
     assert engine.status().loaded == {TINY_X2_UNSHUFFLE: 2}
-    (result,) = engine.predict([TileRequest(TINY_X2_UNSHUFFLE, tiles(2, size=36))])
-    assert isinstance(result, np.ndarray) and result.shape == (2, 3, 72, 72)
+    (result,) = engine.predict([TileJob(TINY_X2_UNSHUFFLE, image(36, 36))])
+    assert pixels(result).shape == (72, 72, 3)
 
 
 @pytest.mark.parametrize(
@@ -137,12 +142,38 @@ def test_the_cuda_memory_cap_follows_the_replica_gpu_share(
 
 
 def test_denoise_models_are_padded_to_their_size_requirements(tiny_settings: Settings) -> None:
-    """SCUNet needs 40 px: a 24 px tile is padded and the padding cropped off again."""
+    """SCUNet needs 40 px: a 24 px image is padded and the padding cropped off again."""
     store = ModelStore(tiny_settings.model_store, load_manifest(tiny_settings.extra_manifest))
     engine = UpscaleEngine(tiny_settings, store, [TINY_SCUNET, TINY_DNCNN])
     engine.load()
     assert engine.models[TINY_SCUNET].minimum == 40
     engine.check_health()  # 8 px probes
     for model in (TINY_SCUNET, TINY_DNCNN):
-        (result,) = engine.predict([TileRequest(model, tiles(2))])
-        assert isinstance(result, np.ndarray) and result.shape == (2, 3, 24, 24)
+        (result,) = engine.predict([TileJob(model, image(24, 24))])
+        assert pixels(result).shape == (24, 24, 3)
+
+
+def test_compiled_batch_buckets_pad_chunks_and_cut_them_back(engine: UpscaleEngine) -> None:
+    """A compiled module runs only at its bucket sizes: a 3-tile chunk runs as 4 and
+    the padding tile is dropped, with the same pixels as an unpadded run."""
+    loaded = engine.models[TINY_RRDB]
+    (plain,) = engine.predict([TileJob(TINY_RRDB, tiles(3))])
+    wrapper = _OomAbove(loaded.module, limit=64)
+    loaded.module, loaded.buckets = wrapper, (1, 2, 4)
+    (padded,) = engine.predict([TileJob(TINY_RRDB, tiles(3))])
+    assert wrapper.sizes == [4]
+    assert np.array_equal(pixels(plain), pixels(padded))
+
+
+@pytest.mark.parametrize(("size", "shape"), [((50, 70), (70, 50, 3)), ((300, 100), (100, 300, 3))])
+def test_the_output_is_resized_on_the_replica(
+    engine: UpscaleEngine, size: tuple[int, int], shape: tuple[int, ...]
+) -> None:
+    (result,) = engine.predict([TileJob(TINY_RRDB, image(32, 32), size=size)])
+    assert pixels(result).shape == shape and pixels(result).dtype == np.uint8
+
+
+def test_a_jpeg_asked_of_a_cpu_engine_comes_back_as_pixels(engine: UpscaleEngine) -> None:
+    """Only a CUDA device encodes (nvjpeg); on a CPU the caller encodes in its threads."""
+    (result,) = engine.predict([TileJob(TINY_RRDB, image(32, 32), jpeg_quality=90)])
+    assert isinstance(result, TileOutput) and result.jpeg is None and result.pixels is not None

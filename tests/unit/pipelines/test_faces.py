@@ -55,7 +55,7 @@ def run(
 
 
 def photo(size: int = 96) -> np.ndarray:
-    return astronaut(size).astype(np.float32) / 255
+    return astronaut(size)
 
 
 def test_the_central_face_is_restored_onto_the_upscaled_background(
@@ -72,7 +72,8 @@ def test_the_central_face_is_restored_onto_the_upscaled_background(
     plain = upscale(DecodedImage(photo(), 8, "png"), UpscaleOptions(TINY_RRDB, 2.0), 4,
                     engines[1], settings)  # fmt: skip
     background = asyncio.run(plain).pixels
-    changed = np.abs(result.pixels - background).max(axis=2) > 1e-6
+    assert background is not None
+    changed = np.abs(result.pixels.astype(int) - background).max(axis=2) > 0
     ys, xs = np.nonzero(changed)
     assert changed.any()
     # only the face's region (at 2x) was touched: the paste stays inside its box, give
@@ -93,10 +94,10 @@ def test_a_faceless_image_is_a_result_not_an_error(
 def test_gray_and_alpha_images_keep_their_channels(
     engines: tuple[FaceEngine, EngineBackend], settings: Settings
 ) -> None:
-    rgba = np.concatenate([photo(64), np.full((64, 64, 1), 0.5, np.float32)], axis=2)
+    rgba = np.concatenate([photo(64), np.full((64, 64, 1), 128, np.uint8)], axis=2)
     options = FaceOptions(TINY_GFPGAN, TINY_BLIND_DETECTOR)
     assert run(rgba, options, engines, settings).pixels.shape == (64, 64, 4)
-    gray = photo(64).mean(axis=2, keepdims=True)
+    gray = photo(64)[:, :, 1:2]
     assert run(gray, options, engines, settings).pixels.shape == (64, 64, 1)
 
 
