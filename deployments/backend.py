@@ -13,11 +13,17 @@ from ray.serve.handle import DeploymentHandle
 
 from services.api.schemas import DeploymentReadiness, DeploymentView
 from services.config import Settings
-from services.errors import PixserveError, ServiceUnavailable
+from services.errors import ModelNotReady, PixserveError, ServiceUnavailable
 from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertOptions
 from services.models.diffusion import Generated, GenerateOptions
-from services.models.manifest import DEPLOYMENT_OF, Manifest, load_manifest
+from services.models.manifest import (
+    DEPLOYMENT_OF,
+    MODEL_DEPLOYMENTS,
+    Manifest,
+    load_manifest,
+    not_configured_reason,
+)
 from services.models.runtime import EngineStatus
 from services.models.tile_io import TileJob, TileOutput
 from services.models.vision import Description
@@ -38,7 +44,7 @@ def graph_backend(
     the graph, and the manifest that says which deployment serves which model."""
     manifest = load_manifest(settings.extra_manifest)
     return ServeBackend(upscaler, codec, denoiser, manifest, faces=faces, diffusion=diffusion,
-                        vision=vision)  # fmt: skip
+                        vision=vision, settings=settings)  # fmt: skip
 
 
 class ServeBackend:
@@ -55,6 +61,7 @@ class ServeBackend:
         faces: DeploymentHandle[Any] | None = None,
         diffusion: DeploymentHandle[Any] | None = None,
         vision: DeploymentHandle[Any] | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.tile_deployments = {"Upscaler": upscaler}
         if denoiser is not None:
@@ -73,21 +80,28 @@ class ServeBackend:
                                                                if manifest else [])
         }  # fmt: skip
         self.status_timeout_s = status_timeout_s
+        # left out of the graph because nothing is configured for them -> why
+        self.unconfigured = {
+            name: not_configured_reason(name, settings)
+            for name in MODEL_DEPLOYMENTS
+            if settings is not None and name not in self.model_deployments
+        }
 
     async def upscale_image(self, job: TileJob) -> TileOutput:
         """To the deployment serving the job's model (Upscaler or Denoiser)."""
         name = self.serving.get(job.model, "Upscaler")
         job = dataclasses.replace(job, request_id=_request_id())
-        output: TileOutput = await _call(self.tile_deployments.get(name), name, "upscale", job)
+        output: TileOutput = await self._call(self.tile_deployments.get(name), name, "upscale", job)
         return output
 
     async def convert(self, data: bytes, options: ConvertOptions) -> Converted:
-        converted: Converted = await _call(self.codec, "Codec", "convert", data, options)
+        converted: Converted = await self._call(self.codec, "Codec", "convert", data, options)
         return converted
 
     async def restore_faces(self, image: DecodedImage, options: FaceOptions) -> FaceResult:
-        restored: FaceResult = await _call(self.faces, "FaceRestorer", "restore", image, options,
-                                           _request_id())  # fmt: skip
+        restored: FaceResult = await self._call(
+            self.faces, "FaceRestorer", "restore", image, options, _request_id()
+        )
         return restored
 
     async def generate(self, options: GenerateOptions, image: DecodedImage | None) -> Generated:
@@ -98,22 +112,31 @@ class ServeBackend:
             if self.diffusion is None
             else self.diffusion.options(multiplexed_model_id=checkpoint)
         )
-        generated: Generated = await _call(handle, "Diffusion", "generate", options, image)
+        generated: Generated = await self._call(handle, "Diffusion", "generate", options, image)
         return generated
 
     async def describe(self, image: DecodedImage, want: list[str]) -> Description:
-        described: Description = await _call(self.vision, "Vision", "describe", image, want)
+        described: Description = await self._call(self.vision, "Vision", "describe", image, want)
         return described
 
     async def answer(
         self, image: DecodedImage, question: str, max_tokens: int
     ) -> tuple[str, int, int]:
-        answered: tuple[str, int, int] = await _call(self.vision, "Vision", "answer", image,
+        answered: tuple[str, int, int] = await self._call(self.vision, "Vision", "answer", image,
                                                      question, max_tokens)  # fmt: skip
         return answered
 
     def serves(self) -> set[str]:
         return set(self.model_deployments)
+
+    async def _call(
+        self, handle: DeploymentHandle[Any] | None, name: str, method: str, *args: Any
+    ) -> Any:
+        """A model deployment's call; one left out for want of configuration is a 503
+        naming the settings that would start it."""
+        if handle is None and name in self.unconfigured:
+            raise ModelNotReady(self.unconfigured[name])
+        return await _call(handle, name, method, *args)
 
     async def run_plan(self, image: DecodedImage, plan: Plan) -> PlanResult:
         """Chain the steps' calls: each gets the previous call's DeploymentResponse, so
@@ -123,6 +146,8 @@ class ServeBackend:
         texts: dict[str, Any] = {}
         for step in plan.steps:
             handle = self.model_deployments.get(step.deployment)
+            if handle is None and step.deployment in self.unconfigured:
+                raise ModelNotReady(self.unconfigured[step.deployment])
             if handle is None:
                 raise ServiceUnavailable(f"no {step.deployment} deployment is connected")
             if isinstance(step.options, GenerateOptions):  # to a replica holding it
@@ -149,7 +174,9 @@ class ServeBackend:
         Upscaler has at least one)."""
         names = list(self.model_deployments)
         answers = await asyncio.gather(*(self._status(name) for name in names))
-        return dict(zip(names, answers, strict=True))
+        absent = {name: DeploymentReadiness(ready=True, configured=False, detail=reason)
+                  for name, reason in self.unconfigured.items()}  # fmt: skip
+        return dict(zip(names, answers, strict=True)) | absent
 
     async def _status(self, name: str) -> DeploymentReadiness:
         try:
@@ -177,7 +204,12 @@ class ServeBackend:
         name = serve.get_replica_context().app_name
         app = details.get("applications", {}).get(name, {})
         deployments = app.get("deployments", {})
-        return name, [_deployment_view(name, entry) for name, entry in deployments.items()]
+        views = [_deployment_view(name, entry) for name, entry in deployments.items()]
+        absent = [
+            DeploymentView(name=name, status="NOT_CONFIGURED", running=0, target=0, message=why)
+            for name, why in self.unconfigured.items()
+        ]
+        return name, views + absent
 
 
 async def _call(handle: DeploymentHandle[Any] | None, name: str, method: str, *args: Any) -> Any:

@@ -18,6 +18,9 @@ from ray import serve
 from ray.serve._private import api as serve_private_api
 from ray.serve.schema import ServeDeploySchema
 
+from services.config import Settings
+from services.models.manifest import MODEL_DEPLOYMENTS, deployments_in_use
+
 DEFAULT_CONFIG = Path(__file__).with_name("serve_config.yaml")
 APP_NAME = "pixserve"
 
@@ -54,14 +57,29 @@ def deploy(config: dict[str, Any], timeout_s: float = 600.0) -> None:
     controller's constructor: Serve 2.60 does not checkpoint a deployed config's tracing,
     so a controller restarted after a crash would start untraced replicas.
     """
-    schema = ServeDeploySchema.model_validate(config)
+    schema = ServeDeploySchema.model_validate(without_unused_deployments(config))
     client = serve_private_api.serve_start(
         http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location,
         global_tracing_config=schema.tracing_config,
     )  # fmt: skip
     client.deploy_apps(schema, _blocking=False)
+    deadline = time.monotonic() + timeout_s  # for all apps together
     for app in schema.applications:
-        wait_until_running(app.name, timeout_s)
+        wait_until_running(app.name, max(1.0, deadline - time.monotonic()))
+
+
+def without_unused_deployments(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` without the options of model deployments its apps' settings
+    leave out of the graph (nothing configured for them): Serve refuses options for a
+    deployment an app does not have. The Helm chart prunes the same way."""
+    result = copy.deepcopy(config)
+    for app in result["applications"]:
+        used = deployments_in_use(Settings(**app.get("args", {})))
+        app["deployments"] = [
+            entry for entry in app.get("deployments", [])
+            if entry["name"] not in MODEL_DEPLOYMENTS or entry["name"] in used
+        ]  # fmt: skip
+    return result
 
 
 def wait_until_running(app_name: str, timeout_s: float) -> None:
@@ -81,7 +99,7 @@ def minimum_cpus(config: dict[str, Any]) -> int:
     """Logical CPUs the config's minimum replicas reserve (``num_cpus`` x ``min_replicas``
     over every deployment), rounded up: a smaller Ray could never place the graph."""
     total = 0.0
-    for app in config.get("applications", []):
+    for app in without_unused_deployments(config).get("applications", []):
         for entry in app.get("deployments", []):
             cpus = float((entry.get("ray_actor_options") or {}).get("num_cpus", 1))
             scaling = entry.get("autoscaling_config") or {}

@@ -48,13 +48,17 @@ class ModelListPublic(BaseModel):
 
 
 class DeploymentReadiness(BaseModel):
-    """One deployment's readiness: reachable, and which models wait for what."""
+    """One deployment's readiness: reachable, and which models wait for what. One that
+    nothing is configured for runs no replica: ready (nothing waits), ``configured``
+    false, and ``detail`` names the settings that would start it."""
 
     ready: bool
+    configured: bool = True
     device: str | None = None
     loaded: list[str] = Field(default_factory=list)
     missing: dict[str, str] = Field(default_factory=dict)
     error: str | None = None
+    detail: str | None = None
 
 
 class ReadinessPublic(BaseModel):

@@ -255,7 +255,6 @@ class FaceEngine:
         return np.ascontiguousarray(result, np.float32)
 
 
-
 def _install_extra_arches() -> None:
     """Register CodeFormer (spandrel_extra_arches: non-commercial licences) once."""
     global _extra_arches_installed  # noqa: PLW0603 (spandrel's registry is process-wide)

@@ -88,9 +88,7 @@ async def restore_faces(
     background, restored = await asyncio.gather(
         _background(image, options, tiles, settings), restoring
     )
-    pixels = await asyncio.to_thread(
-        _compose, image, background, aligned, list(restored), options
-    )
+    pixels = await asyncio.to_thread(_compose, image, background, aligned, list(restored), options)
     reports = [_report(face.face) for face in aligned]
     return FaceResult(pixels, reports, len(faces))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from tests.utils.redis_server import RedisServer, free_port, running_redis
 
 pytestmark = pytest.mark.integration
 
+DEPLOY_BUDGET_S = 900  # the whole session deploy, cold, on a slow 2-core machine
 HOOKS_DB = 2  # the webhooks app's own Redis database (its dispatcher has other settings)
 HOOKS_PREFIX = "hooks"  # its key prefix in the S3 buckets
 SMALL = {
@@ -52,6 +54,13 @@ QUICK = {
     "min_replicas": 1, "metrics_interval_s": 0.5, "look_back_period_s": 2,
     "upscale_delay_s": 1, "downscale_delay_s": 3,
 }  # fmt: skip
+
+
+def _report(request: pytest.FixtureRequest, line: str) -> None:
+    """A line on pytest's terminal, past output capture."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
 
 
 def _free_port() -> int:
@@ -82,8 +91,11 @@ def _with_extra_apps(config: dict[str, Any], redis_url: str, s3_url: str) -> dic
         storage_url=f"s3://{HOOKS_PREFIX}", s3_endpoint_url=s3_url,
         s3_access_key_id="test", s3_secret_access_key="test",
     )  # fmt: skip
-    for app in (broken, hooks):  # own databases: no face models (640 MB each otherwise)
-        app["args"].update(face_models=[], face_detectors=[], diffusion_checkpoints={})
+    for app in (broken, hooks):  # own databases, only upscaling: their model deployments
+        # other than the Upscaler are left out of the graph (no replica, no torch import)
+        app["args"].update(face_models=[], face_detectors=[], diffusion_checkpoints={},
+                           denoise_models=[], caption_model=None, tag_model=None,
+                           nsfw_model=None, vqa_model=None)  # fmt: skip
     for app in (broken, keyed, hooks):  # the extra apps keep one replica of each
         for entry in app["deployments"]:
             entry.get("autoscaling_config", {}).update(max_replicas=1)
@@ -135,8 +147,12 @@ def metrics_url() -> str:
 
 @pytest.fixture(scope="session")
 def serve_url(
-    tiny_store: tuple[Path, Path], redis_url: str, s3_endpoint: str, metrics_url: str
-) -> Iterator[str]:
+    request: pytest.FixtureRequest, tiny_store: tuple[Path, Path], redis_url: str,
+    s3_endpoint: str, metrics_url: str,
+) -> Iterator[str]:  # fmt: skip
+    """The four apps, deployed once for the session. Fixtures are outside pytest-timeout's
+    per-test limits (``timeout_func_only``): the deploy has its own budget, and says how
+    long it took."""
     import ray
     from ray import serve
 
@@ -205,7 +221,10 @@ def serve_url(
     try:
         # Serve's tracing with its default exporter: spans as JSON files per replica
         config["tracing_config"] = {"enabled": True, "sampling_ratio": 1.0}
-        local.deploy(_with_extra_apps(config, redis_url, s3_endpoint), timeout_s=300)
+        started = time.monotonic()
+        local.deploy(_with_extra_apps(config, redis_url, s3_endpoint), timeout_s=DEPLOY_BUDGET_S)
+        _report(request, f"serve_url: 4 apps deployed in {time.monotonic() - started:.0f} s "
+                f"(budget {DEPLOY_BUDGET_S} s)")  # fmt: skip
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from redis.asyncio import Redis
 
@@ -21,6 +20,7 @@ from services.jobs.outputs import output_key
 from services.jobs.queue import OUTBOX, WorkQueue
 from services.jobs.store import COMPLETED, JobStore, new_job_id
 from services.models.manifest import load_manifest
+from services.models.tile_io import TileJob, TileOutput
 from services.models.tiny import TINY_COMPACT
 from services.models.upscaler import EngineBackend, UpscaleEngine
 from services.storage.files import FileObjectStore
@@ -38,12 +38,12 @@ class CountingBackend(EngineBackend):
         self.calls = 0
         self.failures = failures
 
-    async def upscale_tiles(self, model: str, tiles: np.ndarray) -> np.ndarray:
+    async def upscale_image(self, job: TileJob) -> TileOutput:
         self.calls += 1
         if self.failures:
             self.failures -= 1
             raise ConnectionError("model deployment unreachable (simulated)")
-        return await super().upscale_tiles(model, tiles)
+        return await super().upscale_image(job)
 
 
 @pytest.fixture

@@ -78,6 +78,7 @@ async def _enhance_locally(data: bytes, settings: Settings) -> bytes:
     image = decode_image(data, image_limits(settings))
     clean = await upscale(image, UpscaleOptions(TINY_DNCNN), 1, EngineBackend(denoiser),
                           settings)  # fmt: skip
+    assert clean.pixels is not None
     image = DecodedImage(clean.pixels, 8, "png")
     big = await upscale(image, UpscaleOptions(TINY_RRDB, 2.0), 4, EngineBackend(upscaler),
                         settings)  # fmt: skip
@@ -89,6 +90,7 @@ async def _enhance_locally(data: bytes, settings: Settings) -> bytes:
 
     options = FaceOptions(TINY_GFPGAN, TINY_DETECTOR, weight=0.8, background_model=TINY_RRDB,
                           max_faces=1)  # fmt: skip
+    assert big.pixels is not None
     done = await restore_faces(DecodedImage(big.pixels, 8, "png"), options, faces.detect,
                                restore, EngineBackend(upscaler), settings)  # fmt: skip
     return encode_image(done.pixels, "png")

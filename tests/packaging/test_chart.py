@@ -16,6 +16,8 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+from services.config import Settings
+from services.models.manifest import MODEL_DEPLOYMENTS, deployments_in_use
 from tests.packaging.chart import (
     CHART,
     KUBE_VERSION,
@@ -100,7 +102,11 @@ def test_serve_config_v2_is_the_apps_with_values_applied() -> None:
     (app,) = rendered["applications"]
     (expected,) = app_config["applications"]
     assert app["import_path"] == expected["import_path"] and app["name"] == expected["name"]
-    assert [d["name"] for d in app["deployments"]] == [d["name"] for d in expected["deployments"]]
+    used = deployments_in_use(Settings(**app["args"]))
+    assert [d["name"] for d in app["deployments"]] == [
+        d["name"] for d in expected["deployments"]
+        if d["name"] not in MODEL_DEPLOYMENTS or d["name"] in used
+    ]  # fmt: skip
     upscaler = next(d for d in app["deployments"] if d["name"] == "Upscaler")
     assert upscaler["ray_actor_options"]["num_gpus"] == 0.25
     assert upscaler["autoscaling_config"]["min_replicas"] == 2
@@ -109,9 +115,32 @@ def test_serve_config_v2_is_the_apps_with_values_applied() -> None:
     assert app["args"]["models"] == ["x4plus", "x4plus-anime"] and app["args"]["compile"] is True
 
 
-def test_serve_config_args_are_valid_settings() -> None:
-    from services.config import Settings
+SERVING_VALUES = [
+    ("Denoiser", {"denoise_models": ["scunet-color"]}),
+    ("FaceRestorer", {"face_models": ["gfpgan-v1.4"]}),
+    ("Diffusion", {"diffusion_checkpoints": {"realism": "sdxl-base"}}),
+    *(("Vision", {field: "blip-caption"}) for field in
+      ("caption_model", "tag_model", "nsfw_model", "vqa_model")),
+]  # fmt: skip
 
+
+@pytest.mark.parametrize(("deployment", "settings"), SERVING_VALUES)
+def test_a_model_deployment_is_rendered_once_its_settings_configure_it(
+    deployment: str, settings: dict[str, Any]
+) -> None:
+    """The chart leaves out exactly the deployments the app leaves out of its graph."""
+
+    def rendered(values: dict[str, Any]) -> set[str]:
+        service = of_kind(render({"settings": values}), "RayService")[0]
+        (app,) = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
+        assert {d["name"] for d in app["deployments"]} >= {"Ingress", "Dispatcher", "Codec"}
+        return {d["name"] for d in app["deployments"]} & set(MODEL_DEPLOYMENTS)
+
+    assert rendered({}) == deployments_in_use(Settings()) == {"Upscaler"}
+    assert deployment in rendered(settings) == deployments_in_use(Settings(**settings))
+
+
+def test_serve_config_args_are_valid_settings() -> None:
     service = of_kind(render(values_of("gpu")), "RayService")[0]
     (app,) = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
     assert Settings(**app["args"]).model_store == Path("/models")

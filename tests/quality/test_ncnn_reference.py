@@ -46,11 +46,12 @@ def ours(store: ModelStore, image: np.ndarray, model: str) -> np.ndarray:
     settings = Settings(model_store=store.root, models=[model], tile_size=256, tile_pad=10)
     engine = UpscaleEngine(settings, store)
     engine.load()
-    decoded = DecodedImage(image.astype(np.float32) / 255.0, 8, "png")
+    decoded = DecodedImage(image, 8, "png")
     result = asyncio.run(
         upscale(decoded, UpscaleOptions(model), 4, EngineBackend(engine), settings)
     )
-    return (np.clip(result.pixels, 0, 1) * 255).round().astype(np.uint8)
+    assert result.pixels is not None and result.pixels.dtype == np.uint8
+    return result.pixels
 
 
 @pytest.mark.parametrize(

@@ -100,7 +100,10 @@ capabilities:
 The Serve config: deployments/serve_config.yaml (copied into files/, a test keeps the
 two identical) with .Values.settings merged into the app's args and each deployment's
 values applied to the deployment of that name. Deployments come from the config, so a
-new deployment in the app needs no template change.
+new deployment in the app needs no template change. A model deployment its settings give
+nothing to serve is left out, as the app leaves it out of its graph (no replica; Serve
+refuses options for a deployment the app lacks): the settings each one needs are
+pixserve.servingSettings, which a test keeps equal to services/models/manifest.py.
 */}}
 {{- define "pixserve.serveConfig" -}}
 {{- $config := .Files.Get "files/serve_config.yaml" | fromYaml -}}
@@ -110,14 +113,29 @@ new deployment in the app needs no template change.
 {{- $redis = dict "redis_url" (printf "redis://%s/1" (include "pixserve.redisHost" .)) -}}
 {{- end -}}
 {{- $_ := set $app "args" (mergeOverwrite (deepCopy $app.args) $redis (include "pixserve.s3Settings" . | fromYaml) .Values.settings) -}}
+{{- $needs := include "pixserve.servingSettings" . | fromYaml -}}
+{{- $kept := list -}}
 {{- range $deployment := $app.deployments -}}
 {{- $values := index $.Values.deployments $deployment.name | default dict -}}
 {{- include "pixserve.applyDeploymentValues" (list $deployment $values) -}}
+{{- $fields := index $needs $deployment.name | default list -}}
+{{- $used := not $fields -}}
+{{- range $field := $fields }}{{ if index $app.args $field }}{{ $used = true }}{{ end }}{{ end -}}
+{{- if $used }}{{ $kept = append $kept $deployment }}{{ end -}}
 {{- end -}}
+{{- $_ := set $app "deployments" $kept -}}
 {{- if and .Values.tracing.enabled .Values.otelCollector.enabled -}}
 {{- $_ := set $config "tracing_config" (dict "enabled" true "exporter_import_path" "deployments.tracing:otlp_exporter" "sampling_ratio" .Values.tracing.samplingRatio) -}}
 {{- end -}}
 {{- toYaml $config -}}
+{{- end -}}
+
+{{/* The settings, any of which gives an optional model deployment something to serve. */}}
+{{- define "pixserve.servingSettings" -}}
+Denoiser: [denoise_models]
+FaceRestorer: [face_models]
+Diffusion: [diffusion_checkpoints]
+Vision: [caption_model, tag_model, nsfw_model, vqa_model]
 {{- end -}}
 
 {{- define "pixserve.applyDeploymentValues" -}}

@@ -64,8 +64,9 @@ async def create_generation(
             data = await read_upload(image, settings)
             start = await asyncio.to_thread(decode_image, data, image_limits(settings))
         result = await backend.generate(options, start)
-        encoded = await asyncio.to_thread(encode_image, result.pixels, output_format, quality,
-                                          encoder_options(settings))
+        encoded = await asyncio.to_thread(
+            encode_image, result.pixels, output_format, quality, encoder_options(settings)
+        )
         height_out, width_out = result.pixels.shape[:2]
         span.set_attributes({"pixserve.model": result.checkpoint, "pixserve.steps": options.steps,
                              "pixserve.output_size": f"{width_out}x{height_out}"})  # fmt: skip

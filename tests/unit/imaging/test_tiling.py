@@ -80,8 +80,8 @@ def reference_upscale(engine: UpscaleEngine, model: str, image: np.ndarray) -> n
         with torch.inference_mode():
             out = loaded.module(tiles).clamp(0, 1).numpy()
         stitched.append(reference_stitch(out, grid, loaded.scale))
-    result = stitched[0] if channels >= 3 else (stitched[0] @ np.array([0.299, 0.587, 0.114],
-                                                                        np.float32))[:, :, None]  # fmt: skip
+    luma = np.array([0.299, 0.587, 0.114], np.float32)
+    result = stitched[0] if channels >= 3 else (stitched[0] @ luma)[:, :, None]
     if channels in (2, 4):
         result = np.concatenate([result, stitched[1].mean(axis=2, keepdims=True)], axis=2)
     return (np.clip(result, 0, 1) * peak).round().astype(image.dtype)
