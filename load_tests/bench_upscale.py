@@ -2,13 +2,18 @@
 
 (a) reference: one image at a time through the bare model, whole image in one
     forward pass with 10 px reflect pre-padding, as RealESRGANer does;
-(b) engine: the pixserve pipeline (tiling, cross-request tile batching through a
-    micro-batcher shaped like ``@serve.batch``) in-process;
+(b) engine: the pixserve tile engine in-process (tiling, cross-request batching and
+    stitching on the model's device) behind a micro-batcher shaped like ``@serve.batch``;
 (c) service: the same requests over HTTP to the real Ray Serve application.
 
-Every mode decodes the uploaded bytes and encodes the result, so the ratios compare
-the same work. Prints a table and writes JSON. Not a test: nothing here asserts time.
+Every mode decodes the uploaded bytes and encodes the result with the same encoders,
+so the ratios compare the same work. For (c) it also reports the CPU-seconds per image
+of the Ingress and of the Upscaler replica, and each one's peak RSS during the run.
+``--model null`` is a near-zero-cost x4 model (the data volume of x4plus): what the
+pipeline itself costs. Prints a table and writes JSON. Not a test: nothing here
+asserts time.
 
+    python load_tests/bench_upscale.py --model null --requests 16 --size 512
     python load_tests/bench_upscale.py --model tiny --requests 16 --size 512
     python load_tests/bench_upscale.py --model x4plus --store var/models --compile
 """
@@ -22,11 +27,12 @@ import json
 import os
 import platform
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,34 +41,48 @@ import numpy as np
 import torch
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from load_tests.procstats import ProcessStats, replica_pids
 from services.config import Settings
+from services.errors import PixserveError
 from services.imaging.codec import decode_image, encode_image
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
-from services.models.tiny import TINY_RRDB, build_tiny_store
-from services.models.upscaler import TileRequest, UpscaleEngine
-from services.pipelines.upscale import UpscaleOptions, image_limits, upscale_upload
+from services.models.tile_io import TileJob, TileOutput
+from services.models.tiny import NULL_X4, TINY_RRDB, build_tiny_store
+from services.models.upscaler import UpscaleEngine
+from services.pipelines.upscale import (
+    UpscaleOptions,
+    encoder_options,
+    image_limits,
+    upscale_upload,
+)
+
+BUILT_IN = {"tiny": TINY_RRDB, "null": NULL_X4}  # models built here, random weights
 
 
 @dataclass
 class ModeResult:
-    """Throughput of one mode: best of the measured rounds."""
+    """Throughput of one mode (best of the measured rounds) and what it cost."""
 
     mode: str
     images_per_s: float
     seconds: list[float]
+    cpu_s_per_image: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
 
 
 class MicroBatcher:
-    """Collects concurrent tile requests like ``@serve.batch``; runs each group at once."""
+    """Collects concurrent requests like ``@serve.batch``; runs each group at once."""
 
     def __init__(self, engine: UpscaleEngine, max_requests: int, wait_s: float) -> None:
         self.engine, self.max_requests, self.wait_s = engine, max_requests, wait_s
-        self.queue: asyncio.Queue[tuple[TileRequest, asyncio.Future[np.ndarray]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[TileJob, asyncio.Future[TileOutput]]] = asyncio.Queue()
 
-    async def upscale_tiles(self, model: str, tiles: np.ndarray) -> np.ndarray:
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        await self.queue.put((TileRequest(model, tiles), future))
+    async def upscale_image(self, job: TileJob) -> TileOutput:
+        future: asyncio.Future[TileOutput] = asyncio.get_running_loop().create_future()
+        await self.queue.put((job, future))
         return await future
 
     async def run(self) -> None:
@@ -74,9 +94,9 @@ class MicroBatcher:
                     batch.append(await asyncio.wait_for(self.queue.get(), left))
                 except TimeoutError:
                     break
-            results = await asyncio.to_thread(self.engine.predict, [item for item, _ in batch])
+            results = await asyncio.to_thread(self.engine.predict, [job for job, _ in batch])
             for (_, future), result in zip(batch, results, strict=True):
-                if isinstance(result, Exception):
+                if isinstance(result, PixserveError):
                     future.set_exception(result)
                 else:
                     future.set_result(result)
@@ -100,15 +120,19 @@ def sample_images(count: int, size: int) -> list[bytes]:
 
 def reference_mode(engine: UpscaleEngine, model: str, images: list[bytes], fmt: str) -> None:
     """(a) One image at a time, whole image, bare model (RealESRGANer's default path)."""
-    loaded = engine.models[model]
+    loaded, settings = engine.models[model], engine.settings
     pad = 10
     for data in images:
-        pixels = decode_image(data, image_limits(engine.settings)).pixels
-        padded = np.pad(pixels, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
-        batch = padded.transpose(2, 0, 1)[None].copy()
-        output = engine._forward(loaded.module, batch)[0].transpose(1, 2, 0)
-        border = pad * loaded.scale
-        encode_image(output[border:-border, border:-border], fmt)  # type: ignore[arg-type]
+        pixels = decode_image(data, image_limits(settings)).pixels
+        tensor = torch.from_numpy(pixels).to(engine.device).permute(2, 0, 1)[None]
+        with torch.inference_mode():
+            batch = tensor.to(engine.dtype).div_(255)
+            padded = torch.nn.functional.pad(batch, (pad, pad, pad, pad), mode="reflect")
+            output = loaded.module(padded.contiguous())[0]
+            border = pad * loaded.scale
+            output = output[:, border:-border, border:-border].clamp_(0, 1)
+            quantised = output.mul_(255).round_().to(torch.uint8).permute(1, 2, 0).cpu()
+        encode_image(quantised.numpy(), fmt, 90, encoder_options(settings))  # type: ignore[arg-type]
 
 
 async def engine_mode(
@@ -138,8 +162,13 @@ def http_mode(url: str, model: str, images: list[bytes], fmt: str) -> None:
         list(pool.map(send, images))
 
 
-def measure(name: str, run: Callable[[], Any], count: int, rounds: int) -> ModeResult:
+def measure(
+    name: str, run: Callable[[], Any], count: int, rounds: int, processes: dict[str, int]
+) -> ModeResult:
+    """One warm-up run, then ``rounds`` timed ones; CPU time and peak RSS of each named
+    process over the timed rounds."""
     run()  # warm-up: allocator, cudnn autotune, compile caches
+    stats = ProcessStats(processes)
     seconds = []
     for _ in range(rounds):
         started = time.perf_counter()
@@ -147,7 +176,8 @@ def measure(name: str, run: Callable[[], Any], count: int, rounds: int) -> ModeR
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - started)
-    return ModeResult(name, count / min(seconds), seconds)
+    cpu = {name: spent / (count * rounds) for name, spent in stats.cpu_seconds().items()}
+    return ModeResult(name, count / min(seconds), seconds, cpu, stats.peak_rss_mb())
 
 
 def start_service(settings: Settings, num_gpus: float) -> tuple[str, Callable[[], None]]:
@@ -176,14 +206,14 @@ def start_service(settings: Settings, num_gpus: float) -> tuple[str, Callable[[]
         },
         port=port,
     )
-    ray.init(namespace="serve", include_dashboard=False, num_cpus=8)
+    ray.init(namespace="serve", include_dashboard=False, num_cpus=8, log_to_driver=False)
     local.deploy(config, timeout_s=600)
     return f"http://127.0.0.1:{port}", local.shutdown
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="tiny", help="'tiny' or a model in the store")
+    parser.add_argument("--model", default="tiny", help="'null', 'tiny' or a model in the store")
     parser.add_argument("--store", type=Path, default=Path("var/models"))
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--size", type=int, default=512)
@@ -195,7 +225,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA)")
     parser.add_argument("--skip-http", action="store_true", help="no Ray here: (a) and (b)")
     parser.add_argument("--json", type=Path, default=Path("var/bench_upscale.json"))
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def build_settings(args: argparse.Namespace, store: Path, manifest: Path | None) -> Settings:
@@ -211,15 +241,16 @@ def build_settings(args: argparse.Namespace, store: Path, manifest: Path | None)
         batch_max_requests=args.requests,
         batch_wait_timeout_s=0.02,
         max_input_pixels=max(args.size**2, 4096**2),
+        max_output_pixels=max((4 * args.size) ** 2, 8192**2),
         torch_threads=None if torch.cuda.is_available() else os.cpu_count(),
     )
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> list[ModeResult]:
+    args = parse_args(argv)
     store, manifest = args.store, None
-    if args.model == "tiny":
-        args.model = TINY_RRDB
+    if args.model in BUILT_IN:
+        args.model = BUILT_IN[args.model]
         store = Path(tempfile.mkdtemp(prefix="pixserve-bench-"))
         manifest = build_tiny_store(store)
     settings = build_settings(args, store, manifest)
@@ -227,7 +258,9 @@ def main() -> None:
     engine.load()
     if args.model not in engine.models:
         raise SystemExit(f"error: {engine.missing.get(args.model)}")
-    report(args, settings, run_modes(args, settings, engine))
+    results = run_modes(args, settings, engine)
+    report(args, settings, results)
+    return results
 
 
 def run_modes(
@@ -235,24 +268,25 @@ def run_modes(
 ) -> list[ModeResult]:
     """Measure (a) and (b) in-process, then free the engine and measure (c)."""
     model, fmt, images = args.model, args.format, sample_images(args.requests, args.size)
+    here = {"this process": os.getpid()}
 
-    def timed(name: str, run: Callable[[], Any]) -> ModeResult:
-        return measure(name, run, len(images), args.rounds)
+    def timed(name: str, run: Callable[[], Any], processes: dict[str, int]) -> ModeResult:
+        return measure(name, run, len(images), args.rounds, processes)
 
     results = [
-        timed("a: one at a time, bare model", lambda: reference_mode(engine, model, images, fmt)),
-        timed(
-            "b: engine, cross-request tile batching",
-            lambda: asyncio.run(engine_mode(engine, model, images, fmt, settings)),
-        ),
-    ]
+        timed("a: one at a time, bare model",
+              lambda: reference_mode(engine, model, images, fmt), here),
+        timed("b: engine, cross-request batching",
+              lambda: asyncio.run(engine_mode(engine, model, images, fmt, settings)), here),
+    ]  # fmt: skip
     if args.skip_http:
         return results
     engine.models.clear()  # give the memory back before the service loads its own copy
     url, stop = start_service(settings, 1.0 if torch.cuda.is_available() else 0.0)
     try:
+        pids = replica_pids(["Ingress", "Upscaler"])
         results.append(
-            timed("c: HTTP service (Ray Serve)", lambda: http_mode(url, model, images, fmt))
+            timed("c: HTTP service (Ray Serve)", lambda: http_mode(url, model, images, fmt), pids)
         )
     finally:
         stop()
@@ -265,9 +299,13 @@ def report(args: argparse.Namespace, settings: Settings, results: list[ModeResul
     print(f"\n{args.requests} x {args.size}x{args.size} -> {args.format}, model {args.model}, "
           f"tile {settings.tile_size}+{settings.tile_pad}, tile batch {settings.tile_batch_size}, "
           f"device {device}, torch {torch.__version__}")  # fmt: skip
-    print(f"{'mode':<42} {'img/s':>8} {'vs (a)':>8}")
+    print(f"{'mode':<40} {'img/s':>8} {'vs (a)':>7}  CPU s/img, peak RSS MB")
     for result in results:
-        print(f"{result.mode:<42} {result.images_per_s:>8.3f} {result.images_per_s / base:>7.2f}x")
+        costs = ", ".join(f"{name} {result.cpu_s_per_image[name]:.3f} s / "
+                          f"{result.peak_rss_mb.get(name, 0):.0f} MB"
+                          for name in result.cpu_s_per_image)  # fmt: skip
+        print(f"{result.mode:<40} {result.images_per_s:>8.3f} "
+              f"{result.images_per_s / base:>6.2f}x  {costs}")  # fmt: skip
     if len(results) == 3:
         print(f"(c) / (b) = {results[2].images_per_s / results[1].images_per_s:.0%}")
     args.json.parent.mkdir(parents=True, exist_ok=True)

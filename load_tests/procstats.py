@@ -1,0 +1,68 @@
+"""CPU time and peak resident memory of named processes over a stretch of a benchmark.
+
+Read from /proc (Linux): CPU as utime + stime of every thread, the peak as VmHWM,
+which writing 5 to clear_refs resets to the current RSS, so the peak is the one of the
+measured stretch. Ray replicas are found by their actor class name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def replica_pids(deployments: list[str]) -> dict[str, int]:
+    """The pid of one live replica of each named Serve deployment."""
+    from ray.util.state import list_actors
+
+    pids: dict[str, int] = {}
+    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
+        name = str(actor.class_name).rsplit(":", 1)[-1]
+        if name in deployments and actor.pid:
+            pids.setdefault(name, int(actor.pid))
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def rss_mb(pid: int, key: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def reset_peak(pid: int) -> bool:
+    """Make VmHWM the current RSS; False where the kernel does not allow it."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+class ProcessStats:
+    """Started at construction: CPU seconds and peak RSS of each process since then."""
+
+    def __init__(self, processes: dict[str, int]) -> None:
+        self.processes = processes
+        self.resettable = {name: reset_peak(pid) for name, pid in processes.items()}
+        self.baseline_rss = {name: rss_mb(pid) for name, pid in processes.items()}
+        self.started = {name: cpu_seconds(pid) for name, pid in processes.items()}
+
+    def cpu_seconds(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) - self.started[name] for name, pid in self.processes.items()}
+
+    def peak_rss_mb(self) -> dict[str, float]:
+        """Peak RSS since the start (since the process began where it could not be reset)."""
+        return {name: rss_mb(pid, "VmHWM") for name, pid in self.processes.items()}
+
+    def peak_added_mb(self) -> dict[str, float]:
+        """How far the peak rose above the RSS at the start."""
+        peaks = self.peak_rss_mb()
+        return {name: peaks[name] - self.baseline_rss[name] for name in self.processes}

@@ -1,0 +1,57 @@
+"""Every script in load_tests/ runs, at a tiny size, as a user would run it: a refactor
+that breaks a benchmark fails CI instead of rotting until someone measures.
+
+This folder sorts before integration/, so these scripts start and stop their own Ray
+clusters before the session's Serve apps take the machine's memory. Nothing here looks
+at a timing; each run must finish and write its JSON report with every mode in it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = {
+    "bench_upscale.py": ["--model", "null", "--requests", "2", "--size", "48", "--rounds", "1",
+                         "--tile-size", "32"],
+    "bench_memory.py": ["--size", "64", "--formats", "jpeg"],
+    "bench_codecs.py": ["--size", "64", "--rounds", "1"],
+    "bench_jobs.py": ["--items", "4", "--size", "16", "--concurrency", "2"],
+    "bench_models.py": ["faces", "--faces", "1", "--batch", "1", "--rounds", "1"],
+}  # fmt: skip
+pytestmark = pytest.mark.timeout(600)
+
+
+def test_every_script_is_covered() -> None:
+    scripts = {path.name for path in (ROOT / "load_tests").glob("bench_*.py")}
+    assert scripts == set(SCRIPTS)
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_script_runs_at_a_tiny_size(script: str, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    out = "--out" if script == "bench_models.py" else "--json"
+    command = [
+        sys.executable,
+        str(ROOT / "load_tests" / script),
+        *SCRIPTS[script],
+        out,
+        str(report),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ""}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=540, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    written = json.loads(report.read_text())
+    assert written
+    if script == "bench_upscale.py":  # (a), (b) and (c), the service's with both replicas
+        results = written["results"]
+        assert [r["mode"][0] for r in results] == ["a", "b", "c"]
+        assert all(r["images_per_s"] > 0 for r in results)
+        assert set(results[2]["cpu_s_per_image"]) == {"Ingress", "Upscaler"}
