@@ -17,7 +17,7 @@ from services.models.tile_io import TileJob, TileOutput
 from services.models.upscaler import ForwardPass, UpscaleEngine
 from services.pipelines.presets import TileStep
 from services.pipelines.upscale import upscale
-from services.telemetry.tracing import batch_span
+from services.telemetry.tracing import annotate, batch_span
 
 
 class TileModels(EngineReplica):
@@ -45,7 +45,9 @@ class TileModels(EngineReplica):
                         batch_requests=len(jobs),
                         batch_pixels=sum(int(job.pixels.size) for job in jobs),
                         device=str(self.tiles.device), replica=self.replica):  # fmt: skip
-            return await asyncio.to_thread(self.tiles.predict, jobs)
+            results = await asyncio.to_thread(self.tiles.predict, jobs)
+            annotate(batch_tiles=sum(r.tiles for r in results if isinstance(r, TileOutput)))
+            return results
 
     async def run_step(
         self, image: DecodedImage | PixserveError, step: TileStep

@@ -59,8 +59,10 @@ QUICK = {
 def _report(request: pytest.FixtureRequest, line: str) -> None:
     """A line on pytest's terminal, past output capture."""
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(line)
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # fd capture is on during setup
+            reporter.write_line(line)
 
 
 def _free_port() -> int:

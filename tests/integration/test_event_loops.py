@@ -1,0 +1,45 @@
+"""No CPU-heavy step runs on an async replica's event loop: while a large upscale is
+decoded, tiled, run, stitched and encoded, the same Ingress keeps answering other
+requests, and the Codec keeps converting."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+
+from services.models.tiny import TINY_RRDB
+from tests.utils.images import astronaut, encode
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+def test_other_requests_are_answered_during_a_large_upscale(
+    client: httpx.Client, serve_url: str
+) -> None:
+    big = encode(astronaut(960), "JPEG", quality=90)  # 960 -> 3840 px on the tiny RRDB
+    small = encode(astronaut(16))
+    finished = threading.Event()
+    outcome: dict[str, int] = {}
+
+    def upscale() -> None:
+        files = {"image": ("big.jpg", big, "image/jpeg")}
+        response = httpx.post(f"{serve_url}/v1/upscale", files=files,
+                              data={"model": TINY_RRDB, "format": "png"}, timeout=280)  # fmt: skip
+        outcome["status"] = response.status_code
+        finished.set()
+
+    worker = threading.Thread(target=upscale)
+    worker.start()
+    answered_meanwhile = []
+    while not finished.is_set():
+        health = client.get("/healthz", timeout=60)
+        files = {"image": ("s.png", small, "image/png")}
+        converted = client.post("/v1/convert", files=files, data={"format": "webp"}, timeout=60)
+        if not finished.is_set():
+            answered_meanwhile.append((health.status_code, converted.status_code))
+    worker.join()
+    assert outcome["status"] == 200
+    assert len(answered_meanwhile) >= 3, answered_meanwhile
+    assert set(answered_meanwhile) == {(200, 200)}
