@@ -36,7 +36,9 @@ def photo(size: int) -> np.ndarray:
     """The astronaut resized to ``size`` px: an upscaler's smooth, detailed output."""
     from skimage import data
 
-    image = Image.fromarray(np.asarray(data.astronaut())).resize((size, size), Image.Resampling.LANCZOS)
+    image = Image.fromarray(np.asarray(data.astronaut())).resize(
+        (size, size), Image.Resampling.LANCZOS
+    )
     return np.ascontiguousarray(np.asarray(image))
 
 

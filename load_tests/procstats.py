@@ -2,7 +2,7 @@
 
 Read from /proc (Linux): CPU as utime + stime of every thread, the peak as VmHWM,
 which writing 5 to clear_refs resets to the current RSS, so the peak is the one of the
-measured stretch. Ray replicas are found by their actor class name.
+measured stretch. Ray replicas are found by their process titles.
 """
 
 from __future__ import annotations
@@ -13,15 +13,20 @@ from pathlib import Path
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def replica_pids(deployments: list[str]) -> dict[str, int]:
-    """The pid of one live replica of each named Serve deployment."""
-    from ray.util.state import list_actors
-
+def replica_pids(deployments: list[str], app: str = "pixserve") -> dict[str, int]:
+    """The pid of one live replica of each named Serve deployment of ``app``, found by
+    the process title Ray gives actors (``ray::ServeReplica:APP:DEPLOYMENT``)."""
     pids: dict[str, int] = {}
-    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
-        name = str(actor.class_name).rsplit(":", 1)[-1]
-        if name in deployments and actor.pid:
-            pids.setdefault(name, int(actor.pid))
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        prefix, _, name = title.strip().rpartition(":")
+        if prefix == f"ray::ServeReplica:{app}" and name in deployments:
+            pids.setdefault(name, int(entry.name))
     return pids
 
 
