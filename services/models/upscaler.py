@@ -33,7 +33,7 @@ import spandrel
 import torch
 
 from services.config import Settings
-from services.errors import EngineOutOfMemory, ModelNotReady, PixserveError
+from services.errors import EngineOutOfMemory, InvalidImage, ModelNotReady, PixserveError
 from services.imaging.tiling import (
     TileGrid,
     paste_core,
@@ -94,10 +94,6 @@ class _Work:
     tiles: torch.Tensor  # (planes * grid.count, 3, S, S), the input's integer dtype
     canvas: torch.Tensor  # (H * scale, W * scale, C), the input's integer dtype
     peak: float  # 255 or 65535
-
-    @property
-    def planes(self) -> int:
-        return len(self.tiles) // self.grid.count
 
 
 @dataclass
@@ -236,7 +232,7 @@ class UpscaleEngine:
         pixels = job.pixels if job.pixels.ndim == 3 else job.pixels[:, :, None]
         height, width, channels = pixels.shape
         if pixels.dtype not in (np.uint8, np.uint16) or channels not in (1, 2, 3, 4):
-            raise ModelNotReady(f"cannot run a {pixels.dtype} image of {channels} channels")
+            raise InvalidImage(f"cannot upscale a {pixels.dtype} image of {channels} channels")
         image = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(2, 0, 1)
         color = image[:3] if channels >= 3 else image[:1].expand(3, -1, -1)
         planes = [color] + ([image[-1:].expand(3, -1, -1)] if channels in (2, 4) else [])
