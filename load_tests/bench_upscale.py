@@ -220,7 +220,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--format", default="jpeg", choices=["png", "jpeg", "webp"])
     parser.add_argument("--tile-size", type=int, default=256)
-    parser.add_argument("--tile-batch", type=int, default=8)
+    parser.add_argument("--tile-batch", type=int, default=None, help="default: the device's")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA)")
     parser.add_argument("--skip-http", action="store_true", help="no Ray here: (a) and (b)")
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> list[ModeResult]:
     if args.model not in engine.models:
         raise SystemExit(f"error: {engine.missing.get(args.model)}")
     results = run_modes(args, settings, engine)
-    report(args, settings, results)
+    report(args, settings, results, engine.runtime.tile_batch)
     return results
 
 
@@ -293,11 +293,13 @@ def run_modes(
     return results
 
 
-def report(args: argparse.Namespace, settings: Settings, results: list[ModeResult]) -> None:
+def report(
+    args: argparse.Namespace, settings: Settings, results: list[ModeResult], tile_batch: int
+) -> None:
     base = results[0].images_per_s
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else _cpu_name()
     print(f"\n{args.requests} x {args.size}x{args.size} -> {args.format}, model {args.model}, "
-          f"tile {settings.tile_size}+{settings.tile_pad}, tile batch {settings.tile_batch_size}, "
+          f"tile {settings.tile_size}+{settings.tile_pad}, tile batch {tile_batch}, "
           f"device {device}, torch {torch.__version__}")  # fmt: skip
     print(f"{'mode':<40} {'img/s':>8} {'vs (a)':>7}  CPU s/img, peak RSS MB")
     for result in results:

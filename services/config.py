@@ -171,7 +171,10 @@ class Settings(BaseSettings):
     precision: Precision = Field(default="auto", description="auto: fp16 on CUDA, fp32 on CPU.")
     tile_size: int = Field(default=256, ge=16, le=1024, description="Tile edge in input px.")
     tile_pad: int = Field(default=10, ge=0, le=64, description="Context px around each tile.")
-    tile_batch_size: int = Field(default=8, ge=1, le=256, description="Tiles per forward pass.")
+    tile_batch_size: int | None = Field(
+        default=None, ge=1, le=256,
+        description="Tiles per forward pass; None: 8 on CUDA, 1 on CPU (cache-bound there).",
+    )  # fmt: skip
     compile: bool = Field(default=False, description="torch.compile on CUDA (warmed at load).")
     torch_threads: int | None = Field(
         default=None, ge=1, description="CPU threads for torch; None: the replica's num_cpus."

@@ -26,7 +26,12 @@ from services.config import Settings
 from services.errors import EngineOutOfMemory, ModelNotReady, PixserveError
 from services.imaging.faces import Face
 from services.models.retinaface import RetinaFaceDetector, load_retinaface
-from services.models.runtime import EngineStatus, TorchRuntime, batch_buckets
+from services.models.runtime import (
+    EngineStatus,
+    TorchRuntime,
+    allow_compiled_shapes,
+    batch_buckets,
+)
 from services.models.store import ModelStore, fetch_hint
 
 logger = logging.getLogger(__name__)
@@ -180,6 +185,7 @@ class FaceEngine:
         for a compilation."""
         model.module = torch.compile(model.module, dynamic=False)  # type: ignore[assignment]
         model.buckets = batch_buckets(model.batch_limit)
+        allow_compiled_shapes(len(model.buckets))
         for size in model.buckets:
             self._forward(model, np.zeros((size, 512, 512, 3), np.float32), 0.0)
 

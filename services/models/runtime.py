@@ -11,6 +11,11 @@ import torch
 from services.config import Settings
 
 HEALTH_ERROR_LIMIT = 3
+# Tiles per forward pass when the setting is None. On CUDA a batch fills the device; on
+# CPU oneDNN already spreads one tile over every core, and a batch's activations fall
+# out of cache: the null x4 model ran 1.58x the bare model at 1 tile and 0.84x at 8
+# (docs/benchmarks.md).
+CUDA_TILE_BATCH, CPU_TILE_BATCH = 8, 1
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -34,6 +39,16 @@ def batch_buckets(limit: int) -> tuple[int, ...]:
     return (*sizes, limit) if limit > 1 else (1,)
 
 
+def allow_compiled_shapes(count: int) -> None:
+    """Let dynamo keep ``count`` shape-specialised graphs per compiled module. Its
+    default limit (8) is below what the tile engine warms (tile edges x batch buckets);
+    past it, calls silently fall back to eager and the warm-up was for nothing."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, count)
+
+
 class TorchRuntime:
     """Device, dtype and memory cap of one engine process."""
 
@@ -51,6 +66,12 @@ class TorchRuntime:
     @property
     def on_cuda(self) -> bool:
         return self.device.type == "cuda"
+
+    @property
+    def tile_batch(self) -> int:
+        """Tiles per forward pass: the setting, else the device's default."""
+        return self.settings.tile_batch_size or (CUDA_TILE_BATCH if self.on_cuda
+                                                 else CPU_TILE_BATCH)  # fmt: skip
 
     def apply_limits(self) -> None:
         """Thread count and CUDA memory cap; call once before loading models."""

@@ -7,7 +7,8 @@ whole decoded images (uint8, or uint16 for 16-bit inputs) from any number of
 requests. Everything between the upload's pixels and the output's happens here, on
 the model's device: the pixels go there as integers, are padded and cut into tiles
 (gray images run as RGB, alpha as a second gray plane), tiles of the same model and
-size are concatenated across requests and run in chunks of ``tile_batch_size``, and
+size are concatenated across requests and run in chunks (``tile_batch_size``: 8 on
+CUDA, 1 on CPU, where one tile already uses every core and stays in cache), and
 each chunk's outputs are quantised and pasted straight into the integer output
 canvas, so no float copy at output size exists. A final resize reaches any requested
 size; on CUDA a JPEG output is encoded there too (nvjpeg), so only its bytes leave.
@@ -42,7 +43,12 @@ from services.imaging.tiling import (
     tile_core,
     tile_edges,
 )
-from services.models.runtime import EngineStatus, TorchRuntime, batch_buckets
+from services.models.runtime import (
+    EngineStatus,
+    TorchRuntime,
+    allow_compiled_shapes,
+    batch_buckets,
+)
 from services.models.store import ModelStore
 from services.models.tile_io import TileJob, TileOutput
 
@@ -201,7 +207,7 @@ class UpscaleEngine:
                                 f"channels in, {descriptor.output_channels} out)")  # fmt: skip
         eager = descriptor.model.eval().to(self.device, self.dtype)
         needs = descriptor.size_requirements
-        loaded = LoadedModel(eager, eager, spec.scale, self.settings.tile_batch_size, 0.0,
+        loaded = LoadedModel(eager, eager, spec.scale, self.runtime.tile_batch, 0.0,
                              needs.minimum, needs.multiple_of)  # fmt: skip
         if self.device.type == "cuda":
             loaded.eager = loaded.module = eager.to(memory_format=torch.channels_last)
@@ -215,9 +221,11 @@ class UpscaleEngine:
         bucket), so requests never pay for a compilation."""
         loaded.module = torch.compile(loaded.eager, dynamic=False)  # type: ignore[assignment]
         loaded.buckets = batch_buckets(loaded.batch_limit)
+        edges = tile_edges(self.settings.tile_size)
+        allow_compiled_shapes(len(edges) * len(loaded.buckets))
         pad = self.settings.tile_pad
         with torch.inference_mode():
-            for edge in tile_edges(self.settings.tile_size):
+            for edge in edges:
                 for size in loaded.buckets:
                     warm = torch.zeros((size, 3, edge + 2 * pad, edge + 2 * pad),
                                        dtype=self.dtype, device=self.device)  # fmt: skip

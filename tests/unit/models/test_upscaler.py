@@ -177,3 +177,46 @@ def test_a_jpeg_asked_of_a_cpu_engine_comes_back_as_pixels(engine: UpscaleEngine
     """Only a CUDA device encodes (nvjpeg); on a CPU the caller encodes in its threads."""
     (result,) = engine.predict([TileJob(TINY_RRDB, image(32, 32), jpeg_quality=90)])
     assert isinstance(result, TileOutput) and result.jpeg is None and result.pixels is not None
+
+
+def test_tile_batch_defaults_to_one_tile_per_pass_on_cpu(tiny_settings: Settings) -> None:
+    """Unset, the chunk is one tile on CPU (cache-bound; docs/benchmarks.md) and eight
+    on CUDA; a set value wins on both."""
+    store = ModelStore(tiny_settings.model_store, load_manifest(tiny_settings.extra_manifest))
+    unset = tiny_settings.model_copy(update={"models": [TINY_RRDB], "tile_batch_size": None})
+    engine = UpscaleEngine(unset, store)
+    engine.load()
+    assert engine.runtime.tile_batch == 1 and engine.models[TINY_RRDB].batch_limit == 1
+    engine.runtime.device = torch.device("cuda")  # the rule only; nothing runs there
+    assert engine.runtime.tile_batch == 8
+    assert (
+        UpscaleEngine(unset.model_copy(update={"tile_batch_size": 3}), store).runtime.tile_batch
+        == 3
+    )
+
+
+def test_compiled_shapes_are_not_capped_at_dynamos_default() -> None:
+    """Past dynamo's recompile limit (8) a compiled module silently runs eager; the
+    engines raise it to the number of shapes they warm (edges x buckets: 16 at the
+    default tile size and batch)."""
+    from torch._dynamo.utils import counters
+
+    from services.models.runtime import allow_compiled_shapes
+
+    def graphs_for(shapes: int) -> int:
+        torch._dynamo.reset()
+        counters.clear()
+        double = torch.compile(lambda x: x * 2, backend="eager", dynamic=False)
+        for size in range(1, shapes + 1):
+            double(torch.zeros(size))
+        return int(counters["stats"]["unique_graphs"])
+
+    limit = torch._dynamo.config.recompile_limit
+    try:
+        torch._dynamo.config.recompile_limit = 8
+        assert graphs_for(12) == 8  # the trap: four shapes ran uncompiled
+        allow_compiled_shapes(16)
+        assert graphs_for(12) == 12
+    finally:
+        torch._dynamo.config.recompile_limit = limit
+        torch._dynamo.reset()
