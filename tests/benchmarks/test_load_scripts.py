@@ -55,3 +55,21 @@ def test_script_runs_at_a_tiny_size(script: str, tmp_path: Path) -> None:
         assert [r["mode"][0] for r in results] == ["a", "b", "c"]
         assert all(r["images_per_s"] > 0 for r in results)
         assert set(results[2]["cpu_s_per_image"]) == {"Ingress", "Upscaler"}
+
+
+def test_gpu_check_dry_runs_on_cpu(tmp_path: Path) -> None:
+    """``gpu_check.sh --cpu-smoke``: every step of the GPU check runs at a tiny size here
+    (x4plus imported from the ncnn wheel) and the merged report holds each one's output."""
+    env = {**os.environ, "OUT": str(tmp_path), "PY_SMOKE": sys.executable, "RAY_ADDRESS": ""}
+    done = subprocess.run([str(ROOT / "load_tests" / "gpu_check.sh"), "--cpu-smoke"], env=env,
+                          capture_output=True, text=True, timeout=540, check=False)  # fmt: skip
+    log = (tmp_path / "log").read_text() if (tmp_path / "log").exists() else ""
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + log[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    steps = ["import-x4plus", "x4plus", "null-ceiling", "codecs", "faces", "sdxl"]
+    assert report["exit_status"] == dict.fromkeys(steps, 0)
+    assert set(report["results"]) == {"x4plus", "null", "codecs", "faces", "sdxl"}
+    x4plus = report["results"]["x4plus"]["results"]
+    assert [r["mode"][0] for r in x4plus] == ["a", "b"] and all(
+        r["images_per_s"] > 0 for r in x4plus
+    )
