@@ -54,6 +54,7 @@ _REFUSED_SIGNATURES: tuple[tuple[str, bytes], ...] = (
     ("ZIP archive", b"PK\x03\x04"),
 )
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"}
+LUMA = (0.299, 0.587, 0.114)  # RGB -> gray weights (BT.601, Pillow's "L"), one for all
 
 
 @dataclass(frozen=True)

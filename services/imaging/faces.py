@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from services.imaging.codec import LUMA
+
 CROP = 512
 # Where the five landmarks sit in a 512x512 FFHQ-aligned face (facexlib's template).
 TEMPLATE = np.array(
@@ -16,6 +18,7 @@ TEMPLATE = np.array(
      [201.26117, 371.41043], [313.08905, 371.15118]], np.float32,
 )  # fmt: skip
 _BORDER = (135 / 255, 133 / 255, 132 / 255)  # FFHQ's mean colour fills outside the image
+_MARGIN = 4  # px of zero mask kept around a face's window, beyond the bilinear edge
 
 
 @dataclass(frozen=True)
@@ -69,29 +72,60 @@ def align(image: np.ndarray, faces: list[Face]) -> list[AlignedFace]:
 
 
 def paste(
-    background: np.ndarray, aligned: list[AlignedFace], restored: list[np.ndarray],
+    canvas: np.ndarray, aligned: list[AlignedFace], restored: list[np.ndarray],
     scale: float, weight: float,
 ) -> np.ndarray:  # fmt: skip
-    """Blend each restored crop into ``background`` (the image, resized by ``scale``):
-    warped back by the inverse transform, mixed with the unrestored crop by ``weight``
-    (1: fully restored), under a mask eroded and feathered at its edge."""
-    height, width = background.shape[:2]
-    result = background.copy()
+    """Blend each restored crop into a copy of ``canvas`` (the image resized by
+    ``scale``: HxWxC integers, gray as one channel, alpha last and left alone): warped
+    back by the inverse transform, mixed with the unrestored crop by ``weight`` (1:
+    fully restored), under a mask eroded and feathered at its edge.
+
+    Floats exist only over each face's footprint, never at the output's size: the
+    warp, the mask and the blend run on the window the crop lands in, which gives the
+    same pixels as a whole-frame paste (the mask is zero well inside the window's edge).
+    """
+    result = canvas.copy()
+    height, width, channels = canvas.shape
+    color = slice(0, 3 if channels >= 3 else 1)
+    peak = 65535.0 if canvas.dtype == np.uint16 else 255.0
     for face, crop in zip(aligned, restored, strict=True):
-        mixed = weight * crop + (1.0 - weight) * face.crop
         inverse = cv2.invertAffineTransform(face.affine) * scale
         inverse[:, 2] += 0.5 * (scale - 1)  # pixel centres move when the image grows
-        warped = cv2.warpAffine(mixed, inverse, (width, height), flags=cv2.INTER_LINEAR)
-        mask = _soft_mask(inverse, width, height, scale)
-        result = mask * warped + (1.0 - mask) * result
-    pasted: np.ndarray = np.clip(result, 0.0, 1.0).astype(np.float32)
-    return pasted
+        window = _footprint(inverse, width, height)
+        if window is None:
+            continue
+        left, top, right, bottom = window
+        inverse[:, 2] -= (left, top)  # the same transform, into the window
+        size = (right - left, bottom - top)
+        mixed = weight * crop + (1.0 - weight) * face.crop
+        warped = cv2.warpAffine(mixed, inverse, size, flags=cv2.INTER_LINEAR)
+        if color.stop == 1:
+            warped = (warped @ np.asarray(LUMA, np.float32))[:, :, None]
+        mask = _soft_mask(inverse, size, scale)
+        region = result[top:bottom, left:right, color]
+        blended = mask * warped + (1.0 - mask) * (region.astype(np.float32) / peak)
+        region[...] = (np.clip(blended, 0.0, 1.0) * peak + 0.5).astype(canvas.dtype)
+    return result
 
 
-def _soft_mask(inverse: np.ndarray, width: int, height: int, scale: float) -> np.ndarray:
+def _footprint(inverse: np.ndarray, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The window (left, top, right, bottom) of the output that the crop lands on, with
+    a margin for the bilinear edge, clipped to the image; None when it misses it."""
+    corners = np.array([[0, 0], [CROP, 0], [0, CROP], [CROP, CROP]], np.float32)
+    landed = cv2.transform(corners[None], inverse)[0]
+    left, top = np.floor(landed.min(axis=0)).astype(int) - _MARGIN
+    right, bottom = np.ceil(landed.max(axis=0)).astype(int) + _MARGIN
+    left, top = max(int(left), 0), max(int(top), 0)
+    right, bottom = min(int(right), width), min(int(bottom), height)
+    if right <= left or bottom <= top:
+        return None
+    return left, top, right, bottom
+
+
+def _soft_mask(inverse: np.ndarray, size: tuple[int, int], scale: float) -> np.ndarray:
     """Where the crop lands, shrunk a little and blurred so no seam shows."""
     ones = np.ones((CROP, CROP), np.float32)
-    mask = cv2.warpAffine(ones, inverse, (width, height), flags=cv2.INTER_LINEAR)
+    mask = cv2.warpAffine(ones, inverse, size, flags=cv2.INTER_LINEAR)
     erosion = max(1, int(2 * scale))
     mask = cv2.erode(mask, np.ones((2 * erosion + 1, 2 * erosion + 1), np.uint8))
     face_width = float(np.sqrt(mask.sum()))

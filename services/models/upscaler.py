@@ -35,6 +35,7 @@ import torch
 
 from services.config import Settings
 from services.errors import EngineOutOfMemory, InvalidImage, ModelNotReady, PixserveError
+from services.imaging.codec import LUMA
 from services.imaging.tiling import (
     TileGrid,
     paste_core,
@@ -53,7 +54,6 @@ from services.models.store import ModelStore
 from services.models.tile_io import TileJob, TileOutput
 
 logger = logging.getLogger(__name__)
-_LUMA = (0.299, 0.587, 0.114)
 
 __all__ = ["EngineStatus", "ForwardPass", "TileJob", "TileOutput", "UpscaleEngine"]
 
@@ -145,7 +145,7 @@ class UpscaleEngine:
     def predict(self, jobs: list[TileJob]) -> list[TileOutput | PixserveError]:
         """Run each request's image; errors are returned per request, not raised, so
         one bad request never fails the others of its batch."""
-        results: list[TileOutput | PixserveError] = [ModelNotReady("not run")] * len(jobs)
+        results: dict[int, TileOutput | PixserveError] = {}
         works: dict[int, _Work] = {}
         with torch.inference_mode():
             for index, job in enumerate(jobs):
@@ -162,7 +162,7 @@ class UpscaleEngine:
                         works.pop(index)
             for index, output in zip(works, self._finish(list(works.values())), strict=True):
                 results[index] = output
-        return results
+        return [results[index] for index in range(len(jobs))]  # every request has one
 
     def status(self) -> EngineStatus:
         return EngineStatus(
@@ -289,8 +289,12 @@ class UpscaleEngine:
         owners = [(work, local) for work in members for local in range(len(work.tiles))]
         started = time.perf_counter()
         chunks = 0
-        for start, output in self._run_chunks(loaded, stack, members[0].peak):
-            for offset, tile in enumerate(output):
+        peak = members[0].peak
+        for start, output in self._run_chunks(loaded, stack, peak):
+            # quantised a chunk at once (float32: fp16 cannot hold 65535.5; the paste's
+            # cast truncates, hence the half)
+            scaled = output.float().mul_(peak).add_(0.5)
+            for offset, tile in enumerate(scaled):
                 work, local = owners[start + offset]
                 _paste(work, tile, local)
             chunks += 1
@@ -358,20 +362,21 @@ def _to_model(tiles: torch.Tensor, dtype: torch.dtype, peak: float) -> torch.Ten
 
 
 def _paste(work: _Work, output: torch.Tensor, local: int) -> None:
-    """One tile's (3, s, s) output into its owner's canvas: colour as RGB or luma (gray
-    images), alpha as the mean of its three channels; quantised on the way."""
+    """One tile's (3, s, s) output, scaled to the peak plus 0.5, into its owner's integer
+    canvas: colour as RGB or luma (gray images), alpha as the mean of its three
+    channels. The cast truncates, so it rounds (luma's weights sum to 1, so a weighted
+    sum keeps the half)."""
     plane, index = divmod(local, work.grid.count)
     core = tile_core(output, work.grid, work.loaded.scale, index)
     channels = work.canvas.shape[2]
     if plane == 1:
         core, where = core.mean(0, keepdim=True), slice(channels - 1, channels)
     elif channels < 3:
-        weights = torch.tensor(_LUMA, dtype=core.dtype, device=core.device)
+        weights = torch.tensor(LUMA, dtype=core.dtype, device=core.device)
         core, where = torch.einsum("chw,c->hw", core, weights)[None], slice(0, 1)
     else:
         where = slice(0, 3)
-    quantised = core.float().mul_(work.peak).round_().clamp_(0, work.peak).to(work.canvas.dtype)
-    paste_core(work.canvas, quantised, work.grid, work.loaded.scale, index, where)
+    paste_core(work.canvas, core, work.grid, work.loaded.scale, index, where)
 
 
 def resize_canvas(canvas: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:

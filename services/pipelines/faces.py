@@ -3,8 +3,9 @@
 It runs inside the FaceRestorer: detection and the geometry on CPU threads (never on
 the replica's event loop), the crops through the batched restorer, and the background
 through the Upscaler at the same time. Images arrive and leave as integers; floats
-exist only inside the worker threads' geometry. An image without a face is a result (zero faces, the
-background as asked), not an error.
+exist only inside the worker threads' geometry, at the input's size or over a face's
+window, never at the output's size. An image without a face is a result (zero faces,
+the background as asked), not an error.
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ import numpy as np
 
 from services.config import Settings
 from services.errors import InvalidParameter
-from services.imaging.codec import DecodedImage, from_float, to_float, to_uint8
+from services.imaging.codec import DecodedImage, to_float, to_uint8
 from services.imaging.faces import CROP, AlignedFace, Face, align, paste, select_faces
 from services.models.faces import FaceCrops
 from services.pipelines.upscale import TileBackend, UpscaleOptions, color_plane, upscale
-
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 Detect = Callable[[str, np.ndarray], list[Face]]
 Restore = Callable[[FaceCrops], Awaitable[np.ndarray]]
@@ -88,27 +87,20 @@ async def restore_faces(
     background, restored = await asyncio.gather(
         _background(image, options, tiles, settings), restoring
     )
-    pixels = await asyncio.to_thread(_compose, image, background, aligned, list(restored), options)
+    pixels = await asyncio.to_thread(_compose, background, aligned, list(restored), options)
     reports = [_report(face.face) for face in aligned]
     return FaceResult(pixels, reports, len(faces))
 
 
 def _compose(
-    image: DecodedImage, background: np.ndarray, aligned: list[AlignedFace],
-    restored: list[np.ndarray], options: FaceOptions,
+    background: np.ndarray, aligned: list[AlignedFace], restored: list[np.ndarray],
+    options: FaceOptions,
 ) -> np.ndarray:  # fmt: skip
-    """Paste the faces onto the background's colour, then give the result the input's
-    channels (gray stays gray, alpha from the background) and integer dtype."""
+    """Paste the faces onto the background, which has the input's channels (gray stays
+    gray, alpha is kept) and integer dtype; floats only over each face's window."""
     if not aligned:
         return background
-    shown = DecodedImage(background, image.bit_depth, image.source_format)
-    pasted = paste(_color_of(shown), aligned, restored, float(options.upscale), options.weight)
-    if not image.is_color:
-        pasted = (pasted @ _LUMA)[:, :, None]
-    color = from_float(pasted, image.bit_depth)
-    if image.has_alpha:
-        return np.concatenate([color, background[:, :, -1:]], axis=2)
-    return color
+    return paste(background, aligned, restored, float(options.upscale), options.weight)
 
 
 async def _restore(
