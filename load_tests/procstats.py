@@ -3,6 +3,10 @@
 Read from /proc (Linux): CPU as utime + stime of every thread, the peak as VmHWM,
 which writing 5 to clear_refs resets to the current RSS, so the peak is the one of the
 measured stretch. Ray replicas are found by their process titles.
+
+``python load_tests/procstats.py`` prints the memory at rest of every Ray process on
+this machine (a running ``make run``): RSS, and PSS, which splits shared pages among
+the processes that share them, so the total is what the platform really holds.
 """
 
 from __future__ import annotations
@@ -11,6 +15,34 @@ import os
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def ray_processes() -> dict[int, str]:
+    """Every Ray process here (pid -> title: ``ray::ServeReplica:pixserve:Upscaler``,
+    ``raylet``, ``gcs_server`` and the like)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        title = argv[0].decode(errors="replace").strip()
+        words = b" ".join(argv).decode(errors="replace")
+        if title.startswith("ray::") or any(
+            part in words for part in ("/raylet", "/gcs_server", "ray/dashboard", "ray/_private")
+        ):
+            found[int(entry.name)] = title.split(" ")[0].rsplit("/", 1)[-1]
+    return found
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size: shared pages split among their sharers."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def replica_pids(deployments: list[str], app: str = "pixserve") -> dict[str, int]:
@@ -71,3 +103,24 @@ class ProcessStats:
         """How far the peak rose above the RSS at the start."""
         peaks = self.peak_rss_mb()
         return {name: peaks[name] - self.baseline_rss[name] for name in self.processes}
+
+
+def footprint() -> list[tuple[str, float, float]]:
+    """(title, RSS MB, PSS MB) of every Ray process, largest first."""
+    rows = []
+    for pid, title in ray_processes().items():
+        try:
+            rows.append((title, rss_mb(pid), pss_mb(pid)))
+        except OSError:  # it ended while being read
+            continue
+    return sorted(rows, key=lambda row: -row[2])
+
+
+if __name__ == "__main__":
+    table = footprint()
+    for title, rss, pss in table:
+        print(f"{title:<48} RSS {rss:>7.0f} MB  PSS {pss:>7.0f} MB")
+    print(
+        f"{len(table)} Ray processes: RSS {sum(r[1] for r in table):.0f} MB, "
+        f"PSS {sum(r[2] for r in table):.0f} MB"
+    )
