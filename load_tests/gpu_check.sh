@@ -87,7 +87,7 @@ main() {
   local store=$OUT/models
   if [ "$MODE" = --cpu-smoke ]; then
     PY=${PY_SMOKE:-.venv/bin/python}
-    local upscale="--requests 2 --size 64 --rounds 1 --tile-size 32" null_size="--size 64"
+    local upscale="--requests 2 --size 32 --rounds 1 --tile-size 32" null_size="--size 32"
     local codecs="--size 64 --rounds 1" faces="--faces 1 --batch 1 --rounds 1"
     local sdxl="--tiny --size 64 --steps 2 --rounds 1" compile="" device=cpu
   else

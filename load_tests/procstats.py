@@ -5,8 +5,9 @@ which writing 5 to clear_refs resets to the current RSS, so the peak is the one 
 measured stretch. Ray replicas are found by their process titles.
 
 ``python load_tests/procstats.py`` prints the memory at rest of every Ray process on
-this machine (a running ``make run``): RSS, and PSS, which splits shared pages among
-the processes that share them, so the total is what the platform really holds.
+this machine and of the ``pixserve up`` driver (a running ``make run``): RSS, and PSS,
+which splits shared pages among the processes that share them, so the total is what
+the platform really holds.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 def ray_processes() -> dict[int, str]:
     """Every Ray process here (pid -> title: ``ray::ServeReplica:pixserve:Upscaler``,
-    ``raylet``, ``gcs_server`` and the like)."""
+    ``raylet``, ``gcs_server`` and the like), and the ``pixserve up`` driver."""
     found: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -30,7 +31,9 @@ def ray_processes() -> dict[int, str]:
             continue
         title = argv[0].decode(errors="replace").strip()
         words = b" ".join(argv).decode(errors="replace")
-        if title.startswith("ray::") or any(
+        if "bin/pixserve up" in words:  # the driver that deployed the app
+            found[int(entry.name)] = "pixserve up"
+        elif title.startswith("ray::") or any(
             part in words for part in ("/raylet", "/gcs_server", "ray/dashboard", "ray/_private")
         ):
             found[int(entry.name)] = title.split(" ")[0].rsplit("/", 1)[-1]
@@ -121,6 +124,6 @@ if __name__ == "__main__":
     for title, rss, pss in table:
         print(f"{title:<48} RSS {rss:>7.0f} MB  PSS {pss:>7.0f} MB")
     print(
-        f"{len(table)} Ray processes: RSS {sum(r[1] for r in table):.0f} MB, "
+        f"{len(table)} processes: RSS {sum(r[1] for r in table):.0f} MB, "
         f"PSS {sum(r[2] for r in table):.0f} MB"
     )
