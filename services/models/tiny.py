@@ -234,10 +234,12 @@ def _sdxl(seed: int) -> Any:
         transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
         cross_attention_dim=64, norm_num_groups=1,
     )  # fmt: skip
+    # four blocks: latents are 1/8 of the image, as SDXL's (two made them 1/2, and a
+    # 512 px image a 256x256 latent whose attention took a minute on CPU)
     vae = parts.AutoencoderKL(
-        block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-        sample_size=128,
+        block_out_channels=[16, 16, 32, 32], in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+        sample_size=128, norm_num_groups=8,
     )  # fmt: skip
     size = len(tokenizer)
     text = CLIPTextConfig(
