@@ -201,7 +201,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--tiny", action="store_true", help="the tiny SDXL (CPU smoke run)")
-    parser.add_argument("--out", type=Path, default=Path("var/bench_models.json"))
+    parser.add_argument("--json", "--out", dest="out", type=Path,
+                        default=Path("var/bench_models.json"))  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         store = Path(folder)

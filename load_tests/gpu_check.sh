@@ -84,8 +84,9 @@ main() {
   mkdir -p "$OUT"
   : >"$OUT/log"
   export PYTHONUNBUFFERED=1 PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
-  local store=$OUT/models
+  local store=/tmp/pixserve-gpu-check/models  # not under $OUT: the device tool copies that back
   if [ "$MODE" = --cpu-smoke ]; then
+    store=$OUT/models
     PY=${PY_SMOKE:-.venv/bin/python}
     local upscale="--requests 2 --size 32 --rounds 1 --tile-size 32" null_size="--size 32"
     local codecs="--size 64 --rounds 1" faces="--faces 1 --batch 1 --rounds 1"
@@ -113,14 +114,14 @@ print(import_ncnn(ModelStore(Path(sys.argv[1]), load_manifest(None)), "x4plus", 
     --json "$OUT/null.json"
   step codecs 45 $PY load_tests/bench_codecs.py $codecs --json "$OUT/codecs.json"
   step faces 60 $PY load_tests/bench_models.py faces --device "$device" $faces \
-    --out "$OUT/faces.json"
+    --json "$OUT/faces.json"
   step sdxl 120 $PY load_tests/bench_models.py sdxl --device "$device" $sdxl \
-    --out "$OUT/sdxl.json"
+    --json "$OUT/sdxl.json"
   if [ -n "$compile" ]; then  # compilations last: they cost what no other step does
     step x4plus-compiled 150 $bench --model x4plus --store "$store" --compile $upscale \
       --json "$OUT/x4plus_compiled.json"
     step sdxl-compiled 240 $PY load_tests/bench_models.py sdxl --device "$device" $sdxl \
-      --compile --out "$OUT/sdxl_compiled.json"
+      --compile --json "$OUT/sdxl_compiled.json"
   fi
   $PY - "$OUT" "${STATUS[@]}" <<'EOF'
 import json, sys, torch
