@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 lossless = bool(np.array_equal(np.asarray(Image.open(io.BytesIO(data))), pixels))
             rows.append({"encoder": name, "ms": seconds * 1000, "mb": len(data) / 2**20,
                          "lossless": lossless})  # fmt: skip
+            print(f"{fmt:<5} {name:<45} {seconds * 1000:8.1f} ms", flush=True)  # a cut run
     report(results, args.json)
     return results
 

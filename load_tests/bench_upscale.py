@@ -225,6 +225,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA)")
     parser.add_argument("--skip-http", action="store_true", help="no Ray here: (a) and (b)")
     parser.add_argument("--json", type=Path, default=Path("var/bench_upscale.json"))
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="also write a cProfile of one engine pass (b) to this file")
     return parser.parse_args(argv)
 
 
@@ -260,7 +262,37 @@ def main(argv: list[str] | None = None) -> list[ModeResult]:
         raise SystemExit(f"error: {engine.missing.get(args.model)}")
     results = run_modes(args, settings, engine)
     report(args, settings, results, engine.runtime.tile_batch)
+    if args.profile is not None:
+        profile_engine(engine, args, settings, args.profile)
     return results
+
+
+def profile_engine(
+    engine: UpscaleEngine, args: argparse.Namespace, settings: Settings, path: Path
+) -> None:
+    """Where (b)'s time goes: decode every image, then one ``predict`` over all of them
+    in this thread (the micro-batcher runs it in a worker, which cProfile cannot see),
+    the top functions by own time written to ``path``."""
+    import cProfile
+    import pstats
+
+    images = sample_images(args.requests, args.size)
+    options = UpscaleOptions(args.model, output_format=args.format)
+    spec = engine.store.manifest.get(args.model)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    decoded = [decode_image(data, image_limits(settings)) for data in images]
+    jobs = [TileJob(args.model, image.pixels, (image.width * spec.scale, image.height *
+                    spec.scale), options.quality if args.format == "jpeg" else None)
+            for image in decoded]  # fmt: skip
+    engine.predict(jobs)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    profiler.disable()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as out:
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(35)
+    print(f"wrote {path}")
 
 
 def run_modes(

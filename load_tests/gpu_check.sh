@@ -18,6 +18,8 @@
 #   load_tests/gpu_check.sh --prepare
 # On the GPU machine (run tool: carry [".gpu"], timeout_s 540, OUT is the tool's):
 #   load_tests/gpu_check.sh
+# or some steps only, within a shorter budget:
+#   ONLY="faces sdxl" BUDGET_S=300 load_tests/gpu_check.sh
 # Dry run here on CPU at tiny sizes, same steps, same JSON:
 #   load_tests/gpu_check.sh --cpu-smoke
 set -uo pipefail
@@ -38,6 +40,7 @@ prepare() {
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform any -d "$GPU_DIR/wheels" \
     "spandrel==$(pkg_version spandrel)" "diffusers==$(pkg_version diffusers)" \
+    "spandrel-extra-arches==$(pkg_version spandrel_extra_arches)" \
     "pydantic==$(pkg_version pydantic)" "pydantic-core==$(pkg_version pydantic-core)" \
     "pydantic-settings==$(pkg_version pydantic-settings)" \
     "typing-inspection==$(pkg_version typing-inspection)" \
@@ -70,6 +73,10 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run within the time left, log, keep 
   local name=$1 limit=$2 left started rc
   shift 2
   left=$(( DEADLINE - $(date +%s) ))
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then
+    STATUS+=("$name=skipped")  # ONLY="step ...": a rerun of chosen steps
+    return
+  fi
   if (( left < 20 )); then
     echo "== $name: skipped, $left s left" | tee -a "$OUT/log"
     STATUS+=("$name=skipped")
@@ -98,7 +105,7 @@ main() {
   else
     install_wheels
     local upscale="--requests 16 --size 512 --rounds 3" null_size="--size 512"
-    local codecs="--size 2048 --rounds 3" faces="--faces 64 --batch 8 --rounds 3"
+    local codecs="--size 2048 --rounds 1" faces="--faces 64 --batch 8 --rounds 3"
     local sdxl="--size 1024 --steps 30 --rounds 2" compile="--compile" device=cuda
   fi
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
@@ -114,9 +121,9 @@ print(import_ncnn(ModelStore(Path(sys.argv[1]), load_manifest(None)), "x4plus", 
   # most wanted first: a step that would overrun the budget is cut or skipped
   local bench="$PY load_tests/bench_upscale.py --skip-http --format jpeg"
   step x4plus 90 $bench --model x4plus --store "$store" $upscale --json "$OUT/x4plus.json"
-  step null-ceiling 45 $bench --model null --requests 16 $null_size --rounds 2 \
-    --json "$OUT/null.json"
-  step codecs 45 $PY load_tests/bench_codecs.py $codecs --json "$OUT/codecs.json"
+  step null-ceiling 60 $bench --model null --requests 16 $null_size --rounds 2 \
+    --json "$OUT/null.json" --profile "$OUT/null_profile.txt"
+  step codecs 75 $PY load_tests/bench_codecs.py $codecs --json "$OUT/codecs.json"
   step faces 60 $PY load_tests/bench_models.py faces --device "$device" $faces \
     --json "$OUT/faces.json"
   step sdxl 120 $PY load_tests/bench_models.py sdxl --device "$device" $sdxl \

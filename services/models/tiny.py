@@ -209,14 +209,25 @@ def _directory_entry(name: str, task: str, architecture: str) -> dict[str, objec
 
 def clip_tokenizer() -> object:
     """A byte-level CLIP tokenizer without merges: every character is a token."""
-    from transformers import CLIPTokenizer, convert_slow_tokenizer
+    from transformers import CLIPTokenizer
 
-    converter: Any = convert_slow_tokenizer  # untyped module
-    characters = list(converter.bytes_to_unicode().values())
+    characters = list(_bytes_to_unicode().values())
     vocab = {c: i for i, c in enumerate(characters)}
     vocab.update({c + "</w>": len(characters) + i for i, c in enumerate(characters)})
     vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's (and CLIP's) byte-level alphabet: printable bytes map to themselves, the
+    others to code points from 256 up. Written here because transformers moves its copy
+    between releases (5.17 has none where 5.25 has it)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]  # fmt: skip
+    extra = (byte for byte in range(256) if byte not in printable)
+    mapping = {byte: chr(byte) for byte in printable}
+    mapping.update({byte: chr(256 + n) for n, byte in enumerate(extra)})
+    return mapping
 
 
 def _sdxl(seed: int) -> Any:
