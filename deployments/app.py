@@ -1,8 +1,8 @@
 """The application graph: Ingress -> Upscaler, Denoiser, FaceRestorer (-> Upscaler for
 backgrounds), Diffusion, Vision and Codec; the Dispatcher -> the same deployments for
 jobs. Presets chain the model deployments' calls. A model deployment the settings give
-nothing to serve is left out (its handle is None), so it takes no replica and no
-memory; the API still lists it as not configured.
+nothing to serve is left out (no handle by its name), so it takes no replica and no
+memory; the API still lists it as not configured (services/registry.py says which).
 
 ``app_builder`` is the ``import_path`` of ``serve_config.yaml``: the config's ``args``
 become the Settings, and its ``deployments`` section tunes replicas and resources.
@@ -22,27 +22,23 @@ from deployments.ingress import Ingress
 from deployments.upscaler import Denoiser, Upscaler
 from deployments.vision import Vision
 from services.config import Settings
-from services.models.manifest import deployments_in_use
+from services.registry import deployments_in_use
 
 
 def build_app(settings: Settings) -> Application:
-    """Bind the graph: the ingress holds handles to every model deployment in use."""
+    """Bind the graph: the Ingress and the Dispatcher hold the handles of every model
+    deployment in use (and the Codec), by name."""
     used = deployments_in_use(settings)
-
-    def bind(deployment: Any, *args: Any) -> Application | None:
+    upscaler = cast(Deployment, Upscaler).bind(settings)
+    bound: dict[str, Any] = {"Upscaler": upscaler, "Codec": cast(Deployment, Codec).bind(settings)}
+    for deployment, args in ((Denoiser, (settings,)), (FaceRestorer, (upscaler, settings)),
+                             (Diffusion, (settings,)), (Vision, (settings,))):  # fmt: skip
         # serve.deployment turns the classes into Deployments; its typing does not say so
         name = cast(Deployment, deployment).name
-        return cast(Deployment, deployment).bind(*args) if name in used else None
-
-    upscaler = cast(Deployment, Upscaler).bind(settings)
-    denoiser = bind(Denoiser, settings)
-    codec = cast(Deployment, Codec).bind(settings)
-    faces = bind(FaceRestorer, upscaler, settings)
-    diffusion = bind(Diffusion, settings)
-    vision = bind(Vision, settings)
-    models = (upscaler, denoiser, codec, faces, diffusion, vision)
-    dispatcher = cast(Deployment, Dispatcher).bind(*models, settings)
-    return cast(Deployment, Ingress).bind(dispatcher, *models, settings)
+        if name in used:
+            bound[name] = cast(Deployment, deployment).bind(*args)
+    dispatcher = cast(Deployment, Dispatcher).bind(bound, settings)
+    return cast(Deployment, Ingress).bind(dispatcher, bound, settings)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from ray import serve
@@ -17,125 +18,92 @@ from services.errors import ModelNotReady, PixserveError, ServiceUnavailable
 from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertOptions
 from services.models.diffusion import Generated, GenerateOptions
-from services.models.manifest import (
-    DEPLOYMENT_OF,
-    MODEL_DEPLOYMENTS,
-    Manifest,
-    load_manifest,
-    not_configured_reason,
-)
+from services.models.manifest import Manifest, load_manifest
 from services.models.runtime import EngineStatus
 from services.models.tile_io import TileJob, TileOutput
 from services.models.vision import Description
 from services.pipelines.faces import FaceOptions, FaceResult
 from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult
+from services.registry import DEPLOYMENT_OF_TASK, MODEL_DEPLOYMENTS, not_configured_reason
 
 
-def graph_backend(
-    settings: Settings,
-    upscaler: DeploymentHandle[Any],
-    denoiser: DeploymentHandle[Any],
-    codec: DeploymentHandle[Any],
-    faces: DeploymentHandle[Any],
-    diffusion: DeploymentHandle[Any],
-    vision: DeploymentHandle[Any],
-) -> ServeBackend:
-    """The backend the Ingress and the Dispatcher both use: every model deployment of
-    the graph, and the manifest that says which deployment serves which model."""
-    manifest = load_manifest(settings.extra_manifest)
-    return ServeBackend(upscaler, codec, denoiser, manifest, faces=faces, diffusion=diffusion,
-                        vision=vision, settings=settings)  # fmt: skip
+def graph_backend(settings: Settings, handles: Mapping[str, DeploymentHandle[Any]]) -> ServeBackend:
+    """The backend the Ingress and the Dispatcher both use: the graph's deployments by
+    name, and the manifest that says which deployment serves which model."""
+    return ServeBackend(handles, load_manifest(settings.extra_manifest), settings)
 
 
 class ServeBackend:
-    """Implements ``PlatformBackend`` by calling the model deployments' handles: tiles
-    go to the deployment serving the model's task (Upscaler or Denoiser)."""
+    """Implements ``PlatformBackend`` by calling the deployments' handles, looked up by
+    name (services/registry.py): tiles go to the deployment serving the model's task."""
 
     def __init__(
         self,
-        upscaler: DeploymentHandle[Any],
-        codec: DeploymentHandle[Any] | None = None,
-        denoiser: DeploymentHandle[Any] | None = None,
-        manifest: Manifest | None = None,
-        status_timeout_s: float = 5.0,
-        faces: DeploymentHandle[Any] | None = None,
-        diffusion: DeploymentHandle[Any] | None = None,
-        vision: DeploymentHandle[Any] | None = None,
+        handles: Mapping[str, DeploymentHandle[Any]],
+        manifest: Manifest,
         settings: Settings | None = None,
+        status_timeout_s: float = 5.0,
     ) -> None:
-        self.tile_deployments = {"Upscaler": upscaler}
-        if denoiser is not None:
-            self.tile_deployments["Denoiser"] = denoiser
-        # those answering status() and run_step()
-        self.model_deployments = dict(self.tile_deployments)
-        if faces is not None:
-            self.model_deployments["FaceRestorer"] = faces
-        if diffusion is not None:
-            self.model_deployments["Diffusion"] = diffusion
-        if vision is not None:
-            self.model_deployments["Vision"] = vision
-        self.codec, self.faces, self.diffusion, self.vision = codec, faces, diffusion, vision
-        self.serving = {  # model name -> the deployment that serves it
-            name: DEPLOYMENT_OF[spec.task] for name, spec in (manifest.models.items()
-                                                               if manifest else [])
-        }  # fmt: skip
+        self.handles = dict(handles)
+        self.model_deployments = {name: handle for name, handle in self.handles.items()
+                                  if name in MODEL_DEPLOYMENTS}  # fmt: skip
+        self.serving = {name: DEPLOYMENT_OF_TASK[spec.task]  # model name -> its deployment
+                        for name, spec in manifest.models.items()}  # fmt: skip
         self.status_timeout_s = status_timeout_s
         # left out of the graph because nothing is configured for them -> why
         self.unconfigured = {
             name: not_configured_reason(name, settings)
             for name in MODEL_DEPLOYMENTS
-            if settings is not None and name not in self.model_deployments
+            if settings is not None and name not in self.handles
         }
 
     async def upscale_image(self, job: TileJob) -> TileOutput:
         """To the deployment serving the job's model (Upscaler or Denoiser)."""
         name = self.serving.get(job.model, "Upscaler")
         job = dataclasses.replace(job, request_id=_request_id())
-        output: TileOutput = await self._call(self.tile_deployments.get(name), name, "upscale", job)
+        output: TileOutput = await self._call(name, "upscale", job)
         return output
 
     async def convert(self, data: bytes, options: ConvertOptions) -> Converted:
-        converted: Converted = await self._call(self.codec, "Codec", "convert", data, options)
+        converted: Converted = await self._call("Codec", "convert", data, options)
         return converted
 
     async def restore_faces(self, image: DecodedImage, options: FaceOptions) -> FaceResult:
         restored: FaceResult = await self._call(
-            self.faces, "FaceRestorer", "restore", image, options, _request_id()
+            "FaceRestorer", "restore", image, options, _request_id()
         )
         return restored
 
     async def generate(self, options: GenerateOptions, image: DecodedImage | None) -> Generated:
         """To a replica holding the checkpoint, when one does (Serve's multiplexing)."""
-        checkpoint = options.checkpoint
-        handle = (
-            None
-            if self.diffusion is None
-            else self.diffusion.options(multiplexed_model_id=checkpoint)
-        )
-        generated: Generated = await self._call(handle, "Diffusion", "generate", options, image)
+        generated: Generated = await self._call("Diffusion", "generate", options, image,
+                                                multiplexed=options.checkpoint)  # fmt: skip
         return generated
 
     async def describe(self, image: DecodedImage, want: list[str]) -> Description:
-        described: Description = await self._call(self.vision, "Vision", "describe", image, want)
+        described: Description = await self._call("Vision", "describe", image, want)
         return described
 
     async def answer(
         self, image: DecodedImage, question: str, max_tokens: int
     ) -> tuple[str, int, int]:
-        answered: tuple[str, int, int] = await self._call(self.vision, "Vision", "answer", image,
-                                                     question, max_tokens)  # fmt: skip
+        answered: tuple[str, int, int] = await self._call("Vision", "answer", image, question,
+                                                     max_tokens)  # fmt: skip
         return answered
 
     def serves(self) -> set[str]:
         return set(self.model_deployments)
 
     async def _call(
-        self, handle: DeploymentHandle[Any] | None, name: str, method: str, *args: Any
+        self, name: str, method: str, *args: Any, multiplexed: str | None = None
     ) -> Any:
-        """A model deployment's call; one left out for want of configuration is a 503
-        naming the settings that would start it."""
+        """A deployment's call by name (to a replica holding ``multiplexed``, when one
+        does); one left out for want of configuration is a 503 naming the settings."""
+        handle = self.handles.get(name)
         if handle is None and name in self.unconfigured:
             raise ModelNotReady(self.unconfigured[name])
+        if handle is not None and multiplexed is not None:
+            handle = handle.options(multiplexed_model_id=multiplexed)
         return await _call(handle, name, method, *args)
 
     async def run_plan(self, image: DecodedImage, plan: Plan) -> PlanResult:
@@ -156,9 +124,9 @@ class ServeBackend:
             (produced if step.kind in IMAGE_STEPS else texts)[step.id] = response
         encoding = None
         if plan.output is not None:
-            if self.codec is None:
+            if (codec := self.handles.get("Codec")) is None:
                 raise ServiceUnavailable("no Codec deployment is connected")
-            encoding = self.codec.encode.remote(produced[plan.result], plan.output)
+            encoding = codec.encode.remote(produced[plan.result], plan.output)
         try:
             encoded = await encoding if encoding is not None else None
             outputs = {name: await response for name, response in texts.items()}

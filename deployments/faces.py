@@ -32,7 +32,7 @@ class FaceRestorer(EngineReplica):
         self.engine = self.faces = FaceEngine(settings, store, share)
         self.faces.on_pass = lambda p: self.record_pass(p.model, p.faces, p.capacity, p.seconds)
         self.faces.load()
-        self.background = ServeBackend(upscaler, manifest=store.manifest)
+        self.background = ServeBackend({"Upscaler": upscaler}, store.manifest)
         self.batched = self.restore_batch
         self.start(settings, share)
 

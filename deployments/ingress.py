@@ -24,16 +24,11 @@ class Ingress:
     def __init__(
         self,
         dispatcher: DeploymentHandle[Any],
-        upscaler: DeploymentHandle[Any],
-        denoiser: DeploymentHandle[Any],
-        codec: DeploymentHandle[Any],
-        faces: DeploymentHandle[Any],
-        diffusion: DeploymentHandle[Any],
-        vision: DeploymentHandle[Any],
+        handles: dict[str, DeploymentHandle[Any]],
         settings: Settings,
     ) -> None:
         self.settings = settings
-        self.backend = graph_backend(settings, upscaler, denoiser, codec, faces, diffusion, vision)
+        self.backend = graph_backend(settings, handles)
         self.dispatcher = dispatcher  # held so the graph deploys it; it needs no calls
         self.jobs = build_job_service(settings, self.backend)
         self.api = create_api(

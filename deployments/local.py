@@ -19,7 +19,7 @@ from ray.serve._private import api as serve_private_api
 from ray.serve.schema import ServeDeploySchema
 
 from services.config import Settings
-from services.models.manifest import MODEL_DEPLOYMENTS, deployments_in_use
+from services.registry import MODEL_DEPLOYMENTS, deployments_in_use
 
 DEFAULT_CONFIG = Path(__file__).with_name("serve_config.yaml")
 APP_NAME = "pixserve"

@@ -225,8 +225,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile (CUDA)")
     parser.add_argument("--skip-http", action="store_true", help="no Ray here: (a) and (b)")
     parser.add_argument("--json", type=Path, default=Path("var/bench_upscale.json"))
-    parser.add_argument("--profile", type=Path, default=None,
-                        help="also write a cProfile of one engine pass (b) to this file")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="also write a cProfile of one engine pass (b) to this file",
+    )
     return parser.parse_args(argv)
 
 

@@ -13,36 +13,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from services.config import Settings
 from services.errors import UnknownModel
+from services.registry import ModelTask
 
 SourceKind = Literal["url", "ncnn", "local", "hub"]
-Task = Literal[
-    "upscale", "denoise", "face", "detect", "generate", "safety", "caption", "tags", "nsfw", "vqa"
-]
-DEPLOYMENT_OF: dict[str, str] = {
-    "upscale": "Upscaler",
-    "denoise": "Denoiser",
-    "face": "FaceRestorer",
-    "detect": "FaceRestorer",
-    "generate": "Diffusion",
-    "safety": "Diffusion",
-    "caption": "Vision",
-    "tags": "Vision",
-    "nsfw": "Vision",
-    "vqa": "Vision",
-}
-# The tasks that give a deployment something to serve (a safety checker or a face
-# detector alone does not); a model deployment none of them configures is left out
-# of the application and takes no replica. The Upscaler always runs.
-SERVING_TASKS = ("upscale", "denoise", "face", "generate", "caption", "tags", "nsfw", "vqa")
-MODEL_DEPLOYMENTS = ("Upscaler", "Denoiser", "FaceRestorer", "Diffusion", "Vision")
-_CONFIGURE_HINTS = {
-    "Denoiser": "set denoise_models (e.g. [{denoise}])",
-    "FaceRestorer": "set face_models and face_detectors (e.g. [{face}] and [{detector}])",
-    "Diffusion": "map diffusion_checkpoints (e.g. {{realism: sdxl-base}})",
-    "Vision": "set caption_model, tag_model, nsfw_model or vqa_model (e.g. blip-caption)",
-}
+Task = ModelTask
 
 
 class WeightSource(BaseModel):
@@ -125,19 +100,3 @@ def _parse(text: str) -> dict[str, ModelSpec]:
     raw = json.loads(text)
     specs = [ModelSpec.model_validate(entry) for entry in raw["models"]]
     return {spec.name: spec for spec in specs}
-
-
-def deployments_in_use(settings: Settings) -> set[str]:
-    """The model deployments these settings give something to serve."""
-    used = {DEPLOYMENT_OF[task] for task in SERVING_TASKS if settings.configured(task)}
-    return used | {"Upscaler"}
-
-
-def not_configured_reason(deployment: str, settings: Settings) -> str:
-    """Why ``deployment`` has no replica, and which settings would give it one."""
-    hint = _CONFIGURE_HINTS.get(deployment, "configure its models").format(
-        denoise=settings.default_denoise_model, face=settings.default_face_model,
-        detector=settings.default_face_detector,
-    )  # fmt: skip
-    return (f"nothing is configured for the {deployment} deployment, so it runs no replica: "
-            f"{hint}, then fetch the weights with `pixserve models pull NAME`")  # fmt: skip

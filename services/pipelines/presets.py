@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -27,15 +27,8 @@ from services.models.diffusion import GenerateOptions
 from services.models.manifest import Manifest
 from services.pipelines.faces import FaceOptions
 from services.pipelines.upscale import UpscaleOptions
+from services.registry import DEPLOYMENT_OF_STEP, StepKind
 
-StepKind = Literal["denoise", "upscale", "face", "generate", "caption"]
-DEPLOYMENT_OF_STEP: dict[str, str] = {
-    "denoise": "Denoiser",
-    "upscale": "Upscaler",
-    "face": "FaceRestorer",
-    "generate": "Diffusion",
-    "caption": "Vision",
-}
 IMAGE_STEPS = {"denoise", "upscale", "face", "generate"}  # the others produce text
 SOURCE = "source"  # the uploaded image, as a step's input
 _STEP_ID = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")

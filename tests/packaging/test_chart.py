@@ -17,7 +17,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from services.config import Settings
-from services.models.manifest import MODEL_DEPLOYMENTS, deployments_in_use
+from services.registry import MODEL_DEPLOYMENTS, deployments_in_use
 from tests.packaging.chart import (
     CHART,
     KUBE_VERSION,

@@ -7,7 +7,8 @@ from fastapi import APIRouter
 from services.api.deps import BackendDep, ManifestDep, SettingsDep
 from services.api.schemas import DeploymentReadiness, ModelListPublic, ModelPublic
 from services.config import Settings
-from services.models.manifest import DEPLOYMENT_OF, ModelSpec
+from services.models.manifest import ModelSpec
+from services.registry import DEPLOYMENT_OF_TASK
 
 router = APIRouter(tags=["models"])
 
@@ -19,7 +20,7 @@ async def read_models(
     """List every declared model with its task and serving state."""
     readiness = await backend.readiness()
     models = [
-        _public(spec, settings, readiness.get(DEPLOYMENT_OF[spec.task]))
+        _public(spec, settings, readiness.get(DEPLOYMENT_OF_TASK[spec.task]))
         for spec in manifest.models.values()
     ]
     return ModelListPublic(

@@ -23,8 +23,9 @@ from services.api.deps import (
 from services.api.schemas import IMAGE_ERRORS
 from services.imaging.codec import decode_image
 from services.imaging.convert import ConvertFormat
-from services.pipelines.presets import DEPLOYMENT_OF_STEP, Preset, PresetLibrary, step_overrides
+from services.pipelines.presets import Preset, PresetLibrary, step_overrides
 from services.pipelines.upscale import image_limits
+from services.registry import DEPLOYMENT_OF_STEP
 from services.telemetry.metrics import record_image
 from services.telemetry.tracing import tracer
 

@@ -1,0 +1,83 @@
+"""The deployment registry: every Serve deployment of the platform, written once.
+
+For each deployment: its name, the model tasks it serves (manifest ``task``), the
+preset step kinds it runs, the request tasks it answers, which of those make it worth
+a replica, and what to set when nothing is configured for it. The graph builder, the
+API backend, readiness, ``/v1/models``, ``/v1/presets`` and the Helm helper's mirror
+all read this table; adding a model family is one entry here, an engine and a thin
+deployment (docs/architecture.md, "Adding a model family").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from services.config import Settings
+
+ModelTask = Literal[
+    "upscale", "denoise", "face", "detect", "generate", "safety", "caption", "tags", "nsfw", "vqa"
+]
+StepKind = Literal["denoise", "upscale", "face", "generate", "caption"]
+
+
+@dataclass(frozen=True)
+class DeploymentEntry:
+    """One deployment: what it serves, and when it runs at all."""
+
+    name: str
+    model_tasks: tuple[ModelTask, ...] = ()
+    step_kinds: tuple[StepKind, ...] = ()
+    serving_tasks: tuple[ModelTask, ...] = ()  # tasks whose models give it a replica
+    always: bool = False  # runs whatever is configured (the Upscaler, the Codec)
+    hint: str = "configure its models"
+
+    @property
+    def is_model(self) -> bool:
+        """A model deployment: it loads weights and reports their status."""
+        return bool(self.model_tasks)
+
+
+REGISTRY: tuple[DeploymentEntry, ...] = (
+    DeploymentEntry("Upscaler", ("upscale",), ("upscale",), ("upscale",), always=True),
+    DeploymentEntry("Denoiser", ("denoise",), ("denoise",), ("denoise",),
+                    hint="set denoise_models (e.g. [{denoise}])"),
+    DeploymentEntry("FaceRestorer", ("face", "detect"), ("face",), ("face",),
+                    hint="set face_models and face_detectors (e.g. [{face}] and [{detector}])"),
+    DeploymentEntry("Diffusion", ("generate", "safety"), ("generate",), ("generate",),
+                    hint="map diffusion_checkpoints (e.g. {{realism: sdxl-base}})"),
+    DeploymentEntry("Vision", ("caption", "tags", "nsfw", "vqa"), ("caption",),
+                    ("caption", "tags", "nsfw", "vqa"),
+                    hint="set caption_model, tag_model, nsfw_model or vqa_model "
+                         "(e.g. blip-caption)"),
+    DeploymentEntry("Codec", always=True),
+)  # fmt: skip
+ENTRIES = {entry.name: entry for entry in REGISTRY}
+MODEL_DEPLOYMENTS = tuple(entry.name for entry in REGISTRY if entry.is_model)
+DEPLOYMENT_OF_TASK: dict[str, str] = {
+    task: entry.name for entry in REGISTRY for task in entry.model_tasks
+}
+DEPLOYMENT_OF_STEP: dict[str, str] = {
+    kind: entry.name for entry in REGISTRY for kind in entry.step_kinds
+}
+
+
+def deployments_in_use(settings: Settings) -> set[str]:
+    """The model deployments these settings give something to serve (and those that
+    always run); the others are left out of the application and take no replica."""
+    return {
+        entry.name
+        for entry in REGISTRY
+        if entry.is_model
+        and (entry.always or any(settings.configured(task) for task in entry.serving_tasks))
+    }
+
+
+def not_configured_reason(deployment: str, settings: Settings) -> str:
+    """Why ``deployment`` has no replica, and which settings would give it one."""
+    hint = ENTRIES[deployment].hint.format(
+        denoise=settings.default_denoise_model, face=settings.default_face_model,
+        detector=settings.default_face_detector,
+    )  # fmt: skip
+    return (f"nothing is configured for the {deployment} deployment, so it runs no replica: "
+            f"{hint}, then fetch the weights with `pixserve models pull NAME`")  # fmt: skip
