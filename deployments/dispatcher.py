@@ -23,9 +23,7 @@ class Dispatcher:
     def __init__(self, handles: dict[str, DeploymentHandle[Any]], settings: Settings) -> None:
         live = start_live(settings, self._describe)
         backend = graph_backend(settings, handles)
-        self.dispatcher, jobs = build_dispatcher(
-            settings, backend, platform_metrics(), live, plans=backend
-        )
+        self.dispatcher, jobs = build_dispatcher(settings, backend, platform_metrics(), live)
         consumer = serve.get_replica_context().replica_id.unique_id
         self.loop = asyncio.get_running_loop().create_task(
             self.dispatcher.run_forever(consumer, housekeeping=jobs.apply_retention)

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         default=None, description="The CLI's API key when the service requires keys."
     )
 
+    public_url: str | None = Field(
+        default=None,
+        description="The API's external URL (https://pixserve.example.com): output URLs in "
+        "webhooks are made absolute with it; REST answers use the request's own host.",
+    )
+
     # API keys (stored hashed in Redis) and per-key rate limits
     api_keys_enabled: bool = Field(
         default=False, description="Require `Authorization: Bearer` keys on /v1 routes."

@@ -40,18 +40,36 @@ class DeploymentEntry:
 
 REGISTRY: tuple[DeploymentEntry, ...] = (
     DeploymentEntry("Upscaler", ("upscale",), ("upscale",), ("upscale",), always=True),
-    DeploymentEntry("Denoiser", ("denoise",), ("denoise",), ("denoise",),
-                    hint="set denoise_models (e.g. [{denoise}])"),
-    DeploymentEntry("FaceRestorer", ("face", "detect"), ("face",), ("face",),
-                    hint="set face_models and face_detectors (e.g. [{face}] and [{detector}])"),
-    DeploymentEntry("Diffusion", ("generate", "safety"), ("generate",), ("generate",),
-                    hint="map diffusion_checkpoints (e.g. {{realism: sdxl-base}})"),
-    DeploymentEntry("Vision", ("caption", "tags", "nsfw", "vqa"), ("caption",),
-                    ("caption", "tags", "nsfw", "vqa"),
-                    hint="set caption_model, tag_model, nsfw_model or vqa_model "
-                         "(e.g. blip-caption)"),
+    DeploymentEntry(
+        "Denoiser",
+        ("denoise",),
+        ("denoise",),
+        ("denoise",),
+        hint="set denoise_models (e.g. [{denoise}])",
+    ),
+    DeploymentEntry(
+        "FaceRestorer",
+        ("face", "detect"),
+        ("face",),
+        ("face",),
+        hint="set face_models and face_detectors (e.g. [{face}] and [{detector}])",
+    ),
+    DeploymentEntry(
+        "Diffusion",
+        ("generate", "safety"),
+        ("generate",),
+        ("generate",),
+        hint="map diffusion_checkpoints (e.g. {{realism: sdxl-base}})",
+    ),
+    DeploymentEntry(
+        "Vision",
+        ("caption", "tags", "nsfw", "vqa"),
+        ("caption",),
+        ("caption", "tags", "nsfw", "vqa"),
+        hint="set caption_model, tag_model, nsfw_model or vqa_model (e.g. blip-caption)",
+    ),
     DeploymentEntry("Codec", always=True),
-)  # fmt: skip
+)
 ENTRIES = {entry.name: entry for entry in REGISTRY}
 MODEL_DEPLOYMENTS = tuple(entry.name for entry in REGISTRY if entry.is_model)
 DEPLOYMENT_OF_TASK: dict[str, str] = {
@@ -76,8 +94,11 @@ def deployments_in_use(settings: Settings) -> set[str]:
 def not_configured_reason(deployment: str, settings: Settings) -> str:
     """Why ``deployment`` has no replica, and which settings would give it one."""
     hint = ENTRIES[deployment].hint.format(
-        denoise=settings.default_denoise_model, face=settings.default_face_model,
+        denoise=settings.default_denoise_model,
+        face=settings.default_face_model,
         detector=settings.default_face_detector,
-    )  # fmt: skip
-    return (f"nothing is configured for the {deployment} deployment, so it runs no replica: "
-            f"{hint}, then fetch the weights with `pixserve models pull NAME`")  # fmt: skip
+    )
+    return (
+        f"nothing is configured for the {deployment} deployment, so it runs no replica: "
+        f"{hint}, then fetch the weights with `pixserve models pull NAME`"
+    )

@@ -6,9 +6,10 @@ through these aliases and never reach into the environment themselves.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request, UploadFile
+from fastapi import Depends, Request, Response
+from starlette.datastructures import UploadFile as FormFile
 
 from services.api.backend import PlatformBackend
 from services.auth.guard import KeyGuard
@@ -17,7 +18,9 @@ from services.config import Settings
 from services.errors import Forbidden, PayloadTooLarge, ServiceUnavailable
 from services.models.manifest import Manifest
 from services.pipelines.presets import PresetLibrary
-from services.telemetry.metrics import PlatformMetrics
+from services.pipelines.tasks import TaskContext, parse_task, plan_task
+from services.pipelines.usecases import TaskResult, run_task
+from services.telemetry.metrics import PlatformMetrics, record_image
 
 
 def get_settings(request: Request) -> Settings:
@@ -47,6 +50,36 @@ def get_backend(request: Request) -> PlatformBackend:
     return backend
 
 
+class TaskRunner:
+    """A sync route's way through a task: parse the spec, plan it, run the use case and
+    count the image; the route only maps its form to fields and the result to a response."""
+
+    def __init__(self, context: TaskContext, backend: PlatformBackend,
+                 metrics: PlatformMetrics) -> None:  # fmt: skip
+        self.context, self.backend, self.metrics = context, backend, metrics
+
+    async def run(
+        self, fields: dict[str, Any], data: bytes | None, image_to_image: bool = False
+    ) -> TaskResult:
+        """Refuse a bad spec (422 naming the field) before reading pixels, then run it."""
+        plan = plan_task(parse_task(fields), self.context, image_to_image)
+        result = await run_task(plan, data, self.backend, self.context.settings)
+        record_image(self.metrics, result.metric, "sync", result.input_size,
+                     result.output_size, result.step_seconds)  # fmt: skip
+        return result
+
+
+def task_response(result: TaskResult) -> Response:
+    """A sync task's answer: the encoded output with its facts as headers."""
+    return Response(result.data, media_type=result.content_type, headers=result.headers)
+
+
+def get_runner(request: Request) -> TaskRunner:
+    state = request.app.state
+    context = TaskContext(state.manifest, state.settings, state.presets)
+    return TaskRunner(context, get_backend(request), state.metrics)
+
+
 async def require_api_key(request: Request) -> ApiKey | None:
     """The caller's key when keys are on (401/429 otherwise); None when they are off."""
     guard: KeyGuard | None = request.app.state.key_guard
@@ -64,7 +97,7 @@ async def require_admin(request: Request) -> ApiKey | None:
     return key
 
 
-async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
+async def read_upload(upload: FormFile, settings: Settings) -> bytes:
     """An uploaded image's bytes, refused past ``max_upload_bytes`` without reading more."""
     data = await upload.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
@@ -78,3 +111,4 @@ ManifestDep = Annotated[Manifest, Depends(get_manifest)]
 BackendDep = Annotated[PlatformBackend, Depends(get_backend)]
 MetricsDep = Annotated[PlatformMetrics, Depends(get_metrics)]
 PresetsDep = Annotated[PresetLibrary, Depends(get_presets)]
+RunnerDep = Annotated[TaskRunner, Depends(get_runner)]

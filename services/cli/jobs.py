@@ -148,8 +148,10 @@ def download_outputs(client: PixserveClient, job: Any, folder: Path) -> int:
     for item in job["items"]:
         if not item.get("output_url"):
             continue
-        extension = PurePosixPath(item.get("output_key") or "x.png").suffix
-        name = f"{PurePosixPath(_label(item)).stem or 'image'}.upscaled{extension}"
+        extension = PurePosixPath(urlsplit(item["output_url"]).path).suffix or ".png"
+        task = job.get("task", {}).get("task", "upscale")
+        suffix = {"upscale": "upscaled"}.get(task, task)
+        name = f"{PurePosixPath(_label(item)).stem or 'image'}.{suffix}{extension}"
         if name in taken:
             name = f"{PurePosixPath(name).stem}.{item['index']}{extension}"
         taken.add(name)

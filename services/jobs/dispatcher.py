@@ -3,7 +3,8 @@
 A plain class (the Serve deployment only starts its loop). Per delivery: skip items of
 canceled jobs and items already finished (a re-delivery after a crash); if the output
 already exists under its deterministic key, record it instead of recomputing; else
-load the input, run the pipeline through the model deployments, write the output,
+load the input, run the item's task (services/pipelines/usecases.py, the same use
+case a sync request runs) through the model deployments, write the output,
 record the outcome once (with its webhook events, sent by the outbox the loop also
 pumps), ack. Bad input (undecodable, refused URL...) fails the item at
 once with its message; other errors leave it pending for another delivery until it is
@@ -22,16 +23,24 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from services.config import Settings
-from services.errors import PixserveError, ServiceUnavailable
-from services.imaging.codec import CONTENT_TYPES, decode_image
+from services.errors import PixserveError
 from services.jobs.models import Item
 from services.jobs.outbox import WebhookOutbox
 from services.jobs.outputs import output_key
 from services.jobs.queue import InFlight, WorkItem, WorkQueue
 from services.jobs.store import JobExpired, JobNotFound, JobStore
 from services.models.manifest import Manifest
-from services.pipelines.presets import PlanBackend, PresetLibrary, job_plan
-from services.pipelines.upscale import TileBackend, UpscaleOptions, image_limits, upscale_upload
+from services.pipelines.backend import TaskBackend
+from services.pipelines.presets import PresetLibrary
+from services.pipelines.tasks import (
+    GenerateTask,
+    TaskContext,
+    TaskPlan,
+    TaskSpec,
+    parse_task,
+    plan_task,
+)
+from services.pipelines.usecases import run_task
 from services.storage.base import ObjectStore
 from services.telemetry.live import LiveStats
 from services.telemetry.metrics import PlatformMetrics, in_memory, record_image
@@ -39,6 +48,7 @@ from services.telemetry.tracing import annotate, continued, current_trace_id, tr
 
 logger = logging.getLogger(__name__)
 GAUGE_PERIOD_S = 5.0  # how often the loop records the queue gauges
+PLAN_CACHE = 256  # jobs whose plans a replica keeps
 
 InputLoader = Callable[[str], Awaitable[bytes]]
 
@@ -51,7 +61,7 @@ class Dispatcher:
         store: JobStore,
         queue: WorkQueue,
         objects: ObjectStore,
-        backend: TileBackend,
+        backend: TaskBackend,
         manifest: Manifest,
         settings: Settings,
         load_input: InputLoader,
@@ -59,7 +69,6 @@ class Dispatcher:
         metrics: PlatformMetrics | None = None,
         live: LiveStats | None = None,
         presets: PresetLibrary | None = None,
-        plans: PlanBackend | None = None,
     ) -> None:
         self.store, self.queue, self.objects = store, queue, objects
         self.backend, self.manifest, self.settings = backend, manifest, settings
@@ -68,7 +77,8 @@ class Dispatcher:
         self.in_flight = InFlight(queue)
         self.metrics = metrics or in_memory()[0]
         self.live = live  # failed items go to the dashboard's recent errors
-        self.presets, self.plans = presets or PresetLibrary({}, set()), plans
+        self.presets = presets or PresetLibrary({}, set())
+        self.plans: dict[str, TaskPlan] = {}  # by job id, oldest first
         self.processed = 0
 
     async def run_forever(
@@ -176,73 +186,48 @@ class Dispatcher:
                                               tags={"status": "succeeded"})  # fmt: skip
 
     async def _produce(
-        self, item: WorkItem, params: dict[str, Any], record: Item
+        self, item: WorkItem, stored: dict[str, Any], record: Item
     ) -> tuple[str, dict[str, Any] | None]:
-        """The stored output's key, and the texts of a preset's caption steps."""
-        if params.get("name") == "preset":
-            return await self._produce_preset(item, params, record)
-        fmt = str(params.get("format", "png"))
-        key = output_key(item.job_id, item.index, fmt)
+        """Run the item's task and store its output; the output's key and the texts the
+        task produced. A re-delivery finding the output stored keeps it (a JSON output's
+        texts are read back; an image's texts are then left out rather than recomputed)."""
+        plan = self._plan(item.job_id, stored)
+        key = output_key(item.job_id, item.index, plan.output_format)
         if await asyncio.to_thread(self.objects.exists, "outputs", key):
-            return key, None
-        spec = self.manifest.get(str(params.get("model") or self.settings.default_model))
-        options = UpscaleOptions(
-            spec.name, params.get("scale"), params.get("width"), params.get("height"),
-            fmt, int(params.get("quality", 90)),  # type: ignore[arg-type]
-        )  # fmt: skip
-        started = time.perf_counter()
-        with tracer.start_as_current_span("pixserve.load_input"):
-            data = await self.load_input(record.input)
-        loaded = time.perf_counter()
-        result = await upscale_upload(data, options, spec.scale, self.backend, self.settings)
-        stored = time.perf_counter()
-        with tracer.start_as_current_span("pixserve.store_output"):
-            await asyncio.to_thread(
-                self.objects.put, "outputs", key, result.data, CONTENT_TYPES[fmt]
-            )
-        steps = {"load_input": loaded - started, **result.step_seconds,
-                 "store_output": time.perf_counter() - stored}  # fmt: skip
-        record_image(self.metrics, spec.name, "job", result.input_size, result.output_size, steps)
-        return key, None
-
-    async def _produce_preset(
-        self, item: WorkItem, params: dict[str, Any], record: Item
-    ) -> tuple[str, dict[str, Any] | None]:
-        """A preset item: decode here, run the plan on the model deployments, store the
-        encoded image (or, for text-only presets, the texts as JSON); the texts also go
-        on the item. A re-delivery finding the output stored re-reads the JSON's texts;
-        an image preset's texts are then left out rather than computed twice."""
-        plan = job_plan(params, self.presets, self.manifest, self.settings)
-        fmt = plan.output.format if plan.output else "json"
-        key = output_key(item.job_id, item.index, fmt)
-        if await asyncio.to_thread(self.objects.exists, "outputs", key):
-            if fmt != "json":
+            if plan.output_format != "json":
                 return key, None
-            stored: dict[str, Any] = json.loads(await asyncio.to_thread(
-                self.objects.get, "outputs", key))  # fmt: skip
-            return key, stored
-        if self.plans is None:
-            raise ServiceUnavailable("this dispatcher has no pipeline backend for presets")
+            return key, json.loads(await asyncio.to_thread(self.objects.get, "outputs", key))
         started = time.perf_counter()
-        with tracer.start_as_current_span("pixserve.load_input"):
-            data = await self.load_input(record.input)
+        data = None
+        if not isinstance(plan.spec, GenerateTask):
+            with tracer.start_as_current_span("pixserve.load_input"):
+                data = await self.load_input(record.input)
+        else:  # the item's own prompt and recorded seed
+            plan = self.plan_of(plan.spec.for_item(item.index))
         loaded = time.perf_counter()
-        image = await asyncio.to_thread(decode_image, data, image_limits(self.settings))
-        annotate(preset=plan.preset)
-        result = await self.plans.run_plan(image, plan)
+        result = await run_task(plan, data, self.backend, self.settings)
         ran = time.perf_counter()
-        if result.image is None:
-            body, content_type, size = json.dumps(result.texts).encode(), "application/json", (0, 0)
-        else:
-            body, content_type = result.image.data, result.image.content_type
-            size = (result.image.width, result.image.height)
         with tracer.start_as_current_span("pixserve.store_output"):
-            await asyncio.to_thread(self.objects.put, "outputs", key, body, content_type)
-        steps = {"load_input": loaded - started, "pipeline": ran - loaded,
+            await asyncio.to_thread(self.objects.put, "outputs", key, result.data,
+                                    result.content_type)  # fmt: skip
+        steps = {"load_input": loaded - started, **result.step_seconds,
                  "store_output": time.perf_counter() - ran}  # fmt: skip
-        record_image(self.metrics, f"preset:{plan.preset}", "job", (image.width, image.height),
-                     size, steps)  # fmt: skip
-        return key, result.texts or None
+        record_image(self.metrics, result.metric, "job", result.input_size, result.output_size,
+                     steps)  # fmt: skip
+        return key, result.texts
+
+    def _plan(self, job_id: str, stored: dict[str, Any]) -> TaskPlan:
+        """The job's plan, compiled once per job on this replica (it was checked at
+        submit; a failure now is the platform's, e.g. a model since removed)."""
+        plan = self.plans.get(job_id)
+        if plan is None:
+            plan = self.plans[job_id] = self.plan_of(parse_task(stored))
+            while len(self.plans) > PLAN_CACHE:
+                self.plans.pop(next(iter(self.plans)))
+        return plan
+
+    def plan_of(self, spec: TaskSpec) -> TaskPlan:
+        return plan_task(spec, TaskContext(self.manifest, self.settings, self.presets))
 
     async def _finish(
         self, item: WorkItem, output: str | None = None, error: str | None = None,

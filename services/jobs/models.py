@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -37,17 +38,14 @@ TERMINAL_JOB = {
 }
 
 
-class Item(BaseModel):
-    """One input of a job and what became of it."""
+class ItemPublic(BaseModel):
+    """One input of a job and what became of it, as clients see it."""
 
     index: int
     status: ItemStatus = ItemStatus.QUEUED
-    input: str
     name: str | None = None  # what the client called it: the upload's filename, the URL
-    traceparent: str | None = None  # the submission's trace; the item's work continues it
-    output_key: str | None = None
     output_url: str | None = None
-    texts: dict[str, Any] | None = None  # what a preset's caption steps said, by step id
+    texts: dict[str, Any] | None = None  # captions, tags, a generation's seed, by step
     error: str | None = None
     attempts: int = 0
     started_at: float | None = None
@@ -60,14 +58,23 @@ class Item(BaseModel):
         return json.loads(value) if isinstance(value, str) else value
 
 
+class Item(ItemPublic):
+    """An item as stored: also where its input and output live and the trace it
+    continues, which the envelope leaves out."""
+
+    input: str
+    traceparent: str | None = None  # the submission's trace; the item's work continues it
+    output_key: str | None = None
+
+
 class Progress(BaseModel):
     done: int = 0
     failed: int = 0
     total: int
 
 
-class Job(BaseModel):
-    """The envelope: status, times, input summary, items, progress, metrics."""
+class JobPublic(BaseModel):
+    """The envelope: status, times, the task, items, progress, metrics."""
 
     id: str
     status: JobStatus
@@ -75,9 +82,20 @@ class Job(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     expires_at: float
-    pipeline: dict[str, Any]
+    task: dict[str, Any] = Field(description="The task spec as submitted, defaults filled.")
     progress: Progress
-    items: list[Item] = Field(default_factory=list)
+    items: Sequence[ItemPublic] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
     webhook_url: str | None = None
     webhook_events: list[str] = Field(default_factory=lambda: ["completed"])
+
+
+class Job(JobPublic):
+    """A job as stored, its items with their internals."""
+
+    items: list[Item] = Field(default_factory=list)
+
+    def public(self) -> JobPublic:
+        """The envelope clients get (REST, SSE, webhooks): no storage keys or traces."""
+        return JobPublic.model_validate(self.model_dump(exclude={"items": {"__all__": {
+            "input", "traceparent", "output_key"}}}))  # fmt: skip

@@ -4,11 +4,12 @@ with fresh output URLs on every read."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from services.config import Settings
 from services.errors import InvalidParameter
@@ -18,7 +19,15 @@ from services.jobs.queue import WorkQueue
 from services.jobs.store import IdempotencyConflict, JobNotFound, JobStore, new_job_id
 from services.models.manifest import Manifest
 from services.net.fetch import SafeFetcher
-from services.pipelines.presets import Plan, PresetLibrary, job_plan
+from services.pipelines.presets import PresetLibrary
+from services.pipelines.tasks import (
+    GenerateTask,
+    TaskContext,
+    TaskPlan,
+    TaskSpec,
+    plan_task,
+    with_seeds,
+)
 from services.storage.base import ObjectStore
 from services.telemetry.tracing import current_traceparent
 from services.webhooks.secrets import WebhookSecrets
@@ -26,29 +35,40 @@ from services.webhooks.secrets import WebhookSecrets
 UPLOAD_PREFIX = "upload:"  # item inputs the API stored from a multipart upload
 UPLOADS_AREA = "jobs/"  # where those uploads live in the inputs area
 S3_SCHEME = "s3://"
+PROMPT_PREFIX = "prompt:"  # a generate job's items: their prompt is in the task
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class JobRequest:
-    """A submission: pipeline parameters and inputs: uploaded bytes, https URLs and/or
-    s3:// keys in the inputs bucket (both in ``urls``)."""
+    """A submission: the task and its inputs: uploaded bytes, https URLs and/or s3://
+    keys in the inputs bucket (both in ``urls``); a generate job takes none."""
 
-    pipeline: dict[str, object]
+    spec: TaskSpec
     uploads: list[tuple[str, bytes]] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
     webhook_url: str | None = None
     webhook_events: list[str] = field(default_factory=lambda: ["completed"])
 
     def digest(self) -> str:
-        """What makes two submissions "the same" for an Idempotency-Key."""
-        digest = hashlib.sha256(repr(sorted(self.pipeline.items())).encode())
+        """What makes two submissions "the same" for an Idempotency-Key: everything that
+        changes the result or its delivery."""
+        task = self.spec.model_dump(mode="json", exclude={"seeds"})
+        digest = hashlib.sha256(json.dumps(task, sort_keys=True).encode())
         for name, data in self.uploads:
             digest.update(name.encode() + hashlib.sha256(data).digest())
         for url in self.urls:
             digest.update(url.encode())
         digest.update((self.webhook_url or "").encode())
+        digest.update(json.dumps(sorted(self.webhook_events)).encode())
         return digest.hexdigest()
+
+    @property
+    def count(self) -> int:
+        """How many items: one per input, or one per prompt of a generate job."""
+        if isinstance(self.spec, GenerateTask):
+            return len(self.spec.prompt_list())
+        return len(self.uploads) + len(self.urls)
 
 
 class JobService:
@@ -71,62 +91,82 @@ class JobService:
         self.secrets, self.webhook_fetcher = secrets, webhook_fetcher
         self.presets = presets or PresetLibrary({}, set())
 
-    async def submit(self, owner: str, request: JobRequest, idempotency_key: str | None) -> Job:
-        count = len(request.uploads) + len(request.urls)
-        if not 1 <= count <= self.settings.max_job_items:
-            raise InvalidParameter(
-                f"a job takes 1 to {self.settings.max_job_items} inputs; got {count}"
-            )
-        self.check_pipeline(request.pipeline)
+    async def submit(
+        self, owner: str, request: JobRequest, idempotency_key: str | None,
+        base_url: str | None = None,
+    ) -> Job:  # fmt: skip
+        """Check everything that can be checked before any work (a 422 naming the field),
+        store the inputs, record the job and enqueue its items; answers the envelope."""
+        self._check_count(request)
+        self.plan(request.spec)
+        if isinstance(request.spec, GenerateTask):
+            request = dataclasses.replace(request, spec=with_seeds(request.spec))
         await self._check_urls(request.urls)
-        if request.webhook_url:
-            self.webhook_fetcher.check_url(request.webhook_url)
-            if await self.secrets.for_owner(owner) is None:
-                raise InvalidParameter(
-                    "webhooks are off: jobs made without an API key are signed with the "
-                    "server's webhook_secret, and none is set"
-                )
-            unknown = set(request.webhook_events) - {"item", "completed"}
-            if unknown or not request.webhook_events:
-                raise InvalidParameter(f"webhook_events are 'item' and/or 'completed': {unknown}")
+        await self._check_webhook(owner, request)
         job_id = new_job_id()
         if idempotency_key:
             first = await self.store.remember_idempotency(
                 owner, idempotency_key, request.digest(), job_id
             )
             if first != job_id:
-                return await self._first_submission(first, owner)
+                return await self._first_submission(first, owner, base_url)
         try:
             await self.queue.ensure_group()
-            inputs = await self._store_uploads(job_id, request.uploads) + list(request.urls)
-            names = [name for name, _ in request.uploads] + list(request.urls)
+            inputs, names = await self._inputs(job_id, request)
             await self.store.create(
-                owner, request.pipeline, inputs, request.webhook_url, job_id,
-                request.webhook_events, names, current_traceparent(),
+                owner, request.spec.model_dump(mode="json"), inputs, request.webhook_url,
+                job_id, request.webhook_events, names, current_traceparent(),
             )  # fmt: skip
         except BaseException:
             if idempotency_key:  # a retry with the key must not find a job that never was
                 await self.store.forget_idempotency(owner, idempotency_key, job_id)
             raise
-        return await self.view(job_id, owner)
+        return await self.view(job_id, owner, base_url)
 
-    def check_pipeline(self, pipeline: dict[str, Any]) -> Plan | None:
-        """Refuse a pipeline that cannot run (named 422, or 503 for a preset needing a
-        deployment this platform lacks); a preset's resolved plan, else None."""
-        if pipeline.get("name") == "preset":
-            return job_plan(pipeline, self.presets, self.manifest, self.settings)
-        if pipeline.get("format") == "avif":
-            raise InvalidParameter("format avif is for presets; upscale jobs write png/jpeg/webp")
-        self.manifest.for_task(str(pipeline.get("model") or self.settings.default_model),
-                               "upscale")  # fmt: skip
-        return None
+    def plan(self, spec: TaskSpec) -> TaskPlan:
+        """The task checked and resolved: a named 422 (or a 503 for a preset needing a
+        deployment this platform lacks) when it cannot run."""
+        return plan_task(spec, TaskContext(self.manifest, self.settings, self.presets))
 
-    async def _first_submission(self, job_id: str, owner: str, wait_s: float = 10.0) -> Job:
+    def _check_count(self, request: JobRequest) -> None:
+        limit = self.settings.max_job_items
+        if isinstance(request.spec, GenerateTask):
+            if request.uploads or request.urls:
+                raise InvalidParameter("images: a generate job takes prompts, not images")
+            if not 1 <= request.count <= limit:
+                raise InvalidParameter(f"prompts: a job takes 1 to {limit}; got {request.count}")
+        elif not 1 <= request.count <= limit:
+            raise InvalidParameter(f"images: a job takes 1 to {limit} inputs; got {request.count}")
+
+    async def _check_webhook(self, owner: str, request: JobRequest) -> None:
+        if not request.webhook_url:
+            return
+        self.webhook_fetcher.check_url(request.webhook_url)
+        if await self.secrets.for_owner(owner) is None:
+            raise InvalidParameter(
+                "webhooks are off: jobs made without an API key are signed with the "
+                "server's webhook_secret, and none is set"
+            )
+        unknown = set(request.webhook_events) - {"item", "completed"}
+        if unknown or not request.webhook_events:
+            raise InvalidParameter(f"webhook_events are 'item' and/or 'completed': {unknown}")
+
+    async def _inputs(self, job_id: str, request: JobRequest) -> tuple[list[str], list[str]]:
+        """Each item's stored input and the name the client knows it by."""
+        if isinstance(request.spec, GenerateTask):
+            prompts = request.spec.prompt_list()
+            return [f"{PROMPT_PREFIX}{i}" for i in range(len(prompts))], prompts
+        inputs = await self._store_uploads(job_id, request.uploads) + list(request.urls)
+        return inputs, [name for name, _ in request.uploads] + list(request.urls)
+
+    async def _first_submission(
+        self, job_id: str, owner: str, base_url: str | None, wait_s: float = 10.0
+    ) -> Job:
         """The job a concurrent request with the same key is still storing: wait for it."""
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                return await self.view(job_id, owner)
+                return await self.view(job_id, owner, base_url)
             except JobNotFound:
                 if time.monotonic() > deadline:
                     raise IdempotencyConflict(
@@ -134,11 +174,12 @@ class JobService:
                     ) from None
                 await asyncio.sleep(0.05)
 
-    async def view(self, job_id: str, owner: str) -> Job:
-        """The envelope with output URLs minted now (presigned, or the API's own)."""
+    async def view(self, job_id: str, owner: str, base_url: str | None = None) -> Job:
+        """The job with output URLs minted now: presigned, or the API's own route made
+        absolute with ``base_url`` (the request's; else the public_url setting)."""
         job = await self.store.read(job_id, owner)
         for item in job.items:
-            await self._mint_url(job_id, item)
+            await self._mint_url(job_id, item, base_url)
         return job
 
     async def view_item(self, job_id: str, index: int) -> Item:
@@ -147,12 +188,13 @@ class JobService:
         await self._mint_url(job_id, item)
         return item
 
-    async def _mint_url(self, job_id: str, item: Item) -> None:
+    async def _mint_url(self, job_id: str, item: Item, base_url: str | None = None) -> None:
         if item.output_key:
             url = await asyncio.to_thread(
                 self.objects.url, "outputs", item.output_key, self.settings.presign_ttl_s
             )
-            item.output_url = url or f"/v1/jobs/{job_id}/items/{item.index}/output"
+            base = (base_url or self.settings.public_url or "").rstrip("/")
+            item.output_url = url or f"{base}/v1/jobs/{job_id}/items/{item.index}/output"
 
     async def output(self, job_id: str, owner: str, index: int) -> tuple[bytes, str]:
         """An item's stored output and its media type."""
@@ -162,9 +204,9 @@ class JobService:
         key = str(job.items[index].output_key)
         return await asyncio.to_thread(self.objects.get, "outputs", key), output_type(key)
 
-    async def cancel(self, job_id: str, owner: str) -> Job:
+    async def cancel(self, job_id: str, owner: str, base_url: str | None = None) -> Job:
         await self.store.cancel(job_id, owner)
-        return await self.view(job_id, owner)
+        return await self.view(job_id, owner, base_url)
 
     async def list_jobs(
         self, owner: str, status: JobStatus | None, cursor: float | None, limit: int

@@ -173,7 +173,7 @@ class JobStore:
     async def create(
         self,
         owner: str,
-        pipeline: dict[str, Any],
+        task: dict[str, Any],
         inputs: list[str],
         webhook_url: str | None = None,
         job_id: str | None = None,
@@ -189,7 +189,7 @@ class JobStore:
             status=JobStatus.QUEUED,
             created_at=now,
             expires_at=now + self.retention_s,
-            pipeline=pipeline,
+            task=task,
             progress=Progress(total=len(inputs)),
             items=[
                 Item(index=i, input=source, name=label, traceparent=traceparent)
@@ -229,7 +229,7 @@ class JobStore:
         return _job_from(job_id, fields, items)
 
     async def item_context(self, job_id: str, index: int) -> tuple[dict[str, Any], Item]:
-        """A job's pipeline and one of its items, without reading every item (the
+        """A job's task and one of its items, without reading every item (the
         dispatcher's per-item read; a whole-job read would make a batch quadratic)."""
         key = _job_key(job_id)
         pipeline, expires_at = await self.redis.hmget(key, ["pipeline", "expires_at"])
@@ -389,7 +389,7 @@ def _job_fields(job: Job, owner: str) -> dict[FieldT, EncodableT]:
         "status": job.status.value,
         "created_at": str(job.created_at),
         "expires_at": str(job.expires_at),
-        "pipeline": json.dumps(job.pipeline),
+        "pipeline": json.dumps(job.task),  # the task spec; the field's name predates it
         "total": str(job.progress.total),
         "done": "0",
         "failed": "0",
@@ -411,7 +411,7 @@ def _job_from(job_id: str, fields: dict[str, str], items: list[Item]) -> Job:
         started_at=float(started) if started else None,
         finished_at=float(finished) if finished else None,
         expires_at=float(fields["expires_at"]),
-        pipeline=json.loads(fields["pipeline"]),
+        task=json.loads(fields["pipeline"]),
         progress=Progress(
             done=int(fields["done"]), failed=int(fields["failed"]), total=int(fields["total"])
         ),

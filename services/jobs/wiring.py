@@ -12,8 +12,8 @@ from services.jobs.service import JobService
 from services.jobs.store import JobStore
 from services.models.manifest import load_manifest
 from services.net.fetch import SafeFetcher, public_or_in
-from services.pipelines.presets import PlanBackend, load_presets
-from services.pipelines.upscale import TileBackend
+from services.pipelines.backend import TaskBackend
+from services.pipelines.presets import load_presets
 from services.storage.factory import open_store
 from services.telemetry.clients import TracedObjectStore
 from services.telemetry.live import LiveStats
@@ -24,8 +24,9 @@ from services.webhooks.secrets import WebhookSecrets
 WEBHOOK_ANSWER_BYTES = 64 * 1024  # receivers' answers are read (and dropped) up to this
 
 
-def build_job_service(settings: Settings, plans: PlanBackend | None = None) -> JobService:
-    """The job service; ``plans`` runs presets (without it, preset jobs are refused)."""
+def build_job_service(settings: Settings, backend: TaskBackend | None = None) -> JobService:
+    """The job service; ``backend`` says which deployments run (without it, presets
+    are refused)."""
     redis = connect_redis(settings)
     queue = WorkQueue(redis, int(settings.visibility_timeout_s * 1000), settings.max_deliveries)
     server_secret = settings.webhook_secret
@@ -46,24 +47,23 @@ def build_job_service(settings: Settings, plans: PlanBackend | None = None) -> J
         settings,
         secrets,
         webhook_fetcher,
-        load_presets(plans.serves() if plans else set(), settings.extra_presets),
+        load_presets(backend.serves() if backend else set(), settings.extra_presets),
     )
 
 
 def build_dispatcher(
     settings: Settings,
-    backend: TileBackend,
+    backend: TaskBackend,
     metrics: PlatformMetrics | None = None,
     live: LiveStats | None = None,
-    plans: PlanBackend | None = None,
 ) -> tuple[Dispatcher, JobService]:
     """The dispatcher and the job service it shares storage and Redis with."""
-    service = build_job_service(settings, plans)
+    service = build_job_service(settings, backend)
     sender = WebhookSender(service.webhook_fetcher)
     outbox = WebhookOutbox(service, sender, outbox_queue(service), metrics=metrics)
     dispatcher = Dispatcher(
         service.store, service.queue, service.objects, backend, service.manifest, settings,
-        service.load_input, outbox, metrics, live, service.presets, plans,
+        service.load_input, outbox, metrics, live, service.presets,
     )  # fmt: skip
     return dispatcher, service
 

@@ -229,14 +229,6 @@ class PresetLibrary:
         return Plan(name, steps, previous, _output(preset, output))
 
 
-def job_plan(
-    pipeline: dict[str, Any], library: PresetLibrary, manifest: Manifest, settings: Settings
-) -> Plan:
-    """The plan of a job whose stored pipeline names a preset (see ``POST /v1/jobs``)."""
-    overrides, output = pipeline.get("params") or {}, pipeline.get("output") or None
-    return library.compile(str(pipeline["preset"]), manifest, settings, overrides, output)
-
-
 def load_presets(available: set[str], extra: Path | None = None) -> PresetLibrary:
     """The packaged presets, with ``extra``'s (a YAML file of the same shape) over them."""
     text = resources.files("services.pipelines").joinpath("presets.yaml").read_text()

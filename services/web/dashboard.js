@@ -111,7 +111,7 @@ async function refreshJobs() {
   const rows = answer.jobs.map(({ owner, job }) => row([
     el("span", { class: "mono", text: job.id.slice(0, 12) }), owner, badge(job.status),
     `${job.progress.done + job.progress.failed} / ${job.progress.total}${job.progress.failed ? ` (${job.progress.failed} failed)` : ""}`,
-    job.pipeline.model || "—", Pix.datetime(job.created_at), Pix.seconds(job.metrics.run_s),
+    job.task.model || job.task.preset || job.task.task || "—", Pix.datetime(job.created_at), Pix.seconds(job.metrics.run_s),
   ], { class: `clickable${view.selectedJob === job.id ? " selected" : ""}`, "data-job": job.id, onclick: () => openJob(job.id) }));
   $("jobs").replaceChildren(table(["job", "owner", "status", "progress", "model", "created", "run time"], rows));
 }

@@ -321,7 +321,7 @@ async function reopen(h) {
       entry.job = job.id; entry.index = item.index; setStatus(entry, item.status);
       return entry;
     });
-    await followJob(job, entries, job.pipeline.name === "preset" ? { name: job.pipeline.preset } : null);
+    await followJob(job, entries, job.task.task === "preset" ? { name: job.task.preset } : null);
   } catch (error) {
     if (error.status === 410 || error.status === 404) {
       saveHistory(history().map((x) => (x.id === h.id ? { ...x, status: "expired" } : x)));

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
-from services.api.deps import BackendDep, MetricsDep, SettingsDep, read_upload
+from services.api.deps import RunnerDep, SettingsDep, read_upload, task_response
 from services.api.schemas import IMAGE_ERRORS
-from services.imaging.convert import CONVERT_TYPES, ConvertFormat, ConvertOptions, ResizeMode
-from services.telemetry.metrics import record_image
+from services.imaging.convert import CONVERT_TYPES, ConvertFormat, ResizeMode
 
 router = APIRouter(tags=["convert"])
 
@@ -23,8 +21,7 @@ router = APIRouter(tags=["convert"])
 )
 async def create_conversion(
     settings: SettingsDep,
-    backend: BackendDep,
-    metrics: MetricsDep,
+    runner: RunnerDep,
     image: Annotated[UploadFile, File(description="PNG, JPEG, WEBP, BMP, TIFF or GIF.")],
     output_format: Annotated[ConvertFormat, Form(alias="format")] = "webp",
     quality: Annotated[int, Form(ge=1, le=100, description="Lossy formats' quality.")] = 85,
@@ -46,16 +43,7 @@ async def create_conversion(
     ] = True,
 ) -> Response:
     """Convert between JPEG, PNG, WEBP and AVIF, optionally resized, within a budget."""
-    data = await read_upload(image, settings)
-    options = ConvertOptions(
-        output_format, quality, resize, width, height, scale, keep_metadata, max_bytes, enlarge
-    )
-    started = time.perf_counter()
-    result = await backend.convert(data, options)
-    size = (result.width, result.height)
-    record_image(metrics, "codec", "sync", size, size,
-                 {"convert": time.perf_counter() - started})  # fmt: skip
-    headers = {"X-Pixserve-Output-Size": f"{result.width}x{result.height}"}
-    if result.quality is not None:
-        headers["X-Pixserve-Quality"] = str(result.quality)
-    return Response(result.data, media_type=result.content_type, headers=headers)
+    fields = {"task": "convert", "format": output_format, "quality": quality, "resize": resize,
+              "width": width, "height": height, "scale": scale, "keep_metadata": keep_metadata,
+              "max_bytes": max_bytes, "enlarge": enlarge}  # fmt: skip
+    return task_response(await runner.run(fields, await read_upload(image, settings)))

@@ -8,10 +8,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
-from services.api.deps import BackendDep, ManifestDep, MetricsDep, SettingsDep, read_upload
-from services.api.routes.upscale import run_tile_model
+from services.api.deps import RunnerDep, SettingsDep, read_upload, task_response
 from services.api.schemas import IMAGE_ERRORS
-from services.pipelines.upscale import UpscaleOptions
 
 router = APIRouter(tags=["denoise"])
 
@@ -26,9 +24,7 @@ router = APIRouter(tags=["denoise"])
 )
 async def create_denoise(
     settings: SettingsDep,
-    manifest: ManifestDep,
-    backend: BackendDep,
-    metrics: MetricsDep,
+    runner: RunnerDep,
     image: Annotated[UploadFile, File(description="The image: PNG, JPEG, WEBP, BMP, TIFF, GIF.")],
     model: Annotated[
         str | None, Form(description="A denoise model; see GET /v1/models (task).")
@@ -37,7 +33,5 @@ async def create_denoise(
     quality: Annotated[int, Form(ge=1, le=100, description="JPEG/WEBP quality.")] = 90,
 ) -> Response:
     """Remove noise; the output has the input's size."""
-    data = await read_upload(image, settings)
-    spec = manifest.for_task(model or settings.default_denoise_model, "denoise")
-    options = UpscaleOptions(spec.name, None, None, None, output_format, quality)
-    return await run_tile_model(data, options, spec, backend, settings, metrics)
+    fields = {"task": "denoise", "model": model, "format": output_format, "quality": quality}
+    return task_response(await runner.run(fields, await read_upload(image, settings)))

@@ -3,20 +3,13 @@ on the Diffusion deployment; the safety checker's verdict comes back as a header
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
-from services.api.deps import BackendDep, MetricsDep, SettingsDep, read_upload
+from services.api.deps import RunnerDep, SettingsDep, read_upload, task_response
 from services.api.schemas import IMAGE_ERRORS
-from services.imaging.codec import CONTENT_TYPES, decode_image, encode_image
-from services.pipelines.presets import generate_options
-from services.pipelines.upscale import encoder_options, image_limits
-from services.telemetry.metrics import record_image
-from services.telemetry.tracing import tracer
 
 router = APIRouter(tags=["generate"])
 
@@ -31,8 +24,7 @@ router = APIRouter(tags=["generate"])
 )
 async def create_generation(
     settings: SettingsDep,
-    backend: BackendDep,
-    metrics: MetricsDep,
+    runner: RunnerDep,
     prompt: Annotated[str, Form(description="What to draw (CLIP reads 77 tokens).")],
     image: Annotated[UploadFile | None, File(description="A start image: image-to-image.")] = None,
     negative_prompt: Annotated[str, Form(description="What to avoid.")] = "",
@@ -53,30 +45,9 @@ async def create_generation(
 ) -> Response:
     """One image; ``X-Pixserve-Seed`` reproduces it, ``X-Pixserve-NSFW: true`` says the
     safety checker blacked it out."""
-    params = {"prompt": prompt, "negative_prompt": negative_prompt, "checkpoint": checkpoint,
-              "width": width, "height": height, "steps": steps, "guidance": guidance,
-              "scheduler": scheduler, "seed": seed, "strength": strength}  # fmt: skip
-    options = generate_options(params, settings, image_to_image=image is not None)
-    with tracer.start_as_current_span("pixserve.generate") as span:
-        started = time.perf_counter()
-        start = None
-        if image is not None:
-            data = await read_upload(image, settings)
-            start = await asyncio.to_thread(decode_image, data, image_limits(settings))
-        result = await backend.generate(options, start)
-        encoded = await asyncio.to_thread(
-            encode_image, result.pixels, output_format, quality, encoder_options(settings)
-        )
-        height_out, width_out = result.pixels.shape[:2]
-        span.set_attributes({"pixserve.model": result.checkpoint, "pixserve.steps": options.steps,
-                             "pixserve.output_size": f"{width_out}x{height_out}"})  # fmt: skip
-    size = (width_out, height_out)
-    record_image(metrics, f"sdxl:{result.checkpoint}", "sync", size, size,
-                 {"generate": time.perf_counter() - started})  # fmt: skip
-    headers = {
-        "X-Pixserve-Checkpoint": result.checkpoint,
-        "X-Pixserve-Seed": str(result.seed),
-        "X-Pixserve-NSFW": "true" if result.nsfw else "false",
-        "X-Pixserve-Output-Size": f"{width_out}x{height_out}",
-    }
-    return Response(encoded, media_type=CONTENT_TYPES[output_format], headers=headers)
+    fields = {"task": "generate", "prompt": prompt, "negative_prompt": negative_prompt,
+              "checkpoint": checkpoint, "width": width, "height": height, "steps": steps,
+              "guidance": guidance, "scheduler": scheduler, "seed": seed, "strength": strength,
+              "format": output_format, "quality": quality}  # fmt: skip
+    data = None if image is None else await read_upload(image, settings)
+    return task_response(await runner.run(fields, data, image_to_image=image is not None))

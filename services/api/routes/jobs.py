@@ -7,23 +7,24 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
+from starlette.datastructures import FormData
+from starlette.datastructures import UploadFile as FormFile
 
 from services.api.deps import SettingsDep, read_upload, require_api_key
 from services.auth.keys import ApiKey
 from services.errors import InvalidParameter, ServiceUnavailable
-from services.imaging.convert import ConvertFormat
-from services.jobs.models import TERMINAL_JOB, Job, JobStatus
+from services.jobs.models import TERMINAL_JOB, Job, JobPublic, JobStatus
 from services.jobs.service import JobRequest, JobService
-from services.pipelines.presets import step_overrides
+from services.pipelines.tasks import TASKS, form_fields, parse_task
 
 router = APIRouter(tags=["jobs"])
 
 
 class JobListPublic(BaseModel):
-    jobs: list[Job]
+    jobs: list[JobPublic]
     next_cursor: float | None
 
 
@@ -50,56 +51,73 @@ JobsDep = Annotated[JobService, Depends(get_jobs)]
 OwnerDep = Annotated[str, Depends(owner_of)]
 
 
-@router.post("/v1/jobs", status_code=202)
+_RESERVED = {"images", "urls", "task", "webhook_url", "webhook_events"}
+_JOB_FORM = {
+    "multipart/form-data": {"schema": {
+        "type": "object",
+        "properties": {
+            "task": {"type": "string", "enum": list(TASKS),
+                     "description": "What to run on every input (default upscale; preset "
+                                    "when a preset is named)."},
+            "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
+            "urls": {"type": "array", "items": {"type": "string"},
+                     "description": "https URLs, or s3:// keys in the inputs bucket."},
+            "webhook_url": {"type": "string"},
+            "webhook_events": {"type": "array", "items": {"type": "string",
+                                                          "enum": ["item", "completed"]}},
+        },
+        "additionalProperties": {"description": "The task's fields, as on its sync route "
+                                 "(model, scale, format, prompt, prompts, count, preset, "
+                                 "params...); an unknown field is refused."},
+    }},
+}  # fmt: skip
+
+
+@router.post("/v1/jobs", status_code=202, response_model=JobPublic,
+             openapi_extra={"requestBody": {"content": _JOB_FORM, "required": True}})  # fmt: skip
 async def create_job(
+    request: Request,
+    response: Response,
     jobs: JobsDep,
     owner: OwnerDep,
     settings: SettingsDep,
-    images: Annotated[list[UploadFile] | None, File(description="Images to process.")] = None,
-    urls: Annotated[
-        list[str] | None, Form(description="https URLs, or s3:// keys in the inputs bucket.")
-    ] = None,
-    preset: Annotated[
-        str | None, Form(description="Run a preset (GET /v1/presets) instead of upscaling.")
-    ] = None,
-    params: Annotated[
-        str | None, Form(description='Step overrides as JSON: {"upscale": {"scale": 4}}.')
-    ] = None,
-    model: Annotated[str | None, Form()] = None,
-    scale: Annotated[float | None, Form()] = None,
-    width: Annotated[int | None, Form(ge=1)] = None,
-    height: Annotated[int | None, Form(ge=1)] = None,
-    output_format: Annotated[
-        ConvertFormat | None, Form(alias="format", description="Default: png, or the preset's.")
-    ] = None,
-    quality: Annotated[int | None, Form(ge=1, le=100)] = None,
-    webhook_url: Annotated[str | None, Form()] = None,
-    webhook_events: Annotated[list[str] | None, Form(description="item, completed")] = None,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Job:
-    """Submit a batch: answers 202 with the job envelope; items run asynchronously."""
-    uploads = []
-    for upload in images or []:
-        uploads.append((upload.filename or "image", await read_upload(upload, settings)))
-    pipeline: dict[str, object]
-    if preset is not None:
-        output = {k: v for k, v in (("format", output_format), ("quality", quality)) if v}
-        pipeline = {"name": "preset", "preset": preset, "params": step_overrides(params),
-                    "output": output}  # fmt: skip
-    else:
-        pipeline = {
-            "name": "upscale", "model": model or settings.default_model, "scale": scale,
-            "width": width, "height": height, "format": output_format or "png",
-            "quality": quality or 90,
-        }  # fmt: skip
-    events = webhook_events or ["completed"]
-    request = JobRequest(pipeline, uploads, list(urls or []), webhook_url, events)
-    return await jobs.submit(owner, request, idempotency_key)
+    """Submit a batch of any task: answers 202 with the envelope (its URL in
+    ``Location``); items run asynchronously. A task that cannot run is refused here."""
+    form = await request.form(max_files=settings.max_job_items + 1,
+                              max_fields=settings.max_job_items + 64)  # fmt: skip
+    uploads = [(upload.filename or "image", await read_upload(upload, settings))
+               for upload in _files(form)]  # fmt: skip
+    fields = {name: [str(v) for v in form.getlist(name)] for name in form
+              if name not in _RESERVED}  # fmt: skip
+    task = _one(form, "task") or ("preset" if "preset" in fields else "upscale")
+    spec = parse_task(form_fields(task, fields))
+    events = [str(v) for v in form.getlist("webhook_events")] or ["completed"]
+    urls = [str(v) for v in form.getlist("urls")]
+    job_request = JobRequest(spec, uploads, urls, _one(form, "webhook_url"), events)
+    job = await jobs.submit(owner, job_request, idempotency_key, str(request.base_url))
+    response.headers["Location"] = str(request.url_for("read_job", job_id=job.id))
+    return job
 
 
-@router.get("/v1/jobs/{job_id}")
-async def read_job(job_id: str, jobs: JobsDep, owner: OwnerDep) -> Job:
-    return await jobs.view(job_id, owner)
+def _files(form: FormData) -> list[FormFile]:
+    uploads = form.getlist("images")
+    if any(not isinstance(upload, FormFile) for upload in uploads):
+        raise InvalidParameter("images: send files (multipart), not text; URLs go in urls")
+    return [upload for upload in uploads if isinstance(upload, FormFile)]
+
+
+def _one(form: FormData, name: str) -> str | None:
+    values = form.getlist(name)
+    if len(values) > 1 or any(not isinstance(value, str) for value in values):
+        raise InvalidParameter(f"{name}: send it once, as text")
+    return str(values[0]) if values else None
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobPublic)
+async def read_job(job_id: str, request: Request, jobs: JobsDep, owner: OwnerDep) -> Job:
+    return await jobs.view(job_id, owner, str(request.base_url))
 
 
 @router.get("/v1/jobs")
@@ -111,12 +129,12 @@ async def read_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobListPublic:
     found, next_cursor = await jobs.list_jobs(owner, status, cursor, limit)
-    return JobListPublic(jobs=found, next_cursor=next_cursor)
+    return JobListPublic(jobs=[job.public() for job in found], next_cursor=next_cursor)
 
 
-@router.delete("/v1/jobs/{job_id}")
-async def cancel_job(job_id: str, jobs: JobsDep, owner: OwnerDep) -> Job:
-    return await jobs.cancel(job_id, owner)
+@router.delete("/v1/jobs/{job_id}", response_model=JobPublic)
+async def cancel_job(job_id: str, request: Request, jobs: JobsDep, owner: OwnerDep) -> Job:
+    return await jobs.cancel(job_id, owner, str(request.base_url))
 
 
 @router.get("/v1/jobs/{job_id}/items/{index}/output")

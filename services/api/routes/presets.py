@@ -3,31 +3,18 @@ upscale -> face ..., then the Codec's encoding) run on one image."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from services.api.deps import (
-    BackendDep,
-    ManifestDep,
-    MetricsDep,
-    PresetsDep,
-    SettingsDep,
-    read_upload,
-)
+from services.api.deps import PresetsDep, RunnerDep, SettingsDep, read_upload, task_response
 from services.api.schemas import IMAGE_ERRORS
-from services.imaging.codec import decode_image
 from services.imaging.convert import ConvertFormat
 from services.pipelines.presets import Preset, PresetLibrary, step_overrides
-from services.pipelines.upscale import image_limits
+from services.pipelines.usecases import JSON_TYPE
 from services.registry import DEPLOYMENT_OF_STEP
-from services.telemetry.metrics import record_image
-from services.telemetry.tracing import tracer
 
 router = APIRouter(tags=["presets"])
 
@@ -81,10 +68,7 @@ async def read_presets(presets: PresetsDep) -> PresetListPublic:
 async def run_preset(
     preset: str,
     settings: SettingsDep,
-    manifest: ManifestDep,
-    backend: BackendDep,
-    metrics: MetricsDep,
-    presets: PresetsDep,
+    runner: RunnerDep,
     image: Annotated[UploadFile, File(description="The image: PNG, JPEG, WEBP, BMP, TIFF, GIF.")],
     params: Annotated[
         str | None, Form(description='Step overrides as JSON: {"upscale": {"scale": 4}}.')
@@ -94,34 +78,13 @@ async def run_preset(
 ) -> Response:
     """Run a preset on one image: the encoded image (texts of caption steps in
     ``X-Pixserve-Texts``), or JSON for presets that return text only."""
-    data = await read_upload(image, settings)
-    output = {k: v for k, v in (("format", output_format), ("quality", quality)) if v}
-    plan = presets.compile(preset, manifest, settings, step_overrides(params), output or None)
-    with tracer.start_as_current_span("pixserve.preset") as span:
-        started = time.perf_counter()
-        decoded = await asyncio.to_thread(decode_image, data, image_limits(settings))
-        decoding = time.perf_counter()
-        result = await backend.run_plan(decoded, plan)
-        span.set_attributes(
-            {
-                "pixserve.preset": plan.preset,
-                "pixserve.steps": ",".join(s.id for s in plan.steps),
-                "pixserve.input_size": f"{decoded.width}x{decoded.height}",
-            }
-        )
-    steps = {"decode": decoding - started, "pipeline": time.perf_counter() - decoding}
-    headers = {"X-Pixserve-Preset": plan.preset,
-               "X-Pixserve-Steps": ",".join(s.id for s in plan.steps) or "encode",
-               "X-Pixserve-Input-Size": f"{decoded.width}x{decoded.height}"}  # fmt: skip
-    if result.image is None:
-        return JSONResponse({"preset": plan.preset, "outputs": result.texts}, headers=headers)
-    size = (result.image.width, result.image.height)
-    record_image(metrics, f"preset:{plan.preset}", "sync", (decoded.width, decoded.height),
-                 size, steps)  # fmt: skip
-    headers["X-Pixserve-Output-Size"] = "{}x{}".format(*size)
-    if result.texts:
-        headers["X-Pixserve-Texts"] = json.dumps(result.texts, separators=(",", ":"))
-    return Response(result.image.data, media_type=result.image.content_type, headers=headers)
+    fields = {"task": "preset", "preset": preset, "params": step_overrides(params),
+              "format": output_format, "quality": quality}  # fmt: skip
+    result = await runner.run(fields, await read_upload(image, settings))
+    if result.content_type == JSON_TYPE:
+        return JSONResponse({"preset": preset, "outputs": result.texts or {}},
+                            headers=result.headers)  # fmt: skip
+    return task_response(result)
 
 
 def _public(preset: Preset, library: PresetLibrary) -> PresetPublic:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, Field
 
-from services.api.deps import BackendDep, SettingsDep, read_upload
+from services.api.deps import BackendDep, RunnerDep, SettingsDep, read_upload
 from services.api.schemas import IMAGE_ERRORS
 from services.config import Settings
 from services.errors import InvalidParameter, PayloadTooLarge
@@ -35,17 +35,16 @@ class DescriptionPublic(BaseModel):
 @router.post("/v1/caption", responses=IMAGE_ERRORS)
 async def create_caption(
     settings: SettingsDep,
-    backend: BackendDep,
+    runner: RunnerDep,
     image: Annotated[UploadFile, File(description="The image: PNG, JPEG, WEBP, BMP, TIFF, GIF.")],
     outputs: Annotated[
         list[str] | None, Form(description="Any of caption, tags, nsfw (default: all).")
     ] = None,
 ) -> DescriptionPublic:
     """Describe one image: a caption, tags with scores and an NSFW probability."""
-    data = await read_upload(image, settings)
-    decoded = await asyncio.to_thread(decode_image, data, image_limits(settings))
-    described = await backend.describe(decoded, outputs or ["caption", "tags", "nsfw"])
-    return DescriptionPublic(**described.public())
+    fields: dict[str, Any] = {"task": "caption"} | ({"outputs": outputs} if outputs else {})
+    result = await runner.run(fields, await read_upload(image, settings))
+    return DescriptionPublic(**(result.texts or {}))
 
 
 class ImageUrl(BaseModel):

@@ -14,7 +14,6 @@ from services.pipelines.faces import FaceOptions
 from services.pipelines.presets import (
     Preset,
     TileStep,
-    job_plan,
     load_presets,
     step_overrides,
 )
@@ -130,16 +129,6 @@ def test_text_presets_take_no_output() -> None:
     assert library.compile("caption", MANIFEST, SETTINGS).output is None
     with pytest.raises(InvalidParameter, match="returns text"):
         library.compile("caption", MANIFEST, SETTINGS, None, {"format": "png"})
-
-
-def test_a_job_pipeline_compiles_to_the_same_plan() -> None:
-    library = load_presets(SERVED)
-    pipeline = {"name": "preset", "preset": "portrait", "params": {"face": {"upscale": 4}},
-                "output": {"format": "webp"}}  # fmt: skip
-    plan = job_plan(pipeline, library, MANIFEST, SETTINGS)
-    direct = library.compile("portrait", MANIFEST, SETTINGS, {"face": {"upscale": 4}},
-                             {"format": "webp"})  # fmt: skip
-    assert plan == direct
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,298 @@
+"""One use case per task: decode -> deployment calls -> encode, and what came out.
+
+``run_task`` takes a checked plan (services/pipelines/tasks.py) and the input's bytes
+(None for text-to-image) and returns a ``TaskResult``: the encoded output, its media
+type, sizes, per-step seconds, the texts a task produced, and the response headers a
+sync route sends. The sync routes and the job Dispatcher both call it, so a task runs
+the same way whichever path brought it. CPU work runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.config import Settings
+from services.imaging.codec import CONTENT_TYPES, DecodedImage, decode_image, encode_image
+from services.imaging.convert import ConvertOptions
+from services.models.diffusion import GenerateOptions
+from services.pipelines.backend import TaskBackend
+from services.pipelines.faces import FaceOptions
+from services.pipelines.presets import Plan
+from services.pipelines.tasks import (
+    CaptionTask,
+    GenerateTask,
+    ImageFormat,
+    RestoreFaceTask,
+    TaskPlan,
+)
+from services.pipelines.upscale import (
+    UpscaleOptions,
+    encoder_options,
+    image_limits,
+    upscale_upload,
+)
+from services.telemetry.tracing import tracer
+
+JSON_TYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """An encoded output and the facts about its run."""
+
+    data: bytes
+    content_type: str
+    metric: str  # the model (or ``preset:NAME``, ``codec``) the images metric counts
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    step_seconds: dict[str, float]
+    headers: dict[str, str] = field(default_factory=dict)
+    texts: dict[str, Any] | None = None  # captions, tags, a generation's seed...
+
+
+async def run_task(
+    plan: TaskPlan, data: bytes | None, backend: TaskBackend, settings: Settings
+) -> TaskResult:
+    """Run one checked task on one input (``data`` None: text-to-image)."""
+    options = plan.options
+    if isinstance(options, UpscaleOptions):
+        assert data is not None
+        return await _tiles(data, options, plan.native_scale, backend, settings)
+    if isinstance(options, FaceOptions):
+        assert data is not None and isinstance(plan.spec, RestoreFaceTask)
+        return await _faces(data, options, plan.spec, backend, settings)
+    if isinstance(options, GenerateOptions):
+        assert isinstance(plan.spec, GenerateTask)
+        return await _generate(data, options, plan.spec, backend, settings)
+    if isinstance(options, ConvertOptions):
+        assert data is not None
+        return await _convert(data, options, backend)
+    if isinstance(options, Plan):
+        assert data is not None
+        return await _preset(data, options, backend, settings)
+    assert data is not None and isinstance(plan.spec, CaptionTask)
+    return await _caption(data, list(plan.spec.outputs), backend, settings)
+
+
+async def _decode(data: bytes, settings: Settings) -> DecodedImage:
+    return await asyncio.to_thread(decode_image, data, image_limits(settings))
+
+
+async def _encode(pixels: Any, fmt: ImageFormat, quality: int, settings: Settings) -> bytes:
+    return await asyncio.to_thread(encode_image, pixels, fmt, quality, encoder_options(settings))
+
+
+def _size(pixels: Any) -> tuple[int, int]:
+    height, width = pixels.shape[:2]
+    return int(width), int(height)
+
+
+def _sizes(input_size: tuple[int, int], output_size: tuple[int, int]) -> dict[str, str]:
+    return {
+        "X-Pixserve-Input-Size": "{}x{}".format(*input_size),
+        "X-Pixserve-Output-Size": "{}x{}".format(*output_size),
+    }
+
+
+async def _tiles(
+    data: bytes,
+    options: UpscaleOptions,
+    native_scale: int,
+    backend: TaskBackend,
+    settings: Settings,
+) -> TaskResult:
+    """Upscale or denoise: the tile deployment serving the model."""
+    result = await upscale_upload(data, options, native_scale, backend, settings)
+    headers = {
+        "X-Pixserve-Model": options.model,
+        "X-Pixserve-Tiles": str(result.tiles),
+        **_sizes(result.input_size, result.output_size),
+    }
+    return TaskResult(
+        result.data,
+        result.content_type,
+        options.model,
+        result.input_size,
+        result.output_size,
+        result.step_seconds,
+        headers,
+    )
+
+
+async def _faces(
+    data: bytes,
+    options: FaceOptions,
+    spec: RestoreFaceTask,
+    backend: TaskBackend,
+    settings: Settings,
+) -> TaskResult:
+    """Faces restored onto the (optionally upscaled) background."""
+    fmt, quality = spec.format, spec.quality
+    with tracer.start_as_current_span("pixserve.restore_face") as span:
+        started = time.perf_counter()
+        decoded = await _decode(data, settings)
+        decoding = time.perf_counter()
+        result = await backend.restore_faces(decoded, options)
+        restoring = time.perf_counter()
+        encoded = await _encode(result.pixels, fmt, quality, settings)
+        size_in, size_out = (decoded.width, decoded.height), _size(result.pixels)
+        span.set_attributes(
+            {
+                "pixserve.model": options.model,
+                "pixserve.faces": len(result.faces),
+                "pixserve.input_size": "{}x{}".format(*size_in),
+                "pixserve.output_size": "{}x{}".format(*size_out),
+            }
+        )
+    steps = {
+        "decode": decoding - started,
+        "restore_face": restoring - decoding,
+        "encode": time.perf_counter() - restoring,
+    }
+    boxes = [[*face.box, face.score] for face in result.faces]
+    headers = {
+        "X-Pixserve-Model": options.model,
+        "X-Pixserve-Faces": str(len(result.faces)),
+        "X-Pixserve-Faces-Detected": str(result.detected),
+        "X-Pixserve-Face-Boxes": json.dumps(boxes, separators=(",", ":")),
+        **_sizes(size_in, size_out),
+    }
+    texts = {"faces": {"restored": len(result.faces), "detected": result.detected, "boxes": boxes}}
+    return TaskResult(
+        encoded, CONTENT_TYPES[fmt], options.model, size_in, size_out, steps, headers, texts
+    )
+
+
+async def _generate(
+    data: bytes | None,
+    options: GenerateOptions,
+    spec: GenerateTask,
+    backend: TaskBackend,
+    settings: Settings,
+) -> TaskResult:
+    """One SDXL image (image-to-image when an input came)."""
+    with tracer.start_as_current_span("pixserve.generate") as span:
+        started = time.perf_counter()
+        start = await _decode(data, settings) if data is not None else None
+        result = await backend.generate(options, start)
+        encoded = await _encode(result.pixels, spec.format, spec.quality, settings)
+        size = _size(result.pixels)
+        span.set_attributes(
+            {
+                "pixserve.model": result.checkpoint,
+                "pixserve.steps": options.steps,
+                "pixserve.output_size": "{}x{}".format(*size),
+            }
+        )
+    headers = {
+        "X-Pixserve-Checkpoint": result.checkpoint,
+        "X-Pixserve-Seed": str(result.seed),
+        "X-Pixserve-NSFW": "true" if result.nsfw else "false",
+        "X-Pixserve-Output-Size": "{}x{}".format(*size),
+    }
+    texts = {
+        "generate": {"seed": result.seed, "nsfw": result.nsfw, "checkpoint": result.checkpoint}
+    }
+    return TaskResult(
+        encoded,
+        CONTENT_TYPES[spec.format],
+        f"sdxl:{result.checkpoint}",
+        size,
+        size,
+        {"generate": time.perf_counter() - started},
+        headers,
+        texts,
+    )
+
+
+async def _convert(data: bytes, options: ConvertOptions, backend: TaskBackend) -> TaskResult:
+    """Re-encoded (and resized) by the Codec deployment."""
+    started = time.perf_counter()
+    result = await backend.convert(data, options)
+    size = (result.width, result.height)
+    headers = {"X-Pixserve-Output-Size": "{}x{}".format(*size)}
+    if result.quality is not None:
+        headers["X-Pixserve-Quality"] = str(result.quality)
+    return TaskResult(
+        result.data,
+        result.content_type,
+        "codec",
+        size,
+        size,
+        {"convert": time.perf_counter() - started},
+        headers,
+    )
+
+
+async def _caption(
+    data: bytes, want: list[str], backend: TaskBackend, settings: Settings
+) -> TaskResult:
+    """Caption, tags and/or NSFW score, as JSON."""
+    started = time.perf_counter()
+    decoded = await _decode(data, settings)
+    described = (await backend.describe(decoded, want)).public()
+    size = (decoded.width, decoded.height)
+    return TaskResult(
+        json.dumps(described).encode(),
+        JSON_TYPE,
+        "vision",
+        size,
+        size,
+        {"caption": time.perf_counter() - started},
+        {},
+        described,
+    )
+
+
+async def _preset(data: bytes, plan: Plan, backend: TaskBackend, settings: Settings) -> TaskResult:
+    """A preset's steps chained on the model deployments, then the Codec's encoding; a
+    text-only preset's output is its texts as JSON, by step id."""
+    with tracer.start_as_current_span("pixserve.preset") as span:
+        started = time.perf_counter()
+        decoded = await _decode(data, settings)
+        decoding = time.perf_counter()
+        result = await backend.run_plan(decoded, plan)
+        span.set_attributes(
+            {
+                "pixserve.preset": plan.preset,
+                "pixserve.steps": ",".join(s.id for s in plan.steps),
+                "pixserve.input_size": f"{decoded.width}x{decoded.height}",
+            }
+        )
+    steps = {"decode": decoding - started, "pipeline": time.perf_counter() - decoding}
+    size_in = (decoded.width, decoded.height)
+    headers = {
+        "X-Pixserve-Preset": plan.preset,
+        "X-Pixserve-Steps": ",".join(s.id for s in plan.steps) or "encode",
+        "X-Pixserve-Input-Size": "{}x{}".format(*size_in),
+    }
+    texts = result.texts or None
+    if result.image is None:
+        return TaskResult(
+            json.dumps(result.texts).encode(),
+            JSON_TYPE,
+            f"preset:{plan.preset}",
+            size_in,
+            (0, 0),
+            steps,
+            headers,
+            texts,
+        )
+    size_out = (result.image.width, result.image.height)
+    headers["X-Pixserve-Output-Size"] = "{}x{}".format(*size_out)
+    if result.texts:
+        headers["X-Pixserve-Texts"] = json.dumps(result.texts, separators=(",", ":"))
+    return TaskResult(
+        result.image.data,
+        result.image.content_type,
+        f"preset:{plan.preset}",
+        size_in,
+        size_out,
+        steps,
+        headers,
+        texts,
+    )
