@@ -12,7 +12,6 @@ from ray import serve
 from ray.exceptions import RayError
 from ray.serve.handle import DeploymentHandle
 
-from services.api.schemas import DeploymentReadiness, DeploymentView
 from services.config import Settings
 from services.errors import ModelNotReady, PixserveError, ServiceUnavailable
 from services.imaging.codec import DecodedImage
@@ -24,6 +23,7 @@ from services.models.tile_io import TileJob, TileOutput
 from services.models.vision import Description
 from services.pipelines.faces import FaceOptions, FaceResult
 from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult
+from services.platform import DeploymentReadiness, DeploymentView
 from services.registry import DEPLOYMENT_OF_TASK, MODEL_DEPLOYMENTS, not_configured_reason
 
 

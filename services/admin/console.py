@@ -15,13 +15,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from services.api.backend import PlatformBackend
-from services.api.schemas import DeploymentView
 from services.errors import InvalidParameter, PixserveError
 from services.jobs.models import Job, JobStatus
 from services.jobs.queue import WorkQueue
 from services.jobs.service import JobService
 from services.jobs.store import JobNotFound
+from services.platform import DeploymentView, PlatformBackend
 from services.telemetry.live import LiveReader, Minute, latency_by_route
 
 logger = logging.getLogger(__name__)

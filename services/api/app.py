@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from fastapi import Depends, FastAPI, Request, Response
 
 from services.admin.console import Console
-from services.api.backend import PlatformBackend
 from services.api.deps import require_api_key
 from services.api.errors import failed, install_error_handlers
 from services.api.routes import (
@@ -32,6 +31,7 @@ from services.jobs.wiring import outbox_queue
 from services.models.manifest import load_manifest
 from services.net.fetch import SafeFetcher
 from services.pipelines.presets import load_presets
+from services.platform import PlatformBackend
 from services.telemetry.live import LiveReader, LiveStats, Ongoing
 from services.telemetry.metrics import PlatformMetrics, in_memory
 from services.telemetry.tracing import current_trace_id

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Response
 from starlette.datastructures import UploadFile as FormFile
 
-from services.api.backend import PlatformBackend
 from services.auth.guard import KeyGuard
 from services.auth.keys import ApiKey
 from services.config import Settings
@@ -20,6 +19,7 @@ from services.models.manifest import Manifest
 from services.pipelines.presets import PresetLibrary
 from services.pipelines.tasks import TaskContext, parse_task, plan_task
 from services.pipelines.usecases import TaskResult, run_task
+from services.platform import PlatformBackend
 from services.telemetry.metrics import PlatformMetrics, record_image
 
 

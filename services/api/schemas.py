@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
+
+from services.platform import DeploymentReadiness
 
 
 class ErrorDetail(BaseModel):
@@ -47,20 +49,6 @@ class ModelListPublic(BaseModel):
     models: list[ModelPublic]
 
 
-class DeploymentReadiness(BaseModel):
-    """One deployment's readiness: reachable, and which models wait for what. One that
-    nothing is configured for runs no replica: ready (nothing waits), ``configured``
-    false, and ``detail`` names the settings that would start it."""
-
-    ready: bool
-    configured: bool = True
-    device: str | None = None
-    loaded: list[str] = Field(default_factory=list)
-    missing: dict[str, str] = Field(default_factory=dict)
-    error: str | None = None
-    detail: str | None = None
-
-
 class ReadinessPublic(BaseModel):
     ready: bool
     deployments: dict[str, DeploymentReadiness]
@@ -68,17 +56,3 @@ class ReadinessPublic(BaseModel):
 
 class HealthPublic(BaseModel):
     status: Literal["ok"] = "ok"
-
-
-class DeploymentView(BaseModel):
-    """A deployment as Serve's controller sees it: state, replicas, resources."""
-
-    name: str
-    status: str
-    running: int
-    target: int
-    num_cpus: float = 0
-    num_gpus: float = 0
-    min_replicas: int | None = None
-    max_replicas: int | None = None
-    message: str = ""

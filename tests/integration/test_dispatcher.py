@@ -74,7 +74,7 @@ class Harness:
             name = f"jobs/{job_id}/{index:05d}"
             self.objects.put("inputs", name, data, "application/octet-stream")
             names.append(name)
-        params = {"model": TINY_COMPACT, "format": "png", **pipeline}
+        params = {"task": "upscale", "model": TINY_COMPACT, "format": "png", **pipeline}
         await self.store.create("owner", params, names, "https://example.com/hook", job_id,
                                 ["item", "completed"])  # fmt: skip
         return job_id

@@ -38,7 +38,7 @@ def test_s3_inputs_and_presigned_outputs(
     job = submit(client, [encode(astronaut(20))], APP, key, urls=uris).json()
     done = wait(client, job["id"], APP, key)
     assert done["status"] == "succeeded", done
-    assert [item["input"] for item in done["items"][1:]] == uris
+    assert [item["name"] for item in done["items"][1:]] == uris
     for item, width in zip(done["items"], [20, 16, 17, 18], strict=True):
         assert (
             item["output_url"].startswith(s3_endpoint) and "X-Amz-Signature" in item["output_url"]

@@ -22,6 +22,7 @@ from services.jobs.wiring import build_dispatcher
 from services.models.tiny import TINY_COMPACT
 from services.models.upscaler import EngineBackend, UpscaleEngine
 from services.net.fetch import SafeFetcher
+from services.pipelines.tasks import UpscaleTask
 from services.webhooks.delivery import WebhookSender
 from services.webhooks.signing import generate_secret, verify
 from tests.utils.images import astronaut, encode
@@ -87,7 +88,7 @@ def test_dispatcher_sends_item_and_completed_events(
         outbox = dispatcher.outbox
         assert outbox is not None
         _, key = await jobs.secrets.keys.create("tenant")
-        pipeline = {"name": "upscale", "model": TINY_COMPACT, "format": "png"}
+        pipeline = UpscaleTask(model=TINY_COMPACT, format="png")
         anonymous = await jobs.submit("anonymous", JobRequest(
             pipeline, [(f"{i}.png", encode(astronaut(16))) for i in range(3)], [],
             receiver.url, ["item", "completed"]), None)  # fmt: skip
@@ -142,7 +143,7 @@ def test_outbox_reclaims_a_dead_senders_events_and_dead_letters_refusals(
         outbox = dispatcher.outbox
         outbox.sender.base_delay_s = 0.01
         await outbox.queue.ensure_group()
-        request = JobRequest({"name": "upscale", "model": TINY_COMPACT},
+        request = JobRequest(UpscaleTask(model=TINY_COMPACT),
                              [("a.png", encode(astronaut(16)))] * 2, [], receiver.url,
                              ["item", "completed"])  # fmt: skip
         await jobs.submit("anonymous", request, None)
@@ -154,7 +155,7 @@ def test_outbox_reclaims_a_dead_senders_events_and_dead_letters_refusals(
         await outbox.pump("survivor")
         await outbox.drain()
         receiver.plan = [410]  # the receiver refuses: no retry, dead-lettered
-        await jobs.submit("anonymous", JobRequest({"name": "upscale", "model": TINY_COMPACT},
+        await jobs.submit("anonymous", JobRequest(UpscaleTask(model=TINY_COMPACT),
                           [("b.png", encode(astronaut(16)))], [], receiver.url), None)  # fmt: skip
         while await dispatcher.run_once("d1", block_ms=100):
             pass

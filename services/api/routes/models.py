@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from services.api.deps import BackendDep, ManifestDep, SettingsDep
-from services.api.schemas import DeploymentReadiness, ModelListPublic, ModelPublic
+from services.api.schemas import ModelListPublic, ModelPublic
 from services.config import Settings
 from services.models.manifest import ModelSpec
+from services.platform import DeploymentReadiness
 from services.registry import DEPLOYMENT_OF_TASK
 
 router = APIRouter(tags=["models"])

@@ -1,0 +1,151 @@
+"""Every sync route over a fake platform backend (FastAPI's TestClient, no Ray, no
+models): the route maps its form to a task spec, the use case runs on the backend, the
+answer carries the output and its headers; bad input is a named 4xx JSON error."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from services.api.app import create_api
+from services.config import Settings
+from tests.utils.fake_backend import FakeBackend
+from tests.utils.images import astronaut, encode
+
+SETTINGS = Settings(
+    models=["x4plus", "x2plus"], default_model="x4plus", denoise_models=["scunet-color"],
+    default_denoise_model="scunet-color", face_models=["gfpgan-v1.4"],
+    face_detectors=["retinaface-resnet50"], diffusion_checkpoints={"realism": "sdxl-base"},
+    caption_model="blip-caption", vqa_model="blip-vqa",
+)  # fmt: skip
+PNG = encode(astronaut(24))
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+def client(backend: FakeBackend) -> Iterator[TestClient]:
+    with TestClient(create_api(SETTINGS, backend)) as test_client:
+        yield test_client
+
+
+def size_of(content: bytes) -> tuple[int, int]:
+    return Image.open(io.BytesIO(content)).size
+
+
+def test_upscale(client: TestClient, backend: FakeBackend) -> None:
+    response = client.post("/v1/upscale", files={"image": ("a.png", PNG, "image/png")},
+                           data={"model": "x2plus", "scale": "1.5", "format": "jpeg"})  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/jpeg"
+    assert response.headers["X-Pixserve-Output-Size"] == "36x36"
+    assert size_of(response.content) == (36, 36) and backend.calls == [("upscale_image", "x2plus")]
+
+
+def test_denoise_keeps_the_size(client: TestClient) -> None:
+    response = client.post("/v1/denoise", files={"image": ("a.png", PNG, "image/png")})
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Pixserve-Model"] == "scunet-color"
+    assert size_of(response.content) == (24, 24)
+
+
+def test_restore_face_with_an_upscaled_background(client: TestClient) -> None:
+    response = client.post("/v1/restore/face", files={"image": ("a.png", PNG, "image/png")},
+                           data={"upscale": "2", "format": "webp"})  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Pixserve-Faces"] == "0"
+    assert response.headers["content-type"] == "image/webp" and size_of(response.content) == (
+        48,
+        48,
+    )
+
+
+def test_generate_returns_its_seed(client: TestClient) -> None:
+    form = {"prompt": "a lighthouse", "width": "256", "height": "256", "seed": "5"}
+    response = client.post("/v1/generate", data=form)
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Pixserve-Seed"] == "5"
+    assert response.headers["X-Pixserve-Checkpoint"] == "realism"
+    assert size_of(response.content) == (256, 256)
+
+
+def test_caption(client: TestClient) -> None:
+    response = client.post("/v1/caption", files={"image": ("a.png", PNG, "image/png")},
+                           data={"outputs": ["caption", "nsfw"]})  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert response.json() == {"caption": "a small test image", "tags": None, "nsfw": 0.01}
+
+
+def test_convert(client: TestClient) -> None:
+    response = client.post("/v1/convert", files={"image": ("a.png", PNG, "image/png")},
+                           data={"format": "png", "resize": "fit", "width": "12"})  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Pixserve-Output-Size"] == "12x12"
+
+
+def test_a_preset_and_a_text_preset(client: TestClient) -> None:
+    response = client.post("/v1/run/enhance", files={"image": ("a.png", PNG, "image/png")},
+                           data={"params": '{"upscale": {"scale": 2}}'})  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Pixserve-Preset"] == "enhance"
+    text = client.post("/v1/run/caption", files={"image": ("a.png", PNG, "image/png")})
+    assert text.status_code == 200, text.text
+    assert text.json()["preset"] == "caption" and text.json()["outputs"]
+
+
+def test_vision_chat(client: TestClient) -> None:
+    import base64
+
+    url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    body = {"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": url}}]}]}  # fmt: skip
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "a test answer"
+
+
+def test_listings_and_probes(client: TestClient) -> None:
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").json()["ready"] is True
+    names = {model["name"] for model in client.get("/v1/models").json()["models"]}
+    assert {"x4plus", "scunet-color"} <= names
+    presets = {p["name"]: p for p in client.get("/v1/presets").json()["presets"]}
+    assert presets["enhance"]["available"] is True
+
+
+@pytest.mark.parametrize(
+    ("path", "form", "status", "words"),
+    [
+        ("/v1/upscale", {"scale": "nan"}, 422, "scale"),
+        ("/v1/upscale", {"scale": "100"}, 422, "scale: 100 is out of range"),
+        ("/v1/upscale", {"model": "x4plus-anime"}, 422, "not served here"),
+        ("/v1/upscale", {"width": "16384", "height": "1", "format": "webp"}, 422, "WEBP"),
+        ("/v1/denoise", {"model": "x4plus"}, 422, "not a denoise model"),
+        ("/v1/restore/face", {"weight": "3"}, 422, "weight"),
+        ("/v1/convert", {"scale": "inf"}, 422, "scale"),
+        ("/v1/run/nope", {}, 422, "unknown preset 'nope'"),
+    ],
+)
+def test_bad_input_is_a_named_4xx(
+    client: TestClient, backend: FakeBackend, path: str, form: dict[str, str], status: int,
+    words: str,
+) -> None:  # fmt: skip
+    response = client.post(path, files={"image": ("a.png", PNG, "image/png")}, data=form)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert words in error["message"] or words in json.dumps(response.json()), error
+    assert backend.calls == []  # refused before any deployment was called
+
+
+def test_undecodable_bytes_are_a_400(client: TestClient) -> None:
+    response = client.post("/v1/upscale", files={"image": ("a.png", b"not an image", "image/png")})
+    assert response.status_code in (400, 415) and response.json()["error"]["code"]

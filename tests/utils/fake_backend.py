@@ -1,0 +1,109 @@
+"""A platform backend without Ray or models, for route tests in the fast tier.
+
+Each deployment call is a cheap numpy stand-in with the real call's shape (sizes,
+dtypes, errors as ``PixserveError``): nearest-neighbour for tile models, the image
+itself for faces, a flat image for generation, fixed texts for vision. Conversion
+and a preset's final encoding use the real Codec code, which needs no model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from services.imaging.codec import DecodedImage, ImageLimits
+from services.imaging.convert import Converted, ConvertOptions, convert_image, encode_pixels
+from services.models.diffusion import Generated, GenerateOptions
+from services.models.tile_io import TileJob, TileOutput
+from services.models.vision import Description, Tag
+from services.pipelines.faces import FaceOptions, FaceResult
+from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult, TileStep
+from services.platform import DeploymentReadiness, DeploymentView
+from services.registry import MODEL_DEPLOYMENTS
+
+LIMITS = ImageLimits(50_000_000, 64_000_000, 16384)
+
+
+def resized(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour to ``size`` (width, height), any dtype and channel count."""
+    height, width = pixels.shape[:2]
+    rows = np.arange(size[1]) * height // size[1]
+    columns = np.arange(size[0]) * width // size[0]
+    return pixels[rows][:, columns]
+
+
+class FakeBackend:
+    """Implements ``PlatformBackend`` in-process; ``calls`` lists (method, detail)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def serves(self) -> set[str]:
+        return set(MODEL_DEPLOYMENTS)
+
+    async def upscale_image(self, job: TileJob) -> TileOutput:
+        self.calls.append(("upscale_image", job.model))
+        height, width = job.pixels.shape[:2]
+        return TileOutput(resized(job.pixels, job.size or (width, height)), None, 1)
+
+    async def restore_faces(self, image: DecodedImage, options: FaceOptions) -> FaceResult:
+        self.calls.append(("restore_faces", options.model))
+        size = (image.width * options.upscale, image.height * options.upscale)
+        return FaceResult(resized(image.pixels, size), [], 0)
+
+    async def generate(self, options: GenerateOptions, image: DecodedImage | None) -> Generated:
+        self.calls.append(("generate", options.prompt))
+        seed = options.seed if options.seed is not None else 7
+        size = (image.width, image.height) if image else (options.width, options.height)
+        pixels = np.full((size[1], size[0], 3), seed % 256, np.uint8)
+        return Generated(pixels, seed, False, options.checkpoint, 0.0)
+
+    async def describe(self, image: DecodedImage, want: list[str]) -> Description:
+        self.calls.append(("describe", tuple(want)))
+        return Description(
+            caption="a small test image" if "caption" in want else None,
+            tags=[Tag("test", 0.9)] if "tags" in want else None,
+            nsfw=0.01 if "nsfw" in want else None,
+        )
+
+    async def answer(
+        self, image: DecodedImage, question: str, max_tokens: int
+    ) -> tuple[str, int, int]:
+        self.calls.append(("answer", question))
+        return "a test answer", len(question.split()), 3
+
+    async def convert(self, data: bytes, options: ConvertOptions) -> Converted:
+        self.calls.append(("convert", options.format))
+        return convert_image(data, options, LIMITS)
+
+    async def run_plan(self, image: DecodedImage, plan: Plan) -> PlanResult:
+        """The steps in order on the fakes above, then the real encoder."""
+        produced: dict[str, DecodedImage] = {SOURCE: image}
+        texts: dict[str, Any] = {}
+        for step in plan.steps:
+            source = produced[step.input]
+            if step.kind in IMAGE_STEPS:
+                produced[step.id] = await self._step(source, step.options)
+            else:
+                texts[step.id] = (await self.describe(source, ["caption"])).public()
+        if plan.output is None:
+            return PlanResult(None, texts)
+        return PlanResult(encode_pixels(produced[plan.result], plan.output, LIMITS), texts)
+
+    async def _step(self, image: DecodedImage, options: Any) -> DecodedImage:
+        if isinstance(options, TileStep):
+            scale = options.options.scale or options.native_scale
+            size = (round(image.width * scale), round(image.height * scale))
+            return DecodedImage(resized(image.pixels, size), image.bit_depth, image.source_format)
+        if isinstance(options, FaceOptions):
+            result = await self.restore_faces(image, options)
+            return DecodedImage(result.pixels, image.bit_depth, image.source_format)
+        generated = await self.generate(options, image)
+        return DecodedImage(generated.pixels, 8, image.source_format)
+
+    async def readiness(self) -> dict[str, DeploymentReadiness]:
+        return {name: DeploymentReadiness(ready=True, device="cpu") for name in MODEL_DEPLOYMENTS}
+
+    async def deployments(self) -> tuple[str, list[DeploymentView]]:
+        return "pixserve", []
