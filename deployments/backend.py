@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from ray import serve
-from ray.exceptions import RayError
+from ray.exceptions import RayError, RayTaskError
 from ray.serve.handle import DeploymentHandle
 
 from services.config import Settings
@@ -25,6 +26,8 @@ from services.pipelines.faces import FaceOptions, FaceResult
 from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult
 from services.platform import DeploymentReadiness, DeploymentView
 from services.registry import DEPLOYMENT_OF_TASK, MODEL_DEPLOYMENTS, not_configured_reason
+
+logger = logging.getLogger(__name__)
 
 
 def graph_backend(settings: Settings, handles: Mapping[str, DeploymentHandle[Any]]) -> ServeBackend:
@@ -131,10 +134,7 @@ class ServeBackend:
             encoded = await encoding if encoding is not None else None
             outputs = {name: await response for name, response in texts.items()}
         except RayError as exc:
-            raise ServiceUnavailable(f"preset '{plan.preset}' failed: {exc}") from exc
-        for value in (encoded, *outputs.values()):
-            if isinstance(value, PixserveError):
-                raise value
+            raise _raised(exc, f"preset '{plan.preset}'") from None
         return PlanResult(encoded, outputs)
 
     async def readiness(self) -> dict[str, DeploymentReadiness]:
@@ -181,17 +181,27 @@ class ServeBackend:
 
 
 async def _call(handle: DeploymentHandle[Any] | None, name: str, method: str, *args: Any) -> Any:
-    """One call to a model deployment: an absent or failing deployment is a 503; an
-    error it returns (bad input, missing model) is raised as itself."""
+    """One call to a deployment: an absent or failing deployment is a 503; an error it
+    raised (bad input, missing model) is raised here as itself."""
     if handle is None:
         raise ServiceUnavailable(f"no {name} deployment is connected")
     try:
-        result = await getattr(handle, method).remote(*args)
+        return await getattr(handle, method).remote(*args)
     except RayError as exc:
-        raise ServiceUnavailable(f"the {name} deployment failed: {exc}") from exc
-    if isinstance(result, PixserveError):
-        raise result
-    return result
+        raise _raised(exc, f"the {name} deployment") from None
+
+
+def _raised(exc: RayError, what: str) -> PixserveError:
+    """The platform's own error a replica raised (through any chain of steps, each
+    wrapping its upstream's), or a 503 for a crash, a dead replica or anything else;
+    never Ray's traceback in a message."""
+    cause: BaseException | None = exc
+    while isinstance(cause, RayTaskError) and cause.cause is not None and cause.cause is not cause:
+        cause = cause.cause
+    if isinstance(cause, PixserveError) and not isinstance(cause, RayError):
+        return cause
+    logger.warning("%s failed: %r", what, exc)
+    return ServiceUnavailable(f"{what} failed ({type(cause).__name__}); retry")
 
 
 def _deployment_view(name: str, entry: dict[str, Any]) -> DeploymentView:

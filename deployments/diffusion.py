@@ -9,7 +9,6 @@ from ray import serve
 
 from deployments.replica import EngineReplica, gpu_share
 from services.config import Settings
-from services.errors import PixserveError
 from services.imaging.codec import DecodedImage, to_float
 from services.models.diffusion import Checkpoint, DiffusionEngine, Generated, GenerateOptions
 from services.models.remote import open_model_store
@@ -38,27 +37,18 @@ class Diffusion(EngineReplica):
 
     async def generate(
         self, options: GenerateOptions, image: DecodedImage | None = None
-    ) -> Generated | PixserveError:
-        """One image; ``image`` makes it image-to-image. Errors are returned."""
+    ) -> Generated:
+        """One image; ``image`` makes it image-to-image."""
         with self.ongoing:
-            try:
-                checkpoint = await self.checkpoint(options.checkpoint)
-                start = None if image is None else to_float(color_plane(image))
-                async with self.busy:
-                    result = await asyncio.to_thread(self.diffusion.generate, checkpoint,
-                                                     options, start)  # fmt: skip
-            except PixserveError as exc:
-                return exc
+            checkpoint = await self.checkpoint(options.checkpoint)
+            start = None if image is None else to_float(color_plane(image))
+            async with self.busy:
+                result = await asyncio.to_thread(self.diffusion.generate, checkpoint,
+                                                 options, start)  # fmt: skip
         self.record_pass(checkpoint.model, 1, 1, result.seconds)
         return result
 
-    async def run_step(
-        self, image: DecodedImage | PixserveError, options: GenerateOptions
-    ) -> DecodedImage | PixserveError:
+    async def run_step(self, image: DecodedImage, options: GenerateOptions) -> DecodedImage:
         """A pipeline step: image-to-image on the previous step's image."""
-        if isinstance(image, PixserveError):
-            return image
         result = await self.generate(options, image)
-        if isinstance(result, PixserveError):
-            return result
         return DecodedImage(result.pixels, 8, image.source_format)

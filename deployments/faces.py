@@ -38,24 +38,15 @@ class FaceRestorer(EngineReplica):
 
     async def restore(
         self, image: DecodedImage, options: FaceOptions, request_id: str = ""
-    ) -> FaceResult | PixserveError:
-        """One image's faces restored onto its background; errors are returned."""
+    ) -> FaceResult:
+        """One image's faces restored onto its background."""
         with self.ongoing:
-            try:
-                return await restore_faces(image, options, self.faces.detect, self._restore,
-                                           self.background, self.settings, request_id)  # fmt: skip
-            except PixserveError as exc:
-                return exc
+            return await restore_faces(image, options, self.faces.detect, self._restore,
+                                       self.background, self.settings, request_id)  # fmt: skip
 
-    async def run_step(
-        self, image: DecodedImage | PixserveError, options: FaceOptions
-    ) -> DecodedImage | PixserveError:
-        """A pipeline step: the restored image, or the upstream step's error."""
-        if isinstance(image, PixserveError):
-            return image
+    async def run_step(self, image: DecodedImage, options: FaceOptions) -> DecodedImage:
+        """A pipeline step: the restored image."""
         result = await self.restore(image, options)
-        if isinstance(result, PixserveError):
-            return result
         return DecodedImage(result.pixels, image.bit_depth, image.source_format)
 
     async def _restore(self, crops: FaceCrops) -> np.ndarray:

@@ -3,16 +3,19 @@ replica snapshot, the health check and Serve's ``user_config`` batch tuning."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import ray
 from ray import serve
 
 from deployments.metrics import platform_metrics, start_live
 from services.config import BatchOptions, Settings
+from services.errors import PixserveError
 from services.models.runtime import EngineStatus
 from services.telemetry.live import Ongoing
 from services.telemetry.metrics import record_forward_pass
+
+T = TypeVar("T")
 
 
 class Engine(Protocol):
@@ -29,6 +32,14 @@ def gpu_share() -> float:
     """The GPU fraction Ray assigned to this replica (0 on CPU)."""
     resources = ray.get_runtime_context().get_assigned_resources()  # type: ignore[no-untyped-call]
     return float(resources.get("GPU", 0.0))
+
+
+def unwrap(result: T | PixserveError) -> T:
+    """A batched request's value, its error raised: errors are values only inside a
+    ``@serve.batch`` (one bad request must not fail the others), exceptions elsewhere."""
+    if isinstance(result, PixserveError):
+        raise result
+    return result
 
 
 class EngineReplica:

@@ -8,7 +8,7 @@ import asyncio
 
 from ray import serve
 
-from deployments.replica import EngineReplica, gpu_share
+from deployments.replica import EngineReplica, gpu_share, unwrap
 from services.config import Settings
 from services.errors import PixserveError
 from services.imaging.codec import DecodedImage
@@ -32,12 +32,11 @@ class TileModels(EngineReplica):
         self.batched = self.upscale_batch
         self.start(settings, share)
 
-    async def upscale(self, job: TileJob) -> TileOutput | PixserveError:
+    async def upscale(self, job: TileJob) -> TileOutput:
         """One request's image, its tiles batched with other requests' (counted while
-        ongoing); an error is returned, not raised."""
+        ongoing); its error, a value inside the batch, is raised here."""
         with self.ongoing:
-            result: TileOutput | PixserveError = await self.upscale_batch(job)
-            return result
+            return unwrap(await self.upscale_batch(job))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def upscale_batch(self, jobs: list[TileJob]) -> list[TileOutput | PixserveError]:
@@ -49,28 +48,17 @@ class TileModels(EngineReplica):
             annotate(batch_tiles=sum(r.tiles for r in results if isinstance(r, TileOutput)))
             return results
 
-    async def run_step(
-        self, image: DecodedImage | PixserveError, step: TileStep
-    ) -> DecodedImage | PixserveError:
+    async def run_step(self, image: DecodedImage, step: TileStep) -> DecodedImage:
         """A pipeline step: a whole image, tiled here; its tiles join the same batches
-        as other requests'. An upstream step's error passes through."""
-        if isinstance(image, PixserveError):
-            return image
+        as other requests'."""
         with self.ongoing:
-            try:
-                result = await upscale(image, step.options, step.native_scale, self,
-                                       self.settings)  # fmt: skip
-            except PixserveError as exc:
-                return exc
+            result = await upscale(image, step.options, step.native_scale, self, self.settings)
         assert result.pixels is not None  # no JPEG was asked for
         return DecodedImage(result.pixels, image.bit_depth, image.source_format)
 
     async def upscale_image(self, job: TileJob) -> TileOutput:
         """The tile backend of ``run_step``: this replica's own batch."""
-        result: TileOutput | PixserveError = await self.upscale_batch(job)
-        if isinstance(result, PixserveError):
-            raise result
-        return result
+        return unwrap(await self.upscale_batch(job))
 
     def forward_passes(self) -> list[ForwardPass]:
         return list(self.tiles.passes)

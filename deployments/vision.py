@@ -11,7 +11,6 @@ from ray import serve
 
 from deployments.replica import EngineReplica, gpu_share
 from services.config import Settings
-from services.errors import PixserveError
 from services.imaging.codec import DecodedImage, to_uint8
 from services.models.remote import open_model_store
 from services.models.vision import Description, VisionEngine
@@ -31,32 +30,21 @@ class Vision(EngineReplica):
         self.vision.load()
         self.start(settings, share)
 
-    async def describe(self, image: DecodedImage, want: list[str]) -> Description | PixserveError:
+    async def describe(self, image: DecodedImage, want: list[str]) -> Description:
         with self.ongoing:
-            try:
-                return await asyncio.to_thread(self.vision.describe, _rgb(image), set(want))
-            except PixserveError as exc:
-                return exc
+            return await asyncio.to_thread(self.vision.describe, _rgb(image), set(want))
 
     async def answer(
         self, image: DecodedImage, question: str, max_tokens: int
-    ) -> tuple[str, int, int] | PixserveError:
+    ) -> tuple[str, int, int]:
         with self.ongoing:
-            try:
-                return await asyncio.to_thread(self.vision.answer, _rgb(image), question,
-                                               max_tokens)  # fmt: skip
-            except PixserveError as exc:
-                return exc
+            return await asyncio.to_thread(self.vision.answer, _rgb(image), question,
+                                           max_tokens)  # fmt: skip
 
-    async def run_step(
-        self, image: DecodedImage | PixserveError, options: dict[str, Any]
-    ) -> dict[str, Any] | PixserveError:
+    async def run_step(self, image: DecodedImage, options: dict[str, Any]) -> dict[str, Any]:
         """A preset's caption step: its text outputs (``want``: caption, tags, nsfw)."""
-        if isinstance(image, PixserveError):
-            return image
-        result = await self.describe(image, list(options.get("want", ["caption", "tags",
-                                                                      "nsfw"])))  # fmt: skip
-        return result if isinstance(result, PixserveError) else result.public()
+        want = list(options.get("want", ["caption", "tags", "nsfw"]))
+        return (await self.describe(image, want)).public()
 
 
 def _rgb(image: DecodedImage) -> np.ndarray:

@@ -27,8 +27,8 @@ import ray
 from PIL import Image
 
 from deployments import local
-from services.models.tiny import TINY_COMPACT, build_tiny_store
 from tests.utils.redis_server import redis_server
+from tests.utils.tiny_models import TINY_COMPACT, build_tiny_store
 
 
 def images(count: int, size: int) -> list[bytes]:

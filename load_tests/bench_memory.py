@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from load_tests.procstats import ProcessStats, replica_pids, rss_mb
 from services.config import Settings
-from services.models.tiny import NULL_X4, build_tiny_store
+from tests.utils.tiny_models import NULL_X4, build_tiny_store
 
 
 def photo(size: int) -> bytes:

@@ -38,7 +38,7 @@ from services.models.diffusion import DiffusionEngine, GenerateOptions
 from services.models.faces import FaceCrops, FaceEngine
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
-from services.models.tiny import TINY_GFPGAN, TINY_SDXL, build_tiny_store
+from tests.utils.tiny_models import TINY_GFPGAN, TINY_SDXL, build_tiny_store
 
 
 def best_of(rounds: int, work: Callable[[], None]) -> float:
@@ -126,7 +126,7 @@ def _full_sdxl(store: Path) -> str:
     import diffusers
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from services.models.tiny import clip_tokenizer
+    from tests.utils.tiny_models import clip_tokenizer
 
     parts: Any = diffusers
     unet = parts.UNet2DConditionModel(

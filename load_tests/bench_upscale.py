@@ -50,7 +50,6 @@ from services.imaging.codec import decode_image, encode_image
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
 from services.models.tile_io import TileJob, TileOutput
-from services.models.tiny import NULL_X4, TINY_RRDB, build_tiny_store
 from services.models.upscaler import UpscaleEngine
 from services.pipelines.upscale import (
     UpscaleOptions,
@@ -58,6 +57,7 @@ from services.pipelines.upscale import (
     image_limits,
     upscale_upload,
 )
+from tests.utils.tiny_models import NULL_X4, TINY_RRDB, build_tiny_store
 
 BUILT_IN = {"tiny": TINY_RRDB, "null": NULL_X4}  # models built here, random weights
 

@@ -19,6 +19,8 @@ ModelTask = Literal[
     "upscale", "denoise", "face", "detect", "generate", "safety", "caption", "tags", "nsfw", "vqa"
 ]
 StepKind = Literal["denoise", "upscale", "face", "generate", "caption"]
+# the tasks a request (sync or a job) names; services/pipelines/tasks.py has their specs
+TASKS = ("upscale", "denoise", "restore_face", "generate", "caption", "convert", "preset")
 
 
 @dataclass(frozen=True)

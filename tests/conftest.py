@@ -9,8 +9,8 @@ import pytest
 from services.config import Settings
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
-from services.models.tiny import TINY_COMPACT, TINY_RRDB, build_tiny_store
 from services.models.upscaler import UpscaleEngine
+from tests.utils.tiny_models import TINY_COMPACT, TINY_RRDB, build_tiny_store
 
 
 @pytest.fixture(scope="session")

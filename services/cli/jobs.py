@@ -13,8 +13,9 @@ from urllib.parse import urlsplit
 
 from services.cli.client import ClientError, PixserveClient
 from services.cli.progress import ProgressBar
-from services.cli.upscale import add_upscale_options, client_for, upscale_request
+from services.cli.upscale import add_upscale_options, client_for
 from services.config import Settings
+from services.registry import TASKS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 REMOTE = ("https://", "http://", "s3://")
@@ -22,13 +23,20 @@ TERMINAL = {"succeeded", "failed", "partial", "canceled", "expired"}
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    submit = commands.add_parser("submit", help="submit images as an async job")
+    submit = commands.add_parser("submit", help="submit images (or prompts) as an async job")
     submit.add_argument(
-        "inputs", nargs="+", metavar="DIR_OR_FILES",
+        "inputs", nargs="*", metavar="DIR_OR_FILES",
         help="image files, folders (searched recursively), https:// URLs or s3:// keys",
     )  # fmt: skip
-    submit.add_argument("--pipeline", default="upscale", choices=["upscale"])
+    submit.add_argument("--task", choices=TASKS, help="what to run (default: upscale, or "
+                        "preset with --preset)")  # fmt: skip
+    submit.add_argument("--preset", help="a preset's name (GET /v1/presets)")
+    submit.add_argument("--prompt", action="append", help="generate: a prompt (repeatable)")
+    submit.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="any other field of the task, as on its route (repeatable: "
+                             "--set count=4 --set outputs=caption)")  # fmt: skip
     add_upscale_options(submit)
+    submit.set_defaults(format=None, quality=None)  # the task's own defaults
     submit.add_argument("--webhook-url", help="POST signed events here")
     submit.add_argument("--webhook-event", action="append", choices=["item", "completed"],
                         help="events to send (repeatable; default: completed)")  # fmt: skip
@@ -63,14 +71,14 @@ def submit_job(args: argparse.Namespace, settings: Settings) -> int:
     """Submit (in jobs of at most ``--max-items``); with --wait or -o, follow to the end."""
     files, urls = collect_inputs(args.inputs)
     client = client_for(args, settings)
-    form: dict[str, str | list[str]] = {**upscale_request(args).form()}
+    form = task_form(args)
     if args.webhook_url:
         form["webhook_url"] = args.webhook_url
         form["webhook_events"] = args.webhook_event or ["completed"]
     inputs: list[Path | str] = [*files, *urls]
     size = max(1, args.max_items)
     jobs = []
-    for start in range(0, len(inputs), size):
+    for start in range(0, max(1, len(inputs)), size):  # a generate job has no inputs
         chunk = inputs[start : start + size]
         key = args.idempotency_key and f"{args.idempotency_key}-{start // size}"
         chunk_files = [item for item in chunk if isinstance(item, Path)]
@@ -86,6 +94,30 @@ def submit_job(args: argparse.Namespace, settings: Settings) -> int:
         for job in finished:
             download_outputs(client, job, args.download)
     return 1 if failures else 0
+
+
+def task_form(args: argparse.Namespace) -> dict[str, str | list[str]]:
+    """The job's task fields: the upscale options for an upscale, ``--preset``,
+    ``--prompt`` and every ``--set FIELD=VALUE`` (a repeated field becomes a list)."""
+    task = args.task or ("preset" if args.preset else "upscale")
+    form: dict[str, str | list[str]] = {"task": task}
+    chosen = {"model": args.model, "scale": args.scale, "width": args.width,
+              "height": args.height, "format": args.format, "quality": args.quality,
+              "preset": args.preset}  # fmt: skip
+    form.update({name: str(value) for name, value in chosen.items() if value is not None})
+    if args.prompt:
+        form["prompts"] = list(args.prompt)
+    for assignment in args.set:
+        name, equals, value = assignment.partition("=")
+        if not equals or not name:
+            raise ClientError("invalid_parameter", f"--set takes FIELD=VALUE, not {assignment!r}")
+        previous = form.get(name)
+        form[name] = value if previous is None else [*_as_list(previous), value]
+    return form
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return value if isinstance(value, list) else [value]
 
 
 def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -205,7 +237,7 @@ def download_job(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _label(item: Any) -> str:
-    name = str(item.get("name") or item["input"])
+    name = str(item.get("name") or f"item-{item['index']}")
     return PurePosixPath(urlsplit(name).path).name if name.startswith(REMOTE) else name
 
 

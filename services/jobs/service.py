@@ -10,9 +10,10 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from services.config import Settings
-from services.errors import InvalidParameter
+from services.errors import InvalidParameter, ModelNotReady
 from services.jobs.models import Item, Job, JobStatus
 from services.jobs.outputs import output_type
 from services.jobs.queue import WorkQueue
@@ -28,6 +29,7 @@ from services.pipelines.tasks import (
     plan_task,
     with_seeds,
 )
+from services.platform import DeploymentReadiness
 from services.storage.base import ObjectStore
 from services.telemetry.tracing import current_traceparent
 from services.webhooks.secrets import WebhookSecrets
@@ -71,6 +73,45 @@ class JobRequest:
         return len(self.uploads) + len(self.urls)
 
 
+@runtime_checkable
+class ReadinessSource(Protocol):
+    """A backend that reports its deployments' state (the Serve backend does)."""
+
+    async def readiness(self) -> dict[str, DeploymentReadiness]: ...
+
+
+class WeightCheck:
+    """Refuses a job whose models a deployment reports missing (503: a retry after
+    ``pixserve models pull`` works), from readiness asked at most every ``ttl_s``; when
+    readiness cannot be had, nothing is refused here (the item reports it)."""
+
+    def __init__(self, source: object, ttl_s: float = 5.0) -> None:
+        self.source = source if isinstance(source, ReadinessSource) else None
+        self.ttl_s = ttl_s
+        self.missing: dict[str, str] = {}
+        self.read_at = -ttl_s
+
+    async def check(self, models: list[str]) -> None:
+        missing = await self._missing()
+        for model in models:
+            if model in missing:
+                raise ModelNotReady(f"model: {model} is not loaded: {missing[model]}")
+
+    async def _missing(self) -> dict[str, str]:
+        if self.source is None or time.monotonic() - self.read_at < self.ttl_s:
+            return self.missing
+        try:
+            states = await asyncio.wait_for(self.source.readiness(), self.ttl_s)
+        except Exception:
+            logger.warning("model readiness unavailable; jobs are not checked against it")
+            return self.missing
+        self.missing = {
+            name: why for state in states.values() for name, why in state.missing.items()
+        }
+        self.read_at = time.monotonic()
+        return self.missing
+
+
 class JobService:
     """The job operations the API offers, over the store, queue and object storage."""
 
@@ -85,11 +126,13 @@ class JobService:
         secrets: WebhookSecrets,
         webhook_fetcher: SafeFetcher,
         presets: PresetLibrary | None = None,
+        weights: WeightCheck | None = None,
     ) -> None:
         self.store, self.queue, self.objects = store, queue, objects
         self.fetcher, self.manifest, self.settings = fetcher, manifest, settings
         self.secrets, self.webhook_fetcher = secrets, webhook_fetcher
         self.presets = presets or PresetLibrary({}, set())
+        self.weights = weights or WeightCheck(None)
 
     async def submit(
         self, owner: str, request: JobRequest, idempotency_key: str | None,
@@ -98,7 +141,7 @@ class JobService:
         """Check everything that can be checked before any work (a 422 naming the field),
         store the inputs, record the job and enqueue its items; answers the envelope."""
         self._check_count(request)
-        self.plan(request.spec)
+        await self.weights.check(self.plan(request.spec).models)
         if isinstance(request.spec, GenerateTask):
             request = dataclasses.replace(request, spec=with_seeds(request.spec))
         await self._check_urls(request.urls)

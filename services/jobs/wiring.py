@@ -8,7 +8,7 @@ from services.config import Settings
 from services.jobs.dispatcher import Dispatcher
 from services.jobs.outbox import WebhookOutbox
 from services.jobs.queue import OUTBOX, OUTBOX_DEAD_LETTER, OUTBOX_GROUP, WorkQueue
-from services.jobs.service import JobService
+from services.jobs.service import JobService, WeightCheck
 from services.jobs.store import JobStore
 from services.models.manifest import load_manifest
 from services.net.fetch import SafeFetcher, public_or_in
@@ -48,6 +48,7 @@ def build_job_service(settings: Settings, backend: TaskBackend | None = None) ->
         secrets,
         webhook_fetcher,
         load_presets(backend.serves() if backend else set(), settings.extra_presets),
+        WeightCheck(backend),
     )
 
 

@@ -27,7 +27,7 @@ from services.models.manifest import Manifest, ModelSpec
 from services.pipelines.faces import FaceOptions
 from services.pipelines.presets import Plan, PresetLibrary, face_options, generate_options
 from services.pipelines.upscale import UpscaleOptions
-from services.registry import ModelTask
+from services.registry import TASKS, ModelTask
 
 ImageFormat = Literal["png", "jpeg", "webp"]
 Want = Literal["caption", "tags", "nsfw"]
@@ -145,7 +145,6 @@ TaskSpec = Annotated[
     | PresetTask,
     Field(discriminator="task"),
 ]
-TASKS = ("upscale", "denoise", "restore_face", "generate", "caption", "convert", "preset")
 _ADAPTER: TypeAdapter[TaskSpec] = TypeAdapter(TaskSpec)
 _JSON_FIELDS = {"params"}  # sent as JSON text in a form
 _LIST_FIELDS = {"outputs", "prompts"}  # repeated form fields
@@ -182,6 +181,17 @@ class TaskPlan:
     spec: TaskSpec
     options: UpscaleOptions | FaceOptions | GenerateOptions | ConvertOptions | Plan | None
     native_scale: int = 1  # upscale/denoise: the model's own scale
+
+    @property
+    def models(self) -> list[str]:
+        """The manifest models this plan loads (a checkpoint alias is not one)."""
+        options = self.options
+        if isinstance(options, UpscaleOptions):
+            return [options.model]
+        if isinstance(options, FaceOptions):
+            background = [options.background_model] if options.upscale > 1 else []
+            return [options.model, options.detector, *(m for m in background if m)]
+        return options.models if isinstance(options, Plan) else []
 
     @property
     def output_format(self) -> str:

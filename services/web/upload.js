@@ -1,4 +1,5 @@
-// The upload page: pick images and a task (a model's upscale or a named preset), run
+// The upload page: pick images and a task (a model's upscale, another task, or a named
+// preset), run
 // them (sync for one small image, a job otherwise), follow progress over SSE, compare
 // before/after, read what caption steps said, download, and remember this browser's
 // jobs in localStorage.
@@ -8,7 +9,19 @@ const SYNC_MAX_BYTES = 2 * 1024 * 1024; // one image up to this size runs synchr
 const HISTORY_KEY = "pixserve.history";
 const EXTENSIONS = { "image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/avif": "avif", "application/json": "json" };
 const $ = (id) => document.getElementById(id);
-const state = { files: [], cards: new Map(), results: [], running: false, next: 0, presets: new Map() };
+// The other tasks: their sync route, the model tasks one of which must be served, and
+// an example of their fields (sent as form fields, sync or as a job's task fields)
+const TASKS = {
+  denoise: { label: "Denoise", path: "v1/denoise", needs: ["denoise"], example: '{"model": "scunet-color"}',
+    help: "Remove noise with a denoising model; the output has the input's size." },
+  restore_face: { label: "Restore faces", path: "v1/restore/face", needs: ["face"], example: '{"upscale": 2, "max_faces": 4}',
+    help: "Restore every face (GFPGAN/CodeFormer) and paste it back; upscale 2-4 also upscales the background." },
+  caption: { label: "Caption, tags, NSFW", path: "v1/caption", needs: ["caption", "tags", "nsfw"], example: '{"outputs": ["caption", "tags"]}',
+    help: "Describe each image: a caption, tags with scores and an NSFW probability (JSON per image).", text: true },
+  convert: { label: "Convert", path: "v1/convert", needs: [], example: '{"resize": "fit", "width": 512}',
+    help: "Re-encode (and resize) to JPEG, PNG, WEBP or AVIF." },
+};
+const state = { files: [], cards: new Map(), results: [], running: false, next: 0, presets: new Map(), served: new Set() };
 
 // ---- choosing images --------------------------------------------------------------
 function addFiles(list) {
@@ -46,37 +59,58 @@ function setupInputs() {
 // quality is sent only with a lossy format chosen here (a preset keeps its own otherwise)
 function refreshQuality() { $("quality").disabled = ["", "png"].includes($("format").value); }
 
-function chosenPreset() { return state.presets.get($("task").value) || null; }
+// What runs: a preset ({kind: "preset", name, preset}), another task ({kind: "task",
+// name, task}) or, null, an upscale with the chosen model
+function chosen() {
+  const value = $("task").value;
+  if (value.startsWith("task:")) return { kind: "task", name: value.slice(5), task: TASKS[value.slice(5)] };
+  const preset = state.presets.get(value);
+  return preset ? { kind: "preset", name: preset.name, preset } : null;
+}
 
 function refreshTask() {
-  const preset = chosenPreset();
-  $("upscale-options").hidden = Boolean(preset);
-  $("preset-options").hidden = !preset;
-  for (const id of ["format", "quality"]) $(id).closest("label").hidden = Boolean(preset && !preset.output); // text only
-  if (preset) {
-    const example = preset.steps.find((s) => Object.keys(s.params).length) || preset.steps[0];
+  const choice = chosen();
+  const textOnly = Boolean(choice && (choice.kind === "preset" ? !choice.preset.output : choice.task.text));
+  $("upscale-options").hidden = Boolean(choice);
+  $("preset-options").hidden = !choice;
+  $("params-label").textContent = choice && choice.kind === "task" ? "Fields" : "Step parameters";
+  for (const id of ["format", "quality"]) $(id).closest("label").hidden = textOnly;
+  if (choice && choice.kind === "preset") {
+    const example = choice.preset.steps.find((s) => Object.keys(s.params).length) || choice.preset.steps[0];
     $("preset-params").placeholder = example ? JSON.stringify({ [example.id]: example.params }) : "{}";
+  } else if (choice) $("preset-params").placeholder = choice.task.example;
+  $("submit").textContent = choice ? `Run ${choice.kind === "task" ? choice.task.label.toLowerCase() : choice.name}` : "Upscale";
+  $("task-help").textContent = !choice ? "Upscale with the chosen Real-ESRGAN-class model."
+    : choice.kind === "task" ? choice.task.help
+    : `${choice.preset.description} Steps: ${choice.preset.steps.map((s) => s.id).join(" → ") || "encode only"}.`;
+}
+
+// The other tasks, each disabled with what it needs when no model of its kind is served
+function taskOptions() {
+  const group = Pix.el("optgroup", { label: "Tasks", "data-group": "tasks" });
+  for (const [name, task] of Object.entries(TASKS)) {
+    const served = !task.needs.length || task.needs.some((t) => state.served.has(t));
+    group.append(Pix.el("option", { value: `task:${name}`, disabled: !served,
+      text: served ? task.label : `${task.label} (needs a ${task.needs[0]} model)`, title: task.help }));
   }
-  $("submit").textContent = preset ? `Run ${preset.name}` : "Upscale";
-  $("task-help").textContent = preset
-    ? `${preset.description} Steps: ${preset.steps.map((s) => s.id).join(" → ") || "encode only"}.`
-    : "Upscale with the chosen Real-ESRGAN-class model.";
+  return group;
 }
 
 async function loadPresets() {
   try {
     const listing = await Pix.json("v1/presets");
-    const chosen = $("task").value;
+    const current = $("task").value;
     const group = Pix.el("optgroup", { label: "Presets" });
     state.presets.clear();
     for (const preset of listing.presets) {
       state.presets.set(preset.name, preset);
       const missing = preset.missing_deployments.join(", ");
-      group.append(Pix.el("option", { value: preset.name, disabled: !preset.available, selected: preset.name === chosen,
+      group.append(Pix.el("option", { value: preset.name, disabled: !preset.available,
         text: preset.available ? preset.name : `${preset.name} (needs ${missing})`, title: preset.description }));
     }
     $("task").querySelectorAll("optgroup").forEach((g) => g.remove());
-    $("task").append(group);
+    $("task").append(taskOptions(), group);
+    if ([...$("task").options].some((o) => o.value === current && !o.disabled)) $("task").value = current;
   } catch (_) { /* loadModels already says why the service cannot be read */ }
   refreshTask();
 }
@@ -85,6 +119,7 @@ async function loadModels() {
   try {
     const listing = await Pix.json("v1/models");
     const select = $("model"); select.replaceChildren();
+    state.served = new Set(listing.models.filter((m) => m.state !== "not_configured").map((m) => m.task));
     for (const model of listing.models.filter((m) => m.task === "upscale" && m.state !== "not_configured")) {
       const label = `${model.name} (x${model.scale}${model.state === "loaded" ? "" : ", " + model.state})`;
       select.append(Pix.el("option", { value: model.name, text: label, selected: model.name === listing.default_model }));
@@ -165,34 +200,45 @@ function compare(beforeUrl, afterUrl) {
 }
 
 // ---- running ------------------------------------------------------------------------
-// The form fields of the chosen task; a preset's step parameters must be a JSON object
-function params(preset) {
+// The form fields of the chosen task; a preset's step parameters (or another task's
+// fields) must be a JSON object
+function params(choice) {
   const form = new FormData();
-  if (!preset) {
+  const typed = $("preset-params").value.trim();
+  let object = null;
+  if (choice && typed) {
+    try { object = JSON.parse(typed); } catch (_) { object = null; }
+    if (!object || typeof object !== "object" || Array.isArray(object))
+      throw new Error(choice.kind === "preset" ? 'Step parameters must be a JSON object by step id, e.g. {"upscale": {"scale": 4}}.'
+        : `Fields must be a JSON object, e.g. ${choice.task.example}.`);
+  }
+  if (!choice) {
     form.append("model", $("model").value);
     if ($("scale").value) form.append("scale", $("scale").value);
-  } else if ($("preset-params").value.trim()) {
-    let overrides;
-    try { overrides = JSON.parse($("preset-params").value); } catch (_) { overrides = null; }
-    if (!overrides || typeof overrides !== "object" || Array.isArray(overrides))
-      throw new Error('Step parameters must be a JSON object by step id, e.g. {"upscale": {"scale": 4}}.');
-    form.append("params", JSON.stringify(overrides));
+  } else if (choice.kind === "preset" && object) form.append("params", JSON.stringify(object));
+  else if (object) {
+    for (const [name, value] of Object.entries(object))
+      for (const one of Array.isArray(value) ? value : [value]) form.append(name, typeof one === "object" ? JSON.stringify(one) : String(one));
   }
   if ($("format").value) form.append("format", $("format").value);
   if (!$("quality").disabled) form.append("quality", $("quality").value);
   return form;
 }
 
-// "photo.png" -> "photo.upscaled.webp" (or "photo.archive.png" for a preset)
-function outputName(name, index, contentType, preset) {
+// "photo.png" -> "photo.upscaled.webp" (or "photo.archive.png" for a preset,
+// "photo.denoise.png" for a task)
+function outputName(name, index, contentType, choice) {
   const base = name.replace(/\.[^.]+$/, "") || `image-${index}`;
   const ext = EXTENSIONS[(contentType || "").split(";")[0]] || "bin";
-  return `${base}.${preset ? preset.name : "upscaled"}.${ext}`;
+  return `${base}.${choice ? choice.name : "upscaled"}.${ext}`;
 }
+
+// A JSON output's texts by step: a preset's already are; a caption task's are one step
+function textsOf(choice, said) { return choice && choice.name === "caption" && choice.kind === "task" ? { caption: said } : said; }
 
 async function run() {
   if (!state.files.length || state.running) return;
-  const preset = chosenPreset();
+  const preset = chosen();
   let form;
   try { form = params(preset); } catch (error) { return showMessage(error.message); } // the images stay chosen
   hideMessage(); state.running = true; refreshSummary();
@@ -212,16 +258,17 @@ async function run() {
 async function runSync(entry, preset, form) {
   setStatus(entry, "processing");
   form.append("image", entry.file, entry.file.name);
-  const path = preset ? `v1/run/${encodeURIComponent(preset.name)}` : "v1/upscale";
+  const path = !preset ? "v1/upscale" : preset.kind === "task" ? preset.task.path : `v1/run/${encodeURIComponent(preset.name)}`;
   const response = await Pix.call(path, { method: "POST", body: form });
   const blob = await response.blob();
   const header = response.headers.get("X-Pixserve-Texts");  // texts beside an image
-  const texts = isJson(blob) ? JSON.parse(await blob.text()).outputs : header && JSON.parse(header);
+  const said = isJson(blob) ? JSON.parse(await blob.text()) : null;
+  const texts = said ? (preset.kind === "preset" ? said.outputs : textsOf(preset, said)) : header && JSON.parse(header);
   showResult(entry, blob, outputName(entry.name, 0, blob.type, preset), texts);
 }
 
 async function runJob(entries, preset, form) {
-  if (preset) form.append("preset", preset.name);
+  if (preset) form.append(preset.kind === "task" ? "task" : "preset", preset.name);
   for (const entry of entries) form.append("images", entry.file, entry.file.name);
   for (const entry of entries) setStatus(entry, "uploading", "queued");
   const job = await Pix.json("v1/jobs", { method: "POST", body: form });
@@ -241,7 +288,7 @@ async function followJob(job, entries, preset) {
     if (status === "succeeded") {
       const response = await Pix.call(`v1/jobs/${job.id}/items/${index}/output`);
       const blob = await response.blob();  // a text preset's output is its texts
-      const texts = isJson(blob) ? JSON.parse(await blob.text()) : null;
+      const texts = isJson(blob) ? textsOf(preset, JSON.parse(await blob.text())) : null;
       showResult(entry, blob, outputName(entry.name, index, blob.type, preset), texts);
     } else {
       const current = await Pix.json(`v1/jobs/${job.id}`);
@@ -261,7 +308,7 @@ async function followJob(job, entries, preset) {
   const final = await Pix.json(`v1/jobs/${job.id}`);
   progress.value = final.progress.done + final.progress.failed;
   await Promise.all(final.items.filter((item) => item.status !== "queued" && item.status !== "running").map((item) => settle(item.index, item.status)));
-  for (const item of final.items) if (item.texts && byIndex.has(item.index)) showTexts(byIndex.get(item.index), item.texts);
+  for (const item of final.items) if (item.texts && byIndex.has(item.index)) showTexts(byIndex.get(item.index), textsOf(preset, item.texts));
   updateHistory(final);
 }
 
@@ -321,7 +368,8 @@ async function reopen(h) {
       entry.job = job.id; entry.index = item.index; setStatus(entry, item.status);
       return entry;
     });
-    await followJob(job, entries, job.task.task === "preset" ? { name: job.task.preset } : null);
+    const task = job.task.task || "upscale";
+    await followJob(job, entries, task === "preset" ? { kind: "preset", name: job.task.preset } : task === "upscale" ? null : { kind: "task", name: task });
   } catch (error) {
     if (error.status === 410 || error.status === 404) {
       saveHistory(history().map((x) => (x.id === h.id ? { ...x, status: "expired" } : x)));
@@ -334,8 +382,7 @@ async function reopen(h) {
 function showMessage(text) { const box = $("message"); box.textContent = text; box.hidden = false; }
 function hideMessage() { $("message").hidden = true; }
 
-Pix.bindKeyField($("key"), () => { loadModels(); loadPresets(); });
+Pix.bindKeyField($("key"), () => loadModels().then(loadPresets));
 setupInputs();
-loadModels();
-loadPresets();
+loadModels().then(loadPresets);  // the tasks' availability comes from the models
 renderHistory();

@@ -20,7 +20,9 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-from services.models.tiny import (
+from tests.utils.receiver import Receiver
+from tests.utils.redis_server import RedisServer, free_port, running_redis
+from tests.utils.tiny_models import (
     TINY_BLIND_DETECTOR,
     TINY_CAPTION,
     TINY_CODEFORMER,
@@ -37,8 +39,6 @@ from services.models.tiny import (
     TINY_TAGGER,
     TINY_VQA,
 )
-from tests.utils.receiver import Receiver
-from tests.utils.redis_server import RedisServer, free_port, running_redis
 
 pytestmark = pytest.mark.integration
 

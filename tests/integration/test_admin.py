@@ -16,10 +16,10 @@ import pytest
 from redis.asyncio import Redis
 
 from services.jobs.queue import DEAD_LETTER
-from services.models.tiny import TINY_COMPACT
 from tests.integration.test_api_keys import create_key
 from tests.integration.test_jobs_api import submit, wait
 from tests.utils.images import astronaut, encode
+from tests.utils.tiny_models import TINY_COMPACT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

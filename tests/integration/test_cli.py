@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from services.models.tiny import TINY_COMPACT
 from tests.utils.images import astronaut, encode
+from tests.utils.tiny_models import TINY_COMPACT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -116,3 +116,23 @@ def test_submit_failures_and_cancel(serve_url: str, tmp_path: Path) -> None:
     )
     unknown = pixserve("jobs", "show", "doesnotexist", "--url", serve_url)
     assert unknown.returncode == 1 and "job_not_found" in unknown.stderr
+
+
+def test_submit_any_task(serve_url: str, tmp_path: Path) -> None:
+    """``submit --task`` runs any task as a job: captions of a folder as JSON files, and a
+    generate job of prompts with no input files."""
+    image = tmp_path / "a.png"
+    image.write_bytes(encode(astronaut(24)))
+    out = str(tmp_path / "captions")
+    captioned = pixserve("submit", str(image), "--task", "caption", "--set", "outputs=caption",
+                         "--wait", "-o", out, "--url", serve_url)  # fmt: skip
+    assert captioned.returncode == 0, captioned.stderr
+    assert (tmp_path / "captions" / "a.caption.json").read_text().startswith('{"caption": "')
+    generated = pixserve("submit", "--task", "generate", "--prompt", "a cat", "--prompt", "a dog",
+                         "--set", "width=256", "--set", "height=256", "--set", "steps=1",
+                         "--wait", "-o", str(tmp_path / "gen"), "--url", serve_url)  # fmt: skip
+    assert generated.returncode == 0, generated.stderr
+    assert sorted(p.name for p in (tmp_path / "gen").iterdir()) == [
+        "a cat.generate.png", "a dog.generate.png"]  # fmt: skip
+    refused = pixserve("submit", str(image), "--set", "scale=100", "--url", serve_url)
+    assert refused.returncode != 0 and "scale: 100 is out of range" in refused.stderr

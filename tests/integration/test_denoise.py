@@ -17,10 +17,10 @@ from PIL import Image
 from services.config import Settings
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
-from services.models.tiny import TINY_COMPACT, TINY_DNCNN, TINY_SCUNET
 from services.models.upscaler import EngineBackend, UpscaleEngine
 from services.pipelines.upscale import UpscaleOptions, upscale_upload
 from tests.utils.images import astronaut, encode
+from tests.utils.tiny_models import TINY_COMPACT, TINY_DNCNN, TINY_SCUNET
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -21,11 +21,11 @@ from services.jobs.queue import OUTBOX, WorkQueue
 from services.jobs.store import COMPLETED, JobStore, new_job_id
 from services.models.manifest import load_manifest
 from services.models.tile_io import TileJob, TileOutput
-from services.models.tiny import TINY_COMPACT
 from services.models.upscaler import EngineBackend, UpscaleEngine
 from services.storage.files import FileObjectStore
 from tests.utils.images import astronaut, encode
 from tests.utils.redis_server import redis_server
+from tests.utils.tiny_models import TINY_COMPACT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.models.tiny import TINY_COMPACT, TINY_RRDB
 from tests.utils.images import astronaut, encode, png16, png_header_only
+from tests.utils.tiny_models import TINY_COMPACT, TINY_RRDB
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -9,8 +9,8 @@ import threading
 import httpx
 import pytest
 
-from services.models.tiny import TINY_COMPACT
 from tests.utils.images import astronaut, encode
+from tests.utils.tiny_models import TINY_COMPACT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.models.tiny import (
+from tests.utils.images import astronaut, encode
+from tests.utils.tiny_models import (
     TINY_BLIND_DETECTOR,
     TINY_CODEFORMER,
     TINY_DETECTOR,
     TINY_GFPGAN,
     TINY_RRDB,
 )
-from tests.utils.images import astronaut, encode
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

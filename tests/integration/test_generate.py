@@ -12,8 +12,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from services.models.tiny import TINY_RRDB, TINY_SDXL, TINY_SDXL_ANIME
 from tests.utils.images import astronaut, encode
+from tests.utils.tiny_models import TINY_RRDB, TINY_SDXL, TINY_SDXL_ANIME
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 SMALL = {"prompt": "a red bicycle", "width": "256", "height": "256", "steps": "2"}

@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 from redis import Redis
 
-from services.models.tiny import TINY_COMPACT, TINY_RRDB
 from tests.integration.test_api_keys import create_key
 from tests.utils.images import astronaut, encode
 from tests.utils.redis_server import RedisServer
+from tests.utils.tiny_models import TINY_COMPACT, TINY_RRDB
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from services.models.tiny import TINY_COMPACT
 from tests.integration.test_jobs_api import submit, wait
 from tests.utils.images import astronaut, encode
+from tests.utils.tiny_models import TINY_COMPACT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 Samples = list[tuple[str, dict[str, str], float]]

@@ -9,7 +9,7 @@ import pytest
 
 from services.config import Settings
 from services.models.remote import RemoteModels, open_model_store
-from services.models.tiny import TINY_DNCNN, TINY_RRDB, TINY_SDXL
+from tests.utils.tiny_models import TINY_DNCNN, TINY_RRDB, TINY_SDXL
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -18,9 +18,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from services.models.tiny import TINY_COMPACT
 from tests.integration.test_jobs_api import submit, wait
 from tests.utils.images import astronaut, encode
+from tests.utils.tiny_models import TINY_COMPACT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -180,6 +180,42 @@ def test_a_text_preset_job_shows_each_images_caption(
         said = json.loads(archive.read("astronaut-0.caption.json"))
     assert said["caption"]["caption"] and 0 <= said["caption"]["nsfw"] <= 1
     shot(page, "upload-text-preset")
+
+
+def test_other_tasks_run_from_the_page(
+    page: playwright_api.Page, serve_url: str, tmp_path: Path
+) -> None:
+    """Denoise one image (sync, its own route) and caption two (a caption job): each
+    task is offered, says what it does, takes JSON fields and shows its result."""
+    choose_preset(page, serve_url, "task:denoise")
+    assert "Remove noise" in page.inner_text("#task-help")
+    assert (
+        page.inner_text("#params-label") == "Fields" and page.inner_text("#submit") == "Run denoise"
+    )
+    page.set_input_files("#files", images(tmp_path, [40]))
+    page.fill("#preset-params", '{"model": "nope"}')
+    page.click("#submit")  # refused by the service, named, the card says so
+    page.wait_for_selector(".card .badge.failed", timeout=60_000)
+    assert "unknown model 'nope'" in page.inner_text("#message")
+    page.click("#clear")
+    page.set_input_files("#files", images(tmp_path, [40]))
+    page.fill("#preset-params", "")
+    page.click("#submit")
+    page.wait_for_selector(".card .badge.done", timeout=60_000)
+    with page.expect_download() as download:
+        page.click(".card a.download")
+    assert download.value.suggested_filename == "astronaut-0.denoise.png"
+    assert Image.open(download.value.path()).size == (40, 40)
+    page.click("#clear")
+    page.select_option("#task", "task:caption")
+    assert page.locator("#format").is_hidden()
+    page.set_input_files("#files", images(tmp_path, [32, 40]))
+    page.click("#submit")  # two images: a caption job
+    page.wait_for_function("document.querySelectorAll('.card .badge.done').length === 2",
+                           timeout=90_000)  # fmt: skip
+    captions = page.locator(".card .texts [data-step='caption'] .caption")
+    assert captions.count() == 2 and all(c.strip() for c in captions.all_inner_texts())
+    shot(page, "upload-caption-task")
 
 
 def test_dashboard_shows_the_job_and_the_deployments(

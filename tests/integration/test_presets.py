@@ -19,12 +19,12 @@ from services.imaging.codec import DecodedImage, decode_image, encode_image
 from services.models.faces import FaceCrops, FaceEngine
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
-from services.models.tiny import TINY_DETECTOR, TINY_DNCNN, TINY_GFPGAN, TINY_RRDB
 from services.models.upscaler import EngineBackend, UpscaleEngine
 from services.pipelines.faces import FaceOptions, restore_faces
 from services.pipelines.upscale import UpscaleOptions, image_limits, upscale
 from tests.integration.test_jobs_api import wait
 from tests.utils.images import astronaut, encode
+from tests.utils.tiny_models import TINY_DETECTOR, TINY_DNCNN, TINY_GFPGAN, TINY_RRDB
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 ONE_FACE = json.dumps({"face": {"max_faces": 1}})

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from services.models.tiny import TINY_COMPACT, TINY_DNCNN
 from tests.integration.test_jobs_api import wait
 from tests.utils.images import astronaut, encode
+from tests.utils.tiny_models import TINY_COMPACT, TINY_DNCNN
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -147,3 +147,15 @@ def test_the_idempotency_key_covers_the_webhook_events(client: httpx.Client) -> 
     assert first.status_code == 202, first.text
     other = submit(client, 1, key, model=TINY_COMPACT, webhook_events=["item", "completed"])
     assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_conflict"
+
+
+def test_a_job_for_a_model_whose_weights_are_missing_is_a_503_at_submission(
+    client: httpx.Client,
+) -> None:
+    """The missing app serves x2plus without its weights: the job is refused at once (a
+    retry after `pixserve models pull` works), not accepted to fail every item."""
+    files = [("images", ("a.png", encode(astronaut(16)), "image/png"))]
+    response = client.post("/missing/v1/jobs", files=files, data={"model": "x2plus"})
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "model_not_ready" and "x2plus is not loaded" in error["message"]

@@ -19,12 +19,12 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from deployments.tracing import otlp_exporter
-from services.models.tiny import TINY_COMPACT
 from tests.integration.conftest import HOOKS_DB, on_database
 from tests.integration.test_api_keys import create_key
 from tests.integration.test_jobs_api import submit, wait
 from tests.utils.images import astronaut, encode
 from tests.utils.receiver import Receiver
+from tests.utils.tiny_models import TINY_COMPACT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 CLIENT_SPAN = "b7ad6b7169203331"

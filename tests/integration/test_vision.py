@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from services.models.tiny import TINY_VQA
 from tests.utils.images import astronaut, encode
+from tests.utils.tiny_models import TINY_VQA
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 LABELS = {"person", "space", "flag", "cat", "suit"}

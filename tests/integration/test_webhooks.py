@@ -19,7 +19,6 @@ from services.jobs.queue import OUTBOX, OUTBOX_GROUP
 from services.jobs.service import JobRequest
 from services.jobs.store import COMPLETED
 from services.jobs.wiring import build_dispatcher
-from services.models.tiny import TINY_COMPACT
 from services.models.upscaler import EngineBackend, UpscaleEngine
 from services.net.fetch import SafeFetcher
 from services.pipelines.tasks import UpscaleTask
@@ -28,6 +27,7 @@ from services.webhooks.signing import generate_secret, verify
 from tests.utils.images import astronaut, encode
 from tests.utils.receiver import Receiver
 from tests.utils.redis_server import redis_server
+from tests.utils.tiny_models import TINY_COMPACT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 SECRET = generate_secret()

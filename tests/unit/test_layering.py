@@ -1,5 +1,6 @@
 """The layering docs/architecture.md promises, read from the source: services/ never
-imports Ray, and its packages import each other one way only."""
+imports Ray, product code never imports test support, and services' packages import
+each other one way only."""
 
 from __future__ import annotations
 
@@ -72,6 +73,18 @@ def cycles(graph: dict[str, set[str]]) -> set[frozenset[str]]:
 def test_services_never_import_ray() -> None:
     offenders = [str(path.relative_to(SERVICES)) for path in SERVICES.rglob("*.py")
                  if any(m == "ray" or m.startswith("ray.") for m in imports_of(path))]  # fmt: skip
+    assert offenders == []
+
+
+def test_product_code_never_imports_test_support() -> None:
+    """The tiny random-weight models and the fakes live in tests/, out of the product."""
+    roots = (SERVICES, SERVICES.parent / "deployments")
+    offenders = [
+        str(path)
+        for root in roots
+        for path in root.rglob("*.py")
+        if any(m == "tests" or m.startswith("tests.") for m in imports_of(path))
+    ]
     assert offenders == []
 
 

@@ -18,7 +18,8 @@ from services.auth.keys import ApiKey
 from services.errors import InvalidParameter, ServiceUnavailable
 from services.jobs.models import TERMINAL_JOB, Job, JobPublic, JobStatus
 from services.jobs.service import JobRequest, JobService
-from services.pipelines.tasks import TASKS, form_fields, parse_task
+from services.pipelines.tasks import form_fields, parse_task
+from services.registry import TASKS
 
 router = APIRouter(tags=["jobs"])
 

@@ -21,9 +21,9 @@ from services.imaging.tiling import (
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
 from services.models.tile_io import TileJob
-from services.models.tiny import TINY_COMPACT, TINY_RRDB
 from services.models.upscaler import UpscaleEngine
 from tests.utils.images import psnr
+from tests.utils.tiny_models import TINY_COMPACT, TINY_RRDB
 
 
 @pytest.fixture(scope="module")

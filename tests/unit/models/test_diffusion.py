@@ -14,7 +14,7 @@ from services.errors import InvalidParameter, ModelNotReady
 from services.models.diffusion import Checkpoint, DiffusionEngine, GenerateOptions
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
-from services.models.tiny import TINY_SAFETY, TINY_SDXL, TINY_SDXL_ANIME
+from tests.utils.tiny_models import TINY_SAFETY, TINY_SDXL, TINY_SDXL_ANIME
 
 
 def settings_for(tiny_store: tuple[Path, Path], **extra: object) -> Settings:

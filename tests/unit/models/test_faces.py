@@ -12,8 +12,8 @@ from services.errors import EngineOutOfMemory, ModelNotReady
 from services.models.faces import FaceCrops, FaceEngine, batch_buckets
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
-from services.models.tiny import TINY_BLIND_DETECTOR, TINY_CODEFORMER, TINY_DETECTOR, TINY_GFPGAN
 from tests.utils.images import astronaut
+from tests.utils.tiny_models import TINY_BLIND_DETECTOR, TINY_CODEFORMER, TINY_DETECTOR, TINY_GFPGAN
 
 
 @pytest.fixture(scope="module")

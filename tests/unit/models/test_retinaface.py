@@ -21,8 +21,8 @@ from services.models.retinaface import (
     priors,
 )
 from services.models.store import ModelStore
-from services.models.tiny import TINY_BLIND_DETECTOR, TINY_DETECTOR
 from tests.utils.images import astronaut
+from tests.utils.tiny_models import TINY_BLIND_DETECTOR, TINY_DETECTOR
 
 
 def detector(tiny_store: tuple[Path, Path], name: str) -> RetinaFaceDetector:

@@ -12,7 +12,7 @@ from services.errors import ChecksumMismatch, InvalidParameter, ModelNotReady, U
 from services.models.manifest import load_manifest
 from services.models.sources import import_ncnn, ncnn_models_dir, pull
 from services.models.store import ModelStore, sha256_file
-from services.models.tiny import TINY_RRDB
+from tests.utils.tiny_models import TINY_RRDB
 
 
 def test_packaged_manifest_declares_the_real_esrgan_family() -> None:

@@ -11,8 +11,14 @@ from services.errors import EngineOutOfMemory, ModelNotReady
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
 from services.models.tile_io import TileJob, TileOutput
-from services.models.tiny import TINY_COMPACT, TINY_DNCNN, TINY_RRDB, TINY_SCUNET, TINY_X2_UNSHUFFLE
 from services.models.upscaler import UpscaleEngine
+from tests.utils.tiny_models import (
+    TINY_COMPACT,
+    TINY_DNCNN,
+    TINY_RRDB,
+    TINY_SCUNET,
+    TINY_X2_UNSHUFFLE,
+)
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from services.config import Settings
 from services.errors import InvalidParameter, ModelNotReady
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
-from services.models.tiny import TINY_CAPTION, TINY_NSFW, TINY_TAGGER, TINY_VQA
 from services.models.vision import VisionEngine
 from tests.utils.images import astronaut
+from tests.utils.tiny_models import TINY_CAPTION, TINY_NSFW, TINY_TAGGER, TINY_VQA
 
 
 def engine_for(tiny_store: tuple[Path, Path], **models: object) -> VisionEngine:

@@ -15,11 +15,11 @@ from services.imaging.codec import DecodedImage
 from services.models.faces import FaceCrops, FaceEngine
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
-from services.models.tiny import TINY_BLIND_DETECTOR, TINY_DETECTOR, TINY_GFPGAN, TINY_RRDB
 from services.models.upscaler import EngineBackend, UpscaleEngine
 from services.pipelines.faces import FaceOptions, FaceResult, restore_faces
 from services.pipelines.upscale import UpscaleOptions, upscale
 from tests.utils.images import astronaut
+from tests.utils.tiny_models import TINY_BLIND_DETECTOR, TINY_DETECTOR, TINY_GFPGAN, TINY_RRDB
 
 
 @pytest.fixture(scope="module")
