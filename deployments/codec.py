@@ -8,9 +8,8 @@ from ray import serve
 
 from deployments.metrics import start_live
 from services.config import Settings
-from services.imaging.codec import DecodedImage
+from services.imaging.codec import DecodedImage, image_limits
 from services.imaging.convert import Converted, ConvertOptions, convert_image, encode_pixels
-from services.pipelines.upscale import image_limits
 from services.telemetry.live import Ongoing
 
 

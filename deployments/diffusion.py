@@ -9,10 +9,9 @@ from ray import serve
 
 from deployments.replica import EngineReplica, gpu_share
 from services.config import Settings
-from services.imaging.codec import DecodedImage, to_float
+from services.imaging.codec import DecodedImage, color_plane, to_float
 from services.models.diffusion import Checkpoint, DiffusionEngine, Generated, GenerateOptions
 from services.models.remote import open_model_store
-from services.pipelines.upscale import color_plane
 
 MAX_CHECKPOINTS = 3  # loaded per replica at once; Serve evicts the least recently used
 

@@ -12,8 +12,8 @@ from typing import Any
 from ray import serve
 from ray.util import metrics
 
-from services.auth.guard import connect_redis_sync
 from services.config import Settings
+from services.redis_client import connect_redis_sync
 from services.telemetry.live import LiveStats, TeeFactory
 from services.telemetry.metrics import PlatformMetrics, Tags
 

@@ -11,10 +11,9 @@ from ray import serve
 
 from deployments.replica import EngineReplica, gpu_share
 from services.config import Settings
-from services.imaging.codec import DecodedImage, to_uint8
+from services.imaging.codec import DecodedImage, color_plane, to_uint8
 from services.models.remote import open_model_store
 from services.models.vision import Description, VisionEngine
-from services.pipelines.upscale import color_plane
 
 
 @serve.deployment(name="Vision", ray_actor_options={"num_cpus": 1, "num_gpus": 0})

@@ -46,17 +46,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from load_tests.procstats import ProcessStats, replica_pids
 from services.config import Settings
 from services.errors import PixserveError
-from services.imaging.codec import decode_image, encode_image
+from services.imaging.codec import decode_image, encode_image, encoder_options, image_limits
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
 from services.models.tile_io import TileJob, TileOutput
 from services.models.upscaler import UpscaleEngine
-from services.pipelines.upscale import (
-    UpscaleOptions,
-    encoder_options,
-    image_limits,
-    upscale_upload,
-)
+from services.pipelines.upscale import UpscaleOptions, upscale_upload
 from tests.utils.tiny_models import NULL_X4, TINY_RRDB, build_tiny_store
 
 BUILT_IN = {"tiny": TINY_RRDB, "null": NULL_X4}  # models built here, random weights

@@ -14,6 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Device = Literal["auto", "cpu", "cuda"]
+# the setting that lists each model task's models (services/registry.py groups the tasks
+# by deployment; the Vision deployment's roles are its tasks caption, tags, nsfw, vqa)
+MODEL_SETTINGS = {
+    "upscale": "models", "denoise": "denoise_models", "face": "face_models",
+    "detect": "face_detectors", "generate": "diffusion_checkpoints", "safety": "safety_checker",
+    "caption": "caption_model", "tags": "tag_model", "nsfw": "nsfw_model", "vqa": "vqa_model",
+}  # fmt: skip
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 
@@ -234,16 +241,15 @@ class Settings(BaseSettings):
     max_scale: float = Field(default=8.0, gt=1, description="Largest output scale.")
 
     def configured(self, task: str) -> list[str]:
-        """The models a deployment loads for ``task`` (upscale, denoise, face, detect)."""
-        lists = {"upscale": self.models, "denoise": self.denoise_models,
-                 "face": self.face_models, "detect": self.face_detectors,
-                 "generate": list(self.diffusion_checkpoints.values()),
-                 "safety": [self.safety_checker] if self.safety_checker else [],
-                 "caption": [self.caption_model] if self.caption_model else [],
-                 "tags": [self.tag_model] if self.tag_model else [],
-                 "nsfw": [self.nsfw_model] if self.nsfw_model else [],
-                 "vqa": [self.vqa_model] if self.vqa_model else []}  # fmt: skip
-        return lists.get(task, [])
+        """The models a deployment loads for ``task`` (upscale, denoise, face, detect...),
+        from the setting ``MODEL_SETTINGS`` names for it."""
+        name = MODEL_SETTINGS.get(task)
+        value = getattr(self, name) if name else None
+        if isinstance(value, dict):
+            return list(value.values())
+        if isinstance(value, list):
+            return list(value)
+        return [value] if value else []
 
     @field_validator("webhook_allowed_networks")
     @classmethod

@@ -1,8 +1,9 @@
 """The deployment registry: every Serve deployment of the platform, written once.
 
-For each deployment: its name, the model tasks it serves (manifest ``task``), the
-preset step kinds it runs, the request tasks it answers, which of those make it worth
-a replica, and what to set when nothing is configured for it. The graph builder, the
+For each deployment: its name, the model tasks it serves (manifest ``task``; the
+settings listing their models follow, ``MODEL_SETTINGS``), the preset step kinds it
+runs, which model tasks make it worth a replica, and what to set when nothing is
+configured for it. The graph builder, the
 API backend, readiness, ``/v1/models``, ``/v1/presets`` and the Helm helper's mirror
 all read this table; adding a model family is one entry here, an engine and a thin
 deployment (docs/architecture.md, "Adding a model family").
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from services.config import Settings
+from services.config import MODEL_SETTINGS, Settings
 
 ModelTask = Literal[
     "upscale", "denoise", "face", "detect", "generate", "safety", "caption", "tags", "nsfw", "vqa"
@@ -33,6 +34,11 @@ class DeploymentEntry:
     serving_tasks: tuple[ModelTask, ...] = ()  # tasks whose models give it a replica
     always: bool = False  # runs whatever is configured (the Upscaler, the Codec)
     hint: str = "configure its models"
+
+    @property
+    def settings(self) -> tuple[str, ...]:
+        """The settings that list its models, one per model task."""
+        return tuple(MODEL_SETTINGS[task] for task in self.model_tasks)
 
     @property
     def is_model(self) -> bool:

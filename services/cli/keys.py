@@ -10,10 +10,10 @@ from typing import TypeVar
 
 from redis.exceptions import RedisError
 
-from services.auth.guard import connect_redis
 from services.auth.keys import ApiKey, ApiKeyStore
 from services.config import Settings
 from services.errors import InvalidParameter, ServiceUnavailable
+from services.redis_client import connect_redis
 
 T = TypeVar("T")
 

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.config import Settings
 from services.errors import ImageTooLarge, InvalidImage, PayloadTooLarge, UnsupportedFormat
 
 OutputFormat = Literal["png", "jpeg", "webp"]
@@ -292,3 +293,19 @@ def _encode_png16(array: np.ndarray) -> bytes:
     if not ok:
         raise InvalidImage("could not encode the result as 16-bit PNG")
     return bytes(encoded.tobytes())
+
+
+def image_limits(settings: Settings) -> ImageLimits:
+    return ImageLimits(settings.max_upload_bytes, settings.max_input_pixels, settings.max_side)
+
+
+def encoder_options(settings: Settings) -> EncoderOptions:
+    return EncoderOptions(png_compress_level=settings.png_compress_level,
+                          webp_method=settings.webp_method)  # fmt: skip
+
+
+def color_plane(image: DecodedImage) -> np.ndarray:
+    """The image's colour as HxWx3 (gray repeated), its own dtype."""
+    if image.is_color:
+        return image.pixels[:, :, :3]
+    return np.repeat(image.pixels[:, :, :1], 3, axis=2)

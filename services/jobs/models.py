@@ -38,6 +38,9 @@ TERMINAL_JOB = {
 }
 
 
+INTERNAL = {"input", "traceparent", "output_key"}  # an item's fields clients never see
+
+
 class ItemPublic(BaseModel):
     """One input of a job and what became of it, as clients see it."""
 
@@ -65,6 +68,10 @@ class Item(ItemPublic):
     input: str
     traceparent: str | None = None  # the submission's trace; the item's work continues it
     output_key: str | None = None
+
+    def public(self) -> ItemPublic:
+        """The item as clients see it (envelope, webhooks): no storage keys or trace."""
+        return ItemPublic.model_validate(self.model_dump(exclude=INTERNAL))
 
 
 class Progress(BaseModel):
@@ -97,5 +104,4 @@ class Job(JobPublic):
 
     def public(self) -> JobPublic:
         """The envelope clients get (REST, SSE, webhooks): no storage keys or traces."""
-        return JobPublic.model_validate(self.model_dump(exclude={"items": {"__all__": {
-            "input", "traceparent", "output_key"}}}))  # fmt: skip
+        return JobPublic.model_validate(self.model_dump(exclude={"items": {"__all__": INTERNAL}}))

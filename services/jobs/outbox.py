@@ -92,9 +92,9 @@ class WebhookOutbox:
             return None
         if index == COMPLETED:
             job = await self.jobs.view(job_id, owner)
-            payload = {"type": "job.completed", "job": job.model_dump(mode="json")}
+            payload = {"type": "job.completed", "job": job.public().model_dump(mode="json")}
             return head.webhook_url, f"{job_id}.completed", payload, secret
-        item = await self.jobs.view_item(job_id, index)
+        item = (await self.jobs.view_item(job_id, index)).public()
         payload = {"type": "job.item", "job_id": job_id, "item": item.model_dump(mode="json"),
                    "progress": head.progress.model_dump()}  # fmt: skip
         return head.webhook_url, f"{job_id}.item.{index}", payload, secret

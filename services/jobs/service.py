@@ -82,34 +82,41 @@ class ReadinessSource(Protocol):
 
 class WeightCheck:
     """Refuses a job whose models a deployment reports missing (503: a retry after
-    ``pixserve models pull`` works), from readiness asked at most every ``ttl_s``; when
-    readiness cannot be had, nothing is refused here (the item reports it)."""
+    ``pixserve models pull`` works). The deployments' state is read once before the
+    first check, then refreshed in the background when older than ``ttl_s``, so a
+    submission never waits on a busy deployment; unreadable state refuses nothing (the
+    item reports it)."""
 
-    def __init__(self, source: object, ttl_s: float = 5.0) -> None:
+    def __init__(self, source: object, ttl_s: float = 5.0, timeout_s: float = 10.0) -> None:
         self.source = source if isinstance(source, ReadinessSource) else None
-        self.ttl_s = ttl_s
+        self.ttl_s, self.timeout_s = ttl_s, timeout_s
         self.missing: dict[str, str] = {}
-        self.read_at = -ttl_s
+        self.read_at: float | None = None
+        self.refreshing: asyncio.Task[None] | None = None
 
     async def check(self, models: list[str]) -> None:
-        missing = await self._missing()
+        if self.source is not None and self.read_at is None:
+            await self._refresh()
+        elif self._stale() and (self.refreshing is None or self.refreshing.done()):
+            self.refreshing = asyncio.create_task(self._refresh())
         for model in models:
-            if model in missing:
-                raise ModelNotReady(f"model: {model} is not loaded: {missing[model]}")
+            if model in self.missing:
+                raise ModelNotReady(f"model: {model} is not loaded: {self.missing[model]}")
 
-    async def _missing(self) -> dict[str, str]:
-        if self.source is None or time.monotonic() - self.read_at < self.ttl_s:
-            return self.missing
+    def _stale(self) -> bool:
+        return self.read_at is not None and time.monotonic() - self.read_at > self.ttl_s
+
+    async def _refresh(self) -> None:
+        assert self.source is not None
+        self.read_at = time.monotonic()
         try:
-            states = await asyncio.wait_for(self.source.readiness(), self.ttl_s)
-        except Exception:
+            states = await asyncio.wait_for(self.source.readiness(), self.timeout_s)
+        except Exception:  # whatever failed: unreadable state refuses nothing
             logger.warning("model readiness unavailable; jobs are not checked against it")
-            return self.missing
+            return
         self.missing = {
             name: why for state in states.values() for name, why in state.missing.items()
         }
-        self.read_at = time.monotonic()
-        return self.missing
 
 
 class JobService:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from services.auth.guard import connect_redis
 from services.auth.keys import ApiKeyStore
 from services.config import Settings
 from services.jobs.dispatcher import Dispatcher
@@ -14,6 +13,7 @@ from services.models.manifest import load_manifest
 from services.net.fetch import SafeFetcher, public_or_in
 from services.pipelines.backend import TaskBackend
 from services.pipelines.presets import load_presets
+from services.redis_client import connect_redis
 from services.storage.factory import open_store
 from services.telemetry.clients import TracedObjectStore
 from services.telemetry.live import LiveStats

@@ -17,14 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from services.config import Settings
+from services.config import MODEL_SETTINGS, Settings
 from services.errors import InvalidParameter, ModelNotReady, PixserveError
 from services.models.runtime import EngineStatus, TorchRuntime
 from services.models.store import ModelStore
 
 logger = logging.getLogger(__name__)
-ROLES = {"caption": "caption_model", "tags": "tag_model", "nsfw": "nsfw_model",
-         "vqa": "vqa_model"}  # fmt: skip
+ROLES = {role: MODEL_SETTINGS[role] for role in ("caption", "tags", "nsfw", "vqa")}
 
 
 @dataclass(frozen=True)

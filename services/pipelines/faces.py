@@ -18,10 +18,10 @@ import numpy as np
 
 from services.config import Settings
 from services.errors import InvalidParameter
-from services.imaging.codec import DecodedImage, to_float, to_uint8
+from services.imaging.codec import DecodedImage, color_plane, to_float, to_uint8
 from services.imaging.faces import CROP, AlignedFace, Face, align, paste, select_faces
 from services.models.faces import FaceCrops
-from services.pipelines.upscale import TileBackend, UpscaleOptions, color_plane, upscale
+from services.pipelines.upscale import TileBackend, UpscaleOptions, upscale
 
 Detect = Callable[[str, np.ndarray], list[Face]]
 Restore = Callable[[FaceCrops], Awaitable[np.ndarray]]

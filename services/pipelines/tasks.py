@@ -25,7 +25,8 @@ from services.imaging.convert import ConvertFormat, ConvertOptions, ResizeMode
 from services.models.diffusion import GenerateOptions
 from services.models.manifest import Manifest, ModelSpec
 from services.pipelines.faces import FaceOptions
-from services.pipelines.presets import Plan, PresetLibrary, face_options, generate_options
+from services.pipelines.options import face_options, generate_options
+from services.pipelines.presets import Plan, PresetLibrary
 from services.pipelines.upscale import UpscaleOptions
 from services.registry import TASKS, ModelTask
 

@@ -21,11 +21,11 @@ from services.errors import ImageTooLarge, InvalidParameter
 from services.imaging.codec import (
     CONTENT_TYPES,
     DecodedImage,
-    EncoderOptions,
-    ImageLimits,
     OutputFormat,
     decode_image,
     encode_image,
+    encoder_options,
+    image_limits,
 )
 from services.models.tile_io import TileJob, TileOutput
 from services.telemetry.tracing import current_traceparent, tracer
@@ -70,15 +70,6 @@ class EncodedResult:
     output_size: tuple[int, int]
     tiles: int
     step_seconds: dict[str, float]  # decode, upscale, encode
-
-
-def image_limits(settings: Settings) -> ImageLimits:
-    return ImageLimits(settings.max_upload_bytes, settings.max_input_pixels, settings.max_side)
-
-
-def encoder_options(settings: Settings) -> EncoderOptions:
-    return EncoderOptions(png_compress_level=settings.png_compress_level,
-                          webp_method=settings.webp_method)  # fmt: skip
 
 
 async def upscale_upload(
@@ -188,10 +179,3 @@ def _target_size(
         return target_w, max(1, round(height * target_w / width))
     assert target_h is not None
     return max(1, round(width * target_h / height)), target_h
-
-
-def color_plane(image: DecodedImage) -> np.ndarray:
-    """The image's colour as HxWx3 (gray repeated), its own dtype."""
-    if image.is_color:
-        return image.pixels[:, :, :3]
-    return np.repeat(image.pixels[:, :, :1], 3, axis=2)

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.config import Settings
-from services.imaging.codec import CONTENT_TYPES, DecodedImage, decode_image, encode_image
+from services.imaging.codec import (
+    CONTENT_TYPES,
+    DecodedImage,
+    decode_image,
+    encode_image,
+    encoder_options,
+    image_limits,
+)
 from services.imaging.convert import ConvertOptions
 from services.models.diffusion import GenerateOptions
 from services.pipelines.backend import TaskBackend
@@ -29,12 +36,7 @@ from services.pipelines.tasks import (
     RestoreFaceTask,
     TaskPlan,
 )
-from services.pipelines.upscale import (
-    UpscaleOptions,
-    encoder_options,
-    image_limits,
-    upscale_upload,
-)
+from services.pipelines.upscale import UpscaleOptions, upscale_upload
 from services.telemetry.tracing import tracer
 
 JSON_TYPE = "application/json"

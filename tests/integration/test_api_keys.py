@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.auth.guard import connect_redis
 from services.auth.keys import ApiKeyStore
 from services.config import Settings
+from services.redis_client import connect_redis
 from tests.utils.images import astronaut, encode
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

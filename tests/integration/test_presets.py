@@ -15,13 +15,13 @@ import pytest
 from PIL import Image
 
 from services.config import Settings
-from services.imaging.codec import DecodedImage, decode_image, encode_image
+from services.imaging.codec import DecodedImage, decode_image, encode_image, image_limits
 from services.models.faces import FaceCrops, FaceEngine
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
 from services.models.upscaler import EngineBackend, UpscaleEngine
 from services.pipelines.faces import FaceOptions, restore_faces
-from services.pipelines.upscale import UpscaleOptions, image_limits, upscale
+from services.pipelines.upscale import UpscaleOptions, upscale
 from tests.integration.test_jobs_api import wait
 from tests.utils.images import astronaut, encode
 from tests.utils.tiny_models import TINY_DETECTOR, TINY_DNCNN, TINY_GFPGAN, TINY_RRDB

@@ -124,6 +124,9 @@ def test_dispatcher_sends_item_and_completed_events(
     items = [b["item"] for b in bodies if b["type"] == "job.item"]
     assert sorted(item["index"] for item in items) == [0, 1, 2]  # the keyed job: completed only
     assert all(item["output_url"].endswith("/output") for item in items)
+    internals = {"input", "output_key", "traceparent"}  # never in a payload
+    every_item = items + [i for b in completed for i in b["job"]["items"]]
+    assert every_item and not any(internals & set(item) for item in every_item)
     for (headers, body), payload in zip(receiver.calls, bodies, strict=True):
         job_id = payload.get("job_id") or payload["job"]["id"]
         verify(SECRET if job_id == anonymous_id else key_secret, headers, body)

@@ -19,9 +19,8 @@ from services.api.deps import BackendDep, RunnerDep, SettingsDep, read_upload
 from services.api.schemas import IMAGE_ERRORS
 from services.config import Settings
 from services.errors import InvalidParameter, PayloadTooLarge
-from services.imaging.codec import DecodedImage, decode_image
+from services.imaging.codec import DecodedImage, decode_image, image_limits
 from services.net.fetch import SafeFetcher
-from services.pipelines.upscale import image_limits
 
 router = APIRouter(tags=["vision"])
 

@@ -9,11 +9,11 @@ import pytest
 
 from services.config import Settings
 from services.errors import ImageTooLarge, InvalidParameter
-from services.imaging.codec import decode_image
+from services.imaging.codec import decode_image, image_limits
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
 from services.models.upscaler import EngineBackend, UpscaleEngine
-from services.pipelines.upscale import UpscaleOptions, image_limits, output_size, upscale_upload
+from services.pipelines.upscale import UpscaleOptions, output_size, upscale_upload
 from tests.utils.images import astronaut, encode, png16
 from tests.utils.tiny_models import TINY_COMPACT, TINY_RRDB
 
