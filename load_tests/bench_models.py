@@ -78,6 +78,9 @@ def bench_sdxl(store: Path, manifest: Path, args: argparse.Namespace) -> dict[st
                         compile=args.compile, max_generate_side=4096)  # fmt: skip
     ours = _time_engine(settings, store, manifest, args)
     _free()
+    if args.profile is not None:
+        _profile_engine(settings, store, manifest, args)
+        _free()
     plain = _plain_pipeline(store / model, args.device)
     generator = torch.Generator("cpu")
 
@@ -101,6 +104,39 @@ def _time_engine(
     options = GenerateOptions("a lighthouse at dusk", "bench", width=args.size,
                               height=args.size, steps=args.steps, seed=0)  # fmt: skip
     return best_of(args.rounds, lambda: _generate(engine, checkpoint, options))
+
+
+def _profile_engine(
+    settings: Settings, store: Path, manifest: Path, args: argparse.Namespace
+) -> None:
+    """Where one warm generation's time goes: torch's profiler over CPU and CUDA, the
+    top operators by device time and by host time, and wall vs device-busy seconds."""
+    from torch.profiler import ProfilerActivity, profile
+
+    engine = DiffusionEngine(settings, ModelStore(store, load_manifest(manifest)))
+    engine.load()
+    checkpoint = engine.load_checkpoint("bench")
+    options = GenerateOptions("a lighthouse at dusk", "bench", width=args.size,
+                              height=args.size, steps=args.steps, seed=0)  # fmt: skip
+    _generate(engine, checkpoint, options)  # warm
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available()
+                                           else [])  # fmt: skip
+    started = time.perf_counter()
+    with profile(activities=activities) as trace:
+        _generate(engine, checkpoint, options)
+        _sync()
+    wall = time.perf_counter() - started
+    table = trace.key_averages()
+    device_key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    busy = sum(getattr(e, "self_device_time_total", 0) for e in table) / 1e6
+    args.profile.parent.mkdir(parents=True, exist_ok=True)
+    args.profile.write_text(
+        f"wall {wall:.3f} s, device busy {busy:.3f} s, dtype {engine.dtype}\n\n"
+        + table.table(sort_by=device_key, row_limit=25)
+        + "\n\n"
+        + table.table(sort_by="self_cpu_time_total", row_limit=25)
+    )
+    print(f"wrote {args.profile}")
 
 
 def _generate(engine: DiffusionEngine, checkpoint: Any, options: GenerateOptions) -> None:
@@ -201,6 +237,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--tiny", action="store_true", help="the tiny SDXL (CPU smoke run)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="sdxl: also profile one warm generation into this file",
+    )
     parser.add_argument("--json", "--out", dest="out", type=Path,
                         default=Path("var/bench_models.json"))  # fmt: skip
     args = parser.parse_args()

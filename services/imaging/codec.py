@@ -57,6 +57,8 @@ _REFUSED_SIGNATURES: tuple[tuple[str, bytes], ...] = (
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"}
 LUMA = (0.299, 0.587, 0.114)  # RGB -> gray weights (BT.601, Pillow's "L"), one for all
 
+MAX_SIDES = {"webp": 16383, "jpeg": 65535}  # what each format can hold, per side
+
 
 @dataclass(frozen=True)
 class ImageLimits:
@@ -221,11 +223,20 @@ def _pillow_to_array(image: Image.Image) -> tuple[np.ndarray, int]:
     return array, 8
 
 
+def check_encodable(fmt: str, width: int, height: int) -> None:
+    """Refuse a size the format cannot hold (WEBP 16383 px a side, JPEG 65535)."""
+    limit = MAX_SIDES.get(fmt)
+    if limit is not None and max(width, height) > limit:
+        raise ImageTooLarge(f"format: {fmt} holds at most {limit} px a side and the output is "
+                            f"{width}x{height}; ask for png or a smaller size")  # fmt: skip
+
+
 def encode_image(
     pixels: np.ndarray, fmt: OutputFormat, quality: int = 90,
     encoders: EncoderOptions = FAST_ENCODERS,
 ) -> bytes:  # fmt: skip
     """Encode HxWxC uint8/uint16 pixels; PNG keeps 16 bits when the pixels have them."""
+    check_encodable(fmt, pixels.shape[1], pixels.shape[0])
     if fmt == "png" and pixels.dtype == np.uint16:
         return _encode_png16(pixels)
     array = to_uint8(pixels)

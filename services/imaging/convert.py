@@ -21,6 +21,7 @@ from services.errors import ImageTooLarge, InvalidImage, InvalidParameter
 from services.imaging.codec import (
     DecodedImage,
     ImageLimits,
+    check_encodable,
     open_with_pillow,
     sniff_format,
     to_uint8,
@@ -172,6 +173,7 @@ def _encode(
     image: Image.Image, fmt: ConvertFormat, quality: int | None, icc: bytes | None,
     exif: bytes | None,
 ) -> bytes:  # fmt: skip
+    check_encodable(fmt, image.width, image.height)
     buffer = io.BytesIO()
     extra: dict[str, object] = {}
     if icc:

@@ -214,7 +214,10 @@ class DiffusionEngine:
 
         base = checkpoint.pipeline
         kind = StableDiffusionXLPipeline if image is None else StableDiffusionXLImg2ImgPipeline
-        pipeline = kind.from_pipe(base, scheduler=_scheduler(base, options.scheduler))
+        # from_pipe casts the shared modules to its dtype, float32 unless told: without
+        # it every generation turned the fp16 checkpoint back to fp32 (seen on an H200)
+        pipeline = kind.from_pipe(base, scheduler=_scheduler(base, options.scheduler),
+                                  dtype=self.dtype)  # fmt: skip
         pipeline.set_progress_bar_config(disable=True)
         width, height = (options.width, options.height) if image is None else (
             image.shape[1] // 8 * 8, image.shape[0] // 8 * 8)  # fmt: skip

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from services.config import Settings
 from services.errors import ImageTooLarge, InvalidParameter, UnknownModel
+from services.imaging.codec import MAX_SIDES
 from services.imaging.convert import ConvertFormat, ConvertOptions, ResizeMode
 from services.models.diffusion import GenerateOptions
 from services.models.manifest import Manifest, ModelSpec
@@ -33,7 +34,7 @@ from services.registry import TASKS, ModelTask
 ImageFormat = Literal["png", "jpeg", "webp"]
 Want = Literal["caption", "tags", "nsfw"]
 ALL_OUTPUTS: list[Want] = ["caption", "tags", "nsfw"]
-WEBP_MAX_SIDE = 16383  # libwebp's limit on either side
+WEBP_MAX_SIDE = MAX_SIDES["webp"]
 
 
 class _Spec(BaseModel):
@@ -218,9 +219,7 @@ def plan_task(spec: TaskSpec, context: TaskContext, image_to_image: bool = False
         return _plan_tiles(spec, manifest, settings)
     if isinstance(spec, RestoreFaceTask):
         params = spec.model_dump(exclude={"task", "format", "quality"})
-        options = face_options(params, manifest, settings)
-        _check_format_size(spec.format, None)
-        return TaskPlan(spec, options)
+        return TaskPlan(spec, face_options(params, manifest, settings))
     if isinstance(spec, GenerateTask):
         return _plan_generate(spec, settings, image_to_image)
     if isinstance(spec, ConvertTask):
@@ -298,9 +297,9 @@ def configured_model(
     return spec
 
 
-def _check_format_size(fmt: str, size: tuple[int | None, int | None] | None) -> None:
+def _check_format_size(fmt: str, size: tuple[int | None, int | None]) -> None:
     """WEBP cannot hold a side over 16383 px: refused up front where the size is known."""
-    if fmt != "webp" or size is None:
+    if fmt != "webp":
         return
     for name, side in zip(("width", "height"), size, strict=True):
         if side is not None and side > WEBP_MAX_SIDE:

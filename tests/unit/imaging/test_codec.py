@@ -106,3 +106,12 @@ def test_encode_every_layout(fmt: str, channels: int) -> None:
     pixels = np.random.default_rng(channels).integers(0, 256, (9, 7, channels)).astype(np.uint8)
     decoded = decode_image(encode_image(pixels, fmt, quality=80), LIMITS)  # type: ignore[arg-type]
     assert decoded.pixels.shape[:2] == (9, 7)
+
+
+def test_a_size_the_format_cannot_hold_is_a_named_413() -> None:
+    """WEBP holds 16383 px a side: a wider output is refused naming the format, never a
+    500 from the encoder (the same image as PNG encodes)."""
+    wide = np.zeros((1, 16384, 3), np.uint8)
+    with pytest.raises(ImageTooLarge, match="format: webp holds at most 16383 px"):
+        encode_image(wide, "webp")
+    assert encode_image(wide, "png").startswith(b"\x89PNG")

@@ -130,3 +130,22 @@ def test_the_safety_checker_is_required_once_checkpoints_exist(
     assert "sd-safety-checker" in engine.status().missing
     with pytest.raises(ModelNotReady, match="pixserve models pull sd-safety-checker"):
         engine.generate(realism, options())
+
+
+def test_a_generation_keeps_the_checkpoints_precision(tiny_store: tuple[Path, Path]) -> None:
+    """diffusers' from_pipe casts the shared modules to float32 unless told otherwise: on
+    an H200 every generation turned the fp16 checkpoint back to fp32 (fp32 GEMMs in the
+    profile). Here in bf16 on the CPU: after a generation the modules are still bf16."""
+    import torch
+
+    settings = settings_for(tiny_store, safety_checker=None)
+    store = ModelStore(settings.model_store, load_manifest(settings.extra_manifest))
+    engine = DiffusionEngine(settings, store)
+    engine.dtype = torch.bfloat16  # what fp16 is on CUDA, for a CPU
+    checkpoint = engine.load_checkpoint("realism")
+    engine.generate(checkpoint, GenerateOptions("a cat", "realism", width=256, height=256,
+                                                steps=1, seed=1))  # fmt: skip
+    pipeline = checkpoint.pipeline
+    assert {pipeline.unet.dtype, pipeline.vae.dtype, pipeline.text_encoder.dtype} == {
+        torch.bfloat16
+    }
