@@ -37,8 +37,10 @@ def build_app(settings: Settings) -> Application:
         name = cast(Deployment, deployment).name
         if name in used:
             bound[name] = cast(Deployment, deployment).bind(*args)
-    dispatcher = cast(Deployment, Dispatcher).bind(bound, settings)
-    return cast(Deployment, Ingress).bind(dispatcher, bound, settings)
+    # handles as keyword arguments, one per deployment by name (top-level arguments, so
+    # Serve resolves each into a handle as it does for positional ones)
+    dispatcher = cast(Deployment, Dispatcher).bind(settings, **bound)
+    return cast(Deployment, Ingress).bind(dispatcher, settings, **bound)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -20,7 +20,7 @@ class Dispatcher:
     """Consumes the work queue; items reach the models through their handles (upscale
     jobs the Upscaler's tiles, preset jobs the chain of their steps)."""
 
-    def __init__(self, handles: dict[str, DeploymentHandle[Any]], settings: Settings) -> None:
+    def __init__(self, settings: Settings, **handles: DeploymentHandle[Any]) -> None:
         live = start_live(settings, self._describe)
         backend = graph_backend(settings, handles)
         self.dispatcher, jobs = build_dispatcher(settings, backend, platform_metrics(), live)

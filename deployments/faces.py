@@ -12,7 +12,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.backend import ServeBackend
-from deployments.replica import EngineReplica, gpu_share
+from deployments.replica import EngineReplica, gpu_share, unwrap
 from services.config import Settings
 from services.errors import PixserveError
 from services.imaging.codec import DecodedImage
@@ -51,10 +51,7 @@ class FaceRestorer(EngineReplica):
 
     async def _restore(self, crops: FaceCrops) -> np.ndarray:
         traced = dataclasses.replace(crops, traceparent=current_traceparent())
-        result = await self.restore_batch(traced)
-        if isinstance(result, PixserveError):
-            raise result
-        return np.asarray(result)
+        return np.asarray(unwrap(await self.restore_batch(traced)))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def restore_batch(self, requests: list[FaceCrops]) -> list[np.ndarray | PixserveError]:

@@ -24,8 +24,8 @@ class Ingress:
     def __init__(
         self,
         dispatcher: DeploymentHandle[Any],
-        handles: dict[str, DeploymentHandle[Any]],
         settings: Settings,
+        **handles: DeploymentHandle[Any],
     ) -> None:
         self.settings = settings
         self.backend = graph_backend(settings, handles)

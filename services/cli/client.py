@@ -79,18 +79,20 @@ class PixserveClient:
     def delete_json(self, path: str) -> Any:
         return self._send("DELETE", path).json()
 
-    def fetch(self, url: str) -> bytes:
-        """An output: API paths with this client (and its key), absolute URLs (presigned
-        S3 GETs, which refuse a second credential) without the key."""
-        if url.startswith("/"):
-            return self._send("GET", url).content
-        try:
-            response = httpx.get(url, timeout=self._http.timeout)
-        except httpx.HTTPError as exc:
-            raise ClientError("unreachable", f"cannot fetch {url}: {exc}") from exc
-        if not response.is_success:
-            raise ClientError(f"http_{response.status_code}", f"{url}: {response.text[:200]}")
-        return response.content
+    def fetch(self, url: str) -> tuple[bytes, str]:
+        """An output and its media type: the API's own URLs with this client (and its
+        key), others (presigned S3 GETs, which refuse a second credential) without it."""
+        own = str(self._http.base_url).rstrip("/")
+        if url.startswith("/") or url.startswith(own + "/"):
+            response = self._send("GET", url.removeprefix(own))
+        else:
+            try:
+                response = httpx.get(url, timeout=self._http.timeout)
+            except httpx.HTTPError as exc:
+                raise ClientError("unreachable", f"cannot fetch {url}: {exc}") from exc
+            if not response.is_success:
+                raise ClientError(f"http_{response.status_code}", f"{url}: {response.text[:200]}")
+        return response.content, response.headers.get("content-type", "")
 
     def _send(
         self, method: str, path: str, allow_status: tuple[int, ...] = (), **kwargs: Any

@@ -20,6 +20,8 @@ from services.registry import TASKS
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 REMOTE = ("https://", "http://", "s3://")
 TERMINAL = {"succeeded", "failed", "partial", "canceled", "expired"}
+OUTPUT_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp",
+                     "image/avif": ".avif", "application/json": ".json"}  # fmt: skip
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -180,14 +182,15 @@ def download_outputs(client: PixserveClient, job: Any, folder: Path) -> int:
     for item in job["items"]:
         if not item.get("output_url"):
             continue
-        extension = PurePosixPath(urlsplit(item["output_url"]).path).suffix or ".png"
+        data, media_type = client.fetch(item["output_url"])
+        extension = OUTPUT_EXTENSIONS.get(media_type.split(";")[0], ".bin")
         task = job.get("task", {}).get("task", "upscale")
-        suffix = {"upscale": "upscaled"}.get(task, task)
+        suffix = {"upscale": "upscaled"}.get(task, job["task"].get("preset") or task)
         name = f"{PurePosixPath(_label(item)).stem or 'image'}.{suffix}{extension}"
         if name in taken:
             name = f"{PurePosixPath(name).stem}.{item['index']}{extension}"
         taken.add(name)
-        (folder / name).write_bytes(client.fetch(item["output_url"]))
+        (folder / name).write_bytes(data)
         print(f"{_label(item)} -> {folder / name}")
         saved += 1
     return saved

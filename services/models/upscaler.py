@@ -455,6 +455,10 @@ class EngineBackend:
     def __init__(self, engine: UpscaleEngine) -> None:
         self.engine = engine
 
+    def serves(self) -> set[str]:
+        """The deployment it stands in for (presets needing others are off)."""
+        return {"Upscaler"}
+
     async def upscale_image(self, job: TileJob) -> TileOutput:
         (result,) = self.engine.predict([job])
         if isinstance(result, PixserveError):

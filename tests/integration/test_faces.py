@@ -83,8 +83,8 @@ def test_an_image_without_a_face_comes_back_unchanged(client: httpx.Client) -> N
 @pytest.mark.parametrize(
     ("form", "status", "words"),
     [
-        ({"weight": "1.5"}, 422, "weight must be within 0 and 1"),
-        ({"upscale": "8"}, 422, "upscale must be 1 to 4"),
+        ({"weight": "1.5"}, 422, "weight: Input should be less than or equal to 1"),
+        ({"upscale": "8"}, 422, "upscale: Input should be less than or equal to 4"),
         ({"max_faces": "0"}, 422, "max_faces"),
         ({"model": TINY_RRDB}, 422, "is a upscale model, not a face model"),
         ({"detector": TINY_GFPGAN}, 422, "not a detect model"),

@@ -201,3 +201,23 @@ def test_preset_jobs_are_checked_at_submission(client: httpx.Client) -> None:
     form = {"preset": "portrait", "params": '{"face": {"upscale": 9}}'}
     bad = client.post("/v1/jobs", files=files, data=form)
     assert bad.status_code == 422 and "upscale must be 1 to 4" in bad.json()["error"]["message"]
+
+
+def test_an_error_inside_the_chain_reaches_the_caller_as_itself(client: httpx.Client) -> None:
+    """The upscale step (second of enhance's chain) refuses its output size at run time;
+    the face step and the encoder after it never run, and the caller gets that step's
+    413 naming the limit, not a 503 or a traceback. As a job: the item fails with it
+    at once (no retry)."""
+    params = '{"upscale": {"scale": null, "width": 9000, "height": 9000}}'
+    response = run(client, "enhance", encode(astronaut(32)), params=params)
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert error["code"] == "image_too_large" and "9000x9000" in error["message"]
+    assert "Traceback" not in response.text and "ray" not in error["message"].lower()
+    files = [("images", ("a.png", encode(astronaut(32)), "image/png"))]
+    job = client.post("/v1/jobs", files=files, data={"preset": "enhance", "params": params})
+    assert job.status_code == 202, job.text
+    done = wait(client, job.json()["id"])
+    (item,) = done["items"]
+    assert done["status"] == "failed" and item["error"].startswith("image_too_large")
+    assert item["attempts"] == 1
