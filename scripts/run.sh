@@ -60,7 +60,7 @@ while job["status"] in ("queued", "running"):
     time.sleep(0.5)
     job = httpx.get(f"{url}/v1/jobs/{job['id']}", timeout=60).json()
 print(f"run: job {job['id']} {job['status']}: {job['progress']['done']}/{job['progress']['total']} "
-      f"outputs, e.g. {url}{job['items'][0]['output_url']}")
+      f"outputs, e.g. {job['items'][0]['output_url']}")
 PY
 echo "run: pixserve keeps running at $URL: open it to drop images and compare before/after,"
 echo "run: $URL/dashboard for operators, $URL/docs for the API; stop it with 'make stop'"
