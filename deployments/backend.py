@@ -14,7 +14,7 @@ from ray.exceptions import RayError, RayTaskError
 from ray.serve.handle import DeploymentHandle
 
 from services.config import Settings
-from services.errors import ModelNotReady, PixserveError, ServiceUnavailable
+from services.errors import InternalError, ModelNotReady, PixserveError, ServiceUnavailable
 from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertOptions
 from services.models.diffusion import Generated, GenerateOptions
@@ -193,15 +193,19 @@ async def _call(handle: DeploymentHandle[Any] | None, name: str, method: str, *a
 
 def _raised(exc: RayError, what: str) -> PixserveError:
     """The platform's own error a replica raised (through any chain of steps, each
-    wrapping its upstream's), or a 503 for a crash, a dead replica or anything else;
-    never Ray's traceback in a message."""
+    wrapping its upstream's); a 500 for any other exception of a replica's code (a bug:
+    the same input fails again); a 503 for what a retry can fix (a replica that died or
+    is unavailable, back pressure). Never Ray's traceback in a message."""
     cause: BaseException | None = exc
     while isinstance(cause, RayTaskError) and cause.cause is not None and cause.cause is not cause:
         cause = cause.cause
     if isinstance(cause, PixserveError) and not isinstance(cause, RayError):
         return cause
-    logger.warning("%s failed: %r", what, exc)
-    return ServiceUnavailable(f"{what} failed ({type(cause).__name__}); retry")
+    if isinstance(exc, RayTaskError) and cause is not None and not isinstance(cause, RayError):
+        logger.error("%s raised %s", what, type(cause).__name__, exc_info=cause)
+        return InternalError(f"{what} could not process this request ({type(cause).__name__})")
+    logger.warning("%s is unavailable: %r", what, exc)
+    return ServiceUnavailable(f"{what} is unavailable ({type(cause).__name__}); retry")
 
 
 def _deployment_view(name: str, entry: dict[str, Any]) -> DeploymentView:

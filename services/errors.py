@@ -17,10 +17,12 @@ class PixserveError(Exception):
         super().__init__(message)
         self.message = message
 
+    retry_after_s = 5  # a 503 says when to try again
+
     @property
     def headers(self) -> dict[str, str]:
         """Extra response headers the status calls for (WWW-Authenticate, Retry-After)."""
-        return {}
+        return {"Retry-After": str(self.retry_after_s)} if self.status == 503 else {}
 
 
 class Unauthorized(PixserveError):
@@ -127,3 +129,11 @@ class ServiceUnavailable(PixserveError):
 
     code = "service_unavailable"
     status = 503
+
+
+class InternalError(PixserveError):
+    """A fault of the platform itself (a bug): not the caller's, and not one a retry
+    fixes. The message says where, never how (the server log has the details)."""
+
+    code = "internal_error"
+    status = 500

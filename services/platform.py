@@ -7,12 +7,19 @@ imports the other's modules for it.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from pydantic import BaseModel, Field
 
 from services.imaging.codec import DecodedImage
 from services.pipelines.backend import TaskBackend
+
+logger = logging.getLogger(__name__)
+Readiness = dict[str, "DeploymentReadiness"]
 
 
 class DeploymentReadiness(BaseModel):
@@ -59,3 +66,52 @@ class PlatformBackend(TaskBackend, Protocol):
     ) -> tuple[str, int, int]:
         """A visual question's answer and the prompt's and answer's token counts."""
         ...
+
+
+class ReadinessCache:
+    """The deployments' readiness as they last reported it, for probes, listings and the
+    job weight check: read at most once per ``ttl_s`` however many callers ask (one
+    read at a time), in the background once there is an answer, so no caller waits on a
+    busy model. Only the first caller waits, and at most ``first_wait_s``. A deployment
+    that stops answering keeps its last good state for ``grace_s`` (a replica busy with
+    a long batch is not down); after that its error shows."""
+
+    def __init__(
+        self, read: Callable[[], Awaitable[Readiness]], ttl_s: float = 2.0,
+        first_wait_s: float = 10.0, grace_s: float = 30.0,
+    ) -> None:  # fmt: skip
+        self.read, self.ttl_s = read, ttl_s
+        self.first_wait_s, self.grace_s = first_wait_s, grace_s
+        self.value: Readiness | None = None
+        self.read_at = 0.0
+        self.good_at: dict[str, float] = {}
+        self.refreshing: asyncio.Task[None] | None = None
+
+    async def get(self) -> Readiness | None:
+        """The latest answer; None only before any read finished."""
+        if self.value is not None and time.monotonic() - self.read_at < self.ttl_s:
+            return self.value
+        if self.refreshing is None or self.refreshing.done():
+            self.refreshing = asyncio.create_task(self._refresh())
+        if self.value is None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.refreshing), self.first_wait_s)
+            except TimeoutError:
+                return None
+        return self.value
+
+    async def _refresh(self) -> None:
+        try:
+            fresh = await self.read()
+        except Exception as exc:  # whatever failed: the last answer stands
+            logger.warning("deployment readiness unreadable: %r", exc)
+            return
+        now = time.monotonic()
+        merged = dict(fresh)
+        for name, state in fresh.items():
+            previous = (self.value or {}).get(name)
+            if state.error is None:
+                self.good_at[name] = now
+            elif previous is not None and now - self.good_at.get(name, -1e9) < self.grace_s:
+                merged[name] = previous  # silent for a moment: busy, not down
+        self.value, self.read_at = merged, now

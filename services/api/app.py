@@ -1,4 +1,4 @@
-"""The FastAPI application: routers, error envelope, and the upload size guard."""
+"""The FastAPI application: routers, error envelope, and the body size guard."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, FastAPI, Request, Response
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.admin.console import Console
 from services.api.deps import require_api_key
-from services.api.errors import failed, install_error_handlers
+from services.api.errors import BodyTooLarge, error_response, install_error_handlers
 from services.api.routes import (
     admin,
     convert,
@@ -31,7 +33,7 @@ from services.jobs.wiring import outbox_queue
 from services.models.manifest import load_manifest
 from services.net.fetch import SafeFetcher
 from services.pipelines.presets import load_presets
-from services.platform import PlatformBackend
+from services.platform import PlatformBackend, ReadinessCache
 from services.telemetry.live import LiveReader, LiveStats, Ongoing
 from services.telemetry.metrics import PlatformMetrics, in_memory
 from services.telemetry.tracing import current_trace_id
@@ -59,6 +61,7 @@ def create_api(
     app.state.image_fetcher = SafeFetcher(max_bytes=settings.max_upload_bytes)
     app.state.presets = load_presets(backend.serves() if backend else set(), settings.extra_presets)
     app.state.backend = backend
+    app.state.readiness = ReadinessCache(backend.readiness) if backend else None
     app.state.jobs = job_service
     app.state.metrics = metrics or in_memory()[0]
     app.state.key_guard = KeyGuard.from_settings(settings) if settings.api_keys_enabled else None
@@ -70,10 +73,11 @@ def create_api(
             backend, settings.gpu_hour_price_usd,
         )  # fmt: skip
     install_error_handlers(app)
-    _install_body_limit(
-        app, settings.max_upload_bytes + _MULTIPART_OVERHEAD, settings.max_job_bytes
-    )
-    _install_request_metrics(app, app.state.metrics, app.state.ongoing, live)
+    app.add_middleware(
+        BodyLimit, single=settings.max_upload_bytes + _MULTIPART_OVERHEAD,
+        job_limit=settings.max_job_bytes,
+    )  # fmt: skip
+    _install_request_metrics(app, app.state.metrics, app.state.ongoing, live)  # outermost
     keyed = [Depends(require_api_key)]
     routers = (upscale, denoise, faces, generate, vision, convert, presets, models, jobs)
     for router in (module.router for module in routers):
@@ -84,21 +88,38 @@ def create_api(
     return app
 
 
-def _install_body_limit(app: FastAPI, single: int, job_limit: int) -> None:
-    """Refuse an over-long body from its Content-Length, before it is read or spooled;
-    a job submission may carry many images, so it has its own, larger limit."""
+class BodyLimit:
+    """Refuse an over-long body: from its Content-Length before any of it is read, and
+    on the stream itself (a chunked body declares no length), counting every chunk as
+    it arrives; a job submission may carry many images, so it has its own, larger limit."""
 
-    @app.middleware("http")
-    async def _limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        is_job = request.method == "POST" and request.url.path.endswith("/v1/jobs")
-        limit = job_limit if is_job else single
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
+    def __init__(self, app: ASGIApp, single: int, job_limit: int) -> None:
+        self.app = app
+        self.single = single
+        self.job_limit = job_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        is_job = scope["method"] == "POST" and scope["path"].endswith("/v1/jobs")
+        limit = self.job_limit if is_job else self.single
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
             message = f"request body is {declared} bytes; limit {limit}"
-            return failed(request, 413, "payload_too_large", message)
-        return await call_next(request)
+            await error_response(413, "payload_too_large", message)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def _install_request_metrics(

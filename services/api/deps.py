@@ -19,7 +19,7 @@ from services.models.manifest import Manifest
 from services.pipelines.presets import PresetLibrary
 from services.pipelines.tasks import TaskContext, parse_task, plan_task
 from services.pipelines.usecases import TaskResult, run_task
-from services.platform import PlatformBackend
+from services.platform import PlatformBackend, Readiness, ReadinessCache
 from services.telemetry.metrics import PlatformMetrics, record_image
 
 
@@ -48,6 +48,15 @@ def get_backend(request: Request) -> PlatformBackend:
     if backend is None:
         raise ServiceUnavailable("the model deployments are not connected yet")
     return backend
+
+
+async def read_readiness(request: Request) -> Readiness | None:
+    """The deployments' readiness from the cache (never a wait on a busy model); None
+    before the first answer."""
+    cache: ReadinessCache | None = getattr(request.app.state, "readiness", None)
+    if cache is None:
+        raise ServiceUnavailable("the model deployments are not connected yet")
+    return await cache.get()
 
 
 class TaskRunner:
@@ -112,3 +121,4 @@ BackendDep = Annotated[PlatformBackend, Depends(get_backend)]
 MetricsDep = Annotated[PlatformMetrics, Depends(get_metrics)]
 PresetsDep = Annotated[PresetLibrary, Depends(get_presets)]
 RunnerDep = Annotated[TaskRunner, Depends(get_runner)]
+ReadinessDep = Annotated[Readiness | None, Depends(read_readiness)]

@@ -7,13 +7,34 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from redis.exceptions import RedisError
+from redis.exceptions import BusyLoadingError, ReadOnlyError, RedisError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
 from services.errors import PixserveError
 from services.telemetry.tracing import annotate
 
 logger = logging.getLogger(__name__)
+# Redis down, slow, loading or failing over: a retry can succeed
+RETRYABLE_REDIS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    TryAgainError,
+    ReadOnlyError,
+)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+class BodyTooLarge(HTTPException):
+    """The body grew past the limit while it was read (raised from the ASGI receive:
+    an HTTPException, so FastAPI's body parsing lets it through unchanged)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is over the limit of {limit} bytes")
 
 
 def error_response(
@@ -49,18 +70,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        code = "not_found" if exc.status_code == 404 else f"http_{exc.status_code}"
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         return failed(request, exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(RedisError)
     async def _store_down(request: Request, exc: RedisError) -> JSONResponse:
-        message = f"the job store is unreachable: {exc}"
-        return failed(request, 503, "service_unavailable", message)
+        if not isinstance(exc, RETRYABLE_REDIS):  # a command Redis refused: our bug
+            return await _unexpected(request, exc)
+        logger.warning("job store unreachable: %r", exc)
+        message = "the job store is unreachable; retry shortly"
+        return failed(request, 503, "service_unavailable", message, {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", exc_info=exc)
-        request.state.error = ("internal_error", f"{type(exc).__name__}: {exc}")
+        request.state.error = ("internal_error", type(exc).__name__)
         return error_response(500, "internal_error", "internal error; see the server log")
 
 

@@ -1,12 +1,19 @@
-"""Response bodies of the public API, named ``<Thing>Public`` as they leave the service."""
+"""Response bodies of the public API, named ``<Thing>Public`` as they leave the
+service, and the typed path and query values several routes share."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
+from fastapi import Path, Query
 from pydantic import BaseModel
 
+from services.jobs.store import JOB_ID_PATTERN, STREAM_ID_PATTERN
 from services.platform import DeploymentReadiness
+
+JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="32 hex digits.")]
+EntryId = Annotated[str, Path(pattern=STREAM_ID_PATTERN, description="A stream entry id.")]
+Cursor = Annotated[float | None, Query(ge=0, allow_inf_nan=False)]  # a page's next_cursor
 
 
 class ErrorDetail(BaseModel):
@@ -52,6 +59,7 @@ class ModelListPublic(BaseModel):
 class ReadinessPublic(BaseModel):
     ready: bool
     deployments: dict[str, DeploymentReadiness]
+    job_store: DeploymentReadiness | None = None  # None where jobs are off
 
 
 class HealthPublic(BaseModel):

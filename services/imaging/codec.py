@@ -23,7 +23,7 @@ from typing import Literal
 import cv2
 import fpng
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.config import Settings
@@ -46,6 +46,12 @@ _ACCEPTED_SIGNATURES: tuple[tuple[str, bytes, int], ...] = (
     ("tiff", b"MM\x00*", 0),
     ("gif", b"GIF8", 0),
 )
+# the Pillow decoders each sniffed kind may use: the header is decoded by the format's
+# own plugin, so a file of another format behind an accepted prefix is refused
+_PILLOW_DECODERS: dict[str, list[str]] = {
+    "png": ["PNG"], "jpeg": ["JPEG", "MPO"], "webp": ["WEBP"], "bmp": ["BMP"],
+    "tiff": ["TIFF"], "gif": ["GIF"],
+}  # fmt: skip
 _REFUSED_SIGNATURES: tuple[tuple[str, bytes], ...] = (
     ("PDF", b"%PDF"),
     ("SVG", b"<svg"),
@@ -184,22 +190,31 @@ def _decode_with_pillow(data: bytes, kind: str, limits: ImageLimits) -> DecodedI
     return DecodedImage(*_pillow_to_array(open_with_pillow(data, kind, limits)), kind)
 
 
-def open_with_pillow(data: bytes, kind: str, limits: ImageLimits) -> Image.Image:
-    """Open, check the dimensions before any pixel is decoded, decode, and apply the
-    EXIF orientation to the pixels; the ICC profile stays in ``.info``."""
+def open_with_pillow(
+    data: bytes, kind: str, limits: ImageLimits, keep_metadata: bool = False
+) -> Image.Image:
+    """Open with the sniffed format's own decoder, check the dimensions before any pixel
+    is decoded, decode, and apply the EXIF orientation to the pixels. The ICC profile
+    stays in ``.info``; the rest of the metadata (EXIF, XMP, comments, text chunks) is
+    dropped unless ``keep_metadata``, since encoders copy ``.info`` into their output."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            opened = Image.open(io.BytesIO(data))
+            opened = Image.open(io.BytesIO(data), formats=_PILLOW_DECODERS[kind])
             check_dimensions(opened.width, opened.height, limits)
             opened.load()
             image = ImageOps.exif_transpose(opened)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageTooLarge(f"image refused as a decompression bomb: {exc}") from exc
+        except UnidentifiedImageError:
+            raise InvalidImage(f"the data is not a valid {kind.upper()} file") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise InvalidImage(f"{kind.upper()} data is truncated or corrupt: {exc}") from exc
-    if "icc_profile" in opened.info:
-        image.info["icc_profile"] = opened.info["icc_profile"]
+    icc = opened.info.get("icc_profile")
+    if not keep_metadata:
+        image.info.clear()
+    if icc:
+        image.info["icc_profile"] = icc
     return image
 
 

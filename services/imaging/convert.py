@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from services.errors import ImageTooLarge, InvalidImage, InvalidParameter
 from services.imaging.codec import (
@@ -37,6 +37,7 @@ CONVERT_TYPES: dict[str, str] = {
 }
 LOSSY = ("jpeg", "webp", "avif")
 MIN_BUDGET_QUALITY = 10  # below this, results are not worth sending
+_PNG_MODES = {"1", "L", "LA", "I;16", "I;16B", "P", "RGB", "RGBA"}  # PNG holds as they are
 _PILLOW_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "avif": "AVIF"}
 
 
@@ -67,8 +68,7 @@ class Converted:
 def convert_image(data: bytes, options: ConvertOptions, limits: ImageLimits) -> Converted:
     """Convert one image; a ``PixserveError`` names what is wrong with input or options."""
     _check_options(options, limits)
-    image = _open(data, limits)
-    icc = image.info.get("icc_profile")
+    image, icc = _screen_colours(_open(data, limits, options.keep_metadata))
     exif = image.getexif().tobytes() if options.keep_metadata else None
     return _resize_and_encode(image, options, limits, icc, exif)
 
@@ -120,13 +120,32 @@ def _check_options(options: ConvertOptions, limits: ImageLimits) -> None:
             raise InvalidParameter("a byte budget needs a lossy format: jpeg, webp or avif")
 
 
-def _open(data: bytes, limits: ImageLimits) -> Image.Image:
+def _open(data: bytes, limits: ImageLimits, keep_metadata: bool) -> Image.Image:
     if len(data) > limits.max_bytes:
         raise ImageTooLarge(f"upload is {len(data)} bytes; the limit is {limits.max_bytes}")
     if not data:
         raise InvalidImage("the upload is empty (0 bytes)")
     # the orientation is applied to the pixels, so dropping EXIF afterwards loses nothing
-    return open_with_pillow(data, sniff_format(data), limits)
+    return open_with_pillow(data, sniff_format(data), limits, keep_metadata)
+
+
+def _screen_colours(image: Image.Image) -> tuple[Image.Image, bytes | None]:
+    """The image and the ICC profile its output carries. CMYK (print) becomes RGB,
+    through its own profile to sRGB when it has one: no output format here holds CMYK
+    the way viewers show it, and a CMYK profile on RGB pixels would be wrong."""
+    icc = image.info.get("icc_profile")
+    if image.mode != "CMYK":
+        return image, icc
+    if icc:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            srgb = ImageCms.createProfile("sRGB")
+            converted = ImageCms.profileToProfile(image, source, srgb, outputMode="RGB")
+            if converted is not None:
+                return converted, None
+        except (ImageCms.PyCMSError, OSError):
+            pass  # a broken profile: the plain conversion below
+    return image.convert("RGB"), None
 
 
 def _resize(image: Image.Image, options: ConvertOptions, limits: ImageLimits) -> Image.Image:
@@ -164,8 +183,10 @@ def _mode_for(image: Image.Image, fmt: ConvertFormat) -> Image.Image:
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             return Image.alpha_composite(white, rgba).convert("RGB")
         return image if image.mode in ("RGB", "L") else image.convert("RGB")
-    if fmt == "png":
+    if fmt == "png" and image.mode in _PNG_MODES:
         return image
+    if fmt == "png" and image.mode == "I":  # 32-bit gray: PNG's 16 bits, not 8
+        return image.convert("I;16")
     return image.convert("RGBA" if alpha else "RGB")
 
 

@@ -29,7 +29,7 @@ from services.pipelines.tasks import (
     plan_task,
     with_seeds,
 )
-from services.platform import DeploymentReadiness
+from services.platform import DeploymentReadiness, ReadinessCache
 from services.storage.base import ObjectStore
 from services.telemetry.tracing import current_traceparent
 from services.webhooks.secrets import WebhookSecrets
@@ -82,41 +82,24 @@ class ReadinessSource(Protocol):
 
 class WeightCheck:
     """Refuses a job whose models a deployment reports missing (503: a retry after
-    ``pixserve models pull`` works). The deployments' state is read once before the
-    first check, then refreshed in the background when older than ``ttl_s``, so a
-    submission never waits on a busy deployment; unreadable state refuses nothing (the
-    item reports it)."""
+    ``pixserve models pull`` works). The deployments' state comes through a
+    ``ReadinessCache``: read once before the first check, then refreshed in the
+    background when older than ``ttl_s``, so a submission never waits on a busy
+    deployment; unreadable state refuses nothing (the item reports it)."""
 
     def __init__(self, source: object, ttl_s: float = 5.0, timeout_s: float = 10.0) -> None:
-        self.source = source if isinstance(source, ReadinessSource) else None
-        self.ttl_s, self.timeout_s = ttl_s, timeout_s
-        self.missing: dict[str, str] = {}
-        self.read_at: float | None = None
-        self.refreshing: asyncio.Task[None] | None = None
+        self.cache = (
+            ReadinessCache(source.readiness, ttl_s, first_wait_s=timeout_s)
+            if isinstance(source, ReadinessSource) else None
+        )  # fmt: skip
 
     async def check(self, models: list[str]) -> None:
-        if self.source is not None and self.read_at is None:
-            await self._refresh()
-        elif self._stale() and (self.refreshing is None or self.refreshing.done()):
-            self.refreshing = asyncio.create_task(self._refresh())
+        states = await self.cache.get() if self.cache is not None else None
+        missing = {name: why for state in (states or {}).values()
+                   for name, why in state.missing.items()}  # fmt: skip
         for model in models:
-            if model in self.missing:
-                raise ModelNotReady(f"model: {model} is not loaded: {self.missing[model]}")
-
-    def _stale(self) -> bool:
-        return self.read_at is not None and time.monotonic() - self.read_at > self.ttl_s
-
-    async def _refresh(self) -> None:
-        assert self.source is not None
-        self.read_at = time.monotonic()
-        try:
-            states = await asyncio.wait_for(self.source.readiness(), self.timeout_s)
-        except Exception:  # whatever failed: unreadable state refuses nothing
-            logger.warning("model readiness unavailable; jobs are not checked against it")
-            return
-        self.missing = {
-            name: why for state in states.values() for name, why in state.missing.items()
-        }
+            if model in missing:
+                raise ModelNotReady(f"model: {model} is not loaded: {missing[model]}")
 
 
 class JobService:
@@ -140,6 +123,17 @@ class JobService:
         self.secrets, self.webhook_fetcher = secrets, webhook_fetcher
         self.presets = presets or PresetLibrary({}, set())
         self.weights = weights or WeightCheck(None)
+
+    async def store_error(self, timeout_s: float = 1.0) -> str | None:
+        """None when the job store answers a ping within ``timeout_s``, else why not
+        (for the readiness probe: job routes answer 503 while it is down)."""
+        try:
+            await asyncio.wait_for(self.store.redis.ping(), timeout_s)
+        except TimeoutError:
+            return f"no answer within {timeout_s:g} s"
+        except Exception as exc:  # unreachable, refused, loading: all mean not ready
+            return f"unreachable ({type(exc).__name__})"
+        return None
 
     async def submit(
         self, owner: str, request: JobRequest, idempotency_key: str | None,

@@ -13,6 +13,7 @@ live a week past its retention (reads answer 410 meanwhile), then Redis drops th
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any
@@ -152,11 +153,19 @@ ALL_JOBS = "pixserve:jobs:all"  # member "<owner>/<job id>", by creation time
 KEPT_AFTER_EXPIRY_S = 7 * 24 * 3600
 
 
+JOB_ID_PATTERN = r"^[0-9a-f]{32}$"  # new_job_id's form; nothing else reaches a key name
+STREAM_ID_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"  # a Redis stream entry id (events, dead letters)
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
 def _job_key(job_id: str) -> str:
+    """The job's key; an id of another form is no job (it never reaches Redis, where a
+    suffix could name another key of the job)."""
+    if not re.fullmatch(JOB_ID_PATTERN, job_id):
+        raise JobNotFound(f"no job {job_id[:64]!r}: job ids are 32 hex digits")
     return f"pixserve:job:{job_id}"
 
 

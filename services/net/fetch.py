@@ -31,10 +31,31 @@ class UrlRefused(PixserveError):
     status = 422
 
 
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 form carries (mapped, compatible, NAT64, 6to4, Teredo):
+    a router or translator may deliver to them, so each is checked like a plain one."""
+    found = [address.ipv4_mapped, address.sixtofour]
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    if address in _IPV4_COMPATIBLE or any(address in net for net in _NAT64):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return [item for item in found if item is not None]
+
+
 def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """The default policy: only globally routable unicast addresses."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    """The default policy: only globally routable unicast addresses, and an IPv6 form
+    that embeds an IPv4 address only when that address is public too."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return is_public(address.ipv4_mapped)
+        if not all(is_public(item) for item in embedded_ipv4(address)):
+            return False
+        if address in _IPV4_COMPATIBLE or any(address in net for net in _NAT64):
+            return True  # a translator's prefix: what counts is the embedded address
     return address.is_global and not address.is_multicast
 
 

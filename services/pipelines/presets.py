@@ -9,7 +9,6 @@ work starts. The serving layer runs a plan by chaining the deployments' calls.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -23,6 +22,7 @@ from services.config import Settings
 from services.errors import InvalidParameter, ModelNotReady, ServiceUnavailable, UnknownModel
 from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertFormat, ConvertOptions, ResizeMode
+from services.jsontext import parse_object
 from services.models.diffusion import GenerateOptions
 from services.models.manifest import Manifest
 from services.pipelines.faces import FaceOptions
@@ -58,6 +58,8 @@ _PARAMS: dict[str, set[str]] = {
         "strength",
     },
 }
+
+PARAMS_EXAMPLE = '{"upscale": {"scale": 4}}'
 
 
 class Step(BaseModel):
@@ -243,12 +245,9 @@ def step_overrides(params: str | None) -> dict[str, dict[str, Any]]:
     """A request's ``params`` field: JSON mapping step ids to parameter objects."""
     if not params:
         return {}
-    try:
-        parsed = json.loads(params)
-    except json.JSONDecodeError as exc:
-        raise InvalidParameter(f"params is not JSON: {exc}") from None
-    if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
-        raise InvalidParameter('params must map step ids to objects: {"upscale": {"scale": 4}}')
+    parsed = parse_object("params", params, PARAMS_EXAMPLE)
+    if not all(isinstance(v, dict) for v in parsed.values()):
+        raise InvalidParameter(f"params must map step ids to objects: {PARAMS_EXAMPLE}")
     return parsed
 
 

@@ -12,7 +12,6 @@ any work is queued. Jobs store ``spec.model_dump()`` and read it back with
 
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -23,18 +22,18 @@ from services.config import Settings
 from services.errors import ImageTooLarge, InvalidParameter, UnknownModel
 from services.imaging.codec import MAX_SIDES
 from services.imaging.convert import ConvertFormat, ConvertOptions, ResizeMode
+from services.jsontext import parse_object
 from services.models.diffusion import GenerateOptions
 from services.models.manifest import Manifest, ModelSpec
 from services.pipelines.faces import FaceOptions
 from services.pipelines.options import face_options, generate_options
-from services.pipelines.presets import Plan, PresetLibrary
+from services.pipelines.presets import PARAMS_EXAMPLE, Plan, PresetLibrary
 from services.pipelines.upscale import UpscaleOptions
 from services.registry import TASKS, ModelTask
 
 ImageFormat = Literal["png", "jpeg", "webp"]
 Want = Literal["caption", "tags", "nsfw"]
 ALL_OUTPUTS: list[Want] = ["caption", "tags", "nsfw"]
-WEBP_MAX_SIDE = MAX_SIDES["webp"]
 
 
 class _Spec(BaseModel):
@@ -170,7 +169,7 @@ def form_fields(task: str, fields: dict[str, list[str]]) -> dict[str, Any]:
         elif len(values) > 1:
             raise InvalidParameter(f"{name}: given {len(values)} times; send it once")
         elif name in _JSON_FIELDS:
-            raw[name] = _json_object(name, values[0])
+            raw[name] = parse_object(name, values[0], PARAMS_EXAMPLE)
         else:
             raw[name] = values[0]
     return raw
@@ -298,13 +297,13 @@ def configured_model(
 
 
 def _check_format_size(fmt: str, size: tuple[int | None, int | None]) -> None:
-    """WEBP cannot hold a side over 16383 px: refused up front where the size is known."""
-    if fmt != "webp":
-        return
+    """A size the format cannot hold (WEBP 16383 px a side, JPEG 65535), refused up
+    front where the request gives it (``codec.check_encodable`` checks the rest)."""
+    limit = MAX_SIDES.get(fmt)
     for name, side in zip(("width", "height"), size, strict=True):
-        if side is not None and side > WEBP_MAX_SIDE:
+        if limit is not None and side is not None and side > limit:
             raise InvalidParameter(
-                f"{name}: {side} px is over WEBP's limit of {WEBP_MAX_SIDE} px; ask for png or jpeg"
+                f"{name}: {side} px is over {fmt.upper()}'s limit of {limit} px; ask for png"
             )
 
 
@@ -317,16 +316,6 @@ def _legacy(raw: dict[str, Any]) -> dict[str, Any]:
         output = fields.pop("output", None) or {}
         return {"task": "preset", **fields, **output}
     return {"task": raw["name"], **fields}
-
-
-def _json_object(name: str, text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidParameter(f"{name}: not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidParameter(f'{name}: must be a JSON object, e.g. {{"upscale": {{"scale": 4}}}}')
-    return value
 
 
 def _problems(exc: ValidationError) -> str:

@@ -22,6 +22,7 @@ from services.imaging.codec import (
     CONTENT_TYPES,
     DecodedImage,
     OutputFormat,
+    check_encodable,
     decode_image,
     encode_image,
     encoder_options,
@@ -155,6 +156,7 @@ async def upscale(
     """Upscale ``image`` on ``backend`` to the planned output size; ``jpeg`` lets the
     model's device encode it (it does on CUDA; elsewhere the pixels come back)."""
     target = output_size(image.width, image.height, native_scale, options, settings)
+    check_encodable(options.output_format, *target)  # before the model's work, not after
     job = TileJob(options.model, image.pixels, target, options.quality if jpeg else None,
                   traceparent=current_traceparent())  # fmt: skip
     output = await backend.upscale_image(job)

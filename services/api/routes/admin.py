@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from services.admin.console import Console, DeadStream, JobDetail, JobRow, Overview
 from services.api.deps import require_admin
+from services.api.schemas import Cursor, EntryId, JobId
 from services.errors import ServiceUnavailable
 from services.jobs.models import JobStatus
 
@@ -48,7 +49,7 @@ async def read_overview(
 async def read_all_jobs(
     console: ConsoleDep,
     status: JobStatus | None = None,
-    cursor: float | None = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobTablePublic:
     """Every tenant's jobs, newest first, optionally of one status."""
@@ -57,7 +58,7 @@ async def read_all_jobs(
 
 
 @router.get("/v1/admin/jobs/{job_id}")
-async def read_any_job(job_id: str, console: ConsoleDep) -> JobDetail:
+async def read_any_job(job_id: JobId, console: ConsoleDep) -> JobDetail:
     """One job of any tenant, with items, errors, timings and trace ids."""
     return await console.job(job_id)
 
@@ -70,7 +71,9 @@ async def read_dead_letters(console: ConsoleDep) -> DeadLettersPublic:
 
 @router.post("/v1/admin/dead-letters/{stream}/{entry_id}/retry")
 async def retry_dead_letter(
-    stream: DeadStream, entry_id: str, console: ConsoleDep
+    stream: DeadStream,
+    entry_id: EntryId,
+    console: ConsoleDep,
 ) -> dict[str, str]:
     """Run a dead-lettered item again (its job re-opens) or re-send a webhook event."""
     return await console.retry(stream, entry_id)

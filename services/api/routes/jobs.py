@@ -7,17 +7,19 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as FormFile
 
 from services.api.deps import SettingsDep, read_upload, require_api_key
+from services.api.schemas import Cursor, JobId
 from services.auth.keys import ApiKey
-from services.errors import InvalidParameter, ServiceUnavailable
+from services.errors import InvalidParameter, ServiceUnavailable, UnsupportedFormat
 from services.jobs.models import TERMINAL_JOB, Job, JobPublic, JobStatus
 from services.jobs.service import JobRequest, JobService
+from services.jobs.store import STREAM_ID_PATTERN
 from services.pipelines.tasks import form_fields, parse_task
 from services.registry import TASKS
 
@@ -50,6 +52,7 @@ def owner_of(key: Annotated[ApiKey | None, Depends(require_api_key)]) -> str:
 
 JobsDep = Annotated[JobService, Depends(get_jobs)]
 OwnerDep = Annotated[str, Depends(owner_of)]
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering
 
 
 _RESERVED = {"images", "urls", "task", "webhook_url", "webhook_events"}
@@ -86,6 +89,11 @@ async def create_job(
 ) -> Job:
     """Submit a batch of any task: answers 202 with the envelope (its URL in
     ``Location``); items run asynchronously. A task that cannot run is refused here."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        given = kind or "a body without a type"
+        raise UnsupportedFormat(f"a job is submitted as multipart/form-data (images and "
+                                f"the task's fields), not {given}")  # fmt: skip
     form = await request.form(max_files=settings.max_job_items + 1,
                               max_fields=settings.max_job_items + 64)  # fmt: skip
     uploads = [(upload.filename or "image", await read_upload(upload, settings))
@@ -117,7 +125,7 @@ def _one(form: FormData, name: str) -> str | None:
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobPublic)
-async def read_job(job_id: str, request: Request, jobs: JobsDep, owner: OwnerDep) -> Job:
+async def read_job(job_id: JobId, request: Request, jobs: JobsDep, owner: OwnerDep) -> Job:
     return await jobs.view(job_id, owner, str(request.base_url))
 
 
@@ -126,7 +134,7 @@ async def read_jobs(
     jobs: JobsDep,
     owner: OwnerDep,
     status: JobStatus | None = None,
-    cursor: float | None = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobListPublic:
     found, next_cursor = await jobs.list_jobs(owner, status, cursor, limit)
@@ -134,28 +142,30 @@ async def read_jobs(
 
 
 @router.delete("/v1/jobs/{job_id}", response_model=JobPublic)
-async def cancel_job(job_id: str, request: Request, jobs: JobsDep, owner: OwnerDep) -> Job:
+async def cancel_job(job_id: JobId, request: Request, jobs: JobsDep, owner: OwnerDep) -> Job:
     return await jobs.cancel(job_id, owner, str(request.base_url))
 
 
 @router.get("/v1/jobs/{job_id}/items/{index}/output")
-async def read_output(job_id: str, index: int, jobs: JobsDep, owner: OwnerDep) -> Response:
+async def read_output(
+    job_id: JobId, index: Annotated[int, Path(ge=0)], jobs: JobsDep, owner: OwnerDep
+) -> Response:
     data, media_type = await jobs.output(job_id, owner, index)
     return Response(data, media_type=media_type)
 
 
 @router.get("/v1/jobs/{job_id}/events")
 async def follow_job(
-    job_id: str,
+    job_id: JobId,
     jobs: JobsDep,
     owner: OwnerDep,
-    last_event_id: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[str | None, Header(pattern=STREAM_ID_PATTERN)] = None,
 ) -> StreamingResponse:
-    """Server-Sent Events: item and job progress; ends on a terminal state."""
+    """Server-Sent Events: item and job progress; ends on a terminal state. Resume
+    with ``Last-Event-ID`` (an ``id:`` this stream sent)."""
     job = await jobs.view(job_id, owner)
-    return StreamingResponse(
-        _events(jobs, job, last_event_id or "0-0"), media_type="text/event-stream"
-    )
+    return StreamingResponse(_events(jobs, job, last_event_id or "0-0"),
+                             media_type="text/event-stream", headers=_SSE_HEADERS)  # fmt: skip
 
 
 async def _events(jobs: JobService, job: Job, after: str) -> AsyncIterator[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.api.deps import BackendDep, ManifestDep, SettingsDep
+from services.api.deps import ManifestDep, ReadinessDep, SettingsDep
 from services.api.schemas import ModelListPublic, ModelPublic
 from services.config import Settings
 from services.models.manifest import ModelSpec
@@ -16,10 +16,11 @@ router = APIRouter(tags=["models"])
 
 @router.get("/v1/models")
 async def read_models(
-    settings: SettingsDep, manifest: ManifestDep, backend: BackendDep
+    settings: SettingsDep, manifest: ManifestDep, readiness: ReadinessDep
 ) -> ModelListPublic:
-    """List every declared model with its task and serving state."""
-    readiness = await backend.readiness()
+    """List every declared model with its task and serving state (as the deployments
+    last reported it, at most a few seconds old)."""
+    readiness = readiness or {}
     models = [
         _public(spec, settings, readiness.get(DEPLOYMENT_OF_TASK[spec.task]))
         for spec in manifest.models.values()

@@ -155,7 +155,7 @@ def test_image_steps_need_an_output() -> None:
 
 @pytest.mark.parametrize(
     ("text", "words"),
-    [("{", "not JSON"), ("[1]", "must map step ids"), ('{"a": 1}', "must map step ids")],
+    [("{", "not JSON"), ("[1]", "must be a JSON object"), ('{"a": 1}', "must map step ids")],
 )
 def test_step_overrides_must_be_objects(text: str, words: str) -> None:
     with pytest.raises(InvalidParameter, match=words):
