@@ -49,7 +49,7 @@ _ACCEPTED_SIGNATURES: tuple[tuple[str, bytes, int], ...] = (
 # the Pillow decoders each sniffed kind may use: the header is decoded by the format's
 # own plugin, so a file of another format behind an accepted prefix is refused
 _PILLOW_DECODERS: dict[str, list[str]] = {
-    "png": ["PNG"], "jpeg": ["JPEG", "MPO"], "webp": ["WEBP"], "bmp": ["BMP"],
+    "png": ["PNG"], "jpeg": ["JPEG"], "webp": ["WEBP"], "bmp": ["BMP"],
     "tiff": ["TIFF"], "gif": ["GIF"],
 }  # fmt: skip
 _REFUSED_SIGNATURES: tuple[tuple[str, bytes], ...] = (
