@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,7 +29,7 @@ from services.jobs.models import Item
 from services.jobs.outbox import WebhookOutbox
 from services.jobs.outputs import output_key
 from services.jobs.queue import InFlight, WorkItem, WorkQueue
-from services.jobs.store import JobExpired, JobNotFound, JobStore
+from services.jobs.store import JobExpired, JobNotFound, JobStore, LeaseLost
 from services.models.manifest import Manifest
 from services.pipelines.backend import TaskBackend
 from services.pipelines.presets import PresetLibrary
@@ -158,17 +159,29 @@ class Dispatcher:
             await self._process(item, params, record)
 
     async def _process(self, item: WorkItem, params: dict[str, Any], record: Item) -> None:
-        if not await self.store.start_item(item.job_id, item.index):
+        try:
+            await self._run(item, params, record, secrets.token_hex(8))
+        except LeaseLost:  # stalled past the visibility timeout: the item is another's
+            logger.warning("item %s/%s: lease lost to a later delivery; outcome dropped",
+                           item.job_id, item.index)  # fmt: skip
+            self.metrics.leases_lost.inc()
+
+    async def _run(self, item: WorkItem, params: dict[str, Any], record: Item, lease: str) -> None:
+        """Start the item under this delivery's ``lease``, produce its output, record the
+        outcome (only while the lease holds) and ack."""
+        if not await self.store.start_item(item.job_id, item.index, lease):
             await self.queue.ack(item)  # canceled job, or finished by an earlier delivery
             return
         if item.deliveries == 1:
             self.metrics.queue_wait_seconds.observe(time.time() - item.enqueued_at)
         started = time.perf_counter()
         try:
-            key, texts = await self._produce(item, params, record)
+            key, texts = await self._produce(item, params, record, lease)
+        except LeaseLost:
+            raise  # not the item's failure: another delivery holds it
         except PixserveError as exc:
             annotate(error_class=exc.code)
-            await self._finish(item, error=f"{exc.code}: {exc.message}")
+            await self._finish(item, lease, error=f"{exc.code}: {exc.message}")
             self.metrics.item_seconds.observe(time.perf_counter() - started,
                                               tags={"status": "failed"})  # fmt: skip
         except Exception as exc:  # transient: leave it pending for the next delivery
@@ -177,20 +190,22 @@ class Dispatcher:
                              item.deliveries)  # fmt: skip
             if await self.queue.exhausted(item):
                 reason = f"{type(exc).__name__}: {exc}"
-                await self._finish(item, error=f"failed {item.deliveries} deliveries: {reason}")
+                error = f"failed {item.deliveries} deliveries: {reason}"
+                await self._finish(item, lease, error=error)
                 await self.queue.dead_letter(item, reason)
             return
         else:
-            await self._finish(item, output=key, texts=texts)
+            await self._finish(item, lease, output=key, texts=texts)
             self.metrics.item_seconds.observe(time.perf_counter() - started,
                                               tags={"status": "succeeded"})  # fmt: skip
 
     async def _produce(
-        self, item: WorkItem, stored: dict[str, Any], record: Item
+        self, item: WorkItem, stored: dict[str, Any], record: Item, lease: str
     ) -> tuple[str, dict[str, Any] | None]:
         """Run the item's task and store its output; the output's key and the texts the
         task produced. A re-delivery finding the output stored keeps it (a JSON output's
-        texts are read back; an image's texts are then left out rather than recomputed)."""
+        texts are read back; an image's texts are then left out rather than recomputed).
+        A delivery whose lease was taken over stores nothing (``LeaseLost``)."""
         plan = self._plan(item.job_id, stored)
         key = output_key(item.job_id, item.index, plan.output_format)
         if await asyncio.to_thread(self.objects.exists, "outputs", key):
@@ -207,6 +222,8 @@ class Dispatcher:
         loaded = time.perf_counter()
         result = await run_task(plan, data, self.backend, self.settings)
         ran = time.perf_counter()
+        if not await self.store.holds_lease(item.job_id, item.index, lease):
+            raise LeaseLost(f"item {item.index} of job {item.job_id} is held by a later delivery")
         with tracer.start_as_current_span("pixserve.store_output"):
             await asyncio.to_thread(self.objects.put, "outputs", key, result.data,
                                     result.content_type)  # fmt: skip
@@ -230,10 +247,12 @@ class Dispatcher:
         return plan_task(spec, TaskContext(self.manifest, self.settings, self.presets))
 
     async def _finish(
-        self, item: WorkItem, output: str | None = None, error: str | None = None,
+        self, item: WorkItem, lease: str, output: str | None = None, error: str | None = None,
         texts: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
-        await self.store.finish_item(item.job_id, item.index, output, error, texts)  # + webhooks
+        """Record the outcome (and its webhook events) while the lease holds, then ack;
+        ``LeaseLost`` leaves the entry to its holder, unacked."""
+        await self.store.finish_item(item.job_id, item.index, output, error, texts, lease)
         if error is not None and self.live is not None:
             code, _, message = error.partition(": ")
             self.live.error(source="job", job=item.job_id, item=item.index, code=code,

@@ -38,7 +38,7 @@ TERMINAL_JOB = {
 }
 
 
-INTERNAL = {"input", "traceparent", "output_key"}  # an item's fields clients never see
+INTERNAL = {"input", "traceparent", "output_key", "lease"}  # fields clients never see
 
 
 class ItemPublic(BaseModel):
@@ -68,6 +68,7 @@ class Item(ItemPublic):
     input: str
     traceparent: str | None = None  # the submission's trace; the item's work continues it
     output_key: str | None = None
+    lease: str | None = None  # the delivery that holds it while running (fencing token)
 
     def public(self) -> ItemPublic:
         """The item as clients see it (envelope, webhooks): no storage keys or trace."""

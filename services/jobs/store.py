@@ -34,6 +34,14 @@ class JobNotFound(PixserveError):
     status = 404
 
 
+class LeaseLost(PixserveError):
+    """A delivery that stalled past the visibility timeout finished after another
+    delivery took the item over: its outcome is not recorded (the holder's is)."""
+
+    code = "lease_lost"
+    status = 409
+
+
 class JobExpired(PixserveError):
     """The job is past retention; its inputs and outputs are gone."""
 
@@ -49,14 +57,18 @@ class IdempotencyConflict(PixserveError):
 
 
 # Finish one item once: returns {changed, job_status}. Terminal items are left alone,
-# so a re-delivered item never double-counts. The job's webhook events go into the
-# outbox in the same step, so an outcome is never recorded without its events.
+# so a re-delivered item never double-counts; a delivery whose lease another took over
+# (ARGV[8], set by _START) records nothing and gets -1. The job's webhook events go into
+# the outbox in the same step, so an outcome is never recorded without its events.
 _FINISH = """
 local raw = redis.call('HGET', KEYS[2], ARGV[1])
 if not raw then return {0, ''} end
 local item = cjson.decode(raw)
 if item.status == 'succeeded' or item.status == 'failed' or item.status == 'canceled' then
   return {0, redis.call('HGET', KEYS[1], 'status')}
+end
+if ARGV[8] ~= '' and item.lease ~= ARGV[8] then
+  return {-1, redis.call('HGET', KEYS[1], 'status')}
 end
 item.status = ARGV[2]
 item.finished_at = tonumber(ARGV[5])
@@ -100,7 +112,8 @@ COMPLETED = -1  # the outbox's item index for a job's ``completed`` event
 
 
 # Start one item: refused for canceled/expired jobs and finished items; the job turns
-# running only from queued (never from canceled, whatever happened in between).
+# running only from queued (never from canceled, whatever happened in between). The
+# delivery's lease token (ARGV[3]) is recorded: only its holder may finish the item.
 _START = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == 'canceled' or status == 'expired' then return 0 end
@@ -113,6 +126,7 @@ end
 item.status = 'running'
 item.attempts = (tonumber(item.attempts) or 0) + 1
 item.started_at = tonumber(ARGV[2])
+if ARGV[3] ~= '' then item.lease = ARGV[3] end
 redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(item))
 if status == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2])
@@ -312,19 +326,32 @@ class JobStore:
             raise JobNotFound(f"no job {job_id}")
         return as_text(owner)
 
-    async def start_item(self, job_id: str, index: int) -> bool:
-        """Mark an item running; False if the job is canceled or the item already ended.
-        One script, so a cancel between the check and the write cannot be overwritten."""
+    async def start_item(self, job_id: str, index: int, lease: str = "") -> bool:
+        """Mark an item running under this delivery's ``lease``; False if the job is
+        canceled or the item already ended. One script, so a cancel between the check
+        and the write cannot be overwritten."""
         key = _job_key(job_id)
-        started = await self._start(keys=[key, f"{key}:items"], args=[str(index), str(time.time())])
+        started = await self._start(keys=[key, f"{key}:items"],
+                                    args=[str(index), str(time.time()), lease])  # fmt: skip
         return bool(int(started))
+
+    async def holds_lease(self, job_id: str, index: int, lease: str) -> bool:
+        """Whether the item is still running under ``lease`` (checked before a delivery
+        writes its output, so a stalled one does not overwrite its successor's)."""
+        key = _job_key(job_id)
+        raw = await self.redis.hget(f"{key}:items", str(index))
+        if raw is None:
+            return False
+        item = json.loads(raw)
+        return bool(item.get("status") == "running" and item.get("lease") == lease)
 
     async def finish_item(
         self, job_id: str, index: int, output_key: str | None = None, error: str | None = None,
-        texts: dict[str, Any] | None = None,
+        texts: dict[str, Any] | None = None, lease: str = "",
     ) -> tuple[bool, str]:  # fmt: skip
         """Succeed (with an output key, and a preset's texts) or fail (with an error)
-        once; returns (whether this call changed anything, the job's status)."""
+        once; returns (whether this call changed anything, the job's status). With a
+        ``lease``, only the delivery holding it records: another raises ``LeaseLost``."""
         key = _job_key(job_id)
         status = "failed" if error is not None else "succeeded"
         said = json.dumps(texts) if texts else ""
@@ -338,8 +365,11 @@ class JobStore:
                 str(time.time()),
                 job_id,
                 said,
+                lease,
             ],
         )
+        if int(changed) < 0:
+            raise LeaseLost(f"item {index} of job {job_id} is held by a later delivery")
         return bool(int(changed)), as_text(job_status)
 
     async def cancel(self, job_id: str, owner: str) -> Job:

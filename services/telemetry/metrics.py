@@ -80,6 +80,10 @@ class PlatformMetrics:
         self.dead_letters = f.gauge(
             "pixserve_dead_letters", "Entries in a dead-letter stream.", ("stream",)
         )
+        self.leases_lost = f.counter(
+            "pixserve_job_leases_lost_total",
+            "Job item outcomes dropped: the delivery stalled past the visibility timeout "
+            "and a later delivery held the item.", ())  # fmt: skip
         self.webhooks = f.counter(
             "pixserve_webhook_deliveries_total", "Webhook deliveries by outcome.", ("outcome",)
         )

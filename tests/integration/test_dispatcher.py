@@ -155,6 +155,54 @@ def test_a_dead_consumers_items_finish_exactly_once(
     run(url, tmp_path, tiny_settings, EngineBackend(tiny_engine), scenario, visibility_ms=200)
 
 
+class PausedBackend(EngineBackend):
+    """A consumer that stalls: its first call waits for ``resume``, then answers black
+    pixels (so its output, were it stored, would differ from its successor's)."""
+
+    def __init__(self, engine: UpscaleEngine) -> None:
+        super().__init__(engine)
+        self.entered, self.resume = asyncio.Event(), asyncio.Event()
+
+    async def upscale_image(self, job: TileJob) -> TileOutput:
+        self.entered.set()
+        await self.resume.wait()
+        output = await super().upscale_image(job)
+        assert output.pixels is not None
+        return TileOutput(output.pixels * 0, None, output.tiles)
+
+
+def test_a_stalled_consumer_cannot_overwrite_its_successor(
+    url: str, tmp_path: Path, tiny_settings: Settings, tiny_engine: UpscaleEngine
+) -> None:
+    """Fencing: each delivery holds a lease token; the consumer paused past the
+    visibility timeout resumes after another delivery finished the item, and neither
+    its output nor its outcome lands, nor does it ack the successor's entry."""
+    paused = PausedBackend(tiny_engine)
+
+    async def scenario(h: Harness) -> None:
+        job_id = await h.submit([encode(astronaut(20))])
+        stalled = asyncio.create_task(h.dispatcher.run_once("stalled", batch=1, block_ms=50))
+        await asyncio.wait_for(paused.entered.wait(), 30)
+        await asyncio.sleep(0.3)  # the stalled delivery is past the visibility timeout
+        manifest = load_manifest(tiny_settings.extra_manifest)
+        successor = Dispatcher(h.store, h.queue, h.objects, EngineBackend(tiny_engine),
+                               manifest, tiny_settings, h.dispatcher.load_input)  # fmt: skip
+        assert await successor.run_once("successor", batch=1, block_ms=50) == 1
+        finished = await h.store.read(job_id, "owner")
+        assert finished.status == JobStatus.SUCCEEDED and finished.items[0].attempts == 2
+        kept = h.objects.get("outputs", output_key(job_id, 0, "png"))
+        paused.resume.set()
+        await asyncio.wait_for(stalled, 30)
+        assert h.objects.get("outputs", output_key(job_id, 0, "png")) == kept
+        after = await h.store.read(job_id, "owner")
+        assert after.items[0] == finished.items[0] and after.progress == finished.progress
+        assert await h.webhook_events() == [COMPLETED, 0]  # one item event, one completion
+        assert await h.queue.pending_count() == 0
+        assert h.dispatcher.metrics.leases_lost.get() == 1  # type: ignore[attr-defined]
+
+    run(url, tmp_path, tiny_settings, paused, scenario, visibility_ms=200)
+
+
 def test_existing_outputs_are_not_recomputed(
     url: str, tmp_path: Path, tiny_settings: Settings, tiny_engine: UpscaleEngine
 ) -> None:
