@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -26,8 +25,6 @@ from services.pipelines.faces import FaceOptions, FaceResult
 from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult
 from services.platform import DeploymentReadiness, DeploymentView
 from services.registry import DEPLOYMENT_OF_TASK, MODEL_DEPLOYMENTS, not_configured_reason
-
-logger = logging.getLogger(__name__)
 
 
 def graph_backend(settings: Settings, handles: Mapping[str, DeploymentHandle[Any]]) -> ServeBackend:
@@ -202,9 +199,8 @@ def _raised(exc: RayError, what: str) -> PixserveError:
     if isinstance(cause, PixserveError) and not isinstance(cause, RayError):
         return cause
     if isinstance(exc, RayTaskError) and cause is not None and not isinstance(cause, RayError):
-        logger.error("%s raised %s", what, type(cause).__name__, exc_info=cause)
+        # the replica logged its traceback; the Ingress logs the request's failure once
         return InternalError(f"{what} could not process this request ({type(cause).__name__})")
-    logger.warning("%s is unavailable: %r", what, exc)
     return ServiceUnavailable(f"{what} is unavailable ({type(cause).__name__}); retry")
 
 

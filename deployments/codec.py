@@ -6,6 +6,7 @@ import asyncio
 
 from ray import serve
 
+from deployments.logs import structured_logs
 from deployments.metrics import start_live
 from services.config import Settings
 from services.imaging.codec import DecodedImage, image_limits
@@ -18,6 +19,7 @@ class Codec:
     """Converts one image per call; a bad input raises its ``PixserveError``."""
 
     def __init__(self, settings: Settings) -> None:
+        structured_logs()
         self.limits = image_limits(settings)
         self.ongoing = Ongoing()
         start_live(settings, lambda: {"ongoing": self.ongoing.value, "device": "cpu"})

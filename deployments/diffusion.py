@@ -7,6 +7,7 @@ import asyncio
 
 from ray import serve
 
+from deployments.logs import structured_logs
 from deployments.replica import EngineReplica, gpu_share
 from services.config import Settings
 from services.imaging.codec import DecodedImage, color_plane, to_float
@@ -22,6 +23,7 @@ class Diffusion(EngineReplica):
     multiplexed model id, so they reach a replica that has it loaded when one does."""
 
     def __init__(self, settings: Settings) -> None:
+        structured_logs()
         store = open_model_store(settings, settings.configured("generate")
                                  + settings.configured("safety"))  # fmt: skip
         share = gpu_share()

@@ -10,6 +10,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.autoscaling import BACKLOG_METRIC
 from deployments.backend import graph_backend
+from deployments.logs import structured_logs
 from deployments.metrics import platform_metrics, start_live
 from services.config import Settings
 from services.jobs.wiring import build_dispatcher
@@ -21,6 +22,7 @@ class Dispatcher:
     jobs the Upscaler's tiles, preset jobs the chain of their steps)."""
 
     def __init__(self, settings: Settings, **handles: DeploymentHandle[Any]) -> None:
+        structured_logs()
         live = start_live(settings, self._describe)
         backend = graph_backend(settings, handles)
         self.dispatcher, jobs = build_dispatcher(settings, backend, platform_metrics(), live)

@@ -12,6 +12,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.backend import ServeBackend
+from deployments.logs import structured_logs
 from deployments.replica import EngineReplica, gpu_share, unwrap
 from services.config import Settings
 from services.errors import PixserveError
@@ -27,6 +28,7 @@ class FaceRestorer(EngineReplica):
     """GFPGAN / CodeFormer behind RetinaFace (``settings.face_models``, ``face_detectors``)."""
 
     def __init__(self, upscaler: DeploymentHandle[Any], settings: Settings) -> None:
+        structured_logs()
         store = open_model_store(settings, settings.face_models + settings.face_detectors)
         share = gpu_share()
         self.engine = self.faces = FaceEngine(settings, store, share)

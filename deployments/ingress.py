@@ -9,6 +9,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.backend import graph_backend
+from deployments.logs import structured_logs
 from deployments.metrics import platform_metrics, start_live
 from services.api.app import create_api
 from services.config import Settings
@@ -27,6 +28,7 @@ class Ingress:
         settings: Settings,
         **handles: DeploymentHandle[Any],
     ) -> None:
+        structured_logs()
         self.settings = settings
         self.backend = graph_backend(settings, handles)
         self.dispatcher = dispatcher  # held so the graph deploys it; it needs no calls

@@ -8,6 +8,7 @@ import asyncio
 
 from ray import serve
 
+from deployments.logs import structured_logs
 from deployments.replica import EngineReplica, gpu_share, unwrap
 from services.config import Settings
 from services.errors import PixserveError
@@ -24,6 +25,7 @@ class TileModels(EngineReplica):
     """Loads its models once; batches concurrent requests' tiles together."""
 
     def __init__(self, settings: Settings, models: list[str]) -> None:
+        structured_logs()
         store = open_model_store(settings, models)
         share = gpu_share()
         self.engine = self.tiles = UpscaleEngine(settings, store, models, gpu_share=share)

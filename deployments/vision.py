@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from deployments.logs import structured_logs
 from deployments.replica import EngineReplica, gpu_share
 from services.config import Settings
 from services.imaging.codec import DecodedImage, color_plane, to_uint8
@@ -22,6 +23,7 @@ class Vision(EngineReplica):
     ``vqa_model``); errors are returned to the caller, not raised."""
 
     def __init__(self, settings: Settings) -> None:
+        structured_logs()
         roles = ("caption", "tags", "nsfw", "vqa")
         store = open_model_store(settings, [n for role in roles for n in settings.configured(role)])
         share = gpu_share()

@@ -239,6 +239,15 @@ class Settings(BaseSettings):
     )
     max_side: int = Field(default=16384, ge=1, description="Largest accepted width/height.")
     max_scale: float = Field(default=8.0, gt=1, description="Largest output scale.")
+    max_request_cost: float | None = Field(
+        default=64.0, gt=0,
+        description="Most compute one request (or job item) may cost, in units of about "
+        "one output megapixel of x4plus (services/pipelines/budget.py); null: no limit.",
+    )  # fmt: skip
+    request_deadline_s: float = Field(
+        default=300.0, gt=0,
+        description="A sync request still running after this long is cancelled (503).",
+    )  # fmt: skip
 
     def configured(self, task: str) -> list[str]:
         """The models a deployment loads for ``task`` (upscale, denoise, face, detect...),

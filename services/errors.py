@@ -137,3 +137,9 @@ class InternalError(PixserveError):
 
     code = "internal_error"
     status = 500
+
+
+class DeadlineExceeded(ServiceUnavailable):
+    """A sync request ran past ``request_deadline_s`` and was cancelled (busy platform)."""
+
+    code = "deadline_exceeded"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
@@ -26,6 +27,7 @@ from services.api.routes import (
     upscale,
     vision,
 )
+from services.api.schemas import ADMIN_ERRORS, COMMON_ERRORS, JOB_ERRORS, errors
 from services.auth.guard import KeyGuard
 from services.config import Settings
 from services.jobs.service import JobService
@@ -38,6 +40,7 @@ from services.telemetry.live import LiveReader, LiveStats, Ongoing
 from services.telemetry.metrics import PlatformMetrics, in_memory
 from services.telemetry.tracing import current_trace_id
 
+logger = logging.getLogger(__name__)
 _MULTIPART_OVERHEAD = 64 * 1024
 
 
@@ -79,11 +82,12 @@ def create_api(
     )  # fmt: skip
     _install_request_metrics(app, app.state.metrics, app.state.ongoing, live)  # outermost
     keyed = [Depends(require_api_key)]
-    routers = (upscale, denoise, faces, generate, vision, convert, presets, models, jobs)
+    routers = (upscale, denoise, faces, generate, vision, convert, presets, models)
     for router in (module.router for module in routers):
-        app.include_router(router, dependencies=keyed)
-    app.include_router(admin.router)  # admin keys only (see require_admin)
-    app.include_router(health.router)
+        app.include_router(router, dependencies=keyed, responses=COMMON_ERRORS)
+    app.include_router(jobs.router, dependencies=keyed, responses=COMMON_ERRORS | JOB_ERRORS)
+    app.include_router(admin.router, responses=COMMON_ERRORS | ADMIN_ERRORS)  # admin keys
+    app.include_router(health.router, responses=errors(500))
     app.include_router(pages.router)  # the upload page and the dashboard: static files
     return app
 
@@ -127,7 +131,8 @@ def _install_request_metrics(
 ) -> None:
     """Count every request by route template and status, and time it (outermost, so
     refusals by the body limit count too); the trace id goes back as ``X-Trace-Id``;
-    failures go to the recent-errors log with their code, message and trace id."""
+    each failure is logged once with its class (the error code) and goes to the
+    recent-errors log with its code, message and trace id."""
 
     @app.middleware("http")
     async def _measure(
@@ -142,8 +147,13 @@ def _install_request_metrics(
         route = getattr(request.scope.get("route"), "path", None) or "unmatched"
         metrics.requests.inc(tags={"route": route, "code": str(response.status_code)})
         metrics.request_seconds.observe(time.perf_counter() - started, tags={"route": route})
-        if live is not None and response.status_code >= 400:
+        if response.status_code >= 400:
             code, message = getattr(request.state, "error", ("", ""))
+            level = logging.ERROR if response.status_code >= 500 else logging.INFO
+            logger.log(level, "%s %s answered %d %s", request.method, route,
+                       response.status_code, code,
+                       extra={"error_class": code, "status": response.status_code})  # fmt: skip
+        if live is not None and response.status_code >= 400:
             live.error(source="api", method=request.method, route=route,
                        status=response.status_code, code=code, message=message[:500],
                        trace_id=trace_id)  # fmt: skip

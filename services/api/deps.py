@@ -6,6 +6,7 @@ through these aliases and never reach into the environment themselves.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
@@ -14,7 +15,7 @@ from starlette.datastructures import UploadFile as FormFile
 from services.auth.guard import KeyGuard
 from services.auth.keys import ApiKey
 from services.config import Settings
-from services.errors import Forbidden, PayloadTooLarge, ServiceUnavailable
+from services.errors import DeadlineExceeded, Forbidden, PayloadTooLarge, ServiceUnavailable
 from services.models.manifest import Manifest
 from services.pipelines.presets import PresetLibrary
 from services.pipelines.tasks import TaskContext, parse_task, plan_task
@@ -70,9 +71,17 @@ class TaskRunner:
     async def run(
         self, fields: dict[str, Any], data: bytes | None, image_to_image: bool = False
     ) -> TaskResult:
-        """Refuse a bad spec (422 naming the field) before reading pixels, then run it."""
+        """Refuse a bad spec (422 naming the field) before reading pixels, then run it
+        within the request deadline (past it, the work is cancelled and a retryable 503
+        says so: the platform was busy, the request itself fit the budget)."""
         plan = plan_task(parse_task(fields), self.context, image_to_image)
-        result = await run_task(plan, data, self.backend, self.context.settings)
+        deadline = self.context.settings.request_deadline_s
+        try:
+            async with asyncio.timeout(deadline):  # cancels the deployment calls too
+                result = await run_task(plan, data, self.backend, self.context.settings)
+        except TimeoutError:
+            raise DeadlineExceeded(f"the request ran past its deadline of {deadline:g} s "
+                                   "(request_deadline_s) and was cancelled") from None  # fmt: skip
         record_image(self.metrics, result.metric, "sync", result.input_size,
                      result.output_size, result.step_seconds)  # fmt: skip
         return result

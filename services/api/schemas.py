@@ -30,9 +30,20 @@ class ErrorPublic(BaseModel):
 
 
 # The error answers of the image routes, for their OpenAPI documentation.
-IMAGE_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorPublic} for code in (400, 413, 415, 422, 503)
-}
+Responses = dict[int | str, dict[str, object]]
+
+
+def errors(*codes: int) -> Responses:
+    """OpenAPI entries for error statuses, each with the error envelope."""
+    return {code: {"model": ErrorPublic} for code in codes}
+
+
+IMAGE_ERRORS = errors(400, 413, 415, 422, 503)
+# what any route may answer: keys (401, 429), the body limit (413), validation (422), a
+# platform bug (500, which the contract tests keep from happening), a retryable 503
+COMMON_ERRORS = errors(401, 413, 422, 429, 500, 503)
+JOB_ERRORS = errors(404, 409, 410, 415)
+ADMIN_ERRORS = errors(403, 404)
 
 
 class ModelPublic(BaseModel):

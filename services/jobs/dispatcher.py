@@ -44,6 +44,7 @@ from services.pipelines.tasks import (
 from services.pipelines.usecases import run_task
 from services.storage.base import ObjectStore
 from services.telemetry.live import LiveStats
+from services.telemetry.logs import job_item
 from services.telemetry.metrics import PlatformMetrics, in_memory, record_image
 from services.telemetry.tracing import annotate, continued, current_trace_id, tracer
 
@@ -153,7 +154,11 @@ class Dispatcher:
         except (JobNotFound, JobExpired):
             await self.queue.ack(item)  # the job is gone: nothing to do
             return
-        with continued(record.traceparent), tracer.start_as_current_span("pixserve.job_item"):
+        with (
+            continued(record.traceparent),
+            tracer.start_as_current_span("pixserve.job_item"),
+            job_item(item.job_id, item.index),
+        ):
             annotate(job_id=item.job_id, item=item.index, delivery=item.deliveries,
                      queue_wait_s=time.time() - item.enqueued_at)  # fmt: skip
             await self._process(item, params, record)
@@ -181,6 +186,7 @@ class Dispatcher:
             raise  # not the item's failure: another delivery holds it
         except PixserveError as exc:
             annotate(error_class=exc.code)
+            logger.info("item failed: %s", exc.code, extra={"error_class": exc.code})
             await self._finish(item, lease, error=f"{exc.code}: {exc.message}")
             self.metrics.item_seconds.observe(time.perf_counter() - started,
                                               tags={"status": "failed"})  # fmt: skip

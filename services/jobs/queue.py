@@ -168,10 +168,12 @@ class WorkQueue:
         """Age of the oldest unfinished entry (pending, or not yet delivered), from its
         stream id's millisecond timestamp; 0 when nothing waits."""
         stamps = []
+        group = await self._group_info()
+        if group is None:
+            return 0.0
         summary = await self.redis.xpending(self.stream, self.group)
         if summary["pending"] and summary["min"] is not None:
             stamps.append(_stamp(summary["min"]))
-        group = await self._group_info()
         if group:
             after = as_text(group["last-delivered-id"])
             first: Any = await self.redis.xrange(self.stream, f"({after}", "+", count=1)
@@ -183,11 +185,14 @@ class WorkQueue:
         return int(await self.redis.xlen(self.dead_letter_stream))
 
     async def pending_count(self) -> int:
-        summary = await self.redis.xpending(self.stream, self.group)
-        return int(summary["pending"])
+        group = await self._group_info()
+        return int(group["pending"]) if group else 0
 
     async def _group_info(self) -> dict[str, Any] | None:
-        """This consumer group's XINFO GROUPS entry (None before it exists)."""
+        """This consumer group's XINFO GROUPS entry (None before it or its stream exists:
+        a fresh Redis, before any dispatcher started)."""
+        if not await self.redis.exists(self.stream):
+            return None
         for group in await self.redis.xinfo_groups(self.stream):
             if as_text(group["name"]) == self.group:
                 return dict(group)

@@ -168,7 +168,8 @@ KEPT_AFTER_EXPIRY_S = 7 * 24 * 3600
 
 
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"  # new_job_id's form; nothing else reaches a key name
-STREAM_ID_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"  # a Redis stream entry id (events, dead letters)
+# a Redis stream entry id (events, dead letters): two 64-bit numbers; 19 digits stay under
+STREAM_ID_PATTERN = r"^[0-9]{1,19}-[0-9]{1,19}$"
 
 
 def new_job_id() -> str:

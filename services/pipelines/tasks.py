@@ -12,6 +12,7 @@ any work is queued. Jobs store ``spec.model_dump()`` and read it back with
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -25,6 +26,7 @@ from services.imaging.convert import ConvertFormat, ConvertOptions, ResizeMode
 from services.jsontext import parse_object
 from services.models.diffusion import GenerateOptions
 from services.models.manifest import Manifest, ModelSpec
+from services.pipelines.budget import NO_BUDGET, Budget, generation_budget, tile_budget
 from services.pipelines.faces import FaceOptions
 from services.pipelines.options import face_options, generate_options
 from services.pipelines.presets import PARAMS_EXAMPLE, Plan, PresetLibrary
@@ -182,6 +184,7 @@ class TaskPlan:
     spec: TaskSpec
     options: UpscaleOptions | FaceOptions | GenerateOptions | ConvertOptions | Plan | None
     native_scale: int = 1  # upscale/denoise: the model's own scale
+    budget: Budget = NO_BUDGET  # its compute cost, checked once the input's size is known
 
     @property
     def models(self) -> list[str]:
@@ -213,6 +216,23 @@ class TaskContext:
 
 def plan_task(spec: TaskSpec, context: TaskContext, image_to_image: bool = False) -> TaskPlan:
     """Check ``spec`` and resolve it; the same call for a sync request and a job."""
+    plan = _plan(spec, context, image_to_image)
+    return dataclasses.replace(plan, budget=_budget(plan, context))
+
+
+def _budget(plan: TaskPlan, context: TaskContext) -> Budget:
+    """The plan's compute budget; a generation's whole cost is known now and refused
+    now (a job is refused at submit)."""
+    limit = context.settings.max_request_cost
+    options = plan.options
+    if isinstance(options, GenerateOptions):
+        budget = generation_budget(options.width, options.height, options.steps, limit)
+        budget.check()
+        return budget
+    return tile_budget([context.manifest.get(name) for name in plan.models], limit)
+
+
+def _plan(spec: TaskSpec, context: TaskContext, image_to_image: bool) -> TaskPlan:
     manifest, settings = context.manifest, context.settings
     if isinstance(spec, UpscaleTask | DenoiseTask):
         return _plan_tiles(spec, manifest, settings)

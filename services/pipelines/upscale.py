@@ -29,6 +29,7 @@ from services.imaging.codec import (
     image_limits,
 )
 from services.models.tile_io import TileJob, TileOutput
+from services.pipelines.budget import NO_BUDGET, Budget
 from services.telemetry.tracing import current_traceparent, tracer
 
 
@@ -79,13 +80,16 @@ async def upscale_upload(
     native_scale: int,
     backend: TileBackend,
     settings: Settings,
+    budget: Budget = NO_BUDGET,
 ) -> EncodedResult:
     """Decode, upscale and encode an upload; CPU work runs off the event loop. Each step
-    is a span; the sizes, model and tile count are attributes of the enclosing one."""
+    is a span; the sizes, model and tile count are attributes of the enclosing one. An
+    input whose size puts it over ``budget`` is refused before the model runs."""
     with tracer.start_as_current_span("pixserve.upscale") as span:
         started = time.perf_counter()
         with tracer.start_as_current_span("pixserve.decode"):
             image = await asyncio.to_thread(decode_image, data, image_limits(settings))
+            budget.check(image.width, image.height)
         decoded = time.perf_counter()
         with tracer.start_as_current_span("pixserve.model"):
             result = await upscale(image, options, native_scale, backend, settings,

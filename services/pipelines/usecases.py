@@ -27,6 +27,7 @@ from services.imaging.codec import (
 from services.imaging.convert import ConvertOptions
 from services.models.diffusion import GenerateOptions
 from services.pipelines.backend import TaskBackend
+from services.pipelines.budget import NO_BUDGET, Budget
 from services.pipelines.faces import FaceOptions
 from services.pipelines.presets import Plan
 from services.pipelines.tasks import (
@@ -63,10 +64,10 @@ async def run_task(
     options = plan.options
     if isinstance(options, UpscaleOptions):
         assert data is not None
-        return await _tiles(data, options, plan.native_scale, backend, settings)
+        return await _tiles(data, options, plan, backend, settings)
     if isinstance(options, FaceOptions):
         assert data is not None and isinstance(plan.spec, RestoreFaceTask)
-        return await _faces(data, options, plan.spec, backend, settings)
+        return await _faces(data, options, plan.spec, plan.budget, backend, settings)
     if isinstance(options, GenerateOptions):
         assert isinstance(plan.spec, GenerateTask)
         return await _generate(data, options, plan.spec, backend, settings)
@@ -75,13 +76,16 @@ async def run_task(
         return await _convert(data, options, backend)
     if isinstance(options, Plan):
         assert data is not None
-        return await _preset(data, options, backend, settings)
+        return await _preset(data, options, plan.budget, backend, settings)
     assert data is not None and isinstance(plan.spec, CaptionTask)
-    return await _caption(data, list(plan.spec.outputs), backend, settings)
+    return await _caption(data, list(plan.spec.outputs), plan.budget, backend, settings)
 
 
-async def _decode(data: bytes, settings: Settings) -> DecodedImage:
-    return await asyncio.to_thread(decode_image, data, image_limits(settings))
+async def _decode(data: bytes, settings: Settings, budget: Budget) -> DecodedImage:
+    """Decode, then refuse an input whose size puts the plan over its compute budget."""
+    image = await asyncio.to_thread(decode_image, data, image_limits(settings))
+    budget.check(image.width, image.height)
+    return image
 
 
 async def _encode(pixels: Any, fmt: ImageFormat, quality: int, settings: Settings) -> bytes:
@@ -103,12 +107,13 @@ def _sizes(input_size: tuple[int, int], output_size: tuple[int, int]) -> dict[st
 async def _tiles(
     data: bytes,
     options: UpscaleOptions,
-    native_scale: int,
+    plan: TaskPlan,
     backend: TaskBackend,
     settings: Settings,
 ) -> TaskResult:
     """Upscale or denoise: the tile deployment serving the model."""
-    result = await upscale_upload(data, options, native_scale, backend, settings)
+    result = await upscale_upload(data, options, plan.native_scale, backend, settings,
+                                  plan.budget)  # fmt: skip
     headers = {
         "X-Pixserve-Model": options.model,
         "X-Pixserve-Tiles": str(result.tiles),
@@ -129,6 +134,7 @@ async def _faces(
     data: bytes,
     options: FaceOptions,
     spec: RestoreFaceTask,
+    budget: Budget,
     backend: TaskBackend,
     settings: Settings,
 ) -> TaskResult:
@@ -136,7 +142,7 @@ async def _faces(
     fmt, quality = spec.format, spec.quality
     with tracer.start_as_current_span("pixserve.restore_face") as span:
         started = time.perf_counter()
-        decoded = await _decode(data, settings)
+        decoded = await _decode(data, settings, budget)
         decoding = time.perf_counter()
         result = await backend.restore_faces(decoded, options)
         restoring = time.perf_counter()
@@ -179,7 +185,7 @@ async def _generate(
     """One SDXL image (image-to-image when an input came)."""
     with tracer.start_as_current_span("pixserve.generate") as span:
         started = time.perf_counter()
-        start = await _decode(data, settings) if data is not None else None
+        start = await _decode(data, settings, NO_BUDGET) if data is not None else None
         result = await backend.generate(options, start)
         encoded = await _encode(result.pixels, spec.format, spec.quality, settings)
         size = _size(result.pixels)
@@ -231,11 +237,11 @@ async def _convert(data: bytes, options: ConvertOptions, backend: TaskBackend) -
 
 
 async def _caption(
-    data: bytes, want: list[str], backend: TaskBackend, settings: Settings
+    data: bytes, want: list[str], budget: Budget, backend: TaskBackend, settings: Settings
 ) -> TaskResult:
     """Caption, tags and/or NSFW score, as JSON."""
     started = time.perf_counter()
-    decoded = await _decode(data, settings)
+    decoded = await _decode(data, settings, budget)
     described = (await backend.describe(decoded, want)).public()
     size = (decoded.width, decoded.height)
     return TaskResult(
@@ -250,12 +256,14 @@ async def _caption(
     )
 
 
-async def _preset(data: bytes, plan: Plan, backend: TaskBackend, settings: Settings) -> TaskResult:
+async def _preset(
+    data: bytes, plan: Plan, budget: Budget, backend: TaskBackend, settings: Settings
+) -> TaskResult:
     """A preset's steps chained on the model deployments, then the Codec's encoding; a
     text-only preset's output is its texts as JSON, by step id."""
     with tracer.start_as_current_span("pixserve.preset") as span:
         started = time.perf_counter()
-        decoded = await _decode(data, settings)
+        decoded = await _decode(data, settings, budget)
         decoding = time.perf_counter()
         result = await backend.run_plan(decoded, plan)
         span.set_attributes(

@@ -4,6 +4,7 @@ answer carries the output and its headers; bad input is a named 4xx JSON error."
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from PIL import Image
 
 from services.api.app import create_api
 from services.config import Settings
+from services.models.tile_io import TileJob, TileOutput
 from tests.utils.fake_backend import FakeBackend
 from tests.utils.images import astronaut, encode
 
@@ -149,3 +151,47 @@ def test_bad_input_is_a_named_4xx(
 def test_undecodable_bytes_are_a_400(client: TestClient) -> None:
     response = client.post("/v1/upscale", files={"image": ("a.png", b"not an image", "image/png")})
     assert response.status_code in (400, 415) and response.json()["error"]["code"]
+
+
+def test_a_request_over_its_compute_budget_is_refused_before_the_model(
+    backend: FakeBackend,
+) -> None:
+    """A 24x24 input at x4 with x4plus costs 24*24*16/1e6 units; a tiny budget refuses it
+    once the header is read, and a generation's cost is refused from its fields."""
+    settings = SETTINGS.model_copy(update={"max_request_cost": 0.005})
+    with TestClient(create_api(settings, backend)) as client:
+        response = client.post("/v1/upscale", files={"image": ("a.png", PNG, "image/png")})
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] == "over_budget" and "24x24" in error["message"]
+        assert backend.calls == []
+        small = client.post("/v1/upscale", files={"image": ("a.png", encode(astronaut(8)))})
+        assert small.status_code == 200, small.text  # 8*8*16/1e6 = 0.001 units fit
+        generation = client.post("/v1/generate", data={"prompt": "a cat", "steps": "4"})
+        assert generation.status_code == 422 and "over_budget" in generation.text
+
+
+class SlowBackend(FakeBackend):
+    """A model deployment that takes longer than the deadline; notes its cancellation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled = False
+
+    async def upscale_image(self, job: TileJob) -> TileOutput:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return await super().upscale_image(job)
+
+
+def test_a_request_past_its_deadline_is_cancelled_with_a_retryable_503() -> None:
+    slow = SlowBackend()
+    settings = SETTINGS.model_copy(update={"request_deadline_s": 0.2})
+    with TestClient(create_api(settings, slow)) as client:
+        response = client.post("/v1/upscale", files={"image": ("a.png", PNG, "image/png")})
+    assert response.status_code == 503 and response.headers["Retry-After"].isdigit()
+    assert response.json()["error"]["code"] == "deadline_exceeded"
+    assert slow.cancelled, "the deployment call was cancelled, not left running"

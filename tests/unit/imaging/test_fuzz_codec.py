@@ -38,7 +38,7 @@ def _seeds() -> dict[str, bytes]:
         ("webp", "WEBP", image, {"quality": 80}), ("gif", "GIF", image.convert("P"), {}),
         ("bmp", "BMP", image, {}), ("tiff", "TIFF", image, {"compression": "tiff_deflate"}),
         ("cmyk", "JPEG", image.convert("CMYK"), {}),
-        ("png16", "PNG", Image.fromarray((pixels[:, :, 0].astype(np.uint16) * 257)), {}),
+        ("png16", "PNG", Image.fromarray(pixels[:, :, 0].astype(np.uint16) * 257), {}),
     ):  # fmt: skip
         buffer = io.BytesIO()
         source.save(buffer, fmt, **options)
@@ -47,6 +47,9 @@ def _seeds() -> dict[str, bytes]:
 
 
 SEEDS = _seeds()
+HUGE_SIZES = [b"\xff\xff\xff\xff", b"\x00\x00\xff\xff", b"\x7f\xff\x7f\xff", b"\x00\x00\x00\x00"]
+SIGNATURES = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00",
+              b"RIFF\x00\x00\x00\x00WEBP"]  # fmt: skip
 
 
 @st.composite
@@ -65,8 +68,7 @@ def mutated(draw: st.DrawFn) -> bytes:
         elif kind == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=64))
         elif kind == "size" and at + 4 <= len(data):  # a header size field, made huge
-            data[at : at + 4] = draw(st.sampled_from([b"\xff\xff\xff\xff", b"\x00\x00\xff\xff",
-                                                      b"\x7f\xff\x7f\xff", b"\x00\x00\x00\x00"]))  # fmt: skip
+            data[at : at + 4] = draw(st.sampled_from(HUGE_SIZES))
         else:
             data[at] = draw(st.integers(0, 255))
     return bytes(data)
@@ -98,8 +100,7 @@ def test_convert_answers_a_file_or_a_named_4xx(data: bytes, fmt: str, keep: bool
 
 
 @FUZZ
-@given(st.binary(max_size=512), st.sampled_from([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF8",
-                                                 b"BM", b"II*\x00", b"RIFF\x00\x00\x00\x00WEBP"]))  # fmt: skip
+@given(st.binary(max_size=512), st.sampled_from(SIGNATURES))
 def test_a_signature_followed_by_anything(tail: bytes, signature: bytes) -> None:
     _within_contract(lambda: decode_image(signature + tail, LIMITS))
 
