@@ -27,10 +27,15 @@ from services.platform import DeploymentReadiness, DeploymentView
 from services.registry import DEPLOYMENT_OF_TASK, MODEL_DEPLOYMENTS, not_configured_reason
 
 
-def graph_backend(settings: Settings, handles: Mapping[str, DeploymentHandle[Any]]) -> ServeBackend:
+def graph_backend(
+    settings: Settings, handles: Mapping[str, DeploymentHandle[Any]], background: bool = False
+) -> ServeBackend:
     """The backend the Ingress and the Dispatcher both use: the graph's deployments by
-    name, and the manifest that says which deployment serves which model."""
-    return ServeBackend(handles, load_manifest(settings.extra_manifest), settings)
+    name, and the manifest that says which deployment serves which model. The
+    Dispatcher's calls are ``background``: interactive requests go first on the model
+    replicas (services/models/priority.py)."""
+    return ServeBackend(handles, load_manifest(settings.extra_manifest), settings,
+                        background=background)  # fmt: skip
 
 
 class ServeBackend:
@@ -43,8 +48,10 @@ class ServeBackend:
         manifest: Manifest,
         settings: Settings | None = None,
         status_timeout_s: float = 5.0,
+        background: bool = False,
     ) -> None:
         self.handles = dict(handles)
+        self.priority = {"background": True} if background else {}  # model calls' kwargs
         self.model_deployments = {name: handle for name, handle in self.handles.items()
                                   if name in MODEL_DEPLOYMENTS}  # fmt: skip
         self.serving = {name: DEPLOYMENT_OF_TASK[spec.task]  # model name -> its deployment
@@ -104,7 +111,8 @@ class ServeBackend:
             raise ModelNotReady(self.unconfigured[name])
         if handle is not None and multiplexed is not None:
             handle = handle.options(multiplexed_model_id=multiplexed)
-        return await _call(handle, name, method, *args)
+        priority = self.priority if name in MODEL_DEPLOYMENTS else {}
+        return await _call(handle, name, method, *args, **priority)
 
     async def run_plan(self, image: DecodedImage, plan: Plan) -> PlanResult:
         """Chain the steps' calls: each gets the previous call's DeploymentResponse, so
@@ -120,7 +128,8 @@ class ServeBackend:
                 raise ServiceUnavailable(f"no {step.deployment} deployment is connected")
             if isinstance(step.options, GenerateOptions):  # to a replica holding it
                 handle = handle.options(multiplexed_model_id=step.options.checkpoint)
-            response = handle.run_step.remote(produced[step.input], step.options)
+            response = handle.run_step.remote(produced[step.input], step.options,
+                                              **self.priority)  # fmt: skip
             (produced if step.kind in IMAGE_STEPS else texts)[step.id] = response
         encoding = None
         if plan.output is not None:
@@ -177,13 +186,15 @@ class ServeBackend:
         return name, views + absent
 
 
-async def _call(handle: DeploymentHandle[Any] | None, name: str, method: str, *args: Any) -> Any:
+async def _call(
+    handle: DeploymentHandle[Any] | None, name: str, method: str, *args: Any, **kwargs: Any
+) -> Any:
     """One call to a deployment: an absent or failing deployment is a 503; an error it
     raised (bad input, missing model) is raised here as itself."""
     if handle is None:
         raise ServiceUnavailable(f"no {name} deployment is connected")
     try:
-        return await getattr(handle, method).remote(*args)
+        return await getattr(handle, method).remote(*args, **kwargs)
     except RayError as exc:
         raise _raised(exc, f"the {name} deployment") from None
 

@@ -37,19 +37,23 @@ class Diffusion(EngineReplica):
         return await asyncio.to_thread(self.diffusion.load_checkpoint, alias)
 
     async def generate(
-        self, options: GenerateOptions, image: DecodedImage | None = None
-    ) -> Generated:
-        """One image; ``image`` makes it image-to-image."""
+        self, options: GenerateOptions, image: DecodedImage | None = None,
+        background: bool = False,
+    ) -> Generated:  # fmt: skip
+        """One image; ``image`` makes it image-to-image (a job item's after the sync
+        requests waiting)."""
         with self.ongoing:
             checkpoint = await self.checkpoint(options.checkpoint)
             start = None if image is None else to_float(color_plane(image))
-            async with self.busy:
+            async with self.gate.admit(background), self.busy:
                 result = await asyncio.to_thread(self.diffusion.generate, checkpoint,
                                                  options, start)  # fmt: skip
         self.record_pass(checkpoint.model, 1, 1, result.seconds)
         return result
 
-    async def run_step(self, image: DecodedImage, options: GenerateOptions) -> DecodedImage:
+    async def run_step(
+        self, image: DecodedImage, options: GenerateOptions, background: bool = False
+    ) -> DecodedImage:
         """A pipeline step: image-to-image on the previous step's image."""
-        result = await self.generate(options, image)
+        result = await self.generate(options, image, background)
         return DecodedImage(result.pixels, 8, image.source_format)

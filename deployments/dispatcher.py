@@ -24,7 +24,7 @@ class Dispatcher:
     def __init__(self, settings: Settings, **handles: DeploymentHandle[Any]) -> None:
         structured_logs()
         live = start_live(settings, self._describe)
-        backend = graph_backend(settings, handles)
+        backend = graph_backend(settings, handles, background=True)  # sync requests first
         self.dispatcher, jobs = build_dispatcher(settings, backend, platform_metrics(), live)
         consumer = serve.get_replica_context().replica_id.unique_id
         self.loop = asyncio.get_running_loop().create_task(

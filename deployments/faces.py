@@ -39,16 +39,21 @@ class FaceRestorer(EngineReplica):
         self.start(settings, share)
 
     async def restore(
-        self, image: DecodedImage, options: FaceOptions, request_id: str = ""
-    ) -> FaceResult:
-        """One image's faces restored onto its background."""
+        self, image: DecodedImage, options: FaceOptions, request_id: str = "",
+        background: bool = False,
+    ) -> FaceResult:  # fmt: skip
+        """One image's faces restored onto its background (a job item's after the sync
+        requests waiting)."""
         with self.ongoing:
-            return await restore_faces(image, options, self.faces.detect, self._restore,
-                                       self.background, self.settings, request_id)  # fmt: skip
+            async with self.gate.admit(background):
+                return await restore_faces(image, options, self.faces.detect, self._restore,
+                                           self.background, self.settings, request_id)  # fmt: skip
 
-    async def run_step(self, image: DecodedImage, options: FaceOptions) -> DecodedImage:
+    async def run_step(
+        self, image: DecodedImage, options: FaceOptions, background: bool = False
+    ) -> DecodedImage:
         """A pipeline step: the restored image."""
-        result = await self.restore(image, options)
+        result = await self.restore(image, options, background=background)
         return DecodedImage(result.pixels, image.bit_depth, image.source_format)
 
     async def _restore(self, crops: FaceCrops) -> np.ndarray:

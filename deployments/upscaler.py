@@ -34,11 +34,13 @@ class TileModels(EngineReplica):
         self.batched = self.upscale_batch
         self.start(settings, share)
 
-    async def upscale(self, job: TileJob) -> TileOutput:
+    async def upscale(self, job: TileJob, background: bool = False) -> TileOutput:
         """One request's image, its tiles batched with other requests' (counted while
-        ongoing); its error, a value inside the batch, is raised here."""
+        ongoing; a job item's after the sync requests waiting); its error, a value
+        inside the batch, is raised here."""
         with self.ongoing:
-            return unwrap(await self.upscale_batch(job))
+            async with self.gate.admit(background):
+                return unwrap(await self.upscale_batch(job))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def upscale_batch(self, jobs: list[TileJob]) -> list[TileOutput | PixserveError]:
@@ -50,11 +52,15 @@ class TileModels(EngineReplica):
             annotate(batch_tiles=sum(r.tiles for r in results if isinstance(r, TileOutput)))
             return results
 
-    async def run_step(self, image: DecodedImage, step: TileStep) -> DecodedImage:
+    async def run_step(
+        self, image: DecodedImage, step: TileStep, background: bool = False
+    ) -> DecodedImage:
         """A pipeline step: a whole image, tiled here; its tiles join the same batches
         as other requests'."""
         with self.ongoing:
-            result = await upscale(image, step.options, step.native_scale, self, self.settings)
+            async with self.gate.admit(background):
+                result = await upscale(image, step.options, step.native_scale, self,
+                                       self.settings)  # fmt: skip
         assert result.pixels is not None  # no JPEG was asked for
         return DecodedImage(result.pixels, image.bit_depth, image.source_format)
 

@@ -31,21 +31,27 @@ class Vision(EngineReplica):
         self.vision.load()
         self.start(settings, share)
 
-    async def describe(self, image: DecodedImage, want: list[str]) -> Description:
+    async def describe(
+        self, image: DecodedImage, want: list[str], background: bool = False
+    ) -> Description:
         with self.ongoing:
-            return await asyncio.to_thread(self.vision.describe, _rgb(image), set(want))
+            async with self.gate.admit(background):
+                return await asyncio.to_thread(self.vision.describe, _rgb(image), set(want))
 
     async def answer(
-        self, image: DecodedImage, question: str, max_tokens: int
+        self, image: DecodedImage, question: str, max_tokens: int, background: bool = False
     ) -> tuple[str, int, int]:
         with self.ongoing:
-            return await asyncio.to_thread(self.vision.answer, _rgb(image), question,
-                                           max_tokens)  # fmt: skip
+            async with self.gate.admit(background):
+                return await asyncio.to_thread(self.vision.answer, _rgb(image), question,
+                                               max_tokens)  # fmt: skip
 
-    async def run_step(self, image: DecodedImage, options: dict[str, Any]) -> dict[str, Any]:
+    async def run_step(
+        self, image: DecodedImage, options: dict[str, Any], background: bool = False
+    ) -> dict[str, Any]:
         """A preset's caption step: its text outputs (``want``: caption, tags, nsfw)."""
         want = list(options.get("want", ["caption", "tags", "nsfw"]))
-        return (await self.describe(image, want)).public()
+        return (await self.describe(image, want, background)).public()
 
 
 def _rgb(image: DecodedImage) -> np.ndarray:

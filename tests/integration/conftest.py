@@ -192,6 +192,9 @@ def serve_url(
         "max_upload_bytes": 2_000_000,
         "max_job_bytes": 8_000_000,
         "max_input_pixels": 1_000_000,
+        # a compute budget for 2 CPU cores: a 256 px generation of up to 30 steps fits,
+        # a fuzzer's 1536 px one of 60 steps is refused before it runs
+        "max_request_cost": 2.0,
         "redis_url": redis_url,
         "storage_url": f"file://{root.parent / 'objects'}",
         "visibility_timeout_s": 5,
