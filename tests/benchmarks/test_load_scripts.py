@@ -22,6 +22,8 @@ SCRIPTS = {
                          "--tile-size", "32"],
     "bench_memory.py": ["--size", "64", "--formats", "jpeg"],
     "bench_jobs.py": ["--items", "4", "--size", "16", "--concurrency", "2"],
+    "bench_load.py": ["--stage-s", "3", "--clients", "1,2", "--job-items", "6", "--size", "16",
+                      "--settle-s", "5"],
 }  # fmt: skip
 GPU_CHECK = ROOT / "load_tests" / "gpu_check.sh"  # its dry run covers the scripts it calls
 pytestmark = pytest.mark.timeout(600)

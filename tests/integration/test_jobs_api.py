@@ -16,6 +16,7 @@ from PIL import Image
 from redis import Redis
 
 from tests.integration.test_api_keys import create_key
+from tests.integration.test_error_contract import check_contract
 from tests.utils.images import astronaut, encode
 from tests.utils.redis_server import RedisServer
 from tests.utils.tiny_models import TINY_COMPACT, TINY_RRDB
@@ -143,7 +144,8 @@ def test_restarting_redis_mid_batch_loses_nothing(
     client: httpx.Client, redis_process: RedisServer
 ) -> None:
     """SIGKILL redis-server while a job runs, start it again on its append-only file:
-    reads answer 503 meanwhile, then the job completes with every item once."""
+    reads and submissions answer a retryable 503 meanwhile and /readyz says why; then
+    the job completes with every item once and a new submission is accepted."""
     job = submit(client, [encode(astronaut(16 + i % 5)) for i in range(60)]).json()
     deadline = time.monotonic() + 60
     while client.get(f"/v1/jobs/{job['id']}").json()["progress"]["done"] < 10:
@@ -153,8 +155,15 @@ def test_restarting_redis_mid_batch_loses_nothing(
     redis_process.kill()
     down = client.get(f"/v1/jobs/{job['id']}")
     assert down.status_code == 503 and down.json()["error"]["code"] == "service_unavailable"
+    refused = submit(client, [encode(astronaut(16))])  # a submission while it is down
+    assert refused.status_code == 503 and refused.headers["Retry-After"].isdigit()
+    check_contract(refused)
+    assert client.get("/readyz").json()["job_store"]["ready"] is False
     time.sleep(1)
     redis_process.start()
+    later = submit(client, [encode(astronaut(16))])  # the retry is accepted and runs
+    assert later.status_code == 202, later.text
+    assert wait(client, later.json()["id"], timeout_s=180)["status"] == "succeeded"
     done = wait(client, job["id"], timeout_s=180)
     assert done["status"] == "succeeded" and done["progress"] == {
         "done": 60,

@@ -47,7 +47,9 @@ def test_job_items_trickle_through_a_steady_interactive_load() -> None:
 
         load = asyncio.create_task(interactive_load())
         await asyncio.sleep(0.005)
-        await asyncio.wait_for(asyncio.gather(*(batcher.call(f"job{i}", True) for i in range(3))), 30)
+        await asyncio.wait_for(
+            asyncio.gather(*(batcher.call(f"job{i}", True) for i in range(3))), 30
+        )
         stop.set()
         await load
         return batcher.served
