@@ -203,16 +203,18 @@ def _raised(exc: RayError, what: str) -> PixserveError:
     """The platform's own error a replica raised (through any chain of steps, each
     wrapping its upstream's); a 500 for any other exception of a replica's code (a bug:
     the same input fails again); a 503 for what a retry can fix (a replica that died or
-    is unavailable, back pressure). Never Ray's traceback in a message."""
+    is unavailable, back pressure). Never Ray's traceback, class names or ids in a
+    message: the replica's own log has them."""
     cause: BaseException | None = exc
     while isinstance(cause, RayTaskError) and cause.cause is not None and cause.cause is not cause:
         cause = cause.cause
     if isinstance(cause, PixserveError) and not isinstance(cause, RayError):
         return cause
     if isinstance(exc, RayTaskError) and cause is not None and not isinstance(cause, RayError):
-        # the replica logged its traceback; the Ingress logs the request's failure once
-        return InternalError(f"{what} could not process this request ({type(cause).__name__})")
-    return ServiceUnavailable(f"{what} is unavailable ({type(cause).__name__}); retry")
+        return InternalError(f"{what} could not process this request; the server log has "
+                             "the details")  # fmt: skip
+    return ServiceUnavailable(f"{what} is unavailable (a replica stopped or is at capacity); "
+                              "retry shortly")  # fmt: skip
 
 
 def _deployment_view(name: str, entry: dict[str, Any]) -> DeploymentView:

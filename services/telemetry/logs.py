@@ -21,7 +21,8 @@ _job: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
 
 @contextmanager
 def job_item(job_id: str, index: int) -> Iterator[None]:
-    """Records written inside carry ``job_id`` and ``item``."""
+    """Records written inside carry ``job`` (the job id) and ``item`` (Ray's JSON logs
+    keep ``job_id`` for the Ray job's own id)."""
     token = _job.set((job_id, index))
     try:
         yield
@@ -30,7 +31,7 @@ def job_item(job_id: str, index: int) -> Iterator[None]:
 
 
 def install_record_context() -> None:
-    """Add ``trace_id`` and the job item (when there is one) to every record created in
+    """Add ``trace_id`` and the job item (``job``, ``item``) to every record created in
     this process, whichever logger writes it (idempotent)."""
     make_record = logging.getLogRecordFactory()
     if getattr(make_record, "pixserve_context", False):
@@ -43,7 +44,7 @@ def install_record_context() -> None:
             record.trace_id = trace_id
         current = _job.get()
         if current is not None:
-            record.job_id, record.item = current
+            record.job, record.item = current
         return record
 
     with_context.pixserve_context = True  # type: ignore[attr-defined]

@@ -29,7 +29,8 @@ def test_a_platform_error_crosses_any_chain_of_steps_unchanged() -> None:
 def test_a_replica_bug_is_a_500_without_internals() -> None:
     raised = _raised(_task_error(OSError("cannot write mode CMYK as PNG")), "the Codec deployment")
     assert isinstance(raised, InternalError) and raised.status == 500
-    assert raised.message == "the Codec deployment could not process this request (OSError)"
+    assert raised.message.startswith("the Codec deployment could not process this request")
+    assert "OSError" not in raised.message and "CMYK" not in raised.message
     assert raised.headers == {}  # not retryable: no Retry-After
 
 
@@ -38,5 +39,5 @@ def test_a_dead_replica_is_a_retryable_503(error: Exception) -> None:
     raised = _raised(error, "the Upscaler deployment")  # type: ignore[arg-type]
     assert isinstance(raised, ServiceUnavailable) and raised.status == 503
     assert raised.headers["Retry-After"].isdigit()
-    for internal in ("Traceback", "4242", "10.0.0.7", "abc123", ".py"):
+    for internal in ("Traceback", "4242", "10.0.0.7", "abc123", ".py", "Actor", "Error"):
         assert internal not in raised.message
