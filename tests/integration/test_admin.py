@@ -93,7 +93,8 @@ def test_jobs_of_every_tenant_and_one_jobs_detail(client: httpx.Client, redis_ur
     assert detail["owner"] == "anonymous" and len(detail["job"]["items"]) == 2
     assert set(detail["trace_ids"]) == {"0", "1"}  # the session app traces every request
     assert all(len(trace) == 32 for trace in detail["trace_ids"].values())
-    assert client.get("/v1/admin/jobs/nope").status_code == 404
+    assert client.get(f"/v1/admin/jobs/{'0' * 32}").status_code == 404
+    assert client.get("/v1/admin/jobs/nope").status_code == 422  # not a job id
 
 
 def test_a_dead_lettered_item_is_retried_to_success(client: httpx.Client, redis_url: str) -> None:

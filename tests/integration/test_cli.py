@@ -114,8 +114,10 @@ def test_submit_failures_and_cancel(serve_url: str, tmp_path: Path) -> None:
         f"job {job_id}: canceled",
         f"job {job_id}: succeeded",  # it may have finished first
     )
-    unknown = pixserve("jobs", "show", "doesnotexist", "--url", serve_url)
+    unknown = pixserve("jobs", "show", "0" * 32, "--url", serve_url)
     assert unknown.returncode == 1 and "job_not_found" in unknown.stderr
+    malformed = pixserve("jobs", "show", "doesnotexist", "--url", serve_url)
+    assert malformed.returncode == 1 and "job_id" in malformed.stderr
 
 
 def test_submit_any_task(serve_url: str, tmp_path: Path) -> None:

@@ -123,7 +123,9 @@ def test_cancel_list_and_bad_submissions(client: httpx.Client) -> None:
     assert empty.status_code == 422 and "1 to" in empty.json()["error"]["message"]
     unknown = submit(client, [encode(astronaut(8))], model="nope")
     assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "unknown_model"
-    assert client.get("/v1/jobs/doesnotexist").status_code == 404
+    assert client.get(f"/v1/jobs/{'0' * 32}").status_code == 404
+    malformed = client.get("/v1/jobs/doesnotexist")
+    assert malformed.status_code == 422 and "job_id" in malformed.json()["error"]["message"]
     many = submit(client, [encode(astronaut(8)) + b"\0" * 1_500_000] * 6)  # 9 MB > 8 MB
     assert many.status_code == 413 and "limit 8000000" in many.json()["error"]["message"]
     hooked = submit(client, [encode(astronaut(8))], webhook_url="https://example.com/hook")
