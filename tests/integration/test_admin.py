@@ -69,7 +69,8 @@ def test_overview_after_a_known_workload(client: httpx.Client) -> None:
     assert len(overview["series"]) == 60
     assert sum(p["images"] for p in overview["series"]) >= 3
     assert overview["cost"]["images"] >= 3 and overview["cost"]["gpu_cost_usd"] == 0
-    error = next(e for e in overview["errors"] if e.get("code") == "invalid_image")
+    error = next(e for e in overview["errors"]
+                 if e.get("code") == "invalid_image" and e.get("source") == "api")  # fmt: skip
     assert error["route"] == "/v1/upscale" and error["status"] == 400 and error["message"]
 
 

@@ -27,7 +27,7 @@ from schemathesis.checks import (
 from tests.integration.test_error_contract import check_contract
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
-EXAMPLES = 10  # per operation: 25 operations, each example a real request
+EXAMPLES = 25  # per operation: 25 operations, each example a real request
 
 
 @schemathesis.check
