@@ -127,7 +127,7 @@ def test_thumbnail_fits_its_box_and_budget(client: httpx.Client) -> None:
     ("preset", "form", "status", "words"),
     [
         ("sharpen", {}, 422, "unknown preset 'sharpen'"),
-        ("enhance", {"params": "{"}, 422, "params is not JSON"),
+        ("enhance", {"params": "{"}, 422, "params: not JSON"),
         ("enhance", {"params": '{"upscale": {"zoom": 2}}'}, 422, "has no parameter ['zoom']"),
         ("portrait", {"format": "gif"}, 422, "format"),
     ],
