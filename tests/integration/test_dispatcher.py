@@ -1,11 +1,16 @@
 """The dispatcher on a real redis-server, a file:// object store and the in-process
 engine (tiny model): outputs once per item, poison items fail alone, a dead consumer's
 items are finished by another, finished outputs are not recomputed, transient
-failures are retried and then dead-lettered, canceled jobs do not run."""
+failures are retried and then dead-lettered, canceled jobs do not run; a dispatcher
+process SIGKILLed between writing an output and acking it costs no recompute, leaves
+one result and one webhook event."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -219,6 +224,43 @@ def test_existing_outputs_are_not_recomputed(
         assert h.objects.get("outputs", output_key(job_id, 0, "png")) == b"written before a crash"
 
     run(url, tmp_path, tiny_settings, backend, scenario)
+
+
+@pytest.mark.parametrize("point", ["output", "record"])
+def test_a_dispatcher_killed_between_output_and_ack(
+    url: str, tmp_path: Path, tiny_settings: Settings, tiny_engine: UpscaleEngine, point: str
+) -> None:
+    """A real process dies by SIGKILL right after item 0's output is written (before its
+    outcome is recorded), or after the outcome is recorded (before the ack); a successor
+    finishes the job: item 0 is not computed again, its output is the one written before
+    the kill, and each item has one outcome and one webhook event (one webhook-id)."""
+    backend = CountingBackend(tiny_engine)
+
+    async def scenario(h: Harness) -> None:
+        job_id = await h.submit([encode(astronaut(20 + i)) for i in range(3)])
+        assert tiny_settings.extra_manifest is not None
+        doomed = subprocess.run(
+            [sys.executable, "-m", "tests.utils.dispatcher_process", url,
+             str(tmp_path / "objects"), str(tiny_settings.model_store),
+             str(tiny_settings.extra_manifest), point],
+            capture_output=True, timeout=90, check=False,
+        )  # fmt: skip
+        assert doomed.returncode == -signal.SIGKILL, doomed.stderr.decode()[-2000:]
+        written = h.objects.get("outputs", output_key(job_id, 0, "png"))
+        died = await h.store.read(job_id, "owner")
+        assert died.progress.done == (1 if point == "record" else 0)
+        assert await h.queue.pending_count() == 1  # item 0, delivered and never acked
+
+        await asyncio.sleep(0.3)  # past the visibility timeout
+        await h.drain("successor")
+        job = await h.store.read(job_id, "owner")
+        assert job.status == JobStatus.SUCCEEDED and job.progress.done == 3
+        assert backend.calls == 2  # items 1 and 2 only
+        assert h.objects.get("outputs", output_key(job_id, 0, "png")) == written
+        assert await h.webhook_events() == [COMPLETED, 0, 1, 2]
+        assert await h.queue.pending_count() == 0
+
+    run(url, tmp_path, tiny_settings, backend, scenario, visibility_ms=200)
 
 
 def test_transient_failures_retry_then_dead_letter(
