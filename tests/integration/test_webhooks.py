@@ -1,7 +1,8 @@
 """Webhook delivery against a real local HTTP receiver: Standard Webhooks signatures
 that verify, retries keeping the webhook-id, no retry on 4xx, the circuit breaker, and
 item/completed events from the dispatcher signed with the server's or the key's own
-secret (real Redis, tiny model)."""
+secret (real Redis, tiny model). Every delivery is verified twice: by our verifier and
+by the reference ``standardwebhooks`` library a receiver would use."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from services.config import Settings
 from services.errors import Unauthorized
@@ -45,7 +47,7 @@ def test_signed_delivery_with_retries_keeping_the_id(receiver: Receiver) -> None
     assert {headers["webhook-id"] for headers, _ in receiver.calls} == {"msg-1"}
     for headers, body in receiver.calls:
         verify(SECRET, headers, body)
-        assert json.loads(body) == {"type": "job.completed"}
+        assert Webhook(SECRET).verify(body, headers) == {"type": "job.completed"}
 
 
 def test_client_errors_are_not_retried(receiver: Receiver) -> None:
@@ -129,10 +131,14 @@ def test_dispatcher_sends_item_and_completed_events(
     assert every_item and not any(internals & set(item) for item in every_item)
     for (headers, body), payload in zip(receiver.calls, bodies, strict=True):
         job_id = payload.get("job_id") or payload["job"]["id"]
-        verify(SECRET if job_id == anonymous_id else key_secret, headers, body)
+        right = SECRET if job_id == anonymous_id else key_secret
+        verify(right, headers, body)
+        assert Webhook(right).verify(body, headers) == payload
         wrong = key_secret if job_id == anonymous_id else SECRET
         with pytest.raises(Unauthorized):
             verify(wrong, headers, body)
+        with pytest.raises(WebhookVerificationError):
+            Webhook(wrong).verify(body, headers)
 
 
 def test_outbox_reclaims_a_dead_senders_events_and_dead_letters_refusals(
