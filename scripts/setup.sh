@@ -9,9 +9,11 @@ PYTHON=${PYTHON:-python3}
 # libgl1/libglib2.0-0: OpenCV's GUI build, which that package pulls in.
 # redis-server: API keys and rate limits in the integration tests.
 DEB_PACKAGES="libvulkan1 mesa-vulkan-drivers libomp5 libgl1 libglib2.0-0 redis-server"
-# chromium: the browser tests (Playwright drives Debian's build; `make test` only).
+# chromium: the browser tests (Playwright drives Debian's build; `make test` only);
+# nodejs/npm: s3rver (tests/tools), the S3 server that enforces presigned URL expiry.
 if [ "${SETUP_TESTS:-0}" = 1 ]; then
   DEB_PACKAGES="$DEB_PACKAGES chromium"
+  command -v npm >/dev/null 2>&1 || DEB_PACKAGES="$DEB_PACKAGES nodejs npm"
 fi
 
 install_debs() {
@@ -39,7 +41,18 @@ install_python() {
   touch "$stamp"
 }
 
+install_test_tools() {
+  local stamp="tests/tools/node_modules/.installed-$(sha256sum tests/tools/package-lock.json | cut -c1-16)"
+  [ -f "$stamp" ] && return 0
+  echo "setup: installing the test servers in tests/tools (npm ci)"
+  npm ci --prefix tests/tools --no-audit --no-fund --loglevel=error >/dev/null
+  touch "$stamp"
+}
+
 if command -v dpkg-query >/dev/null 2>&1; then
   install_debs
 fi
 install_python
+if [ "${SETUP_TESTS:-0}" = 1 ]; then
+  install_test_tools
+fi
