@@ -6,9 +6,9 @@ already exists under its deterministic key, record it instead of recomputing; el
 load the input, run the item's task (services/pipelines/usecases.py, the same use
 case a sync request runs) through the model deployments, write the output,
 record the outcome once (with its webhook events, sent by the outbox the loop also
-pumps), ack. Bad input (undecodable, refused URL...) fails the item at
-once with its message; other errors leave it pending for another delivery until it is
-dead-lettered.
+pumps), ack. Bad input (undecodable, refused URL...: a 4xx error) fails the item at
+once with its message; other errors (a replica or node lost, a 5xx) leave it pending
+for another delivery until it is dead-lettered.
 """
 
 from __future__ import annotations
@@ -185,25 +185,33 @@ class Dispatcher:
         except LeaseLost:
             raise  # not the item's failure: another delivery holds it
         except PixserveError as exc:
+            if exc.status >= 500:  # the platform's (a replica lost, a node gone): retry
+                await self._retry_later(item, lease, exc.code, f"{exc.code}: {exc.message}")
+                return
             annotate(error_class=exc.code)
             logger.info("item failed: %s", exc.code, extra={"error_class": exc.code})
             await self._finish(item, lease, error=f"{exc.code}: {exc.message}")
             self.metrics.item_seconds.observe(time.perf_counter() - started,
                                               tags={"status": "failed"})  # fmt: skip
         except Exception as exc:  # transient: leave it pending for the next delivery
-            annotate(error_class=type(exc).__name__)
-            logger.exception("item %s/%s failed (delivery %d)", item.job_id, item.index,
-                             item.deliveries)  # fmt: skip
-            if await self.queue.exhausted(item):
-                reason = f"{type(exc).__name__}: {exc}"
-                error = f"failed {item.deliveries} deliveries: {reason}"
-                await self._finish(item, lease, error=error)
-                await self.queue.dead_letter(item, reason)
+            name = type(exc).__name__
+            await self._retry_later(item, lease, name, f"{name}: {exc}")
             return
         else:
             await self._finish(item, lease, output=key, texts=texts)
             self.metrics.item_seconds.observe(time.perf_counter() - started,
                                               tags={"status": "succeeded"})  # fmt: skip
+
+    async def _retry_later(self, item: WorkItem, lease: str, error_class: str, reason: str) -> None:
+        """A failure that is not the input's: the item stays pending for another delivery
+        (after the visibility timeout), or fails and is dead-lettered on its last one."""
+        annotate(error_class=error_class)
+        logger.exception("item %s/%s failed (delivery %d)", item.job_id, item.index,
+                         item.deliveries, extra={"error_class": error_class})  # fmt: skip
+        if await self.queue.exhausted(item):
+            error = f"failed {item.deliveries} deliveries: {reason}"
+            await self._finish(item, lease, error=error)
+            await self.queue.dead_letter(item, reason)
 
     async def _produce(
         self, item: WorkItem, stored: dict[str, Any], record: Item, lease: str

@@ -19,6 +19,7 @@ import pytest
 from redis.asyncio import Redis
 
 from services.config import Settings
+from services.errors import ServiceUnavailable
 from services.jobs.dispatcher import Dispatcher
 from services.jobs.models import Job, JobStatus
 from services.jobs.outputs import output_key
@@ -38,16 +39,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 class CountingBackend(EngineBackend):
     """The real engine, counting calls and optionally failing the first few."""
 
-    def __init__(self, engine: UpscaleEngine, failures: int = 0) -> None:
+    def __init__(self, engine: UpscaleEngine, failures: int = 0,
+                 failure: Exception | None = None) -> None:  # fmt: skip
         super().__init__(engine)
         self.calls = 0
         self.failures = failures
+        self.failure = failure or ConnectionError("model deployment unreachable (simulated)")
 
     async def upscale_image(self, job: TileJob) -> TileOutput:
         self.calls += 1
         if self.failures:
             self.failures -= 1
-            raise ConnectionError("model deployment unreachable (simulated)")
+            raise self.failure
         return await super().upscale_image(job)
 
 
@@ -270,6 +273,12 @@ def test_transient_failures_retry_then_dead_letter(
         retried = await h.submit([encode(astronaut(16))])
         h.dispatcher.backend = CountingBackend(tiny_engine, failures=1)
         assert (await h.until(retried, JobStatus.SUCCEEDED)).status == JobStatus.SUCCEEDED
+        # a lost replica reaches the dispatcher as the platform's 503: retried, not failed
+        lost = await h.submit([encode(astronaut(16))])
+        h.dispatcher.backend = CountingBackend(
+            tiny_engine, failures=1, failure=ServiceUnavailable("the Upscaler is unavailable")
+        )
+        assert (await h.until(lost, JobStatus.SUCCEEDED)).status == JobStatus.SUCCEEDED
 
         doomed = await h.submit([encode(astronaut(16))])
         h.dispatcher.backend = CountingBackend(tiny_engine, failures=99)
