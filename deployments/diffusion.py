@@ -13,6 +13,7 @@ from services.config import Settings
 from services.imaging.codec import DecodedImage, color_plane, to_float
 from services.models.diffusion import Checkpoint, DiffusionEngine, Generated, GenerateOptions
 from services.models.remote import open_model_store
+from services.models.runtime import run_until_cancelled
 
 MAX_CHECKPOINTS = 3  # loaded per replica at once; Serve evicts the least recently used
 
@@ -46,8 +47,9 @@ class Diffusion(EngineReplica):
             checkpoint = await self.checkpoint(options.checkpoint)
             start = None if image is None else to_float(color_plane(image))
             async with self.gate.admit(background), self.busy:
-                result = await asyncio.to_thread(self.diffusion.generate, checkpoint,
-                                                 options, start)  # fmt: skip
+                result = await run_until_cancelled(  # a cancelled request stops the loop
+                    lambda stop: self.diffusion.generate(checkpoint, options, start, stop)
+                )
         self.record_pass(checkpoint.model, 1, 1, result.seconds)
         return result
 

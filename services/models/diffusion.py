@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,11 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "turbo": ("EulerAncestralDiscreteScheduler", {"timestep_spacing": "trailing"}),
 }
 _LARGE = 1024 * 1024  # above this many pixels the VAE decodes in tiles
+
+
+class GenerationStopped(Exception):
+    """The caller went away (canceled, past its deadline): the denoising loop stopped at
+    the end of a step instead of running to its last one."""
 
 
 @dataclass(frozen=True)
@@ -164,20 +170,22 @@ class DiffusionEngine:
         return Checkpoint(alias, model, pipeline, seconds)
 
     def generate(
-        self, checkpoint: Checkpoint, options: GenerateOptions, image: np.ndarray | None = None
-    ) -> Generated:
-        """One image; ``image`` (float HxWx3 in [0, 1]) makes it image-to-image."""
+        self, checkpoint: Checkpoint, options: GenerateOptions, image: np.ndarray | None = None,
+        stop: threading.Event | None = None,
+    ) -> Generated:  # fmt: skip
+        """One image; ``image`` (float HxWx3 in [0, 1]) makes it image-to-image. Once
+        ``stop`` is set the loop ends after the step it is in (``GenerationStopped``)."""
         self._check_safety_ready()
         self._check_tokens(checkpoint, options)
         seed = options.seed if options.seed is not None else secrets.randbits(63)
         started = time.perf_counter()
         try:
-            pixels = self._run(checkpoint, options, image, seed, low_memory=False)
+            pixels = self._run(checkpoint, options, image, seed, stop, low_memory=False)
         except torch.OutOfMemoryError:
             self.runtime.release_after_oom()
             logger.warning("CUDA out of memory; retrying with attention slicing and VAE tiles")
             try:
-                pixels = self._run(checkpoint, options, image, seed, low_memory=True)
+                pixels = self._run(checkpoint, options, image, seed, stop, low_memory=True)
             except torch.OutOfMemoryError as exc:
                 self.runtime.release_after_oom()
                 raise EngineOutOfMemory(
@@ -208,7 +216,7 @@ class DiffusionEngine:
 
     def _run(
         self, checkpoint: Checkpoint, options: GenerateOptions, image: np.ndarray | None,
-        seed: int, low_memory: bool,
+        seed: int, stop: threading.Event | None, low_memory: bool,
     ) -> np.ndarray:  # fmt: skip
         from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
@@ -235,6 +243,8 @@ class DiffusionEngine:
             arguments.update(width=width, height=height)
         else:
             arguments.update(image=image[:height, :width][None], strength=options.strength)
+        if stop is not None:
+            arguments["callback_on_step_end"] = _stop_when_set(stop, options.steps)
         with torch.inference_mode():
             result = pipeline(**arguments)
         return np.clip(np.asarray(result.images[0], np.float32), 0.0, 1.0)
@@ -280,6 +290,18 @@ class DiffusionEngine:
             _, flags = checker(images=pixels[None].copy(), clip_input=clip_input)
         flagged = bool(flags[0])
         return (np.zeros_like(pixels) if flagged else pixels), flagged
+
+
+def _stop_when_set(stop: threading.Event, steps: int) -> Any:
+    """A diffusers step-end callback that ends the loop once ``stop`` is set (raising
+    also skips the VAE decode of an image nobody will read)."""
+
+    def callback(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
+        if stop.is_set():
+            raise GenerationStopped(f"stopped after step {step + 1} of {steps}")
+        return tensors
+
+    return callback
 
 
 def _scheduler(pipeline: Any, name: str) -> Any:

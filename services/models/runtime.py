@@ -1,15 +1,21 @@
 """What every torch engine shares: device and dtype from settings, the per-process CUDA
-memory cap from the replica's GPU share, memory readings, and CUDA error counting for
-the health check."""
+memory cap from the replica's GPU share, memory readings, CUDA error counting for the
+health check, and device work that stops when its caller is cancelled."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
 from services.config import Settings
 
+T = TypeVar("T")
 HEALTH_ERROR_LIMIT = 3
 # Tiles per forward pass when the setting is None. On CUDA a batch fills the device; on
 # CPU oneDNN already spreads one tile over every core, and a batch's activations fall
@@ -116,3 +122,18 @@ def resolve_dtype(settings: Settings, device: torch.device) -> torch.dtype:
     if settings.precision != "auto":
         return _DTYPES[settings.precision]
     return torch.float16 if device.type == "cuda" else torch.float32
+
+
+async def run_until_cancelled(work: Callable[[threading.Event], T]) -> T:
+    """``work(stop)`` in a thread. If the caller is cancelled (client gone, deadline
+    passed) ``stop`` is set and the thread is waited for before the cancellation goes on,
+    so a replica's one-at-a-time slot is not freed while its device is still busy."""
+    stop = threading.Event()
+    running = asyncio.ensure_future(asyncio.to_thread(work, stop))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await running  # it ends at its next check of ``stop``
+        raise

@@ -4,6 +4,7 @@ the size, the safety checker screens, and bad options are named."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,12 @@ import pytest
 
 from services.config import Settings
 from services.errors import InvalidParameter, ModelNotReady
-from services.models.diffusion import Checkpoint, DiffusionEngine, GenerateOptions
+from services.models.diffusion import (
+    Checkpoint,
+    DiffusionEngine,
+    GenerateOptions,
+    GenerationStopped,
+)
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
 from tests.utils.tiny_models import TINY_SAFETY, TINY_SDXL, TINY_SDXL_ANIME
@@ -55,6 +61,19 @@ def test_a_seed_reproduces_and_schedulers_differ(
     assert np.abs(other.pixels.astype(int) - first.pixels).max() > 0
     unseeded = engine.generate(realism, options(seed=None))
     assert 0 <= unseeded.seed < 2**63
+
+
+def test_a_set_stop_ends_the_loop_after_its_step(
+    engine: DiffusionEngine, realism: Checkpoint
+) -> None:
+    """The replica sets ``stop`` when its request is cancelled: the loop ends after the
+    step it is in; an event never set changes nothing."""
+    stop = threading.Event()
+    assert np.array_equal(engine.generate(realism, options(), stop=stop).pixels,
+                          engine.generate(realism, options()).pixels)  # fmt: skip
+    stop.set()
+    with pytest.raises(GenerationStopped, match="after step 1 of 8"):
+        engine.generate(realism, options(steps=8), stop=stop)
 
 
 def test_checkpoints_are_different_models(engine: DiffusionEngine, realism: Checkpoint) -> None:
