@@ -4,22 +4,23 @@ A plain class (the Serve deployment only starts its loop). Per delivery: skip it
 canceled jobs and items already finished (a re-delivery after a crash); if the output
 already exists under its deterministic key, record it instead of recomputing; else
 load the input, run the item's task (services/pipelines/usecases.py, the same use
-case a sync request runs) through the model deployments, write the output,
-record the outcome once (with its webhook events, sent by the outbox the loop also
-pumps), ack. Bad input (undecodable, refused URL...: a 4xx error) fails the item at
-once with its message; other errors (a replica or node lost, a 5xx) leave it pending
-for another delivery until it is dead-lettered.
+case a sync request runs) through the model deployments (stopped if the job is
+canceled meanwhile), write the output, record the outcome once (with its webhook
+events, sent by the outbox the loop also pumps), ack. Bad input (undecodable, refused
+URL...: a 4xx error) fails the item at once with its message; other errors (a replica
+or node lost, a 5xx) leave it pending for another delivery until it is dead-lettered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -50,9 +51,15 @@ from services.telemetry.tracing import annotate, continued, current_trace_id, tr
 
 logger = logging.getLogger(__name__)
 GAUGE_PERIOD_S = 5.0  # how often the loop records the queue gauges
+CANCEL_POLL_S = 1.0  # how often a running item checks whether its job was canceled
 PLAN_CACHE = 256  # jobs whose plans a replica keeps
 
 InputLoader = Callable[[str], Awaitable[bytes]]
+T = TypeVar("T")
+
+
+class ItemCanceled(Exception):
+    """The item's job was canceled while the item ran: its work was stopped."""
 
 
 class Dispatcher:
@@ -184,6 +191,10 @@ class Dispatcher:
             key, texts = await self._produce(item, params, record, lease)
         except LeaseLost:
             raise  # not the item's failure: another delivery holds it
+        except ItemCanceled:
+            logger.info("item %s/%s stopped: its job was canceled", item.job_id, item.index)
+            await self.queue.ack(item)
+            return
         except PixserveError as exc:
             if exc.status >= 500:  # the platform's (a replica lost, a node gone): retry
                 await self._retry_later(item, lease, exc.code, f"{exc.code}: {exc.message}")
@@ -234,7 +245,9 @@ class Dispatcher:
         else:  # the item's own prompt and recorded seed
             plan = self.plan_of(plan.spec.for_item(item.index))
         loaded = time.perf_counter()
-        result = await run_task(plan, data, self.backend, self.settings)
+        result = await self._unless_canceled(
+            item.job_id, run_task(plan, data, self.backend, self.settings)
+        )
         ran = time.perf_counter()
         if not await self.store.holds_lease(item.job_id, item.index, lease):
             raise LeaseLost(f"item {item.index} of job {item.job_id} is held by a later delivery")
@@ -246,6 +259,23 @@ class Dispatcher:
         record_image(self.metrics, result.metric, "job", result.input_size, result.output_size,
                      steps)  # fmt: skip
         return key, result.texts
+
+    async def _unless_canceled(self, job_id: str, work: Awaitable[T]) -> T:
+        """Await ``work``, checking every ``CANCEL_POLL_S`` whether the job was canceled;
+        if so the work is cancelled, which cancels its deployment calls (a generation
+        stops its denoising loop), and ``ItemCanceled`` is raised."""
+        running = asyncio.ensure_future(work)
+        try:
+            while not (await asyncio.wait({running}, timeout=CANCEL_POLL_S))[0]:
+                if await self.store.is_canceled(job_id):
+                    running.cancel()
+                    raise ItemCanceled(job_id)
+            return running.result()
+        finally:
+            if not running.done():
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await running
 
     def _plan(self, job_id: str, stored: dict[str, Any]) -> TaskPlan:
         """The job's plan, compiled once per job on this replica (it was checked at

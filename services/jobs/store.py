@@ -336,6 +336,10 @@ class JobStore:
                                     args=[str(index), str(time.time()), lease])  # fmt: skip
         return bool(int(started))
 
+    async def is_canceled(self, job_id: str) -> bool:
+        """Whether the job was canceled (the dispatcher polls it while an item runs)."""
+        return as_text(await self.redis.hget(_job_key(job_id), "status") or b"") == "canceled"
+
     async def holds_lease(self, job_id: str, index: int, lease: str) -> bool:
         """Whether the item is still running under ``lease`` (checked before a delivery
         writes its output, so a stalled one does not overwrite its successor's)."""
@@ -374,7 +378,8 @@ class JobStore:
         return bool(int(changed)), as_text(job_status)
 
     async def cancel(self, job_id: str, owner: str) -> Job:
-        """Cancel: queued items never run; a running one is dropped at its next step."""
+        """Cancel: queued items never run; a running one is stopped by its dispatcher
+        (which polls ``is_canceled``) and its outcome dropped."""
         job = await self.read(job_id, owner)
         if job.status in ("queued", "running"):
             async with self.redis.pipeline(transaction=True) as pipe:

@@ -307,6 +307,45 @@ def test_canceled_jobs_do_not_run(
     run(url, tmp_path, tiny_settings, backend, scenario)
 
 
+class EndlessBackend(EngineBackend):
+    """A model call that runs until it is cancelled (a long generation), and says so."""
+
+    def __init__(self, engine: UpscaleEngine) -> None:
+        super().__init__(engine)
+        self.entered, self.cancelled = asyncio.Event(), False
+
+    async def upscale_image(self, job: TileJob) -> TileOutput:
+        self.entered.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        raise AssertionError("not reached")
+
+
+def test_canceling_a_job_stops_its_running_item(
+    url: str, tmp_path: Path, tiny_settings: Settings, tiny_engine: UpscaleEngine
+) -> None:
+    """The dispatcher polls the job while an item runs: a cancel stops the item's model
+    call (on a Diffusion replica, the denoising loop), nothing is stored, the entry is
+    acked and the job stays canceled."""
+    backend = EndlessBackend(tiny_engine)
+
+    async def scenario(h: Harness) -> None:
+        job_id = await h.submit([encode(astronaut(20))])
+        running = asyncio.create_task(h.dispatcher.run_once("d1", batch=1, block_ms=50))
+        await asyncio.wait_for(backend.entered.wait(), 30)
+        await h.store.cancel(job_id, "owner")
+        await asyncio.wait_for(running, 10)  # within a poll period or two
+        assert backend.cancelled
+        assert not h.objects.exists("outputs", output_key(job_id, 0, "png"))
+        assert await h.queue.pending_count() == 0
+        assert (await h.store.read(job_id, "owner")).status == JobStatus.CANCELED
+
+    run(url, tmp_path, tiny_settings, backend, scenario)
+
+
 async def run_loop_for(h: Harness, seconds: float) -> tuple[int, bool]:
     """Run the dispatch loop for a while; how often housekeeping ran, and if it stopped."""
     calls = 0
