@@ -38,7 +38,7 @@ test-quality: setup
 
 # Screenshots of the browser tests land in $(PIXSERVE_ARTIFACTS) (default var/test-artifacts).
 test: setup-tests lint typecheck
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25 tests
 
 bench: setup
 	$(PY) load_tests/bench_upscale.py --model tiny --requests 16 --size 512
