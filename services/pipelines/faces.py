@@ -27,6 +27,9 @@ Detect = Callable[[str, np.ndarray], list[Face]]
 Restore = Callable[[FaceCrops], Awaitable[np.ndarray]]
 
 
+DEFAULT_MAX_FACES = 10  # faces restored when a request does not say (largest first)
+
+
 @dataclass(frozen=True)
 class FaceOptions:
     """What a client asks of face restoration."""
@@ -39,7 +42,7 @@ class FaceOptions:
     background_model: str | None = None  # the Upscaler's model for it (x2/x4 native)
     background_native_scale: int = 4
     only_center_face: bool = False
-    max_faces: int = 10
+    max_faces: int = DEFAULT_MAX_FACES
 
     def check(self, settings: Settings) -> None:
         """Refuse out-of-range options with a message naming the field."""

@@ -10,7 +10,7 @@ from services.config import Settings
 from services.errors import ModelNotReady, UnknownModel
 from services.models.diffusion import GenerateOptions
 from services.models.manifest import Manifest
-from services.pipelines.faces import FaceOptions
+from services.pipelines.faces import DEFAULT_MAX_FACES, FaceOptions
 
 
 def face_options(params: dict[str, Any], manifest: Manifest, settings: Settings) -> FaceOptions:
@@ -25,10 +25,16 @@ def face_options(params: dict[str, Any], manifest: Manifest, settings: Settings)
         model.name, detector.name, float(params.get("weight", 1.0)),
         float(params.get("fidelity", 0.5)), int(params.get("upscale", 1)), background.name,
         background.scale, bool(params.get("only_center_face", False)),
-        int(params.get("max_faces", 10)),
+        _max_faces(params.get("max_faces"), settings),
     )  # fmt: skip
     options.check(settings)
     return options
+
+
+def _max_faces(asked: Any, settings: Settings) -> int:
+    """The asked number, or the default capped at the server's limit (an operator who
+    lowers ``max_faces`` must not make every request that leaves it out fail)."""
+    return min(DEFAULT_MAX_FACES, settings.max_faces) if asked is None else int(asked)
 
 
 def generate_options(

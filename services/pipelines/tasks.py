@@ -71,7 +71,7 @@ class RestoreFaceTask(_Encoded):
     upscale: int = Field(default=1, ge=1, le=4)
     background_model: str | None = None
     only_center_face: bool = False
-    max_faces: int = Field(default=10, ge=1)
+    max_faces: int | None = Field(default=None, ge=1)  # None: DEFAULT_MAX_FACES, capped
 
 
 class GenerateTask(_Encoded):

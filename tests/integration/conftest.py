@@ -189,6 +189,9 @@ def serve_url(
         # GFPGAN at its published size on CPU: 8 faces a pass took GBs beyond the machine's
         # headroom with four apps running (Ray's memory monitor then killed the controller)
         "face_batch_size": 2,
+        # the tiny detector sees a face at every 64 px anchor: ten 512 px restorations
+        # of random-weight GFPGAN cost the README's face example 98 s on 2 cores
+        "max_faces": 3,
         "max_upload_bytes": 2_000_000,
         "max_job_bytes": 8_000_000,
         "max_input_pixels": 1_000_000,

@@ -39,7 +39,13 @@ async def create_face_restoration(
         str | None, Form(description="Upscale model for the background when upscale > 1.")
     ] = None,
     only_center_face: Annotated[bool, Form(description="Restore the central face only.")] = False,
-    max_faces: Annotated[int, Form(description="Restore at most this many (largest).")] = 10,
+    max_faces: Annotated[
+        int | None,
+        Form(
+            description="Restore at most this many (largest); default 10, or the "
+            "server's max_faces where that is lower."
+        ),
+    ] = None,
     output_format: Annotated[Literal["png", "jpeg", "webp"], Form(alias="format")] = "png",
     quality: Annotated[int, Form(ge=1, le=100, description="JPEG/WEBP quality.")] = 90,
 ) -> Response:

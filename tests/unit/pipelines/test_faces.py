@@ -16,7 +16,8 @@ from services.models.faces import FaceCrops, FaceEngine
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
 from services.models.upscaler import EngineBackend, UpscaleEngine
-from services.pipelines.faces import FaceOptions, FaceResult, restore_faces
+from services.pipelines.faces import DEFAULT_MAX_FACES, FaceOptions, FaceResult, restore_faces
+from services.pipelines.options import face_options
 from services.pipelines.upscale import UpscaleOptions, upscale
 from tests.utils.images import astronaut
 from tests.utils.tiny_models import TINY_BLIND_DETECTOR, TINY_DETECTOR, TINY_GFPGAN, TINY_RRDB
@@ -113,3 +114,15 @@ def test_gray_and_alpha_images_keep_their_channels(
 def test_options_out_of_range_are_named(options: FaceOptions, field: str) -> None:
     with pytest.raises(InvalidParameter, match=field):
         options.check(Settings())
+
+
+def test_the_default_face_count_follows_a_lower_server_limit(settings: Settings) -> None:
+    """An operator who lowers ``max_faces`` below the default of 10 does not make every
+    request that leaves ``max_faces`` out fail; one that asks for more is refused."""
+    manifest = load_manifest(settings.extra_manifest)
+    limited = settings.model_copy(update={"max_faces": 3})
+    assert face_options({}, manifest, limited).max_faces == 3
+    assert face_options({}, manifest, settings).max_faces == DEFAULT_MAX_FACES
+    assert face_options({"max_faces": 2}, manifest, limited).max_faces == 2
+    with pytest.raises(InvalidParameter, match="max_faces must be 1 to 3"):
+        face_options({"max_faces": 5}, manifest, limited)
