@@ -44,6 +44,14 @@ logger = logging.getLogger(__name__)
 _MULTIPART_OVERHEAD = 64 * 1024
 
 
+def _readiness(backend: PlatformBackend | None, jobs: JobService | None) -> ReadinessCache | None:
+    """One cache of the deployments' readiness per Ingress: the job service's weight
+    check and the probes and listings share it (one read per period, not two)."""
+    if jobs is not None and jobs.weights.cache is not None:
+        return jobs.weights.cache
+    return ReadinessCache(backend.readiness) if backend else None
+
+
 def create_api(
     settings: Settings,
     backend: PlatformBackend | None = None,
@@ -64,7 +72,7 @@ def create_api(
     app.state.image_fetcher = SafeFetcher(max_bytes=settings.max_upload_bytes)
     app.state.presets = load_presets(backend.serves() if backend else set(), settings.extra_presets)
     app.state.backend = backend
-    app.state.readiness = ReadinessCache(backend.readiness) if backend else None
+    app.state.readiness = _readiness(backend, job_service)
     app.state.jobs = job_service
     app.state.metrics = metrics or in_memory()[0]
     app.state.key_guard = KeyGuard.from_settings(settings) if settings.api_keys_enabled else None

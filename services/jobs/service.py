@@ -83,14 +83,14 @@ class ReadinessSource(Protocol):
 class WeightCheck:
     """Refuses a job whose models a deployment reports missing (503: a retry after
     ``pixserve models pull`` works). The deployments' state comes through a
-    ``ReadinessCache``: read once before the first check, then refreshed in the
-    background when older than ``ttl_s``, so a submission never waits on a busy
+    ``ReadinessCache`` (the one the Ingress's probes share): read once before the first
+    check, then refreshed in the background, so a submission never waits on a busy
     deployment; unreadable state refuses nothing (the item reports it)."""
 
-    def __init__(self, source: object, ttl_s: float = 5.0, timeout_s: float = 10.0) -> None:
+    def __init__(self, source: object, ttl_s: float = 2.0) -> None:
         self.cache = (
-            ReadinessCache(source.readiness, ttl_s, first_wait_s=timeout_s)
-            if isinstance(source, ReadinessSource) else None
+            ReadinessCache(source.readiness, ttl_s) if isinstance(source, ReadinessSource)
+            else None
         )  # fmt: skip
 
     async def check(self, models: list[str]) -> None:

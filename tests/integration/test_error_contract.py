@@ -260,7 +260,9 @@ def test_sse_refuses_a_malformed_last_event_id_and_is_not_buffered(client: TestC
 def test_listings_and_probes_read_the_cache_not_the_deployments(
     client: TestClient, backend: CountingBackend
 ) -> None:
-    """Many concurrent listings and probes cost one readiness read per cache period."""
+    """Many concurrent listings, probes and job submissions (whose weight check reads
+    the deployments' state too) cost one readiness read per cache period: the Ingress
+    keeps one cache for all of them."""
     client.get("/readyz")
     reads = backend.readiness_reads
 
@@ -268,13 +270,26 @@ def test_listings_and_probes_read_the_cache_not_the_deployments(
         transport = httpx.ASGITransport(app=client.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as burst_client:
             answers = await asyncio.gather(*(
-                burst_client.get("/v1/models" if n % 4 else "/readyz") for n in range(200)
+                burst_client.post("/v1/jobs", files={"images": ("a.png", PNG)}) if n % 20 == 0
+                else burst_client.get("/v1/models" if n % 4 else "/readyz") for n in range(200)
             ))  # fmt: skip
         return [answer.status_code for answer in answers]
 
     codes = client.portal.call(burst)  # type: ignore[union-attr]  # on the app's own loop
-    assert set(codes) == {200}
+    assert sorted(set(codes)) == [200, 202], codes
     assert backend.readiness_reads - reads <= 2, "one read per period, not one per request"
+
+
+def test_a_submission_reads_the_probes_cache(
+    client: TestClient, backend: CountingBackend
+) -> None:
+    """The job weight check and the probes share one cache: a submission right after a
+    probe reads nothing more."""
+    time.sleep(2.1)  # past the cache period: the probe reads afresh
+    client.get("/readyz")
+    reads = backend.readiness_reads
+    assert client.post("/v1/jobs", files={"images": ("a.png", PNG)}).status_code == 202
+    assert backend.readiness_reads == reads
 
 
 def test_readyz_counts_the_job_store(client: TestClient, redis: RedisServer) -> None:
