@@ -280,9 +280,7 @@ def test_listings_and_probes_read_the_cache_not_the_deployments(
     assert backend.readiness_reads - reads <= 2, "one read per period, not one per request"
 
 
-def test_a_submission_reads_the_probes_cache(
-    client: TestClient, backend: CountingBackend
-) -> None:
+def test_a_submission_reads_the_probes_cache(client: TestClient, backend: CountingBackend) -> None:
     """The job weight check and the probes share one cache: a submission right after a
     probe reads nothing more."""
     time.sleep(2.1)  # past the cache period: the probe reads afresh
