@@ -34,7 +34,11 @@ class FaceRestorer(EngineReplica):
         self.engine = self.faces = FaceEngine(settings, store, share)
         self.faces.on_pass = lambda p: self.record_pass(p.model, p.faces, p.capacity, p.seconds)
         self.faces.load()
-        self.background = ServeBackend({"Upscaler": upscaler}, store.manifest)
+        # the background's upscale keeps the request's priority (a job item's waits)
+        self.backgrounds = {
+            priority: ServeBackend({"Upscaler": upscaler}, store.manifest, background=priority)
+            for priority in (False, True)
+        }
         self.batched = self.restore_batch
         self.start(settings, share)
 
@@ -47,7 +51,8 @@ class FaceRestorer(EngineReplica):
         with self.ongoing:
             async with self.gate.admit(background):
                 return await restore_faces(image, options, self.faces.detect, self._restore,
-                                           self.background, self.settings, request_id)  # fmt: skip
+                                           self.backgrounds[background], self.settings,
+                                           request_id)  # fmt: skip
 
     async def run_step(
         self, image: DecodedImage, options: FaceOptions, background: bool = False
