@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.admin.console import Console
 from services.api.deps import require_api_key
-from services.api.errors import BodyTooLarge, error_response, install_error_handlers
+from services.api.errors import BodyTooLarge, failed, install_error_handlers
 from services.api.routes import (
     admin,
     convert,
@@ -119,7 +119,8 @@ class BodyLimit:
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             message = f"request body is {declared} bytes; limit {limit}"
-            await error_response(413, "payload_too_large", message)(scope, receive, send)
+            refusal = failed(Request(scope), 413, "payload_too_large", message)  # logged too
+            await refusal(scope, receive, send)
             return
         received = 0
 

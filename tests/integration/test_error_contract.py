@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -151,10 +152,15 @@ def test_a_chunked_body_over_the_limit_is_refused_on_the_stream(client: TestClie
     assert client.post("/v1/upscale", files={"image": ("a.png", PNG)}).status_code == 200
 
 
-def test_a_declared_length_over_the_limit_is_refused_before_reading(client: TestClient) -> None:
-    response = client.post("/v1/upscale", content=b"x" * 2_200_000,
-                           headers={"content-type": "application/octet-stream"})  # fmt: skip
+def test_a_declared_length_over_the_limit_is_refused_before_reading(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="services.api.app"):
+        response = client.post("/v1/upscale", content=b"x" * 2_200_000,
+                               headers={"content-type": "application/octet-stream"})  # fmt: skip
     assert response.status_code == 413 and "limit" in response.json()["error"]["message"]
+    logged = [r for r in caplog.records if getattr(r, "status", None) == 413]
+    assert [getattr(r, "error_class", None) for r in logged] == ["payload_too_large"]
 
 
 def _jpeg(mode: str = "RGB", **options: object) -> bytes:
