@@ -2,8 +2,9 @@
 # needs (virtual environment, Python packages, Debian packages) and then runs.
 VENV ?= .venv
 PORT ?= 8000
+METRICS_PORT ?= 9464
 PY := $(VENV)/bin/python
-export VENV PORT
+export VENV PORT METRICS_PORT
 
 .PHONY: run test setup setup-tests lint typecheck test-unit test-integration test-quality stop bench render
 

@@ -13,11 +13,19 @@ from typing import Any
 from services.cli.main import main as cli_main
 from services.config import Settings
 
+# Where `pixserve up` has Ray export Prometheus metrics by default: fixed, so a local
+# Prometheus or a browser finds them (OpenTelemetry's Prometheus exporter port, seldom
+# taken; the chart's pods use 8080).
+DEFAULT_METRICS_PORT = 9464
+
 
 def register_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = commands.add_parser("up", help="start Ray and the app on this machine (Ctrl-C stops)")
     up.add_argument("--config", type=Path, help="Serve config file (default: the packaged one)")
     up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT,
+                    help="where Prometheus metrics are served: Serve's, Ray's and the "
+                         "platform's, at http://127.0.0.1:PORT/metrics")  # fmt: skip
     up.add_argument("--num-cpus", type=int,
                     help="logical CPUs for Ray (default: all, or what the replicas reserve "
                          "if that is more: reservations are bookkeeping, not pinning)")  # fmt: skip
@@ -50,10 +58,14 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
     )
     config["tracing_config"] = tracing_config(args.trace, args.trace_sampling)
     signal.signal(signal.SIGTERM, _interrupt)
-    local.start_ray(num_cpus=args.num_cpus or max(os.cpu_count() or 1, local.minimum_cpus(config)))
+    local.start_ray(num_cpus=args.num_cpus or max(os.cpu_count() or 1, local.minimum_cpus(config)),
+                    metrics_port=args.metrics_port)  # fmt: skip
     try:
         local.deploy(config)
-        print(f"pixserve is up: http://127.0.0.1:{args.port}  (API docs: /docs; Ctrl-C stops)")
+        print(
+            f"pixserve is up: http://127.0.0.1:{args.port}  (API docs: /docs; metrics: "
+            f"http://127.0.0.1:{args.metrics_port}/metrics; Ctrl-C stops)"
+        )
         sys.stdout.flush()
         while True:
             time.sleep(3600)

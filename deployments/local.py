@@ -107,10 +107,12 @@ def minimum_cpus(config: dict[str, Any]) -> int:
     return math.ceil(total)
 
 
-def start_ray(num_cpus: int | None = None) -> None:
-    """Start (or join) a local Ray instance in the Serve namespace."""
+def start_ray(num_cpus: int | None = None, metrics_port: int | None = None) -> None:
+    """Start (or join) a local Ray instance in the Serve namespace; ``metrics_port``
+    fixes where its metrics agent serves Prometheus text (else Ray picks a port)."""
     if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, namespace="serve", include_dashboard=False)
+        ray.init(num_cpus=num_cpus, namespace="serve", include_dashboard=False,
+                 _metrics_export_port=metrics_port)  # fmt: skip
 
 
 def shutdown() -> None:

@@ -5,6 +5,7 @@ set -euo pipefail
 
 VENV=${VENV:-.venv}
 PORT=${PORT:-8000}
+METRICS_PORT=${METRICS_PORT:-9464}
 URL="http://127.0.0.1:$PORT"
 export PIXSERVE_API_URL="$URL"
 PIXSERVE="$VENV/bin/pixserve"
@@ -27,7 +28,8 @@ if curl -fsS "$URL/readyz" >/dev/null 2>&1; then
   echo "run: pixserve is already running at $URL"
 else
   echo "run: starting pixserve at $URL (log: var/pixserve.log)"
-  setsid nohup "$PIXSERVE" up --port "$PORT" >var/pixserve.log 2>&1 &
+  setsid nohup "$PIXSERVE" up --port "$PORT" --metrics-port "$METRICS_PORT" \
+    >var/pixserve.log 2>&1 &
   echo $! >var/pixserve.pid
   for _ in $(seq 1 300); do
     curl -fsS "$URL/readyz" >/dev/null 2>&1 && break
@@ -62,5 +64,13 @@ while job["status"] in ("queued", "running"):
 print(f"run: job {job['id']} {job['status']}: {job['progress']['done']}/{job['progress']['total']} "
       f"outputs, e.g. {job['items'][0]['output_url']}")
 PY
+# Ray's metrics agent exports a sample about 10 s after it is recorded
+METRICS="http://127.0.0.1:$METRICS_PORT/metrics"
+for _ in $(seq 1 30); do
+  series=$(curl -fsS "$METRICS" 2>/dev/null | grep -c '^ray_pixserve_requests_total' || true)
+  [ "${series:-0}" -gt 0 ] && break
+  sleep 1
+done
+echo "run: Prometheus metrics at $METRICS (${series:-0} ray_pixserve_requests_total series so far)"
 echo "run: pixserve keeps running at $URL: open it to drop images and compare before/after,"
 echo "run: $URL/dashboard for operators, $URL/docs for the API; stop it with 'make stop'"
