@@ -226,8 +226,20 @@ def show_job(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cancel_job(args: argparse.Namespace, settings: Settings) -> int:
-    job = client_for(args, settings).delete_json(f"/v1/jobs/{args.job_id}")
-    print(f"job {job['id']}: {job['status']}")
+    """Cancel; a job that had already ended (or ends first) is a no-op, said as such
+    with exit status 1, as ``kill`` does for a process that is gone."""
+    client = client_for(args, settings)
+    before = client.get_json(f"/v1/jobs/{args.job_id}")["status"]
+    if before in TERMINAL:
+        print(f"error: job {args.job_id} had already ended ({before}); nothing to cancel",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    job = client.delete_json(f"/v1/jobs/{args.job_id}")
+    if job["status"] != "canceled":
+        print(f"error: job {job['id']} ended ({job['status']}) before it could be canceled",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"job {job['id']}: canceled")
     return 0
 
 

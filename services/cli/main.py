@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 
 from pydantic import ValidationError
 
@@ -24,17 +25,28 @@ def build_parser(registrars: Sequence[Registrar] = ()) -> argparse.ArgumentParse
     parser = argparse.ArgumentParser(
         prog="pixserve", description="Image upscaling and restoration on Ray Serve."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--api-key", help="API key, sent as a bearer token (default: the "
+                        "PIXSERVE_API_KEY environment variable)")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in (*registrars, upscale.register, jobs.register, models.register, keys.register):
         register(commands)
     return parser
 
 
+def _version() -> str:
+    """The installed distribution's version (a source tree not installed has none)."""
+    try:
+        return metadata.version("pixserve")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: Sequence[str] | None = None, registrars: Sequence[Registrar] = ()) -> int:
     """Parse, run, and turn expected failures into one ``error:`` line and exit code 1."""
     args = build_parser(registrars).parse_args(argv)
     try:
-        settings = Settings()
+        settings = Settings(**({"api_key": args.api_key} if args.api_key else {}))
         code: int = args.handler(args, settings)
     except (PixserveError, ClientError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -13,10 +13,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from safetensors.torch import save_file
-
 from services.errors import ChecksumMismatch, InvalidParameter
-from services.models import ncnn
 from services.models.manifest import ModelSpec, WeightSource
 from services.models.store import ModelStore, sha256_file
 
@@ -44,6 +41,10 @@ def source_of_kind(spec: ModelSpec, kind: str) -> WeightSource:
 
 def import_ncnn(store: ModelStore, name: str, models_dir: Path | None = None) -> Path:
     """Convert the shipped ncnn weights of ``name`` into a verified safetensors file."""
+    from safetensors.torch import save_file  # torch only here: the CLI starts fast
+
+    from services.models import ncnn
+
     spec = store.manifest.get(name)
     source = source_of_kind(spec, "ncnn")
     folder = models_dir or ncnn_models_dir()
