@@ -197,7 +197,8 @@ class FaceEngine:
         hint = fetch_hint(self.store.manifest.get(name))
         return ModelNotReady(
             f"'{name}' is not loaded by the FaceRestorer (it loads: {loads}); "
-            f"add it to the {setting} setting and fetch it with `{hint}`"
+            f"add it to PIXSERVE_{setting.upper()} (the {setting} setting) and fetch it "
+            f"with `{hint}`"
         )
 
     def _restore_group(

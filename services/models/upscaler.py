@@ -257,8 +257,8 @@ class UpscaleEngine:
             return loaded
         raise ModelNotReady(self.missing.get(name) or (
             f"model '{name}' is not configured on this deployment (it loads "
-            f"{', '.join(self.model_names) or 'none'}): add it to the settings' model "
-            f"list and fetch it with `pixserve models pull {name}`"
+            f"{', '.join(self.model_names) or 'none'}): add it to PIXSERVE_MODELS (the "
+            f"chart's settings.models) and fetch it with `pixserve models pull {name}`"
         ))  # fmt: skip
 
     def _finish(self, works: list[_Work]) -> list[TileOutput]:
