@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from services.cli.client import ClientError, PixserveClient
 from services.cli.progress import ProgressBar
+from services.cli.tables import table
 from services.cli.upscale import add_upscale_options, client_for
 from services.config import Settings
 from services.registry import TASKS
@@ -199,11 +200,12 @@ def download_outputs(client: PixserveClient, job: Any, folder: Path) -> int:
 def list_jobs(args: argparse.Namespace, settings: Settings) -> int:
     query = f"?limit={args.limit}" + (f"&status={args.status}" if args.status else "")
     listing = client_for(args, settings).get_json(f"/v1/jobs{query}")
-    print(f"{'JOB':<32}  {'STATUS':<9} {'DONE':>11}  CREATED (UTC)")
-    for job in listing["jobs"]:
-        progress = job["progress"]
-        done = f"{progress['done']}/{progress['total']}"
-        print(f"{job['id']:<32}  {job['status']:<9} {done:>11}  {_time(job['created_at'])}")
+    rows = [
+        [job["id"], job["status"], f"{job['progress']['done']}/{job['progress']['total']}",
+         _time(job["created_at"])]
+        for job in listing["jobs"]
+    ]  # fmt: skip
+    print(table(["JOB", "STATUS", "DONE", "CREATED (UTC)"], rows, right=frozenset({2})))
     return 0
 
 

@@ -11,6 +11,7 @@ from typing import TypeVar
 from redis.exceptions import RedisError
 
 from services.auth.keys import ApiKey, ApiKeyStore
+from services.cli.tables import table
 from services.config import Settings
 from services.errors import InvalidParameter, ServiceUnavailable
 from services.redis_client import connect_redis
@@ -57,13 +58,14 @@ def create_key(args: argparse.Namespace, settings: Settings) -> int:
 
 def list_keys(args: argparse.Namespace, settings: Settings) -> int:
     keys = _run(settings, lambda store: store.list())
-    print(f"{'PREFIX':<10} {'STATE':<8} {'ROLE':<6} {'RATE/MIN':>8}  {'CREATED (UTC)':<19}  NAME")
-    for key in keys:
-        state = "active" if key.active else "revoked"
-        rate = str(key.rate_per_minute or settings.rate_limit_per_minute)
-        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(key.created_at))
-        role = "admin" if key.admin else "user"
-        print(f"{key.prefix:<10} {state:<8} {role:<6} {rate:>8}  {created:<19}  {key.name}")
+    rows = [
+        [key.prefix, "active" if key.active else "revoked", "admin" if key.admin else "user",
+         str(key.rate_per_minute or settings.rate_limit_per_minute),
+         time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(key.created_at)), key.name]
+        for key in keys
+    ]  # fmt: skip
+    headers = ["PREFIX", "STATE", "ROLE", "RATE/MIN", "CREATED (UTC)", "NAME"]
+    print(table(headers, rows, right=frozenset({3})))
     return 0
 
 

@@ -7,6 +7,8 @@ is a REST client or works on the model store directly.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -48,6 +50,7 @@ def main(argv: Sequence[str] | None = None, registrars: Sequence[Registrar] = ()
     try:
         settings = Settings(**({"api_key": args.api_key} if args.api_key else {}))
         code: int = args.handler(args, settings)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
     except (PixserveError, ClientError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -56,4 +59,7 @@ def main(argv: Sequence[str] | None = None, registrars: Sequence[Registrar] = ()
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader left (`| head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error
+        return 128 + signal.SIGPIPE
     return code

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from services.cli.progress import ProgressBar
+from services.cli.tables import table
 from services.config import Settings
 from services.errors import InvalidParameter
 from services.models import sources
@@ -40,7 +41,7 @@ def _store(settings: Settings) -> ModelStore:
 def list_models(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     print(f"model store: {store.root}")
-    print(f"{'NAME':<16} {'ARCH':<16} {'SCALE':<5} {'STATE':<10} {'SIZE':>9}  SOURCE / HOW")
+    rows = []
     for name, spec in store.manifest.models.items():
         held = store.describe(name, check=not args.no_verify)
         if not held.present:
@@ -48,7 +49,9 @@ def list_models(args: argparse.Namespace, settings: Settings) -> int:
         else:
             state = {True: "verified", False: "MISMATCH", None: "unchecked"}[held.checksum_ok]
             size, how = f"{held.size_bytes / 1e6:.1f} MB", f"{held.source}: {held.path}"
-        print(f"{name:<16} {spec.architecture:<16} x{spec.scale:<4} {state:<10} {size:>9}  {how}")
+        rows.append([name, spec.task, spec.architecture, f"x{spec.scale}", state, size, how])
+    headers = ["NAME", "TASK", "ARCH", "SCALE", "STATE", "SIZE", "SOURCE / HOW"]
+    print(table(headers, rows, right=frozenset({5})))
     return 0
 
 

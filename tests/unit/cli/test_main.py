@@ -1,12 +1,16 @@
 """The ``pixserve`` entry point: client commands start without torch or Ray, ``--version``
-and a global ``--api-key`` that takes precedence over ``PIXSERVE_API_KEY``."""
+a global ``--api-key`` that takes precedence over ``PIXSERVE_API_KEY``, and a closed
+pipe ending a listing quietly."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +51,15 @@ def test_the_api_key_option_wins_over_the_environment(monkeypatch: pytest.Monkey
     monkeypatch.delenv("PIXSERVE_API_KEY")
     assert main(["probe"], registrars=[register]) == 0
     assert seen == ["pxs_from_option", "pxs_from_env", None]
+
+
+def test_a_reader_that_leaves_early_ends_the_listing_quietly(tmp_path: Path) -> None:
+    """``pixserve models list | head -1``: no traceback, SIGPIPE's exit status."""
+    env = {**os.environ, "PIXSERVE_MODEL_STORE": str(tmp_path)}
+    command = [sys.executable, "-c", "from deployments.cli import main; main()", "models",
+               "list", "--no-verify"]  # fmt: skip
+    listing = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert listing.stdout is not None and listing.stderr is not None
+    listing.stdout.close()  # before the command has written a line
+    assert listing.wait(timeout=120) == 128 + signal.SIGPIPE
+    assert listing.stderr.read() == b""
