@@ -1,12 +1,19 @@
-"""A small REST client for the CLI: turns error envelopes into ``ClientError``."""
+"""A small REST client for the CLI: turns error envelopes into ``ClientError``, and
+retries what the server says a retry can fix (503, 429) after its ``Retry-After``."""
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+RETRY_STATUSES = (429, 503)  # the platform's "try again later" answers
+RETRIES = 4  # then the error is the caller's to see
+MAX_WAIT_S = 30.0  # however long a Retry-After asks for
 
 
 class ClientError(Exception):
@@ -44,9 +51,13 @@ class UpscaleRequest:
 class PixserveClient:
     """Calls the pixserve REST API."""
 
-    def __init__(self, base_url: str, timeout_s: float = 600.0, api_key: str | None = None) -> None:
+    def __init__(
+        self, base_url: str, timeout_s: float = 600.0, api_key: str | None = None,
+        retries: int = RETRIES,
+    ) -> None:  # fmt: skip
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers)
+        self.retries = retries
 
     def upscale(self, path: Path, request: UpscaleRequest) -> bytes:
         files = {"image": (path.name, path.read_bytes(), "application/octet-stream")}
@@ -97,13 +108,48 @@ class PixserveClient:
     def _send(
         self, method: str, path: str, allow_status: tuple[int, ...] = (), **kwargs: Any
     ) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ClientError("unreachable", f"cannot reach {self._http.base_url}: {exc}") from exc
-        if response.is_success or response.status_code in allow_status:
-            return response
-        raise _error_from(response)
+        """One call; a 503 or 429 is tried again (up to ``retries`` times, after the
+        server's Retry-After, else 1, 2, 4... s) when repeating the request is safe."""
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                message = f"cannot reach {self._http.base_url}: {exc}"
+                raise ClientError("unreachable", message) from exc
+            if response.is_success or response.status_code in allow_status:
+                return response
+            error = _error_from(response)
+            if not (attempt < self.retries and response.status_code in RETRY_STATUSES
+                    and _repeatable(method, path, kwargs)):  # fmt: skip
+                raise error
+            wait = _retry_after(response, attempt)
+            print(f"pixserve: {error}; retrying in {wait:g} s", file=sys.stderr)
+            time.sleep(wait)
+            _rewind(kwargs.get("files"))
+            attempt += 1
+
+
+def _repeatable(method: str, path: str, kwargs: dict[str, Any]) -> bool:
+    """Everything but a job submission without an Idempotency-Key (a repeat could make
+    a second job); the other calls read, cancel, or compute the same answer again."""
+    if method == "POST" and path.rstrip("/").endswith("/v1/jobs"):
+        return "Idempotency-Key" in (kwargs.get("headers") or {})
+    return True
+
+
+def _retry_after(response: httpx.Response, attempt: int) -> float:
+    """The server's Retry-After (seconds), else exponential backoff; at most MAX_WAIT_S."""
+    asked = response.headers.get("Retry-After", "")
+    wait = float(asked) if asked.isdigit() else float(2**attempt)
+    return min(wait, MAX_WAIT_S)
+
+
+def _rewind(files: Any) -> None:
+    """Uploads streamed from open files start again from their beginning."""
+    for _, (_, content, *_) in files or []:
+        if hasattr(content, "seek"):
+            content.seek(0)
 
 
 def _error_from(response: httpx.Response) -> ClientError:

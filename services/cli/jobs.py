@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 import time
 from pathlib import Path, PurePosixPath
@@ -80,10 +81,12 @@ def submit_job(args: argparse.Namespace, settings: Settings) -> int:
         form["webhook_events"] = args.webhook_event or ["completed"]
     inputs: list[Path | str] = [*files, *urls]
     size = max(1, args.max_items)
+    # always a key, so a submission the client retries (a 503) can never make two jobs
+    base_key = args.idempotency_key or f"cli-{secrets.token_hex(12)}"
     jobs = []
     for start in range(0, max(1, len(inputs)), size):  # a generate job has no inputs
         chunk = inputs[start : start + size]
-        key = args.idempotency_key and f"{args.idempotency_key}-{start // size}"
+        key = f"{base_key}-{start // size}"
         chunk_files = [item for item in chunk if isinstance(item, Path)]
         chunk_urls = [item for item in chunk if isinstance(item, str)]
         job = client.submit_job(chunk_files, chunk_urls, form, key)
