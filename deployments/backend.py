@@ -5,22 +5,27 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from ray import serve
 from ray.exceptions import RayError, RayTaskError
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from services.config import Settings
-from services.errors import InternalError, ModelNotReady, PixserveError, ServiceUnavailable
+from services.errors import (
+    InternalError,
+    NotConfigured,
+    PixserveError,
+    ServiceUnavailable,
+)
 from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertOptions
 from services.models.diffusion import Generated, GenerateOptions
 from services.models.manifest import Manifest, load_manifest
 from services.models.runtime import EngineStatus
 from services.models.tile_io import TileJob, TileOutput
-from services.models.vision import Description
+from services.models.vision import Answer, Description, Question
 from services.pipelines.faces import FaceOptions, FaceResult
 from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult
 from services.platform import DeploymentReadiness, DeploymentView
@@ -91,12 +96,16 @@ class ServeBackend:
         described: Description = await self._call("Vision", "describe", image, want)
         return described
 
-    async def answer(
-        self, image: DecodedImage, question: str, max_tokens: int
-    ) -> tuple[str, int, int]:
-        answered: tuple[str, int, int] = await self._call("Vision", "answer", image, question,
-                                                     max_tokens)  # fmt: skip
-        return answered
+    async def answer(self, image: DecodedImage, question: Question) -> AsyncIterator[str | Answer]:
+        """The Vision deployment's streamed answer: text pieces, then the ``Answer``."""
+        handle = self._handle("Vision").options(stream=True)
+        pieces = handle.answer.remote(image, question, **self.priority)
+        assert isinstance(pieces, DeploymentResponseGenerator)  # stream=True
+        try:
+            async for piece in pieces:
+                yield piece
+        except RayError as exc:
+            raise _raised(exc, "the Vision deployment") from None
 
     def serves(self) -> set[str]:
         return set(self.model_deployments)
@@ -105,14 +114,22 @@ class ServeBackend:
         self, name: str, method: str, *args: Any, multiplexed: str | None = None
     ) -> Any:
         """A deployment's call by name (to a replica holding ``multiplexed``, when one
-        does); one left out for want of configuration is a 503 naming the settings."""
-        handle = self.handles.get(name)
-        if handle is None and name in self.unconfigured:
-            raise ModelNotReady(self.unconfigured[name])
-        if handle is not None and multiplexed is not None:
+        does); one left out for want of configuration is a 501 naming the settings."""
+        handle = self._handle(name)
+        if multiplexed is not None:
             handle = handle.options(multiplexed_model_id=multiplexed)
         priority = self.priority if name in MODEL_DEPLOYMENTS else {}
         return await _call(handle, name, method, *args, **priority)
+
+    def _handle(self, name: str) -> DeploymentHandle[Any]:
+        """The deployment's handle; a 501 naming the settings when it was left out for
+        want of configuration, a 503 when it is not connected."""
+        handle = self.handles.get(name)
+        if handle is None and name in self.unconfigured:
+            raise NotConfigured(self.unconfigured[name])
+        if handle is None:
+            raise ServiceUnavailable(f"no {name} deployment is connected")
+        return handle
 
     async def run_plan(self, image: DecodedImage, plan: Plan) -> PlanResult:
         """Chain the steps' calls: each gets the previous call's DeploymentResponse, so
@@ -121,11 +138,7 @@ class ServeBackend:
         produced: dict[str, Any] = {SOURCE: image}
         texts: dict[str, Any] = {}
         for step in plan.steps:
-            handle = self.model_deployments.get(step.deployment)
-            if handle is None and step.deployment in self.unconfigured:
-                raise ModelNotReady(self.unconfigured[step.deployment])
-            if handle is None:
-                raise ServiceUnavailable(f"no {step.deployment} deployment is connected")
+            handle = self._handle(step.deployment)
             if isinstance(step.options, GenerateOptions):  # to a replica holding it
                 handle = handle.options(multiplexed_model_id=step.options.checkpoint)
             response = handle.run_step.remote(produced[step.input], step.options,
@@ -187,12 +200,10 @@ class ServeBackend:
 
 
 async def _call(
-    handle: DeploymentHandle[Any] | None, name: str, method: str, *args: Any, **kwargs: Any
+    handle: DeploymentHandle[Any], name: str, method: str, *args: Any, **kwargs: Any
 ) -> Any:
-    """One call to a deployment: an absent or failing deployment is a 503; an error it
-    raised (bad input, missing model) is raised here as itself."""
-    if handle is None:
-        raise ServiceUnavailable(f"no {name} deployment is connected")
+    """One call to a deployment: a failing deployment is a 503; an error it raised (bad
+    input, missing model) is raised here as itself."""
     try:
         return await getattr(handle, method).remote(*args, **kwargs)
     except RayError as exc:

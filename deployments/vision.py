@@ -4,6 +4,7 @@ call (the models are small next to diffusion; replicas scale on ongoing requests
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from deployments.replica import EngineReplica, gpu_share
 from services.config import Settings
 from services.imaging.codec import DecodedImage, color_plane, to_uint8
 from services.models.remote import open_model_store
-from services.models.vision import Description, VisionEngine
+from services.models.vision import Answer, Description, Question, VisionEngine
 
 
 @serve.deployment(name="Vision", ray_actor_options={"num_cpus": 1, "num_gpus": 0})
@@ -39,12 +40,24 @@ class Vision(EngineReplica):
                 return await asyncio.to_thread(self.vision.describe, _rgb(image), set(want))
 
     async def answer(
-        self, image: DecodedImage, question: str, max_tokens: int, background: bool = False
-    ) -> tuple[str, int, int]:
+        self, image: DecodedImage, question: Question, background: bool = False
+    ) -> AsyncIterator[str | Answer]:
+        """A streaming call: the answer's text pieces as the model writes them, then
+        the whole ``Answer``."""
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def emit(piece: str) -> None:  # on the model's thread
+            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
         with self.ongoing:
             async with self.gate.admit(background):
-                return await asyncio.to_thread(self.vision.answer, _rgb(image), question,
-                                               max_tokens)  # fmt: skip
+                work = asyncio.ensure_future(asyncio.to_thread(
+                    self.vision.answer, _rgb(image), question, emit))  # fmt: skip
+                work.add_done_callback(lambda _: pieces.put_nowait(None))
+                while (piece := await pieces.get()) is not None:
+                    yield piece
+                yield await work
 
     async def run_step(
         self, image: DecodedImage, options: dict[str, Any], background: bool = False

@@ -1,7 +1,8 @@
 """Errors the platform raises on purpose, each with a stable code and an HTTP status.
 
-The API turns any ``PixserveError`` into ``{"error": {"code", "message"}}`` with its
-status, so a bad input is always a 4xx that names the problem, never a 500.
+The API turns any ``PixserveError`` into ``{"error": {"code", "message", "type",
+"param"}}`` (OpenAI's error shape, which its clients read) with its status, so a bad
+input is always a 4xx that names the problem, never a 500.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ class PixserveError(Exception):
 
     code = "error"
     status = 500
+    retry_after_s = 5  # a 503 says when to try again
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param  # the request field at fault, when one is
 
-    retry_after_s = 5  # a 503 says when to try again
+    def __reduce__(self) -> tuple[type[PixserveError], tuple[str, str | None]]:
+        return (type(self), (self.message, self.param))
 
     @property
     def headers(self) -> dict[str, str]:
@@ -53,7 +57,7 @@ class RateLimited(PixserveError):
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
-    def __reduce__(self) -> tuple[type[RateLimited], tuple[str, int]]:
+    def __reduce__(self) -> tuple[type[RateLimited], tuple[str, int]]:  # type: ignore[override]
         return (type(self), (self.message, self.retry_after_s))
 
     @property
@@ -108,6 +112,14 @@ class ModelNotReady(PixserveError):
 
     code = "model_not_ready"
     status = 503
+
+
+class NotConfigured(PixserveError):
+    """The platform is not set up to serve this (no model of the kind is configured):
+    the operator's fix, not one a retry brings, so 501 rather than 503."""
+
+    code = "not_configured"
+    status = 501
 
 
 class ChecksumMismatch(PixserveError):

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from pydantic import BaseModel, Field
 
 from services.imaging.codec import DecodedImage
+from services.models.vision import Answer, Question
 from services.pipelines.backend import TaskBackend
 
 logger = logging.getLogger(__name__)
@@ -61,10 +62,9 @@ class PlatformBackend(TaskBackend, Protocol):
         """This application's name and deployments: status, running and target replicas."""
         ...
 
-    async def answer(
-        self, image: DecodedImage, question: str, max_tokens: int
-    ) -> tuple[str, int, int]:
-        """A visual question's answer and the prompt's and answer's token counts."""
+    def answer(self, image: DecodedImage, question: Question) -> AsyncIterator[str | Answer]:
+        """A visual question's answer as it is written: text pieces, then the whole
+        ``Answer`` with its token counts."""
         ...
 
 

@@ -11,7 +11,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.admin.console import Console
-from services.api.deps import require_api_key
+from services.api.deps import require_api_key, strict_body
 from services.api.errors import BodyTooLarge, failed, install_error_handlers
 from services.api.routes import (
     admin,
@@ -22,6 +22,7 @@ from services.api.routes import (
     health,
     jobs,
     models,
+    openai,
     pages,
     presets,
     upscale,
@@ -68,6 +69,7 @@ def create_api(
         description="Image restoration and upscaling on Ray Serve.",
     )
     app.state.settings = settings
+    app.state.started_at = time.time()  # OpenAI's model listing reports it as `created`
     app.state.manifest = load_manifest(settings.extra_manifest)
     app.state.image_fetcher = SafeFetcher(max_bytes=settings.max_upload_bytes)
     app.state.presets = load_presets(backend.serves() if backend else set(), settings.extra_presets)
@@ -89,8 +91,8 @@ def create_api(
         job_limit=settings.max_job_bytes,
     )  # fmt: skip
     _install_request_metrics(app, app.state.metrics, app.state.ongoing, live)  # outermost
-    keyed = [Depends(require_api_key)]
-    routers = (upscale, denoise, faces, generate, vision, convert, presets, models)
+    keyed = [Depends(require_api_key), Depends(strict_body)]
+    routers = (upscale, denoise, faces, generate, vision, openai, convert, presets, models)
     for router in (module.router for module in routers):
         app.include_router(router, dependencies=keyed, responses=COMMON_ERRORS)
     app.include_router(jobs.router, dependencies=keyed, responses=COMMON_ERRORS | JOB_ERRORS)

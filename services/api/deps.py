@@ -9,13 +9,20 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Request, Response, params
 from starlette.datastructures import UploadFile as FormFile
 
 from services.auth.guard import KeyGuard
 from services.auth.keys import ApiKey
 from services.config import Settings
-from services.errors import DeadlineExceeded, Forbidden, PayloadTooLarge, ServiceUnavailable
+from services.errors import (
+    DeadlineExceeded,
+    Forbidden,
+    InvalidParameter,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    UnsupportedFormat,
+)
 from services.models.manifest import Manifest
 from services.pipelines.presets import PresetLibrary
 from services.pipelines.tasks import TaskContext, parse_task, plan_task
@@ -122,6 +129,30 @@ async def read_upload(upload: FormFile, settings: Settings) -> bytes:
         name = upload.filename or "upload"
         raise PayloadTooLarge(f"{name} is over the limit of {settings.max_upload_bytes} bytes")
     return data
+
+
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+async def strict_body(request: Request) -> None:
+    """A body of the wrong type is a 415 saying which type the route takes, and a form
+    field the route does not declare is a 422 naming it: a misspelled ``scal=2`` must
+    not silently run the default. (JSON bodies are strict through their models.)"""
+    body_params = getattr(getattr(request.scope.get("route"), "dependant", None),
+                          "body_params", None)  # fmt: skip
+    if not body_params or request.method not in ("POST", "PUT", "PATCH"):
+        return
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    wants_form = any(isinstance(param.field_info, params.Form) for param in body_params)
+    wanted = "multipart/form-data" if wants_form else "application/json"
+    if (kind in _FORM_TYPES) != wants_form or (not wants_form and kind != wanted):
+        given = kind or "a body without a Content-Type"
+        raise UnsupportedFormat(f"this route takes {wanted}, not {given}")
+    if wants_form:
+        known = {param.alias for param in body_params}
+        if unknown := sorted(set((await request.form()).keys()) - known):
+            raise InvalidParameter(f"unknown field(s): {', '.join(unknown)}; this route takes "
+                                   f"{', '.join(sorted(known))}", param=unknown[0])  # fmt: skip
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -1,8 +1,11 @@
-"""Exception handlers: every failure leaves as ``{"error": {"code", "message"}}``."""
+"""Exception handlers: every failure leaves as ``{"error": {"code", "message", "type",
+"param"}}``, OpenAI's error shape beside pixserve's code, with ``x-should-retry`` saying
+whether the same request can succeed later (clients such as openai's honour it)."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +30,9 @@ RETRYABLE_REDIS = (
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+# OpenAI's error types by status; the rest of 4xx is the request's fault
+_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+          409: "conflict_error", 429: "rate_limit_error"}  # fmt: skip
 
 
 class BodyTooLarge(HTTPException):
@@ -38,22 +44,27 @@ class BodyTooLarge(HTTPException):
 
 
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
+    status: int, code: str, message: str, headers: dict[str, str] | None = None,
+    param: str | None = None,
+) -> JSONResponse:  # fmt: skip
+    """The envelope; only 429 and 503 are worth the same request again."""
+    kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    retry = {"x-should-retry": "true" if status in (429, 503) else "false"}
     return JSONResponse(
         status_code=status,
-        content={"error": {"code": code, "message": message}},
-        headers=headers,
+        content={"error": {"code": code, "message": message, "type": kind, "param": param}},
+        headers=retry | (headers or {}),
     )
 
 
 def failed(
-    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
+    request: Request, status: int, code: str, message: str,
+    headers: dict[str, str] | None = None, param: str | None = None,
+) -> JSONResponse:  # fmt: skip
     """The error response, with its code and message noted on the request for the
     recent-errors log (the request middleware records them)."""
     request.state.error = (code, message)
-    return error_response(status, code, message, headers)
+    return error_response(status, code, message, headers, param)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -62,11 +73,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PixserveError)
     async def _platform_error(request: Request, exc: PixserveError) -> JSONResponse:
         annotate(error_class=exc.code)
-        return failed(request, exc.status, exc.code, exc.message, exc.headers)
+        return failed(request, exc.status, exc.code, exc.message, exc.headers, exc.param)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return failed(request, 422, "invalid_parameter", _describe(exc))
+        return failed(request, 422, "invalid_parameter", _describe(exc), param=_param(exc))
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -89,9 +100,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _describe(exc: RequestValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        location = [str(item) for item in error.get("loc", ()) if item not in ("body", "query")]
-        field = ".".join(location) or "request"
-        parts.append(f"{field}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts)
+    return "; ".join(f"{_field(error) or 'request'}: {error.get('msg', 'invalid')}"
+                     for error in exc.errors())  # fmt: skip
+
+
+def _param(exc: RequestValidationError) -> str | None:
+    """The first field at fault, as OpenAI's ``param`` names it."""
+    return next((field for error in exc.errors() if (field := _field(error))), None)
+
+
+def _field(error: Any) -> str:
+    location = [str(item) for item in error.get("loc", ()) if item not in ("body", "query")]
+    return ".".join(location)

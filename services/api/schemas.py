@@ -59,7 +59,22 @@ class ModelPublic(BaseModel):
     detail: str | None = None
 
 
+class OpenAIModelPublic(BaseModel):
+    """A model in OpenAI's list shape (``client.models.list()``), with its task."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "pixserve"
+    task: str
+
+
 class ModelListPublic(BaseModel):
+    """pixserve's listing (every declared model and its state) and, beside it, OpenAI's
+    (``object``/``data``: the models configured here)."""
+
+    object: Literal["list"] = "list"
+    data: list[OpenAIModelPublic]
     default_model: str
     default_denoise_model: str
     default_face_model: str

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from redis.exceptions import RedisError
 
 from services.config import Settings
-from services.errors import PixserveError
+from services.errors import NotConfigured, PixserveError
 from services.jobs.models import Item
 from services.jobs.outbox import WebhookOutbox
 from services.jobs.outputs import output_key
@@ -196,7 +196,8 @@ class Dispatcher:
             await self.queue.ack(item)
             return
         except PixserveError as exc:
-            if exc.status >= 500:  # the platform's (a replica lost, a node gone): retry
+            if exc.status >= 500 and not isinstance(exc, NotConfigured):  # a replica lost,
+                # a node gone: retry (what is not configured stays so)
                 await self._retry_later(item, lease, exc.code, f"{exc.code}: {exc.message}")
                 return
             annotate(error_class=exc.code)

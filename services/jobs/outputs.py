@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+
 from services.imaging.convert import CONVERT_TYPES
+
+IMAGES_AREA = "images/"
+IMAGE_NAME_PATTERN = r"^[0-9a-f]{32}\.(png|jpg|webp)$"
 
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "avif": "avif", "json": "json"}
 _OUTPUT_TYPES = {_EXTENSIONS[fmt]: kind for fmt, kind in
@@ -12,6 +17,12 @@ _OUTPUT_TYPES = {_EXTENSIONS[fmt]: kind for fmt, kind in
 def output_key(job_id: str, index: int, fmt: str) -> str:
     """Deterministic, so a re-run finds the output a crashed delivery already wrote."""
     return f"jobs/{job_id}/{index:05d}.{_EXTENSIONS[fmt]}"
+
+
+def image_key(fmt: str) -> str:
+    """A published image's key (OpenAI's images routes answering with a URL): random,
+    so the URL is the capability, and under ``images/``, apart from the jobs."""
+    return f"{IMAGES_AREA}{uuid.uuid4().hex}.{_EXTENSIONS[fmt]}"
 
 
 def output_type(key: str) -> str:

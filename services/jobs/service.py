@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 from services.config import Settings
 from services.errors import InvalidParameter, ModelNotReady
 from services.jobs.models import Item, Job, JobStatus
-from services.jobs.outputs import output_type
+from services.jobs.outputs import IMAGES_AREA, image_key, output_type
 from services.jobs.queue import WorkQueue
 from services.jobs.store import IdempotencyConflict, JobNotFound, JobStore, new_job_id
 from services.models.manifest import Manifest
@@ -246,6 +246,22 @@ class JobService:
         if not 0 <= index < len(job.items) or not job.items[index].output_key:
             raise InvalidParameter(f"item {index} of job {job_id} has no output")
         key = str(job.items[index].output_key)
+        return await asyncio.to_thread(self.objects.get, "outputs", key), output_type(key)
+
+    async def publish_image(self, data: bytes, fmt: str, base_url: str | None = None) -> str:
+        """Store an image for an answer that gives URLs (OpenAI's images routes): kept
+        with the job outputs (same retention), reached by a presigned URL or the API's
+        ``/v1/images/files/NAME`` route."""
+        key = image_key(fmt)
+        await asyncio.to_thread(self.objects.put, "outputs", key, data, output_type(key))
+        url = await asyncio.to_thread(self.objects.url, "outputs", key,
+                                      self.settings.presign_ttl_s)  # fmt: skip
+        base = (base_url or self.settings.public_url or "").rstrip("/")
+        return url or f"{base}/v1/images/files/{key.removeprefix(IMAGES_AREA)}"
+
+    async def published_image(self, name: str) -> tuple[bytes, str]:
+        """A published image by its name (its random key is the capability)."""
+        key = IMAGES_AREA + name
         return await asyncio.to_thread(self.objects.get, "outputs", key), output_type(key)
 
     async def cancel(self, job_id: str, owner: str, base_url: str | None = None) -> Job:

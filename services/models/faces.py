@@ -23,7 +23,7 @@ import spandrel
 import torch
 
 from services.config import Settings
-from services.errors import EngineOutOfMemory, ModelNotReady, PixserveError
+from services.errors import EngineOutOfMemory, ModelNotReady, NotConfigured, PixserveError
 from services.imaging.faces import Face
 from services.models.retinaface import RetinaFaceDetector, load_retinaface
 from services.models.runtime import (
@@ -195,7 +195,7 @@ class FaceEngine:
             return ModelNotReady(self.missing[name])
         loads = ", ".join(getattr(self.settings, setting)) or "none"
         hint = fetch_hint(self.store.manifest.get(name))
-        return ModelNotReady(
+        return NotConfigured(
             f"'{name}' is not loaded by the FaceRestorer (it loads: {loads}); "
             f"add it to PIXSERVE_{setting.upper()} (the {setting} setting) and fetch it "
             f"with `{hint}`"

@@ -34,7 +34,13 @@ import spandrel
 import torch
 
 from services.config import Settings
-from services.errors import EngineOutOfMemory, InvalidImage, ModelNotReady, PixserveError
+from services.errors import (
+    EngineOutOfMemory,
+    InvalidImage,
+    ModelNotReady,
+    NotConfigured,
+    PixserveError,
+)
 from services.imaging.codec import LUMA
 from services.imaging.tiling import (
     TileGrid,
@@ -255,11 +261,13 @@ class UpscaleEngine:
         loaded = self.models.get(name)
         if loaded is not None:
             return loaded
-        raise ModelNotReady(self.missing.get(name) or (
+        if name in self.missing:
+            raise ModelNotReady(self.missing[name])
+        raise NotConfigured(
             f"model '{name}' is not configured on this deployment (it loads "
             f"{', '.join(self.model_names) or 'none'}): add it to PIXSERVE_MODELS (the "
             f"chart's settings.models) and fetch it with `pixserve models pull {name}`"
-        ))  # fmt: skip
+        )
 
     def _finish(self, works: list[_Work]) -> list[TileOutput]:
         """Resize each canvas to its requested size; JPEGs on CUDA are encoded there,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from services.config import MODEL_SETTINGS, Settings
-from services.errors import InvalidParameter, ModelNotReady, PixserveError
+from services.errors import InvalidParameter, ModelNotReady, NotConfigured, PixserveError
 from services.models.runtime import EngineStatus, TorchRuntime
 from services.models.store import ModelStore
 
@@ -44,6 +44,33 @@ class Description:
         tags = None if self.tags is None else [{"label": t.label, "score": t.score}
                                                for t in self.tags]  # fmt: skip
         return {"caption": self.caption, "tags": tags, "nsfw": self.nsfw}
+
+
+@dataclass(frozen=True)
+class Question:
+    """A visual question and how to decode its answer: greedily at temperature 0,
+    else sampled (with nucleus ``top_p``)."""
+
+    text: str
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+    def sampling(self) -> dict[str, Any]:
+        """``generate``'s decoding options."""
+        if self.temperature <= 0:
+            return {}
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A visual question's whole answer and its token counts (OpenAI's usage block);
+    a streamed answer ends with it, after its text pieces."""
+
+    text: str
+    prompt_tokens: int
+    answer_tokens: int
 
 
 @dataclass
@@ -86,14 +113,18 @@ class VisionEngine:
             nsfw=self._nsfw(image) if "nsfw" in want else None,
         )
 
-    def answer(self, image: np.ndarray, question: str, max_tokens: int) -> tuple[str, int, int]:
-        """The answer to a question about the image, and the prompt's and answer's
-        token counts (for an OpenAI-style usage block)."""
+    def answer(
+        self, image: np.ndarray, question: Question, on_text: Callable[[str], None] | None = None
+    ) -> Answer:
+        """The answer to a question about the image with its token counts; ``on_text``
+        gets the answer's text as it is generated, piece by piece (streamed chats)."""
         model, processor = self._model("vqa")
-        inputs = processor(images=image, text=question, return_tensors="pt")
-        output = self._generate(model, inputs, max_tokens)
+        inputs = processor(images=image, text=question.text, return_tensors="pt")
+        deltas = None if on_text is None else TextDeltas(processor, on_text)
+        output = self._generate(model, inputs, question.max_tokens, streamer=deltas,
+                                **question.sampling())  # fmt: skip
         text = processor.decode(output[0], skip_special_tokens=True).strip()
-        return text, int(inputs["input_ids"].shape[-1]), int(output.shape[-1])
+        return Answer(text, int(inputs["input_ids"].shape[-1]), int(output.shape[-1]))
 
     def status(self) -> EngineStatus:
         names = {getattr(self.settings, ROLES[role]): 1 for role in self.models}
@@ -139,11 +170,11 @@ class VisionEngine:
             logits: torch.Tensor = model(**inputs).logits[0].float().cpu()
         return logits
 
-    def _generate(self, model: Any, inputs: Any, max_tokens: int) -> torch.Tensor:
+    def _generate(self, model: Any, inputs: Any, max_tokens: int, **options: Any) -> torch.Tensor:
         inputs = inputs.to(self.runtime.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         with self._counting(), torch.inference_mode():
-            output: torch.Tensor = model.generate(**inputs, max_new_tokens=max_tokens)
+            output: torch.Tensor = model.generate(**inputs, max_new_tokens=max_tokens, **options)
         return output.cpu()
 
     @contextmanager
@@ -161,7 +192,7 @@ class VisionEngine:
             return self.models[role]
         name = getattr(self.settings, ROLES[role])
         if name is None:
-            raise ModelNotReady(f"no {role} model is configured: set {ROLES[role]} and fetch "
+            raise NotConfigured(f"no {role} model is configured: set {ROLES[role]} and fetch "
                                 "the model with `pixserve models pull NAME`")  # fmt: skip
         raise ModelNotReady(self.missing.get(name) or f"{name} is not loaded")
 
@@ -182,6 +213,26 @@ class VisionEngine:
             if role == "nsfw":
                 _nsfw_label(model)
         return model.to(self.runtime.device).eval(), processor
+
+
+class TextDeltas:
+    """A transformers streamer: decodes the tokens so far on each step and hands on what
+    the text gained (word pieces join up: "hel" then "lo", never "hel ##lo")."""
+
+    def __init__(self, processor: Any, emit: Callable[[str], None]) -> None:
+        self.processor, self.emit = processor, emit
+        self.ids: list[int] = []
+        self.sent = ""
+
+    def put(self, value: torch.Tensor) -> None:
+        self.ids.extend(int(token) for token in value.reshape(-1).tolist())
+        text = str(self.processor.decode(self.ids, skip_special_tokens=True)).strip()
+        if len(text) > len(self.sent) and text.startswith(self.sent):
+            self.emit(text[len(self.sent) :])
+            self.sent = text
+
+    def end(self) -> None:
+        """Nothing held back: each step's text went out as it came."""
 
 
 def _nsfw_label(model: Any) -> int:

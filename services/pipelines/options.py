@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.config import Settings
-from services.errors import ModelNotReady, UnknownModel
+from services.errors import NotConfigured, UnknownModel
 from services.models.diffusion import GenerateOptions
 from services.models.manifest import Manifest
 from services.pipelines.faces import DEFAULT_MAX_FACES, FaceOptions
@@ -43,7 +43,7 @@ def generate_options(
     """SDXL options from parameters, the checkpoint alias known, the ranges checked."""
     alias = str(params.get("checkpoint") or settings.default_checkpoint)
     if not settings.diffusion_checkpoints:
-        raise ModelNotReady("no SDXL checkpoint is configured: map aliases to models in the "
+        raise NotConfigured("no SDXL checkpoint is configured: map aliases to models in the "
                             "diffusion_checkpoints setting (e.g. {realism: sdxl-base}) and "
                             "fetch them with `pixserve models pull sdxl-base`")  # fmt: skip
     if alias not in settings.diffusion_checkpoints:

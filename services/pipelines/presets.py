@@ -19,7 +19,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from services.config import Settings
-from services.errors import InvalidParameter, ModelNotReady, ServiceUnavailable, UnknownModel
+from services.errors import (
+    InvalidParameter,
+    NotConfigured,
+    ServiceUnavailable,
+    UnknownModel,
+)
 from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertFormat, ConvertOptions, ResizeMode
 from services.jsontext import parse_object
@@ -253,11 +258,11 @@ def step_overrides(params: str | None) -> dict[str, dict[str, Any]]:
 
 def _preset_generate(step: Step, params: dict[str, Any], settings: Settings) -> GenerateOptions:
     """A preset's diffusion step; its checkpoint not configured is the platform's gap
-    (503), not the caller's mistake."""
+    (501), not the caller's mistake."""
     try:
         return generate_options(params, settings, image_to_image=True)
     except UnknownModel as exc:
-        raise ModelNotReady(f"step '{step.id}': {exc.message}; map the alias to an SDXL "
+        raise NotConfigured(f"step '{step.id}': {exc.message}; map the alias to an SDXL "
                             "model in the diffusion_checkpoints setting and fetch it with "
                             "`pixserve models pull MODEL`") from None  # fmt: skip
 

@@ -74,7 +74,8 @@ def test_the_caption_preset_returns_text(client: httpx.Client) -> None:
         ([question("what?", "data:image/png;base64,@@@")], {}, 422, "not valid base64"),
         ([question("what?", "http://example.com/a.png")], {}, 422, "URL must be https"),
         ([question("what?", "https://127.0.0.1/a.png")], {}, 422, "non-public address"),
-        ([question("what?", data_url())], {"stream": True}, 422, "stream is not supported"),
+        ([question("what?", data_url())], {"n": 2}, 422, "n: Input should be 1"),
+        ([question("what?", data_url())], {"model": "gpt-4o"}, 422, "not served for chat"),
         ([{"role": "robot", "content": "hi"}], {}, 422, "role"),
     ],
 )

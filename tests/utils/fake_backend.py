@@ -8,15 +8,17 @@ and a preset's final encoding use the real Codec code, which needs no model.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 
+from services.errors import ServiceUnavailable
 from services.imaging.codec import DecodedImage, ImageLimits
 from services.imaging.convert import Converted, ConvertOptions, convert_image, encode_pixels
 from services.models.diffusion import Generated, GenerateOptions
 from services.models.tile_io import TileJob, TileOutput
-from services.models.vision import Description, Tag
+from services.models.vision import Answer, Description, Question, Tag
 from services.pipelines.faces import FaceOptions, FaceResult
 from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult, TileStep
 from services.platform import DeploymentReadiness, DeploymentView
@@ -67,11 +69,15 @@ class FakeBackend:
             nsfw=0.01 if "nsfw" in want else None,
         )
 
-    async def answer(
-        self, image: DecodedImage, question: str, max_tokens: int
-    ) -> tuple[str, int, int]:
-        self.calls.append(("answer", question))
-        return "a test answer", len(question.split()), 3
+    async def answer(self, image: DecodedImage, question: Question) -> AsyncIterator[str | Answer]:
+        """ "a test answer" in three pieces, then the whole; a question of "fail midway"
+        fails after the first piece (a replica lost mid-stream)."""
+        self.calls.append(("answer", question.text))
+        for piece in ("a", " test", " answer"):
+            yield piece
+            if question.text == "fail midway":
+                raise ServiceUnavailable("the Vision deployment is unavailable")
+        yield Answer("a test answer", len(question.text.split()), 3)
 
     async def convert(self, data: bytes, options: ConvertOptions) -> Converted:
         self.calls.append(("convert", options.format))

@@ -195,3 +195,31 @@ def test_a_request_past_its_deadline_is_cancelled_with_a_retryable_503() -> None
     assert response.status_code == 503 and response.headers["Retry-After"].isdigit()
     assert response.json()["error"]["code"] == "deadline_exceeded"
     assert slow.cancelled, "the deployment call was cancelled, not left running"
+
+
+@pytest.mark.parametrize(
+    ("path", "form", "param"),
+    [
+        ("/v1/upscale", {"scal": "2"}, "scal"),
+        ("/v1/upscale", {"keep_metadata": "true"}, "keep_metadata"),
+        ("/v1/denoise", {"strength": "2"}, "strength"),
+        ("/v1/restore/face", {"fidelty": "0.3"}, "fidelty"),
+    ],
+)
+def test_an_unknown_form_field_is_named(
+    client: TestClient, backend: FakeBackend, path: str, form: dict[str, str], param: str
+) -> None:
+    """A misspelled field is refused before any work, never run as the default."""
+    response = client.post(path, files={"image": ("a.png", PNG, "image/png")}, data=form)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and f"unknown field(s): {param}" in error["message"]
+    assert response.headers["x-should-retry"] == "false" and backend.calls == []
+
+
+def test_a_body_of_the_wrong_type_names_the_type_wanted(client: TestClient) -> None:
+    as_json = client.post("/v1/upscale", json={"scale": 2})
+    assert as_json.status_code == 415
+    assert "takes multipart/form-data, not application/json" in as_json.json()["error"]["message"]
+    as_form = client.post("/v1/chat/completions", data={"model": "blip-vqa"})
+    assert as_form.status_code == 415 and "takes application/json" in as_form.text

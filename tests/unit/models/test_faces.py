@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from services.config import Settings
-from services.errors import EngineOutOfMemory, ModelNotReady
+from services.errors import EngineOutOfMemory, ModelNotReady, NotConfigured
 from services.models.faces import FaceCrops, FaceEngine, batch_buckets
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
@@ -137,11 +137,11 @@ def test_absent_and_unconfigured_models_name_the_fix(engine: FaceEngine) -> None
     )
     assert isinstance(absent, ModelNotReady)
     assert "pixserve models pull gfpgan-v1.4" in absent.message
-    assert isinstance(unconfigured, ModelNotReady)
+    assert isinstance(unconfigured, NotConfigured)
     assert (
         "face_models" in unconfigured.message and "models pull codeformer" in unconfigured.message
     )
-    with pytest.raises(ModelNotReady, match="face_detectors"):
+    with pytest.raises(NotConfigured, match="face_detectors"):
         engine.detect("retinaface-resnet50", astronaut(64))
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from services.config import Settings
-from services.errors import EngineOutOfMemory, ModelNotReady
+from services.errors import EngineOutOfMemory, ModelNotReady, NotConfigured
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
 from services.models.tile_io import TileJob, TileOutput
@@ -71,7 +71,7 @@ def test_missing_model_fails_only_its_request(engine: UpscaleEngine) -> None:
     assert pixels(ok).shape == (128, 128, 3) and pixels(other).shape == (64, 64, 3)
     assert isinstance(missing, ModelNotReady) and "x2plus" in missing.message
     (unconfigured,) = engine.predict([TileJob("animevideov3", tiles(1))])
-    assert isinstance(unconfigured, ModelNotReady)  # says which variable to set
+    assert isinstance(unconfigured, NotConfigured)  # says which variable to set
     assert "add it to PIXSERVE_MODELS" in unconfigured.message
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from services.config import Settings
-from services.errors import InvalidParameter, ModelNotReady
+from services.errors import InvalidParameter, ModelNotReady, NotConfigured
 from services.models.manifest import load_manifest
 from services.models.store import ModelStore
-from services.models.vision import VisionEngine
+from services.models.vision import Question, VisionEngine
 from tests.utils.images import astronaut
 from tests.utils.tiny_models import TINY_CAPTION, TINY_NSFW, TINY_TAGGER, TINY_VQA
 
@@ -47,8 +47,22 @@ def test_describe_everything(engine: VisionEngine) -> None:
 
 
 def test_answers_count_their_tokens(engine: VisionEngine) -> None:
-    answer, prompt_tokens, answer_tokens = engine.answer(astronaut(64), "what color?", 4)
-    assert isinstance(answer, str) and prompt_tokens >= 3 and 1 <= answer_tokens <= 6
+    answer = engine.answer(astronaut(64), Question("what color?", 4))
+    assert isinstance(answer.text, str) and answer.prompt_tokens >= 3
+    assert 1 <= answer.answer_tokens <= 6
+
+
+def test_a_streamed_answer_comes_in_pieces_that_make_the_whole(engine: VisionEngine) -> None:
+    pieces: list[str] = []
+    answer = engine.answer(astronaut(64), Question("what color?", 8), pieces.append)
+    assert "".join(pieces) == answer.text and len(pieces) >= 2
+
+
+def test_sampling_follows_the_temperature(engine: VisionEngine) -> None:
+    greedy = {engine.answer(astronaut(64), Question("what?", 8)).text for _ in range(2)}
+    assert len(greedy) == 1  # temperature 0 decodes greedily: the same answer
+    hot = {engine.answer(astronaut(64), Question("what?", 8, 2.0)).text for _ in range(4)}
+    assert len(hot) > 1  # sampled: random weights at a high temperature vary
 
 
 def test_unknown_outputs_are_named(engine: VisionEngine) -> None:
@@ -61,8 +75,8 @@ def test_missing_and_unconfigured_models(tiny_store: tuple[Path, Path]) -> None:
     assert "blip-caption" in engine.status().missing
     with pytest.raises(ModelNotReady, match="pixserve models pull blip-caption"):
         engine.describe(astronaut(32), {"caption"})
-    with pytest.raises(ModelNotReady, match="no vqa model is configured: set vqa_model"):
-        engine.answer(astronaut(32), "what?", 4)
+    with pytest.raises(NotConfigured, match="no vqa model is configured: set vqa_model"):
+        engine.answer(astronaut(32), Question("what?", 4))
 
 
 def test_a_model_of_another_role_is_refused(tiny_store: tuple[Path, Path]) -> None:

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.config import Settings
-from services.errors import InvalidParameter, ModelNotReady, ServiceUnavailable, UnknownModel
+from services.errors import InvalidParameter, NotConfigured, ServiceUnavailable, UnknownModel
 from services.models.diffusion import GenerateOptions
 from services.models.manifest import load_manifest
 from services.pipelines.faces import FaceOptions
@@ -110,10 +110,10 @@ def test_bad_requests_are_named(
 
 def test_diffusion_presets_need_their_checkpoint_configured() -> None:
     library = load_presets(SERVED | {"Diffusion"})
-    with pytest.raises(ModelNotReady, match="no SDXL checkpoint is configured"):
+    with pytest.raises(NotConfigured, match="no SDXL checkpoint is configured"):
         library.compile("make-anime", MANIFEST, SETTINGS)
     realism_only = SETTINGS.model_copy(update={"diffusion_checkpoints": {"realism": "sdxl-base"}})
-    with pytest.raises(ModelNotReady, match=r"unknown checkpoint 'anime'.*diffusion_checkpoints"):
+    with pytest.raises(NotConfigured, match=r"unknown checkpoint 'anime'.*diffusion_checkpoints"):
         library.compile("make-anime", MANIFEST, realism_only)
     configured = SETTINGS.model_copy(update={"diffusion_checkpoints": {"anime": "animagine-xl"}})
     plan = library.compile("make-anime", MANIFEST, configured, {"anime": {"strength": 0.3}})
