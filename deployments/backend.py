@@ -21,6 +21,7 @@ from services.errors import (
 )
 from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertOptions
+from services.jobs.progress import CURRENT_ITEM
 from services.models.diffusion import Generated, GenerateOptions
 from services.models.manifest import Manifest, load_manifest
 from services.models.runtime import EngineStatus
@@ -72,7 +73,7 @@ class ServeBackend:
     async def upscale_image(self, job: TileJob) -> TileOutput:
         """To the deployment serving the job's model (Upscaler or Denoiser)."""
         name = self.serving.get(job.model, "Upscaler")
-        job = dataclasses.replace(job, request_id=_request_id())
+        job = dataclasses.replace(job, request_id=_request_id(), progress_key=CURRENT_ITEM.get())
         output: TileOutput = await self._call(name, "upscale", job)
         return output
 
@@ -88,6 +89,7 @@ class ServeBackend:
 
     async def generate(self, options: GenerateOptions, image: DecodedImage | None) -> Generated:
         """To a replica holding the checkpoint, when one does (Serve's multiplexing)."""
+        options = dataclasses.replace(options, progress_key=CURRENT_ITEM.get())
         generated: Generated = await self._call("Diffusion", "generate", options, image,
                                                 multiplexed=options.checkpoint)  # fmt: skip
         return generated

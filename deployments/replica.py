@@ -11,8 +11,10 @@ from ray import serve
 from deployments.metrics import platform_metrics, start_live
 from services.config import BatchOptions, Settings
 from services.errors import PixserveError
+from services.jobs.progress import ProgressReporter
 from services.models.priority import PriorityGate
 from services.models.runtime import EngineStatus
+from services.redis_client import connect_redis_sync
 from services.telemetry.live import Ongoing
 from services.telemetry.metrics import record_forward_pass
 
@@ -56,6 +58,7 @@ class EngineReplica:
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.ongoing = Ongoing()
         self.gate = PriorityGate(settings.batch_max_requests)  # sync requests before job items
+        self.progress = ProgressReporter(connect_redis_sync(settings))  # job items' progress
         self.record_gauges()
         start_live(settings, self._describe)
         self.tune(BatchOptions(max_batch_size=settings.batch_max_requests,

@@ -33,6 +33,8 @@ class TileModels(EngineReplica):
         self.tiles.load()
         self.batched = self.upscale_batch
         self.start(settings, share)
+        self.tiles.on_progress = lambda job, done, total: self.progress.report(
+            job.progress_key, done, total, "tiles")  # fmt: skip
 
     async def upscale(self, job: TileJob, background: bool = False) -> TileOutput:
         """One request's image, its tiles batched with other requests' (counted while
@@ -40,7 +42,11 @@ class TileModels(EngineReplica):
         inside the batch, is raised here."""
         with self.ongoing:
             async with self.gate.admit(background):
-                return unwrap(await self.upscale_batch(job))
+                try:
+                    return unwrap(await self.upscale_batch(job))
+                except asyncio.CancelledError:  # its tiles stop at the next chunk
+                    self.tiles.cancel(job.request_id)
+                    raise
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def upscale_batch(self, jobs: list[TileJob]) -> list[TileOutput | PixserveError]:

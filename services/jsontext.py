@@ -18,10 +18,10 @@ MAX_DEPTH = 8  # a task's parameters are flat objects of objects; this leaves ro
 MAX_CHARS = 64 * 1024
 
 
-def parse_object(name: str, text: str, example: str) -> dict[str, Any]:
+def parse_object(name: str, text: str, example: str, max_chars: int = MAX_CHARS) -> dict[str, Any]:
     """``text`` as a JSON object, or a 422 naming ``name`` and showing ``example``."""
-    if len(text) > MAX_CHARS:
-        raise InvalidParameter(f"{name}: {len(text)} characters of JSON; the limit is {MAX_CHARS}")
+    if len(text) > max_chars:
+        raise InvalidParameter(f"{name}: {len(text)} characters of JSON; the limit is {max_chars}")
     try:
         value = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:

@@ -7,6 +7,8 @@ through these aliases and never reach into the environment themselves.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response, params
@@ -129,6 +131,22 @@ async def read_upload(upload: FormFile, settings: Settings) -> bytes:
         name = upload.filename or "upload"
         raise PayloadTooLarge(f"{name} is over the limit of {settings.max_upload_bytes} bytes")
     return data
+
+
+def decode_base64_image(text: str, limit: int, name: str) -> bytes:
+    """An image sent as text: a ``data:image/...;base64,`` URL or bare base64; refused
+    past ``limit`` bytes before decoding."""
+    payload = text
+    if text.startswith("data:"):
+        header, _, payload = text.partition(",")
+        if not header.endswith(";base64"):
+            raise InvalidParameter(f"{name}: data: URLs must be base64 (data:image/png;base64,...)")
+    if len(payload) * 3 // 4 > limit:
+        raise PayloadTooLarge(f"{name}: the image is over the limit of {limit} bytes")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except binascii.Error as exc:
+        raise InvalidParameter(f"{name}: not valid base64: {exc}") from None
 
 
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")

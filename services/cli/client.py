@@ -3,9 +3,10 @@ retries what the server says a retry can fix (503, 429) after its ``Retry-After`
 
 from __future__ import annotations
 
+import json
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +26,6 @@ class ClientError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class UpscaleRequest:
-    """Form fields of ``POST /v1/upscale`` (None fields are not sent)."""
-
-    model: str | None = None
-    scale: float | None = None
-    width: int | None = None
-    height: int | None = None
-    output_format: str = "png"
-    quality: int = 90
-
-    def form(self) -> dict[str, str]:
-        fields = {
-            "model": self.model,
-            "scale": self.scale,
-            "width": self.width,
-            "height": self.height,
-            "format": self.output_format,
-            "quality": self.quality,
-        }
-        return {key: str(value) for key, value in fields.items() if value is not None}
-
-
 class PixserveClient:
     """Calls the pixserve REST API."""
 
@@ -59,10 +37,21 @@ class PixserveClient:
         self._http = httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers)
         self.retries = retries
 
-    def upscale(self, path: Path, request: UpscaleRequest) -> bytes:
-        files = {"image": (path.name, path.read_bytes(), "application/octet-stream")}
-        response = self._send("POST", "/v1/upscale", files=files, data=request.form())
-        return response.content
+    def run(self, path: str, source: Path, form: dict[str, Any]) -> tuple[bytes, str]:
+        """A sync task on one file: the output and its media type."""
+        files = {"image": (source.name, source.read_bytes(), "application/octet-stream")}
+        response = self._send("POST", path, files=files, data=form)
+        return response.content, _media_type(response)
+
+    def generate(
+        self, form: dict[str, Any], image: Path | None = None
+    ) -> tuple[bytes, str, dict[str, str]]:
+        """``POST /v1/generate``: the image, its media type and the response headers
+        (the seed, the safety checker's verdict)."""
+        files = {"image": (image.name, image.read_bytes(), "application/octet-stream")} if (
+            image is not None) else None  # fmt: skip
+        response = self._send("POST", "/v1/generate", files=files, data=form)
+        return response.content, _media_type(response), dict(response.headers)
 
     def get_json(self, path: str, allow_status: tuple[int, ...] = ()) -> Any:
         return self._send("GET", path, allow_status=allow_status).json()
@@ -86,6 +75,28 @@ class PixserveClient:
         finally:
             for handle in handles:
                 handle.close()
+
+    def events(self, job_id: str, reconnects: int = 5) -> Iterator[tuple[str, Any]]:
+        """A job's server-sent events as (type, data) up to its ``completed`` event; a
+        dropped connection resumes after the last event seen (``Last-Event-ID``)."""
+        last_id: str | None = None
+        for _ in range(reconnects + 1):
+            headers = {"Last-Event-ID": last_id} if last_id else {}
+            try:
+                with self._http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers,
+                                       timeout=httpx.Timeout(30, read=60)) as response:  # fmt: skip
+                    if not response.is_success:
+                        response.read()
+                        raise _error_from(response)
+                    for event_id, kind, data in _parse_events(response.iter_lines()):
+                        last_id = event_id or last_id
+                        yield kind, data
+                        if kind == "completed":
+                            return
+            except httpx.HTTPError as exc:
+                print(f"pixserve: event stream dropped ({exc}); resuming", file=sys.stderr)
+                time.sleep(1)
+        raise ClientError("unreachable", f"lost the event stream of job {job_id}")
 
     def delete_json(self, path: str) -> Any:
         return self._send("DELETE", path).json()
@@ -150,6 +161,26 @@ def _rewind(files: Any) -> None:
     for _, (_, content, *_) in files or []:
         if hasattr(content, "seek"):
             content.seek(0)
+
+
+def _parse_events(lines: Iterator[str]) -> Iterator[tuple[str | None, str, Any]]:
+    """Server-sent events as (id, type, JSON data); comments (pings) are skipped."""
+    event_id, kind, data = None, "message", ""
+    for line in lines:
+        if not line:
+            if data:
+                yield event_id, kind, json.loads(data)
+            event_id, kind, data = None, "message", ""
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("event:"):
+            kind = line[6:].strip()
+        elif line.startswith("data:"):
+            data += line[5:].strip()
+
+
+def _media_type(response: httpx.Response) -> str:
+    return str(response.headers.get("content-type", "")).partition(";")[0].strip()
 
 
 def _error_from(response: httpx.Response) -> ClientError:

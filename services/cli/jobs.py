@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 from services.cli.client import ClientError, PixserveClient
 from services.cli.progress import ProgressBar
 from services.cli.tables import table
-from services.cli.upscale import add_upscale_options, client_for
+from services.cli.tasks import COMMANDS, add_options, client_for
 from services.config import Settings
+from services.jobs.models import WEBHOOK_EVENTS
 from services.registry import TASKS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -39,10 +40,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     submit.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="any other field of the task, as on its route (repeatable: "
                              "--set count=4 --set outputs=caption)")  # fmt: skip
-    add_upscale_options(submit)
-    submit.set_defaults(format=None, quality=None)  # the task's own defaults
+    add_options(submit, COMMANDS[0].options)  # upscale's, the default task's
+
     submit.add_argument("--webhook-url", help="POST signed events here")
-    submit.add_argument("--webhook-event", action="append", choices=["item", "completed"],
+    submit.add_argument("--webhook-event", action="append", choices=WEBHOOK_EVENTS,
                         help="events to send (repeatable; default: completed)")  # fmt: skip
     submit.add_argument("--idempotency-key", help="resubmitting with it returns the same job")
     submit.add_argument("--max-items", type=int, default=1000, help="items per job (split)")
@@ -148,21 +149,32 @@ def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return files, urls
 
 
-def follow(client: PixserveClient, job_ids: list[str], poll_s: float = 1.0) -> list[Any]:
-    """Poll the jobs until every one is terminal, drawing one bar over all their items."""
+def follow(client: PixserveClient, job_ids: list[str]) -> list[Any]:
+    """Follow each job's event stream to its end, drawing one bar over all their items
+    (rate, ETA, and the progress inside the item running); answers the final envelopes."""
     jobs = [client.get_json(f"/v1/jobs/{job_id}") for job_id in job_ids]
     bar = ProgressBar(sum(job["progress"]["total"] for job in jobs), label="items")
-    while True:
-        bar.failed = sum(job["progress"]["failed"] for job in jobs)
-        bar.update(sum(job["progress"]["done"] + job["progress"]["failed"] for job in jobs))
-        if all(job["status"] in TERMINAL for job in jobs):
-            break
-        time.sleep(poll_s)
-        jobs = [client.get_json(f"/v1/jobs/{job_id}") for job_id in job_ids]
-    bar.close()
+    ended = {job["id"]: 0 for job in jobs}  # items ended, by job
+    failed = {job["id"]: 0 for job in jobs}
+    finished = []
     for job in jobs:
+        for kind, data in client.events(job["id"]):
+            if kind == "item" and "progress" in data and data.get("status") != "running":
+                progress = data["progress"]
+                ended[job["id"]] = progress["done"] + progress["failed"]
+                failed[job["id"]] = progress["failed"]
+                bar.failed = sum(failed.values())
+                bar.update(sum(ended.values()), note="")
+            elif kind == "progress":
+                unit = data.get("unit", "steps")
+                bar.update(bar.done, note=f"item {data['index']}: {data['step']}/"
+                                          f"{data['steps']} {unit}")  # fmt: skip
+            elif kind == "completed":
+                finished.append(data)
+    bar.close()
+    for job in finished:
         print(f"job {job['id']}: {job['status']}")
-    return jobs
+    return finished
 
 
 def report_failures(jobs: list[Any]) -> int:

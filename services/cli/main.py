@@ -15,7 +15,7 @@ from importlib import metadata
 
 from pydantic import ValidationError
 
-from services.cli import jobs, keys, models, upscale
+from services.cli import jobs, keys, models, status, tasks
 from services.cli.client import ClientError
 from services.config import Settings
 from services.errors import PixserveError
@@ -31,7 +31,14 @@ def build_parser(registrars: Sequence[Registrar] = ()) -> argparse.ArgumentParse
     parser.add_argument("--api-key", help="API key, sent as a bearer token (default: the "
                         "PIXSERVE_API_KEY environment variable)")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in (*registrars, upscale.register, jobs.register, models.register, keys.register):
+    for register in (
+        *registrars,
+        tasks.register,
+        status.register,
+        jobs.register,
+        models.register,
+        keys.register,
+    ):
         register(commands)
     return parser
 

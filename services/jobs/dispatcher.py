@@ -29,6 +29,7 @@ from services.errors import NotConfigured, PixserveError
 from services.jobs.models import Item
 from services.jobs.outbox import WebhookOutbox
 from services.jobs.outputs import output_key
+from services.jobs.progress import CURRENT_ITEM, item_key
 from services.jobs.queue import InFlight, WorkItem, WorkQueue
 from services.jobs.store import JobExpired, JobNotFound, JobStore, LeaseLost
 from services.models.manifest import Manifest
@@ -246,6 +247,7 @@ class Dispatcher:
         else:  # the item's own prompt and recorded seed
             plan = self.plan_of(plan.spec.for_item(item.index))
         loaded = time.perf_counter()
+        CURRENT_ITEM.set(item_key(item.job_id, item.index))  # the replica reports progress
         result = await self._unless_canceled(
             item.job_id, run_task(plan, data, self.backend, self.settings)
         )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, computed_field, field_validator
 
 
 class JobStatus(StrEnum):
@@ -39,6 +40,23 @@ TERMINAL_JOB = {
 
 
 INTERNAL = {"input", "traceparent", "output_key", "lease"}  # fields clients never see
+WEBHOOK_EVENTS = ("start", "item", "completed")  # a job's first item started, each ended, all
+
+
+def iso(seconds: float | None) -> str | None:
+    """A Unix time as ISO 8601 UTC with milliseconds (``2026-12-05T03:10:42.123Z``)."""
+    if seconds is None:
+        return None
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class ItemProgress(BaseModel):
+    """How far a running item has got: tiles of an upscale, steps of a generation."""
+
+    step: int
+    steps: int
+    unit: str
 
 
 class ItemPublic(BaseModel):
@@ -51,8 +69,19 @@ class ItemPublic(BaseModel):
     texts: dict[str, Any] | None = None  # captions, tags, a generation's seed, by step
     error: str | None = None
     attempts: int = 0
+    progress: ItemProgress | None = None  # while it runs, as its replica last reported
     started_at: float | None = None
     finished_at: float | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def started_at_iso(self) -> str | None:
+        return iso(self.started_at)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def finished_at_iso(self) -> str | None:
+        return iso(self.finished_at)
 
     @field_validator("texts", mode="before")
     @classmethod
@@ -96,12 +125,37 @@ class JobPublic(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     webhook_url: str | None = None
     webhook_events: list[str] = Field(default_factory=lambda: ["completed"])
+    queue_position: int | None = Field(
+        default=None, description="Work items ahead of this job's first queued one."
+    )
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def created_at_iso(self) -> str:
+        return str(iso(self.created_at))
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def started_at_iso(self) -> str | None:
+        return iso(self.started_at)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def finished_at_iso(self) -> str | None:
+        return iso(self.finished_at)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def expires_at_iso(self) -> str:
+        return str(iso(self.expires_at))
 
 
 class Job(JobPublic):
-    """A job as stored, its items with their internals."""
+    """A job as stored, its items with their internals, and its first item's work queue
+    entry (where its queue position counts from)."""
 
     items: list[Item] = Field(default_factory=list)
+    work_entry: str | None = Field(default=None, exclude=True)
 
     def public(self) -> JobPublic:
         """The envelope clients get (REST, SSE, webhooks): no storage keys or traces."""

@@ -5,20 +5,23 @@ At-least-once like the work queue: a sender that dies mid-delivery leaves its en
 pending and another re-claims them after the visibility timeout; a live sender keeps
 its slow deliveries (retries with backoff) from being re-claimed with a heartbeat.
 Deliveries that exhaust their retries go to the outbox's dead-letter stream. Payloads
-carry the same envelope as the API, output URLs included; the message id is derived
-from the event, so a receiver can de-duplicate.
+are Standard Webhooks' ``{type, timestamp, data}`` with the API's envelope as data,
+output URLs included; the message id is derived from the event, so a receiver can
+de-duplicate.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from typing import Any
 
 from services.errors import PixserveError
+from services.jobs.models import iso
 from services.jobs.queue import InFlight, WorkItem, WorkQueue
 from services.jobs.service import JobService
-from services.jobs.store import COMPLETED
+from services.jobs.store import COMPLETED, STARTED
 from services.telemetry.metrics import PlatformMetrics, in_memory
 from services.webhooks.delivery import DeliveryReport, WebhookSender
 
@@ -90,11 +93,20 @@ class WebhookOutbox:
         if not head.webhook_url or secret is None:
             logger.warning("job %s: no webhook URL or secret for %s; not sent", job_id, owner)
             return None
-        if index == COMPLETED:
-            job = await self.jobs.view(job_id, owner)
-            payload = {"type": "job.completed", "job": job.public().model_dump(mode="json")}
-            return head.webhook_url, f"{job_id}.completed", payload, secret
+        if index in (COMPLETED, STARTED):
+            job = (await self.jobs.view(job_id, owner)).public()
+            kind, at = ("completed", job.finished_at) if index == COMPLETED else (
+                "started", job.started_at)  # fmt: skip
+            payload = envelope(f"job.{kind}", at, job.model_dump(mode="json"))
+            return head.webhook_url, f"{job_id}.{kind}", payload, secret
         item = (await self.jobs.view_item(job_id, index)).public()
-        payload = {"type": "job.item", "job_id": job_id, "item": item.model_dump(mode="json"),
-                   "progress": head.progress.model_dump()}  # fmt: skip
+        data = {"job_id": job_id, "item": item.model_dump(mode="json"),
+                "progress": head.progress.model_dump()}  # fmt: skip
+        payload = envelope("job.item", item.finished_at, data)
         return head.webhook_url, f"{job_id}.item.{index}", payload, secret
+
+
+def envelope(kind: str, at: float | None, data: dict[str, Any]) -> dict[str, Any]:
+    """Standard Webhooks' payload shape: ``{type, timestamp, data}``, the timestamp
+    (ISO 8601) when the event happened, not when this delivery was made."""
+    return {"type": kind, "timestamp": iso(at if at is not None else time.time()), "data": data}

@@ -181,6 +181,19 @@ class WorkQueue:
                 stamps.append(_stamp(first[0][0]))
         return max(0.0, time.time() - min(stamps)) if stamps else 0.0
 
+    async def position(self, entry_id: str, limit: int = 10_000) -> int | None:
+        """How many entries wait before ``entry_id`` (0 once it is delivered; at most
+        ``limit``, past which the count stops); None before any dispatcher started."""
+        group = await self._group_info()
+        if group is None:
+            return None
+        after = as_text(group["last-delivered-id"])
+        if _stream_order(entry_id) <= _stream_order(after):
+            return 0
+        ahead: Any = await self.redis.xrange(self.stream, f"({after}", f"({entry_id}",
+                                             count=limit)  # fmt: skip
+        return len(ahead)
+
     async def dead_letter_count(self) -> int:
         return int(await self.redis.xlen(self.dead_letter_stream))
 
@@ -246,6 +259,11 @@ class InFlight:
         if not task.cancelled() and task.exception() is not None:
             # left pending: re-claimed after the visibility timeout
             logger.error("entry %s failed: %r", entry_id, task.exception())
+
+
+def _stream_order(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
 
 
 def _stamp(entry_id: bytes | str) -> float:

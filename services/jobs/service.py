@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from services.config import Settings
 from services.errors import InvalidParameter, ModelNotReady
-from services.jobs.models import Item, Job, JobStatus
+from services.jobs.models import TERMINAL_JOB, WEBHOOK_EVENTS, Item, Job, JobStatus
 from services.jobs.outputs import IMAGES_AREA, image_key, output_type
 from services.jobs.queue import WorkQueue
 from services.jobs.store import IdempotencyConflict, JobNotFound, JobStore, new_job_id
@@ -191,9 +191,10 @@ class JobService:
                 "webhooks are off: jobs made without an API key are signed with the "
                 "server's webhook_secret, and none is set"
             )
-        unknown = set(request.webhook_events) - {"item", "completed"}
+        unknown = set(request.webhook_events) - set(WEBHOOK_EVENTS)
         if unknown or not request.webhook_events:
-            raise InvalidParameter(f"webhook_events are 'item' and/or 'completed': {unknown}")
+            raise InvalidParameter(f"webhook_events are any of {', '.join(WEBHOOK_EVENTS)}; "
+                                   f"not {', '.join(sorted(unknown)) or 'none'}")  # fmt: skip
 
     async def _inputs(self, job_id: str, request: JobRequest) -> tuple[list[str], list[str]]:
         """Each item's stored input and the name the client knows it by."""
@@ -224,7 +225,23 @@ class JobService:
         job = await self.store.read(job_id, owner)
         for item in job.items:
             await self._mint_url(job_id, item, base_url)
+        if job.status == JobStatus.QUEUED and job.work_entry:
+            job.queue_position = await self.queue.position(job.work_entry)
         return job
+
+    async def wait(self, job_id: str, owner: str, timeout_s: float,
+                   base_url: str | None = None) -> Job:  # fmt: skip
+        """The job once it ended, or as it stands after ``timeout_s`` (``Prefer: wait``):
+        woken by its event stream, not by polling."""
+        deadline = time.monotonic() + timeout_s
+        after = "0-0"
+        while (left := deadline - time.monotonic()) > 0:
+            head = await self.store.read(job_id, owner, with_items=False)
+            if head.status in TERMINAL_JOB:
+                break
+            events = await self.store.events(job_id, after, block_ms=max(1, int(left * 1000)))
+            after = events[-1][0] if events else after
+        return await self.view(job_id, owner, base_url)
 
     async def view_item(self, job_id: str, index: int) -> Item:
         """One item with its output URL (for ``item`` webhooks; no ownership check)."""

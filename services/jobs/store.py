@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
 from services.errors import PixserveError
-from services.jobs.models import Item, Job, JobStatus, Progress
+from services.jobs.models import Item, ItemProgress, ItemStatus, Job, JobStatus, Progress
 from services.jobs.queue import DEAD_LETTER, OUTBOX, STREAM
 from services.redis_text import as_text
 
@@ -108,12 +108,15 @@ return {1, status}
 """
 
 
+_FIRST_WORK_ENTRY = 5  # in create's pipeline: the first item's XADD to the work stream
 COMPLETED = -1  # the outbox's item index for a job's ``completed`` event
+STARTED = -2  # and for its ``start`` event
 
 
 # Start one item: refused for canceled/expired jobs and finished items; the job turns
-# running only from queued (never from canceled, whatever happened in between). The
-# delivery's lease token (ARGV[3]) is recorded: only its holder may finish the item.
+# running only from queued (never from canceled, whatever happened in between), and
+# then its ``start`` webhook goes into the outbox. The delivery's lease token (ARGV[3])
+# is recorded: only its holder may finish the item. The start is an event on the stream.
 _START = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == 'canceled' or status == 'expired' then return 0 end
@@ -129,8 +132,18 @@ item.started_at = tonumber(ARGV[2])
 if ARGV[3] ~= '' then item.lease = ARGV[3] end
 redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(item))
 if status == 'queued' then
-  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2])
+  status = 'running'
+  redis.call('HSET', KEYS[1], 'status', status, 'started_at', ARGV[2])
+  local hook = redis.call('HGET', KEYS[1], 'webhook_url')
+  local events = cjson.decode(redis.call('HGET', KEYS[1], 'webhook_events') or '[]')
+  for _, event in ipairs(events) do
+    if event == 'start' and hook and hook ~= '' then
+      redis.call('XADD', KEYS[4], '*', 'job', ARGV[4], 'item', ARGV[5])
+    end
+  end
 end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', '10000', '*', 'type', 'item', 'index', ARGV[1],
+  'status', 'running', 'job_status', status, 'attempt', tostring(item.attempts))
 return 1
 """
 
@@ -176,7 +189,7 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def _job_key(job_id: str) -> str:
+def job_key(job_id: str) -> str:
     """The job's key; an id of another form is no job (it never reaches Redis, where a
     suffix could name another key of the job)."""
     if not re.fullmatch(JOB_ID_PATTERN, job_id):
@@ -222,7 +235,7 @@ class JobStore:
             webhook_url=webhook_url,
             webhook_events=webhook_events or ["completed"],
         )
-        key = _job_key(job.id)
+        key = job_key(job.id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=_job_fields(job, owner))
             pipe.hset(
@@ -235,7 +248,9 @@ class JobStore:
                 pipe.xadd(STREAM, {"job": job.id, "item": str(item.index)})
             for stored in (key, f"{key}:items", f"{key}:events"):
                 pipe.expire(stored, self.retention_s + KEPT_AFTER_EXPIRY_S)
-            await pipe.execute()
+            done = await pipe.execute()
+        job.work_entry = as_text(done[_FIRST_WORK_ENTRY])  # for its queue position
+        await self.redis.hset(key, "work_entry", job.work_entry)
         return job
 
     async def read(self, job_id: str, owner: str, with_items: bool = True) -> Job:
@@ -248,14 +263,21 @@ class JobStore:
             raise JobExpired(f"job {job_id} expired; results are kept {self.retention_s} s")
         if not with_items:
             return _job_from(job_id, fields, [])
-        raw_items = await self.redis.hgetall(f"{_job_key(job_id)}:items")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(f"{job_key(job_id)}:items")
+            pipe.hgetall(f"{job_key(job_id)}:progress")
+            raw_items, progress = await pipe.execute()
         items = sorted((Item.model_validate_json(v) for v in raw_items.values()), key=_index)
+        progress = {as_text(index): said for index, said in progress.items()}
+        for item in items:
+            if item.status == ItemStatus.RUNNING and str(item.index) in progress:
+                item.progress = ItemProgress.model_validate_json(progress[str(item.index)])
         return _job_from(job_id, fields, items)
 
     async def item_context(self, job_id: str, index: int) -> tuple[dict[str, Any], Item]:
         """A job's task and one of its items, without reading every item (the
         dispatcher's per-item read; a whole-job read would make a batch quadratic)."""
-        key = _job_key(job_id)
+        key = job_key(job_id)
         pipeline, expires_at = await self.redis.hmget(key, ["pipeline", "expires_at"])
         raw = await self.redis.hget(f"{key}:items", str(index))
         if pipeline is None or expires_at is None or raw is None:
@@ -313,7 +335,7 @@ class JobStore:
 
     async def requeue(self, job_id: str, index: int, dead_entry: str) -> str:
         """Run a dead-lettered item again (see ``_REQUEUE``); the job's status after."""
-        key = _job_key(job_id)
+        key = job_key(job_id)
         outcome = await self._requeue(
             keys=[key, f"{key}:items", f"{key}:events", STREAM, DEAD_LETTER],
             args=[str(index), dead_entry, job_id],
@@ -322,7 +344,7 @@ class JobStore:
 
     async def owner_of(self, job_id: str) -> str:
         """The owner recorded on a job (the dispatcher reads jobs on the owner's behalf)."""
-        owner = await self.redis.hget(_job_key(job_id), "owner")
+        owner = await self.redis.hget(job_key(job_id), "owner")
         if owner is None:
             raise JobNotFound(f"no job {job_id}")
         return as_text(owner)
@@ -331,19 +353,20 @@ class JobStore:
         """Mark an item running under this delivery's ``lease``; False if the job is
         canceled or the item already ended. One script, so a cancel between the check
         and the write cannot be overwritten."""
-        key = _job_key(job_id)
-        started = await self._start(keys=[key, f"{key}:items"],
-                                    args=[str(index), str(time.time()), lease])  # fmt: skip
+        key = job_key(job_id)
+        started = await self._start(keys=[key, f"{key}:items", f"{key}:events", OUTBOX],
+                                    args=[str(index), str(time.time()), lease, job_id,
+                                          str(STARTED)])  # fmt: skip
         return bool(int(started))
 
     async def is_canceled(self, job_id: str) -> bool:
         """Whether the job was canceled (the dispatcher polls it while an item runs)."""
-        return as_text(await self.redis.hget(_job_key(job_id), "status") or b"") == "canceled"
+        return as_text(await self.redis.hget(job_key(job_id), "status") or b"") == "canceled"
 
     async def holds_lease(self, job_id: str, index: int, lease: str) -> bool:
         """Whether the item is still running under ``lease`` (checked before a delivery
         writes its output, so a stalled one does not overwrite its successor's)."""
-        key = _job_key(job_id)
+        key = job_key(job_id)
         raw = await self.redis.hget(f"{key}:items", str(index))
         if raw is None:
             return False
@@ -357,7 +380,7 @@ class JobStore:
         """Succeed (with an output key, and a preset's texts) or fail (with an error)
         once; returns (whether this call changed anything, the job's status). With a
         ``lease``, only the delivery holding it records: another raises ``LeaseLost``."""
-        key = _job_key(job_id)
+        key = job_key(job_id)
         status = "failed" if error is not None else "succeeded"
         said = json.dumps(texts) if texts else ""
         changed, job_status = await self._finish(
@@ -383,19 +406,20 @@ class JobStore:
         job = await self.read(job_id, owner)
         if job.status in ("queued", "running"):
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(_job_key(job_id), mapping={"status": "canceled",
+                pipe.hset(job_key(job_id), mapping={"status": "canceled",
                                                      "finished_at": time.time()})  # fmt: skip
-                pipe.xadd(f"{_job_key(job_id)}:events", {"type": "job", "job_status": "canceled"})
+                pipe.xadd(f"{job_key(job_id)}:events", {"type": "job", "job_status": "canceled"})
                 if job.webhook_url and "completed" in job.webhook_events:
                     pipe.xadd(OUTBOX, {"job": job_id, "item": str(COMPLETED)})
                 await pipe.execute()
         return await self.read(job_id, owner)
 
     async def events(
-        self, job_id: str, after: str = "0-0", block_ms: int = 15_000
+        self, job_id: str, after: str = "0-0", block_ms: int | None = 15_000
     ) -> list[tuple[str, dict[str, str]]]:
-        """Events after the given id (SSE's Last-Event-ID), waiting up to ``block_ms``."""
-        answer: Any = await self.redis.xread({f"{_job_key(job_id)}:events": after}, block=block_ms)
+        """Events after the given id (SSE's Last-Event-ID), waiting up to ``block_ms``
+        (None: not at all)."""
+        answer: Any = await self.redis.xread({f"{job_key(job_id)}:events": after}, block=block_ms)
         events = []
         for _, entries in answer or []:
             for entry_id, fields in entries:
@@ -424,7 +448,7 @@ class JobStore:
             await self.redis.delete(slot)
 
     async def _fields(self, job_id: str) -> dict[str, str]:
-        raw = await self.redis.hgetall(_job_key(job_id))
+        raw = await self.redis.hgetall(job_key(job_id))
         return {as_text(k): as_text(v) for k, v in raw.items()}
 
 
@@ -464,6 +488,7 @@ def _job_from(job_id: str, fields: dict[str, str], items: list[Item]) -> Job:
         metrics=metrics,
         webhook_url=fields.get("webhook_url") or None,
         webhook_events=json.loads(fields.get("webhook_events") or '["completed"]'),
+        work_entry=fields.get("work_entry") or None,
     )
 
 

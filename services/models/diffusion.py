@@ -15,6 +15,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,7 @@ class GenerateOptions:
     scheduler: str = "euler"
     seed: int | None = None
     strength: float = 0.6
+    progress_key: str | None = None  # a job item's: its steps done are reported
 
     def check(self, settings: Settings, image_to_image: bool = False) -> None:
         """Refuse what SDXL or the settings cannot do, naming the field."""
@@ -120,6 +122,8 @@ class DiffusionEngine:
     missing: dict[str, str] = field(default_factory=dict)
     load_seconds: dict[str, float] = field(default_factory=dict)
     generations: list[float] = field(default_factory=list)
+    # a job item's steps done of the loop's, after each step (the replica's reporter)
+    on_step: Callable[[GenerateOptions, int, int], None] | None = None
 
     def __post_init__(self) -> None:
         self.runtime = TorchRuntime(self.settings, self.gpu_share)
@@ -243,8 +247,12 @@ class DiffusionEngine:
             arguments.update(width=width, height=height)
         else:
             arguments.update(image=image[:height, :width][None], strength=options.strength)
-        if stop is not None:
-            arguments["callback_on_step_end"] = _stop_when_set(stop, options.steps)
+        report = None
+        if self.on_step is not None and options.progress_key is not None:
+            on_step = self.on_step
+            report = lambda done, steps: on_step(options, done, steps)  # noqa: E731
+        if stop is not None or report is not None:
+            arguments["callback_on_step_end"] = _on_step_end(stop, options.steps, report)
         with torch.inference_mode():
             result = pipeline(**arguments)
         return np.clip(np.asarray(result.images[0], np.float32), 0.0, 1.0)
@@ -292,13 +300,18 @@ class DiffusionEngine:
         return (np.zeros_like(pixels) if flagged else pixels), flagged
 
 
-def _stop_when_set(stop: threading.Event, steps: int) -> Any:
-    """A diffusers step-end callback that ends the loop once ``stop`` is set (raising
-    also skips the VAE decode of an image nobody will read)."""
+def _on_step_end(
+    stop: threading.Event | None, steps: int, report: Callable[[int, int], None] | None
+) -> Any:
+    """A diffusers step-end callback: ends the loop once ``stop`` is set (raising also
+    skips the VAE decode of an image nobody will read), else reports the step done of
+    those the loop runs (fewer than ``steps`` for image-to-image)."""
 
     def callback(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
-        if stop.is_set():
+        if stop is not None and stop.is_set():
             raise GenerationStopped(f"stopped after step {step + 1} of {steps}")
+        if report is not None:
+            report(step + 1, int(getattr(pipeline, "num_timesteps", 0) or steps))
         return tensors
 
     return callback

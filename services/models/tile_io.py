@@ -21,6 +21,7 @@ class TileJob:
     jpeg_quality: int | None = None  # JPEG wanted: encoded on the device where it can be
     request_id: str = ""
     traceparent: str | None = None  # the caller's span, linked from the batch's span
+    progress_key: str | None = None  # a job item's: its tiles done are reported
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,9 @@ class UpscaleEngine:
         self.missing: dict[str, str] = {}
         self.passes: deque[ForwardPass] = deque(maxlen=256)
         self.on_pass: Callable[[ForwardPass], None] | None = None  # metrics hook
+        # a job item's tiles done of its total, after each chunk (the replica's reporter)
+        self.on_progress: Callable[[TileJob, int, int], None] | None = None
+        self.canceled: set[str] = set()  # request ids whose callers went away
 
     def load(self) -> None:
         """Load every model named in settings; a missing one is recorded, not fatal."""
@@ -168,6 +171,7 @@ class UpscaleEngine:
                         works.pop(index)
             for index, output in zip(works, self._finish(list(works.values())), strict=True):
                 results[index] = output
+        self.canceled.difference_update(job.request_id for job in jobs)
         return [results[index] for index in range(len(jobs))]  # every request has one
 
     def status(self) -> EngineStatus:
@@ -306,12 +310,38 @@ class UpscaleEngine:
                 work, local = owners[start + offset]
                 _paste(work, tile, local)
             chunks += 1
+            self._report(owners[start : start + len(scaled)])
+            if self._only_canceled_left(owners[start + len(scaled) :]):
+                break  # nobody waits for the rest: the device is free for the next batch
         record = ForwardPass(group.model, len(stack), tuple(w.job.request_id for w in members),
                              int(stack.shape[-1]), time.perf_counter() - started,
                              chunks * loaded.batch_limit)  # fmt: skip
         self.passes.append(record)
         if self.on_pass is not None:
             self.on_pass(record)
+
+    def cancel(self, request_id: str) -> None:
+        """The request's caller is gone (a canceled job item, a passed deadline): its
+        tiles stop at the next chunk, once no other request's tiles remain after it."""
+        self.canceled.add(request_id)
+        if len(self.canceled) > 10_000:  # ids of requests that had ended anyway
+            self.canceled.clear()
+
+    def _only_canceled_left(self, remaining: list[tuple[_Work, int]]) -> bool:
+        return bool(remaining) and all(
+            work.job.request_id in self.canceled for work, _ in remaining)  # fmt: skip
+
+    def _report(self, pasted: list[tuple[_Work, int]]) -> None:
+        """Each job item that had tiles in the chunk: how many of its tiles are done
+        (tiles run in order, so the last pasted one counts them)."""
+        if self.on_progress is None:
+            return
+        last: dict[int, tuple[_Work, int]] = {}
+        for work, local in pasted:
+            if work.job.progress_key is not None:
+                last[id(work)] = (work, local)
+        for work, local in last.values():
+            self.on_progress(work.job, local + 1, len(work.tiles))
 
     def _run_chunks(
         self, loaded: LoadedModel, stack: torch.Tensor, peak: float

@@ -297,11 +297,14 @@ async function followJob(job, entries, preset) {
   };
   const pending = [];
   await Pix.follow(`v1/jobs/${job.id}/events`, (type, data) => {
-    if (data.job_status === "running") for (const e of entries) if (!settled.has(e.index) && e.status.textContent === "queued") setStatus(e, "processing");
-    if (type === "item") {
-      progress.value = Number(data.done) + Number(data.failed);
-      pending.push(settle(Number(data.index), data.status));
+    if (type !== "item") return;  // job status, in-item progress, the final envelope
+    if (data.status === "running") {
+      const entry = byIndex.get(data.index);
+      if (entry && !settled.has(data.index)) setStatus(entry, "processing");
+      return;
     }
+    progress.value = data.progress.done + data.progress.failed;
+    pending.push(settle(data.index, data.status));
   });
   await Promise.all(pending);
   // events sent before we subscribed (a resumed or fast job): read the outcome once

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -36,21 +37,49 @@ def test_upscale_several_files(serve_url: str, tmp_path: Path) -> None:
     assert "3/3 files" in result.stderr
 
 
-def test_positional_output_file(serve_url: str, tmp_path: Path) -> None:
-    source = tmp_path / "in.png"
+def test_positional_output_file_is_written_as_cp_does(serve_url: str, tmp_path: Path) -> None:
+    source, target = tmp_path / "in.png", tmp_path / "big.png"
     source.write_bytes(encode(astronaut(16)))
-    result = pixserve("upscale", str(source), str(tmp_path / "big.png"), "--url", serve_url)
+    target.write_bytes(encode(astronaut(8)))  # an existing OUT is replaced, not an input
+    result = pixserve("upscale", str(source), str(target), "--url", serve_url)
     assert result.returncode == 0, result.stderr
-    assert Image.open(tmp_path / "big.png").size == (64, 64)
+    assert Image.open(target).size == (64, 64) and f"{source} -> {target}" in result.stdout
 
 
 def test_one_bad_file_fails_the_run_not_the_others(serve_url: str, tmp_path: Path) -> None:
     good, bad = tmp_path / "good.png", tmp_path / "bad.png"
     good.write_bytes(encode(astronaut(16)))
     bad.write_text("not an image")
-    result = pixserve("upscale", str(good), str(bad), "--url", serve_url)
+    result = pixserve("upscale", str(good), str(bad), "-o", str(tmp_path), "--url", serve_url)
     assert result.returncode == 1
     assert "invalid_image" in result.stderr and (tmp_path / "good.upscaled.png").exists()
+
+
+def test_every_task_from_the_shell(serve_url: str, tmp_path: Path) -> None:
+    """Each sync task as a command, its output beside the input or where asked."""
+    source = tmp_path / "a.png"
+    source.write_bytes(encode(astronaut(32)))
+    runs = {
+        "a.denoised.png": ("denoise", str(source)),
+        "a.converted.webp": ("convert", str(source), "--format", "webp", "--quality", "70"),
+        "a.restored.png": ("restore-face", str(source), "--max-faces", "1"),
+        "a.thumbnail-webp.webp": ("run", "thumbnail-webp", str(source)),
+    }
+    for name, args in runs.items():
+        result = pixserve(*args, "--url", serve_url)
+        assert result.returncode == 0, (args, result.stderr)
+        assert Image.open(tmp_path / name).size[0] > 0
+    caption = pixserve("caption", str(source), "--outputs", "caption", "--url", serve_url)
+    assert caption.returncode == 0, caption.stderr
+    assert json.loads(caption.stdout.splitlines()[0])["caption"]
+    assert (tmp_path / "a.caption.json").exists()
+    drawn = tmp_path / "cat.png"
+    generated = pixserve("generate", "a cat", str(drawn), "--width", "256", "--height", "256",
+                         "--steps", "2", "--seed", "4", "--url", serve_url)  # fmt: skip
+    assert generated.returncode == 0, generated.stderr
+    assert "seed 4" in generated.stdout and Image.open(drawn).size == (256, 256)
+    refused = pixserve("convert", str(source), "--resize", "fit", "--url", serve_url)
+    assert refused.returncode == 1 and "error:" in refused.stderr  # fit needs a size
 
 
 def test_missing_file_and_unreachable_server(serve_url: str, tmp_path: Path) -> None:

@@ -8,9 +8,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from services.jobs.models import JobStatus
+from services.jobs.progress import ProgressReporter, item_key
 from services.jobs.queue import WorkQueue
 from services.jobs.store import IdempotencyConflict, JobExpired, JobNotFound, JobStore
 from tests.utils.redis_server import redis_server
@@ -160,5 +162,33 @@ def test_idempotency_keys(url: str) -> None:
         assert await store.remember_idempotency("k", "req-1", "hash-a", "job-5") == "job-1"
         await store.forget_idempotency("k", "req-1", "job-1")  # its submission failed
         assert await store.remember_idempotency("k", "req-1", "hash-b", "job-6") == "job-6"
+
+    run(url, scenario)
+
+
+def test_progress_inside_an_item_reaches_the_stream_and_the_envelope(url: str) -> None:
+    """The replica's reporter (a blocking client, as on a model's thread): a running
+    item shows its latest count; reports closer than the interval are dropped, the last
+    step never is."""
+
+    async def scenario(store: JobStore, _: WorkQueue) -> None:
+        job = await store.create("k", PIPELINE, ["a", "b"])
+        await store.start_item(job.id, 0)
+        reporter = ProgressReporter(SyncRedis.from_url(url), interval_s=60)
+        key = item_key(job.id, 0)
+        for step in range(1, 9):
+            await asyncio.to_thread(reporter.report, key, step, 8, "tiles")
+        reporter.report(None, 1, 8, "tiles")  # a sync request's call: not a job item
+        reporter.report("not-a-job:0", 1, 8, "tiles")  # refused, never raised
+        events = [fields for _, fields in await store.events(job.id, block_ms=100)]
+        steps = [(e["step"], e["steps"], e["unit"]) for e in events if e["type"] == "progress"]
+        assert steps == [("1", "8", "tiles"), ("8", "8", "tiles")]  # throttled; last kept
+        assert [e["status"] for e in events if e["type"] == "item"] == ["running"]
+        read = await store.read(job.id, "k")
+        progress = read.items[0].progress
+        assert progress is not None and (progress.step, progress.steps) == (8, 8)
+        assert read.items[1].progress is None  # queued
+        await store.finish_item(job.id, 0, output_key="o")
+        assert (await store.read(job.id, "k")).items[0].progress is None  # ended
 
     run(url, scenario)

@@ -64,27 +64,49 @@ def test_a_batch_completes_with_every_output(client: httpx.Client) -> None:
     assert done["metrics"]["queue_wait_s"] >= 0 and done["metrics"]["run_s"] > 0
 
 
-def test_events_are_monotonic_and_resume(client: httpx.Client) -> None:
+def read_events(response: httpx.Response) -> list[dict[str, str]]:
+    """The stream's events as {id, event, data} (comment pings skipped)."""
+    events, event = [], {}
+    for line in response.iter_lines():
+        if line.startswith(("id:", "event:", "data:")):
+            key, _, value = line.partition(": ")
+            event[key] = value
+        elif not line and event:
+            events.append(event)
+            event = {}
+    return events
+
+
+def test_events_are_typed_monotonic_end_with_the_envelope_and_resume(
+    client: httpx.Client,
+) -> None:
     job = submit(client, [encode(astronaut(16)) for _ in range(6)]).json()
-    events = []
     with client.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
-        event: dict[str, str] = {}
-        for line in stream.iter_lines():
-            if line.startswith(("id:", "event:", "data:")):
-                key, _, value = line.partition(": ")
-                event[key] = value
-            elif not line and event:
-                events.append(event)
-                event = {}
+        assert stream.headers["cache-control"] == "no-cache"
+        assert stream.headers["x-accel-buffering"] == "no"
+        events = read_events(stream)
     data = [json.loads(e["data"]) for e in events]
-    done = [int(d["done"]) for d in data if "done" in d]
-    assert done == sorted(done) and done[-1] == 6 and data[-1]["job_status"] == "succeeded"
+    ended = [d for e, d in zip(events, data, strict=True) if e["event"] == "item"
+             and d["status"] != "running"]  # fmt: skip
+    done = [d["progress"]["done"] for d in ended]
+    assert done == sorted(done) and done[-1] == 6 and isinstance(ended[0]["index"], int)
+    started = [d["index"] for e, d in zip(events, data, strict=True)
+               if e["event"] == "item" and d["status"] == "running"]  # fmt: skip
+    assert sorted(set(started)) == list(range(6))  # each item's start is an event too
+    assert all(d["timestamp"].endswith("Z") and d["job_id"] == job["id"] for d in data[:-1])
+    assert events[-1]["event"] == "completed"  # the stream's own end, with the envelope
+    assert data[-1]["status"] == "succeeded" and len(data[-1]["items"]) == 6
     middle = events[len(events) // 2]["id"]
     with client.stream(
         "GET", f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": middle}
     ) as s:
-        resumed = [line for line in s.iter_lines() if line.startswith("id:")]
-    assert resumed[0].split(": ")[1] > middle and len(resumed) == len(events) - len(events) // 2 - 1
+        resumed = read_events(s)
+    assert resumed[0]["id"] > middle and len(resumed) == len(events) - len(events) // 2 - 1
+    assert resumed[-1]["event"] == "completed"
+    with client.stream(  # resumed after the end: only the envelope again
+        "GET", f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": events[-1]["id"]}
+    ) as s:
+        assert [e["event"] for e in read_events(s)] == ["completed"]
 
 
 def test_idempotency_key(client: httpx.Client) -> None:

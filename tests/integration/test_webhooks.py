@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,7 @@ def test_dispatcher_sends_item_and_completed_events(
         pipeline = UpscaleTask(model=TINY_COMPACT, format="png")
         anonymous = await jobs.submit("anonymous", JobRequest(
             pipeline, [(f"{i}.png", encode(astronaut(16))) for i in range(3)], [],
-            receiver.url, ["item", "completed"]), None)  # fmt: skip
+            receiver.url, ["start", "item", "completed"]), None)  # fmt: skip
         await jobs.submit(
             key.prefix,
             JobRequest(pipeline, [("k.png", encode(astronaut(16)))], [], receiver.url),
@@ -104,7 +105,7 @@ def test_dispatcher_sends_item_and_completed_events(
             pass
         await outbox.pump("d1")
         await outbox.drain()
-        assert all(r.delivered for r in outbox.reports) and len(outbox.reports) == 5
+        assert all(r.delivered for r in outbox.reports) and len(outbox.reports) == 6
         assert await outbox.queue.redis.xpending(OUTBOX, OUTBOX_GROUP) == {
             "pending": 0,
             "min": None,
@@ -119,18 +120,23 @@ def test_dispatcher_sends_item_and_completed_events(
     with redis_server(tmp_path / "redis") as url:
         anonymous_id, key_secret = asyncio.run(scenario(url))
     ids = [headers["webhook-id"] for headers, _ in receiver.calls]
-    assert len(ids) == len(set(ids)) == 5
+    assert len(ids) == len(set(ids)) == 6
     bodies = [json.loads(body) for _, body in receiver.calls]
-    completed = [b for b in bodies if b["type"] == "job.completed"]
-    assert len(completed) == 2 and {b["job"]["status"] for b in completed} == {"succeeded"}
-    items = [b["item"] for b in bodies if b["type"] == "job.item"]
+    assert all(set(b) == {"type", "timestamp", "data"} for b in bodies)  # Standard Webhooks'
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", b["timestamp"])
+               for b in bodies)  # fmt: skip
+    (started,) = [b["data"] for b in bodies if b["type"] == "job.started"]  # asked by one job
+    assert started["id"] == anonymous_id and started["started_at_iso"] is not None
+    completed = [b["data"] for b in bodies if b["type"] == "job.completed"]
+    assert len(completed) == 2 and {job["status"] for job in completed} == {"succeeded"}
+    items = [b["data"]["item"] for b in bodies if b["type"] == "job.item"]
     assert sorted(item["index"] for item in items) == [0, 1, 2]  # the keyed job: completed only
     assert all(item["output_url"].endswith("/output") for item in items)
     internals = {"input", "output_key", "traceparent"}  # never in a payload
-    every_item = items + [i for b in completed for i in b["job"]["items"]]
+    every_item = items + [i for job in completed for i in job["items"]]
     assert every_item and not any(internals & set(item) for item in every_item)
     for (headers, body), payload in zip(receiver.calls, bodies, strict=True):
-        job_id = payload.get("job_id") or payload["job"]["id"]
+        job_id = payload["data"].get("job_id") or payload["data"]["id"]
         right = SECRET if job_id == anonymous_id else key_secret
         verify(right, headers, body)
         assert Webhook(right).verify(body, headers) == payload

@@ -90,3 +90,15 @@ def test_poison_item_goes_to_dead_letter_and_others_finish(url: str) -> None:
         await redis.aclose()
 
     run(scenario())
+
+
+def test_a_queue_position_counts_the_entries_ahead(url: str) -> None:
+    async def scenario() -> None:
+        redis, queue = await queue_for(url)
+        entries = await queue.enqueue("job4", range(6))
+        await queue.read("c1", count=2, block_ms=100)  # 0 and 1 are being delivered
+        assert [await queue.position(e) for e in entries] == [0, 0, 0, 1, 2, 3]
+        assert await queue.position(entries[5], limit=2) == 2  # the count stops there
+        await redis.aclose()
+
+    run(scenario())

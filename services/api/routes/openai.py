@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import time
 import uuid
@@ -19,13 +18,18 @@ from fastapi import APIRouter, File, Form, Path, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.api.deps import BackendDep, RunnerDep, SettingsDep, read_upload
+from services.api.deps import (
+    BackendDep,
+    RunnerDep,
+    SettingsDep,
+    decode_base64_image,
+    read_upload,
+)
 from services.api.schemas import IMAGE_ERRORS
 from services.config import Settings
 from services.errors import (
     InvalidParameter,
     NotConfigured,
-    PayloadTooLarge,
     PixserveError,
     UnknownModel,
 )
@@ -199,26 +203,13 @@ def _question_and_image(messages: list[ChatMessage]) -> tuple[str, str]:
 
 async def _image_bytes(url: str, settings: Settings, fetcher: SafeFetcher) -> bytes:
     if url.startswith("data:"):
-        return decode_data_url(url, settings.max_upload_bytes)
+        return decode_base64_image(url, settings.max_upload_bytes, "image_url")
     host = urlsplit(url).hostname or ""
     if settings.vision_url_hosts and host not in settings.vision_url_hosts:
         raise InvalidParameter(f"image host {host!r} is not allowed; allowed: "
                                f"{', '.join(settings.vision_url_hosts)}")  # fmt: skip
     body, _ = await fetcher.get(url)
     return body
-
-
-def decode_data_url(url: str, limit: int) -> bytes:
-    """A ``data:...;base64,`` URL's bytes, refused past ``limit`` before decoding."""
-    header, _, payload = url.partition(",")
-    if not header.endswith(";base64"):
-        raise InvalidParameter("data: URLs must be base64 (data:image/png;base64,...)")
-    if len(payload) * 3 // 4 > limit:
-        raise PayloadTooLarge(f"the image is over {limit} bytes")
-    try:
-        return base64.b64decode(payload, validate=True)
-    except binascii.Error as exc:
-        raise InvalidParameter(f"the data: URL is not valid base64: {exc}") from None
 
 
 # --- images -------------------------------------------------------------------------
@@ -272,13 +263,19 @@ async def create_image_edit(
     strength: Annotated[float, Form(gt=0, le=1)] = 0.6,
     seed: Annotated[int | None, Form(ge=0, lt=2**63)] = None,
     user: Annotated[str | None, Form()] = None,
+    negative_prompt: Annotated[str, Form()] = "",
+    steps: Annotated[int | None, Form(ge=1)] = None,
+    guidance: Annotated[float | None, Form()] = None,
+    scheduler: Annotated[str | None, Form()] = None,
 ) -> dict[str, Any]:
     """Image-to-image on SDXL: the prompt redraws the image (``strength`` of 1 keeps
     nothing of it). Masks (inpainting) are not served: a ``mask`` is refused."""
     if size != "auto":
         raise InvalidParameter("size: an edit keeps the image's size; send auto", param="size")
     fields = _generate_fields({"prompt": prompt, "model": model, "output_format": output_format,
-                               "quality": quality, "seed": seed, "strength": strength},
+                               "quality": quality, "seed": seed, "strength": strength,
+                               "negative_prompt": negative_prompt, "steps": steps,
+                               "guidance": guidance, "scheduler": scheduler},
                               settings)  # fmt: skip
     data = await read_upload(image, settings)
     return await _images(request, runner, fields, data, n, response_format)

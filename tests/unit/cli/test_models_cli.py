@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from services.cli.main import main
-from services.cli.upscale import output_path
 
 
 @pytest.fixture
@@ -42,17 +41,3 @@ def test_invalid_setting_is_reported(
     monkeypatch.setenv("PIXSERVE_TILE_SIZE", "3")
     assert main(["models", "list"]) == 2
     assert "tile_size" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    ("output", "count", "expected"),
-    [
-        (None, 1, "in/a.upscaled.png"),
-        ("out.png", 1, "out.png"),
-        ("out", 2, "out/a.upscaled.png"),
-        ("out.d", 3, "out.d/a.upscaled.png"),
-    ],
-)
-def test_output_path(output: str | None, count: int, expected: str) -> None:
-    target = output_path(Path("in/a.jpg"), Path(output) if output else None, count, "png")
-    assert target == Path(expected)

@@ -168,3 +168,14 @@ def test_a_generation_keeps_the_checkpoints_precision(tiny_store: tuple[Path, Pa
     assert {pipeline.unet.dtype, pipeline.vae.dtype, pipeline.text_encoder.dtype} == {
         torch.bfloat16
     }
+
+
+def test_a_job_items_steps_are_reported(engine: DiffusionEngine, realism: Checkpoint) -> None:
+    reports: list[tuple[str | None, int, int]] = []
+    engine.on_step = lambda opts, done, steps: reports.append((opts.progress_key, done, steps))
+    try:
+        engine.generate(realism, options(steps=3))  # a sync request's: nothing reported
+        engine.generate(realism, options(steps=3, progress_key="j:1"))
+    finally:
+        engine.on_step = None
+    assert reports == [("j:1", 1, 3), ("j:1", 2, 3), ("j:1", 3, 3)]

@@ -229,3 +229,28 @@ def test_compiled_shapes_are_not_capped_at_dynamos_default() -> None:
     finally:
         torch._dynamo.config.recompile_limit = limit
         torch._dynamo.reset()
+
+
+def test_a_job_items_tiles_are_reported_chunk_by_chunk(engine: UpscaleEngine) -> None:
+    """Chunks of 4 tiles: an item of 6 tiles sharing passes with a sync request of 3
+    (which has no progress key, so no reports) is told 1, 5, then 6 of 6."""
+    reports: list[tuple[str | None, int, int]] = []
+    engine.on_progress = lambda job, done, total: reports.append((job.progress_key, done, total))
+    sync, item = TileJob(TINY_RRDB, tiles(3)), TileJob(TINY_RRDB, tiles(6), progress_key="j:0")
+    engine.predict([sync, item])
+    assert reports == [("j:0", 1, 6), ("j:0", 5, 6), ("j:0", 6, 6)]
+
+
+def test_a_canceled_request_stops_at_the_next_chunk(engine: UpscaleEngine) -> None:
+    """Its caller gone, a request's remaining chunks are skipped, but never while
+    another request's tiles remain to be run."""
+    reports: list[tuple[str | None, int, int]] = []
+    engine.on_progress = lambda job, done, total: reports.append((job.progress_key, done, total))
+    engine.cancel("gone")
+    engine.predict([TileJob(TINY_RRDB, tiles(10), request_id="gone", progress_key="j:0")])
+    assert reports == [("j:0", 4, 10)]  # one chunk of 4, then nothing
+    reports.clear()
+    engine.cancel("gone")
+    gone = TileJob(TINY_RRDB, tiles(6), request_id="gone", progress_key="j:0")
+    engine.predict([gone, TileJob(TINY_RRDB, tiles(3), request_id="kept", progress_key="j:1")])
+    assert reports[-1] == ("j:1", 3, 3) and engine.canceled == set()
