@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response, params
@@ -145,7 +144,7 @@ def decode_base64_image(text: str, limit: int, name: str) -> bytes:
         raise PayloadTooLarge(f"{name}: the image is over the limit of {limit} bytes")
     try:
         return base64.b64decode(payload, validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii's errors, and text that is not ASCII
         raise InvalidParameter(f"{name}: not valid base64: {exc}") from None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import Path, Query
+from fastapi import Form, Path, Query
 from pydantic import BaseModel
 
 from services.jobs.store import JOB_ID_PATTERN, STREAM_ID_PATTERN
@@ -14,6 +14,9 @@ from services.platform import DeploymentReadiness
 JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="32 hex digits.")]
 EntryId = Annotated[str, Path(pattern=STREAM_ID_PATTERN, description="A stream entry id.")]
 Cursor = Annotated[float | None, Query(ge=0, allow_inf_nan=False)]  # a page's next_cursor
+KeepMetadata = Annotated[bool, Form(description="Keep the input's EXIF (upright, with the "
+                                    "output's size), ICC profile and XMP; stripped by "
+                                    "default (EXIF can carry a location).")]  # fmt: skip
 
 
 class ErrorDetail(BaseModel):
@@ -36,6 +39,14 @@ Responses = dict[int | str, dict[str, object]]
 def errors(*codes: int) -> Responses:
     """OpenAPI entries for error statuses, each with the error envelope."""
     return {code: {"model": ErrorPublic} for code in codes}
+
+
+def json_errors(*codes: int | str) -> Responses:
+    """The same for a route whose success is not JSON (an event stream): FastAPI would
+    document its errors in the success's media type; they are JSON all the same."""
+    ref = {"$ref": "#/components/schemas/ErrorPublic"}
+    return {code: {"description": "Error", "content": {"application/json": {"schema": ref}}}
+            for code in codes}  # fmt: skip
 
 
 IMAGE_ERRORS = errors(400, 413, 415, 422, 503)

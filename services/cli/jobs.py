@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from services.cli.client import ClientError, PixserveClient
 from services.cli.progress import ProgressBar
 from services.cli.tables import table
-from services.cli.tasks import COMMANDS, add_options, client_for
+from services.cli.tasks import COMMANDS, add_options, client_for, form_of
 from services.config import Settings
 from services.jobs.models import WEBHOOK_EVENTS
 from services.registry import TASKS
@@ -108,10 +108,9 @@ def task_form(args: argparse.Namespace) -> dict[str, str | list[str]]:
     ``--prompt`` and every ``--set FIELD=VALUE`` (a repeated field becomes a list)."""
     task = args.task or ("preset" if args.preset else "upscale")
     form: dict[str, str | list[str]] = {"task": task}
-    chosen = {"model": args.model, "scale": args.scale, "width": args.width,
-              "height": args.height, "format": args.format, "quality": args.quality,
-              "preset": args.preset}  # fmt: skip
-    form.update({name: str(value) for name, value in chosen.items() if value is not None})
+    form.update(form_of(args, COMMANDS[0].options))  # the upscale options given
+    if args.preset:
+        form["preset"] = args.preset
     if args.prompt:
         form["prompts"] = list(args.prompt)
     for assignment in args.set:

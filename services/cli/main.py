@@ -15,7 +15,7 @@ from importlib import metadata
 
 from pydantic import ValidationError
 
-from services.cli import jobs, keys, models, status, tasks
+from services.cli import cluster, jobs, keys, models, status, tasks
 from services.cli.client import ClientError
 from services.config import Settings
 from services.errors import PixserveError
@@ -38,6 +38,7 @@ def build_parser(registrars: Sequence[Registrar] = ()) -> argparse.ArgumentParse
         jobs.register,
         models.register,
         keys.register,
+        cluster.register,
     ):
         register(commands)
     return parser

@@ -51,6 +51,7 @@ class TaskCommand:
     options: tuple[Option, ...] = field(default_factory=tuple)
 
 
+KEEP = Option("--keep-metadata", "keep the input's EXIF, ICC and XMP", switch=True)
 ENCODING = (
     Option("--format", "output format", choices=IMAGE_FORMATS),
     Option("--quality", "JPEG/WEBP quality 1-100", int),
@@ -60,9 +61,11 @@ COMMANDS = (
         Option("--model", "model name (see `pixserve models list`)"),
         Option("--scale", "output scale, e.g. 2.5", float),
         Option("--width", "target width in px", int),
-        Option("--height", "target height in px", int), *ENCODING)),
+        Option("--height", "target height in px", int), *ENCODING,
+        KEEP)),
     TaskCommand("denoise", "/v1/denoise", "denoise images (SCUNet, DnCNN)", "denoised", (
-        Option("--model", "a denoise model"), *ENCODING)),
+        Option("--model", "a denoise model"), *ENCODING,
+        KEEP)),
     TaskCommand("convert", "/v1/convert", "convert, resize or shrink images", "converted", (
         Option("--format", "output format", choices=("jpeg", "png", "webp", "avif")),
         Option("--quality", "quality 1-100", int),
@@ -79,11 +82,17 @@ COMMANDS = (
         Option("--upscale", "1-4, the background through --background-model", int),
         Option("--background-model", "an upscale model"),
         Option("--only-center-face", "restore the face nearest the centre", switch=True),
-        Option("--max-faces", "at most this many faces", int), *ENCODING)),
+        Option("--max-faces", "at most this many faces", int), *ENCODING,
+        KEEP)),
     TaskCommand("caption", "/v1/caption", "caption, tag and NSFW-score images", "caption", (
         Option("--outputs", "caption, tags or nsfw (repeatable; default all)",
                choices=("caption", "tags", "nsfw"), repeat=True),)),
 )  # fmt: skip
+PRESET = (
+    Option("--format", "output format", choices=(*IMAGE_FORMATS, "avif")),
+    Option("--quality", "quality 1-100", int),
+    KEEP,
+)
 GENERATE = (
     Option("--negative-prompt", "what to avoid"),
     Option("--checkpoint", "a checkpoint alias (realism, anime...)"),
@@ -105,8 +114,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     preset.add_argument("preset", help="the preset's name")
     _add_files(preset)
     preset.add_argument("--params", help='step overrides as JSON: {"upscale": {"scale": 4}}')
-    add_options(preset, (Option("--format", "output format", choices=(*IMAGE_FORMATS, "avif")),
-                          Option("--quality", "quality 1-100", int)))  # fmt: skip
+    add_options(preset, PRESET)
     preset.set_defaults(handler=run_files, task=None)
     generate = commands.add_parser("generate", help="draw an image from a prompt (SDXL)")
     generate.add_argument("prompt")
@@ -153,8 +161,7 @@ def run_files(args: argparse.Namespace, settings: Settings) -> int:
     command: TaskCommand | None = args.task
     if command is None:  # a preset
         path, suffix = f"/v1/run/{args.preset}", args.preset
-        form = form_of(args, (Option("--format", ""), Option("--quality", ""),
-                              Option("--params", "")))  # fmt: skip
+        form = form_of(args, (*PRESET, Option("--params", "")))
     else:
         path, suffix, form = command.path, command.suffix, form_of(args, command.options)
     sources, output = split_destination(args.inputs, args.output)

@@ -86,6 +86,11 @@ class GenerateOptions:
                                    f"{', '.join(SCHEDULERS)}")  # fmt: skip
         if not 0.0 < self.strength <= 1.0:
             raise InvalidParameter(f"strength {self.strength:g} must be within (0, 1]")
+        if image_to_image and int(self.steps * self.strength) < 1:  # diffusers runs that many
+            raise InvalidParameter(
+                f"steps x strength is {self.steps} x {self.strength:g}: image-to-image runs "
+                f"int(steps x strength) steps, here none; raise steps or strength"
+            )
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise InvalidParameter("seed must be a non-negative 63-bit integer")
 

@@ -65,3 +65,9 @@ def tile_budget(models: list[ModelSpec], limit: float | None) -> Budget:
 def generation_budget(width: int, height: int, steps: int, limit: float | None) -> Budget:
     cost = ARCHITECTURE_COST["SDXL"] * steps * width * height / 1e6
     return Budget(fixed=cost, limit=limit)
+
+
+def image_to_image_budget(steps_run: int, limit: float | None) -> Budget:
+    """Image-to-image works at the input's size, known once decoded, for the steps the
+    strength leaves (``int(steps x strength)``)."""
+    return Budget(per_megapixel=ARCHITECTURE_COST["SDXL"] * steps_run, limit=limit)

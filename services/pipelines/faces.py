@@ -44,6 +44,13 @@ class FaceOptions:
     only_center_face: bool = False
     max_faces: int = DEFAULT_MAX_FACES
 
+    @property
+    def models(self) -> list[str]:
+        """The manifest models a restoration loads: restorer, detector, and the
+        background's upscaler when it upscales."""
+        background = [self.background_model] if self.upscale > 1 and self.background_model else []
+        return [self.model, self.detector, *background]
+
     def check(self, settings: Settings) -> None:
         """Refuse out-of-range options with a message naming the field."""
         for name, value in (("weight", self.weight), ("fidelity", self.fidelity)):

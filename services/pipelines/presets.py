@@ -163,7 +163,7 @@ class Plan:
             if isinstance(options, TileStep):
                 names.append(options.options.model)
             elif isinstance(options, FaceOptions):
-                names.append(options.model)
+                names += options.models
         return names
 
 

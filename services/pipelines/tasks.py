@@ -26,7 +26,13 @@ from services.imaging.convert import ConvertFormat, ConvertOptions, ResizeMode
 from services.jsontext import parse_object
 from services.models.diffusion import GenerateOptions
 from services.models.manifest import Manifest, ModelSpec
-from services.pipelines.budget import NO_BUDGET, Budget, generation_budget, tile_budget
+from services.pipelines.budget import (
+    NO_BUDGET,
+    Budget,
+    generation_budget,
+    image_to_image_budget,
+    tile_budget,
+)
 from services.pipelines.faces import FaceOptions
 from services.pipelines.options import face_options, generate_options
 from services.pipelines.presets import PARAMS_EXAMPLE, Plan, PresetLibrary
@@ -49,7 +55,15 @@ class _Encoded(_Spec):
     quality: int = Field(default=90, ge=1, le=100, description="JPEG/WEBP quality.")
 
 
-class UpscaleTask(_Encoded):
+class _Kept(_Encoded):
+    """A task on an input image, whose metadata the output may keep."""
+
+    keep_metadata: bool = Field(
+        default=False, description="Keep EXIF (upright, resized), ICC and XMP of the input."
+    )
+
+
+class UpscaleTask(_Kept):
     task: Literal["upscale"] = "upscale"
     model: str | None = Field(default=None, description="Model name; see GET /v1/models.")
     scale: float | None = Field(default=None, gt=0, description="Output scale, e.g. 2.5.")
@@ -57,12 +71,12 @@ class UpscaleTask(_Encoded):
     height: int | None = Field(default=None, ge=1, description="Target height in px.")
 
 
-class DenoiseTask(_Encoded):
+class DenoiseTask(_Kept):
     task: Literal["denoise"] = "denoise"
     model: str | None = None
 
 
-class RestoreFaceTask(_Encoded):
+class RestoreFaceTask(_Kept):
     task: Literal["restore_face"] = "restore_face"
     model: str | None = None
     detector: str | None = None
@@ -136,6 +150,7 @@ class PresetTask(_Spec):
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     format: ConvertFormat | None = None
     quality: int | None = Field(default=None, ge=1, le=100)
+    keep_metadata: bool = False
 
 
 TaskSpec = Annotated[
@@ -193,8 +208,7 @@ class TaskPlan:
         if isinstance(options, UpscaleOptions):
             return [options.model]
         if isinstance(options, FaceOptions):
-            background = [options.background_model] if options.upscale > 1 else []
-            return [options.model, options.detector, *(m for m in background if m)]
+            return options.models
         return options.models if isinstance(options, Plan) else []
 
     @property
@@ -217,14 +231,16 @@ class TaskContext:
 def plan_task(spec: TaskSpec, context: TaskContext, image_to_image: bool = False) -> TaskPlan:
     """Check ``spec`` and resolve it; the same call for a sync request and a job."""
     plan = _plan(spec, context, image_to_image)
-    return dataclasses.replace(plan, budget=_budget(plan, context))
+    return dataclasses.replace(plan, budget=_budget(plan, context, image_to_image))
 
 
-def _budget(plan: TaskPlan, context: TaskContext) -> Budget:
-    """The plan's compute budget; a generation's whole cost is known now and refused
-    now (a job is refused at submit)."""
+def _budget(plan: TaskPlan, context: TaskContext, image_to_image: bool) -> Budget:
+    """The plan's compute budget; a text-to-image generation's whole cost is known now
+    and refused now (a job is refused at submit)."""
     limit = context.settings.max_request_cost
     options = plan.options
+    if isinstance(options, GenerateOptions) and image_to_image:
+        return image_to_image_budget(int(options.steps * options.strength), limit)
     if isinstance(options, GenerateOptions):
         budget = generation_budget(options.width, options.height, options.steps, limit)
         budget.check()

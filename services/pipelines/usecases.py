@@ -10,6 +10,7 @@ the same way whichever path brought it. CPU work runs in worker threads.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -25,9 +26,10 @@ from services.imaging.codec import (
     image_limits,
 )
 from services.imaging.convert import ConvertOptions
+from services.imaging.metadata import attach, check_format, read_metadata
 from services.models.diffusion import GenerateOptions
 from services.pipelines.backend import TaskBackend
-from services.pipelines.budget import NO_BUDGET, Budget
+from services.pipelines.budget import Budget
 from services.pipelines.faces import FaceOptions
 from services.pipelines.presets import Plan
 from services.pipelines.tasks import (
@@ -60,7 +62,27 @@ class TaskResult:
 async def run_task(
     plan: TaskPlan, data: bytes | None, backend: TaskBackend, settings: Settings
 ) -> TaskResult:
-    """Run one checked task on one input (``data`` None: text-to-image)."""
+    """Run one checked task on one input (``data`` None: text-to-image); with
+    ``keep_metadata``, the input's EXIF, ICC and XMP go into the output."""
+    keep = data is not None and bool(getattr(plan.spec, "keep_metadata", False))
+    if keep and isinstance(plan.options, Plan) and plan.options.output is not None:
+        check_format(plan.options.output.format)  # refused before any work
+    result = await _run(plan, data, backend, settings)
+    if not keep or result.content_type == JSON_TYPE:
+        return result
+    assert data is not None
+    return await asyncio.to_thread(_with_metadata, result, data)
+
+
+def _with_metadata(result: TaskResult, source: bytes) -> TaskResult:
+    fmt = result.content_type.removeprefix("image/")
+    kept = attach(result.data, fmt, read_metadata(source), result.output_size)
+    return dataclasses.replace(result, data=kept)
+
+
+async def _run(
+    plan: TaskPlan, data: bytes | None, backend: TaskBackend, settings: Settings
+) -> TaskResult:
     options = plan.options
     if isinstance(options, UpscaleOptions):
         assert data is not None
@@ -70,7 +92,7 @@ async def run_task(
         return await _faces(data, options, plan.spec, plan.budget, backend, settings)
     if isinstance(options, GenerateOptions):
         assert isinstance(plan.spec, GenerateTask)
-        return await _generate(data, options, plan.spec, backend, settings)
+        return await _generate(data, options, plan.spec, plan.budget, backend, settings)
     if isinstance(options, ConvertOptions):
         assert data is not None
         return await _convert(data, options, backend)
@@ -179,13 +201,15 @@ async def _generate(
     data: bytes | None,
     options: GenerateOptions,
     spec: GenerateTask,
+    budget: Budget,
     backend: TaskBackend,
     settings: Settings,
 ) -> TaskResult:
-    """One SDXL image (image-to-image when an input came)."""
+    """One SDXL image (image-to-image when an input came: its cost is checked against
+    the input's size once decoded)."""
     with tracer.start_as_current_span("pixserve.generate") as span:
         started = time.perf_counter()
-        start = await _decode(data, settings, NO_BUDGET) if data is not None else None
+        start = await _decode(data, settings, budget) if data is not None else None
         result = await backend.generate(options, start)
         encoded = await _encode(result.pixels, spec.format, spec.quality, settings)
         size = _size(result.pixels)

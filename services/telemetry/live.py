@@ -299,8 +299,9 @@ class LiveReader:
 def latency_by_route(minutes: list[Minute], name: str = "pixserve_request_seconds") -> list[
     dict[str, Any]
 ]:  # fmt: skip
-    """Per route: request count, errors (status >= 400) and p50/p95/p99 latency,
-    interpolated within the histogram's buckets as Prometheus does."""
+    """Per route: request count, errors (5xx: the platform's), refusals (4xx: the
+    caller's) and p50/p95/p99 latency, interpolated within the histogram's buckets as
+    Prometheus does."""
     buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
     for minute in minutes:
         for field, value in minute.fields.items():
@@ -310,14 +311,14 @@ def latency_by_route(minutes: list[Minute], name: str = "pixserve_request_second
                 buckets[route][float(parts[3])] += value
     rows = []
     for route, counts in sorted(buckets.items()):
-        errors = sum(
-            m.total("c", "pixserve_requests_total", route=route) for m in minutes
-        ) - sum(
-            m.total("c", "pixserve_requests_total", route=route, code=code)
-            for m in minutes for code in ("200", "201", "202", "204")
-        )  # fmt: skip
+        codes = {code for m in minutes
+                 for code in m.tag_values("c", "pixserve_requests_total", "code")}  # fmt: skip
+        answered = {kind: sum(m.total("c", "pixserve_requests_total", route=route, code=code)
+                              for m in minutes for code in codes if code.startswith(kind))
+                    for kind in ("4", "5")}  # fmt: skip
         rows.append({
-            "route": route, "requests": sum(counts.values()), "errors": errors,
+            "route": route, "requests": sum(counts.values()), "errors": answered["5"],
+            "rejected": answered["4"],
             **{f"p{int(q * 100)}": quantile(q, counts) for q in (0.5, 0.95, 0.99)},
         })  # fmt: skip
     return rows

@@ -6,11 +6,12 @@ const $ = (id) => document.getElementById(id);
 const view = { selectedJob: null, allErrors: false };
 const { el, badge } = Pix;
 
+// a table scrolls sideways inside its panel rather than cutting its last columns off
 function table(headers, rows, { numeric = [] } = {}) {
   if (!rows.length) return el("p", { class: "muted", text: "Nothing here." });
-  return el("table", {},
+  return el("div", { class: "scroll" }, el("table", {},
     el("thead", {}, el("tr", {}, headers.map((h, i) => el("th", { class: numeric.includes(i) ? "num" : null, text: h })))),
-    el("tbody", {}, rows));
+    el("tbody", {}, rows)));
 }
 const row = (cells, attrs = {}, numeric = [], nowrap = []) =>
   el("tr", attrs, cells.map((c, i) => el("td", { class: numeric.includes(i) ? "num" : nowrap.includes(i) ? "nowrap" : null }, c)));
@@ -31,15 +32,15 @@ function renderStats(o) {
     stat("oldest item waiting", Pix.seconds(o.queue.oldest_age_s)),
     stat("dead letters", `${Pix.num(o.queue.dead_letters)} / ${Pix.num(o.queue.webhook_dead_letters)}`, "work items / webhook events"),
     stat("images, last hour", Pix.num(images)),
-    stat("cost per image", cost.cost_per_image_usd === null ? "—" : `$${cost.cost_per_image_usd.toFixed(5)}`, `at $${cost.gpu_hour_price_usd}/GPU-hour`),
-    stat("images per $", cost.images_per_usd === null ? "—" : Pix.num(cost.images_per_usd)),
+    stat("cost per image", gpuCost(cost.cost_per_image_usd, 5), `at $${cost.gpu_hour_price_usd}/GPU-hour; CPU replicas cost nothing here`),
+    stat("images per $", cost.images_per_usd === null || !cost.cost_per_image_usd ? "—" : Pix.num(cost.images_per_usd)),
   );
 }
 
 function renderDeployments(o) {
   const box = $("deployments");
   const rows = o.deployments.map((d) => row([
-    el("b", { text: d.name }), badge(d.status),
+    el("b", { text: d.name }), el("div", {}, badge(d.status), d.message ? el("div", { class: "muted reason", text: d.message }) : null),
     `${d.running} / ${d.target}`, d.min_replicas === null ? "fixed" : `${d.min_replicas}–${d.max_replicas}`,
     `${Pix.num(d.num_cpus, 2)} CPU · ${Pix.num(d.num_gpus, 2)} GPU`,
     o.replicas.filter((r) => r.deployment === d.name).reduce((n, r) => n + (r.ongoing || 0), 0),
@@ -75,33 +76,52 @@ function renderCharts(o) {
 function renderLatency(o) {
   const worst = Math.max(0.001, ...o.latency.map((r) => r.p99 || 0));
   const rows = o.latency.map((r) => row([
-    el("span", { class: "mono", text: r.route }), Pix.num(r.requests), r.errors ? el("span", { style: "color:var(--bad)", text: Pix.num(r.errors) }) : "0",
+    el("span", { class: "mono", text: r.route }), Pix.num(r.requests),
+    r.errors ? el("span", { style: "color:var(--bad)", text: Pix.num(r.errors) }) : "0",
+    r.rejected ? el("span", { style: "color:var(--warn)", text: Pix.num(r.rejected) }) : "0",
     Pix.seconds(r.p50), Pix.seconds(r.p95), Pix.seconds(r.p99), bar(r.p99 || 0, worst),
-  ], {}, [1, 2, 3, 4, 5]));
-  $("latency").replaceChildren(table(["route", "requests", "errors", "p50", "p95", "p99", ""], rows, { numeric: [1, 2, 3, 4, 5] }));
+  ], {}, [1, 2, 3, 4, 5, 6]));
+  $("latency").replaceChildren(
+    el("p", { class: "muted", text: "Errors are the platform's (5xx); refused requests are the callers' (4xx: bad input, no key, over a limit)." }),
+    table(["route", "requests", "errors", "refused", "p50", "p95", "p99", ""], rows, { numeric: [1, 2, 3, 4, 5, 6] }));
 }
 
 function renderCost(o) {
   const c = o.cost;
-  const rows = c.by_model.map((m) => row([m.model, Pix.num(m.images), Pix.seconds(m.compute_s_per_image), `$${m.gpu_cost_usd.toFixed(4)}`,
-    m.cost_per_image_usd === null ? "—" : `$${m.cost_per_image_usd.toFixed(5)}`, m.images_per_usd === null ? "—" : Pix.num(m.images_per_usd)], {}, [1, 2, 3, 4, 5]));
+  const rows = c.by_model.map((m) => row([m.model, Pix.num(m.images), Pix.seconds(m.compute_s_per_image), gpuCost(m.gpu_cost_usd, 4),
+    gpuCost(m.cost_per_image_usd, 5), m.images_per_usd === null || !m.gpu_cost_usd ? "—" : Pix.num(m.images_per_usd)], {}, [1, 2, 3, 4, 5]));
   $("cost").replaceChildren(
     el("p", { class: "muted", text: `Forward time × the replica's GPU share × $${c.gpu_hour_price_usd} per GPU-hour (CPU replicas cost nothing here).` }),
     table(["model", "images", "compute / image", "GPU cost", "cost / image", "images / $"], rows, { numeric: [1, 2, 3, 4, 5] }));
 }
 
+// a dollar figure of GPU time; nothing spent (CPU replicas) says so rather than $0.00000
+function gpuCost(usd, digits) {
+  if (usd === null || usd === undefined) return "—";
+  return usd > 0 ? `$${usd.toFixed(digits)}` : el("span", { class: "muted", title: "no GPU time: CPU replicas cost nothing here", text: "CPU" });
+}
+
 const ERRORS_SHOWN = 12; // more on request: a burst of bad requests should not bury the page
 
+// The platform's errors (5xx, failed job items) first; the callers' refused requests (4xx)
+// apart, in amber: a burst of bad uploads is not an outage
 function renderErrors(o) {
-  const shown = view.allErrors ? o.errors : o.errors.slice(0, ERRORS_SHOWN);
-  const rows = shown.map((e) => row([Pix.time(e.at), e.source === "job" ? `job ${String(e.job).slice(0, 8)} #${e.item}` : `${e.method} ${e.route}`,
+  const faults = o.errors.filter((e) => !e.status || e.status >= 500);
+  const refused = o.errors.filter((e) => e.status && e.status < 500);
+  const limit = (list) => (view.allErrors ? list : list.slice(0, ERRORS_SHOWN));
+  const rows = (list) => limit(list).map((e) => row([Pix.time(e.at), e.source === "job" ? `job ${String(e.job).slice(0, 8)} #${e.item}` : `${e.method} ${e.route}`,
     e.status ? badge(String(e.status), e.status >= 500 ? "error" : "warn") : badge("item", "error"), el("span", { class: "mono", text: e.code || "" }),
     e.message || "", e.trace_id ? el("span", { class: "mono", title: e.trace_id, text: e.trace_id.slice(0, 12) }) : ""]));
-  const more = o.errors.length > ERRORS_SHOWN
+  const headers = ["time", "where", "status", "code", "message", "trace"];
+  const longest = Math.max(faults.length, refused.length);
+  const more = longest > ERRORS_SHOWN
     ? el("button", { class: "secondary", text: view.allErrors ? "show fewer" : `show all ${o.errors.length}`,
         onclick: () => { view.allErrors = !view.allErrors; renderErrors(o); } })
     : null;
-  $("errors").replaceChildren(table(["time", "where", "status", "code", "message", "trace"], rows), more || "");
+  $("errors").replaceChildren(
+    el("h3", { id: "faults-title", text: `Errors (${faults.length})` }), table(headers, rows(faults)),
+    el("h3", { id: "refused-title", text: `Refused requests, 4xx (${refused.length})` }), table(headers, rows(refused)),
+    more || "");
 }
 
 // ---- jobs ------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 // The upload page: pick images and a task (a model's upscale, another task, or a named
-// preset), run
-// them (sync for one small image, a job otherwise), follow progress over SSE, compare
-// before/after, read what caption steps said, download, and remember this browser's
-// jobs in localStorage.
+// preset), run them (sync for one small image, a job otherwise), follow progress over
+// SSE, compare before/after (slider, a 1:1 loupe, a zoom view), read what caption steps
+// said and how each run went (time, model, sizes), run the same images again with other
+// settings, copy the run as curl, download, and remember this browser's runs.
 "use strict";
 
 const SYNC_MAX_BYTES = 2 * 1024 * 1024; // one image up to this size runs synchronously
@@ -21,7 +21,7 @@ const TASKS = {
   convert: { label: "Convert", path: "v1/convert", needs: [], example: '{"resize": "fit", "width": 512}',
     help: "Re-encode (and resize) to JPEG, PNG, WEBP or AVIF." },
 };
-const state = { files: [], cards: new Map(), results: [], running: false, next: 0, presets: new Map(), served: new Set() };
+const state = { files: [], last: [], cards: new Map(), results: [], running: false, next: 0, presets: new Map(), served: new Set() };
 
 // ---- choosing images --------------------------------------------------------------
 function addFiles(list) {
@@ -37,6 +37,7 @@ function refreshSummary() {
   const total = state.files.reduce((n, f) => n + f.size, 0);
   $("summary").textContent = state.files.length ? `${state.files.length} image(s), ${Pix.bytes(total)}` : "";
   $("submit").disabled = !state.files.length || state.running;
+  $("again").disabled = !state.last.length || state.running || state.files.length > 0;
 }
 
 function setupInputs() {
@@ -50,6 +51,8 @@ function setupInputs() {
   document.addEventListener("paste", (e) => { if (e.clipboardData && e.clipboardData.files.length) addFiles(e.clipboardData.files); });
   $("submit").addEventListener("click", run);
   $("clear").addEventListener("click", clearAll);
+  $("again").addEventListener("click", () => addFiles(state.last));
+  $("curl").addEventListener("click", showCurl);
   $("zip").addEventListener("click", downloadZip);
   $("format").addEventListener("change", refreshQuality);
   $("task").addEventListener("change", refreshTask);
@@ -104,9 +107,10 @@ async function loadPresets() {
     state.presets.clear();
     for (const preset of listing.presets) {
       state.presets.set(preset.name, preset);
-      const missing = preset.missing_deployments.join(", ");
+      const why = preset.reason || `needs ${preset.missing_deployments.join(", ")}`;
       group.append(Pix.el("option", { value: preset.name, disabled: !preset.available,
-        text: preset.available ? preset.name : `${preset.name} (needs ${missing})`, title: preset.description }));
+        text: preset.available ? preset.name : `${preset.name} (cannot run: ${why})`,
+        title: preset.available ? preset.description : why }));
     }
     $("task").querySelectorAll("optgroup").forEach((g) => g.remove());
     $("task").append(taskOptions(), group);
@@ -146,15 +150,16 @@ function setStatus(entry, text, kind) { entry.status.className = `badge ${kind |
 
 // A result: an image (compared with the input) and the texts of caption steps, or
 // only texts (a text preset's JSON, downloaded as it came)
-function showResult(entry, blob, outputName, texts) {
+function showResult(entry, blob, outputName, texts, facts) {
   const afterUrl = URL.createObjectURL(blob);
   setStatus(entry, "done");
   const size = Pix.el("span", { class: "muted" });
+  if (facts) showFacts(entry, facts);
   if (isJson(blob)) {
     entry.body.replaceChildren(entry.beforeUrl ? Pix.el("img", { src: entry.beforeUrl, style: "max-width:100%;max-height:160px;object-fit:contain" }) : "");
     size.textContent = Pix.bytes(blob.size);
   } else {
-    entry.body.replaceChildren(entry.beforeUrl ? compare(entry.beforeUrl, afterUrl) : Pix.el("img", { src: afterUrl, class: "after", style: "max-width:100%" }));
+    entry.body.replaceChildren(entry.beforeUrl ? compare(entry.beforeUrl, afterUrl, entry.name) : Pix.el("img", { src: afterUrl, class: "after", style: "max-width:100%" }));
     const probe = new Image(); probe.onload = () => { size.textContent = `${probe.naturalWidth}×${probe.naturalHeight}, ${Pix.bytes(blob.size)}`; }; probe.src = afterUrl;
   }
   if (texts) showTexts(entry, texts);
@@ -186,17 +191,75 @@ function showFailure(entry, message) {
   entry.card.querySelector(".error").textContent = message;
 }
 
-// A before/after slider: the "before" image clipped to the left of the handle
-function compare(beforeUrl, afterUrl) {
+// A before/after slider: the "before" image clipped to the left of the handle; a loupe
+// shows the output's own pixels (1:1) under the pointer, and "zoom" opens it full size
+function compare(beforeUrl, afterUrl, name) {
   const before = Pix.el("img", { class: "before", src: beforeUrl, alt: "before" });
   const after = Pix.el("img", { class: "after", src: afterUrl, alt: "after" });
   const divider = Pix.el("div", { class: "divider" });
   const slider = Pix.el("input", { type: "range", min: 0, max: 100, value: 50, "aria-label": "before/after" });
-  const box = Pix.el("div", { class: "compare" }, after, before, divider,
-    Pix.el("span", { class: "tag", style: "left:6px", text: "before" }), Pix.el("span", { class: "tag", style: "right:6px", text: "after" }), slider);
+  const loupe = Pix.el("div", { class: "loupe", hidden: true, style: `background-image:url("${afterUrl}")` });
+  const zoom = Pix.el("button", { class: "zoom secondary", title: "Compare at full size", text: "zoom" });
+  const box = Pix.el("div", { class: "compare" }, after, before, divider, loupe,
+    Pix.el("span", { class: "tag", style: "left:6px", text: "before" }), Pix.el("span", { class: "tag", style: "right:6px", text: "after" }), slider, zoom);
   const apply = () => { before.style.clipPath = `inset(0 ${100 - slider.value}% 0 0)`; divider.style.left = `${slider.value}%`; };
   slider.addEventListener("input", apply); apply();
+  box.addEventListener("mousemove", (e) => moveLoupe(e, box, after, loupe));
+  box.addEventListener("mouseleave", () => { loupe.hidden = true; });
+  zoom.addEventListener("click", () => openZoom(beforeUrl, afterUrl, name));
   return box;
+}
+
+// The loupe: where the pointer is over the shown image, that spot of the output at 1:1
+function moveLoupe(event, box, after, loupe) {
+  if (event.target.tagName === "INPUT" || event.target.tagName === "BUTTON" || !after.naturalWidth) { loupe.hidden = true; return; }
+  const frame = box.getBoundingClientRect();
+  const fit = Math.min(frame.width / after.naturalWidth, frame.height / after.naturalHeight);
+  const shownW = after.naturalWidth * fit, shownH = after.naturalHeight * fit;
+  const left = (frame.width - shownW) / 2, top = (frame.height - shownH) / 2;
+  const x = (event.clientX - frame.left - left) / fit, y = (event.clientY - frame.top - top) / fit;
+  if (x < 0 || y < 0 || x > after.naturalWidth || y > after.naturalHeight || fit >= 1) { loupe.hidden = true; return; }
+  loupe.hidden = false;
+  const half = loupe.offsetWidth / 2;
+  loupe.style.left = `${event.clientX - frame.left - half}px`; loupe.style.top = `${event.clientY - frame.top - half}px`;
+  loupe.style.backgroundSize = `${after.naturalWidth}px ${after.naturalHeight}px`;
+  loupe.style.backgroundPosition = `${half - x}px ${half - y}px`;
+  loupe.dataset.x = Math.round(x); loupe.dataset.y = Math.round(y);
+}
+
+// Full size: the before (scaled up to the output's size) and after at 1:1 or 2:1 in a
+// scrolling view, the same slider between them
+function openZoom(beforeUrl, afterUrl, name) {
+  const after = Pix.el("img", { class: "after", src: afterUrl, alt: "after" });
+  const before = Pix.el("img", { class: "before", src: beforeUrl, alt: "before" });
+  const slider = Pix.el("input", { type: "range", min: 0, max: 100, value: 50, "aria-label": "before/after" });
+  const stage = Pix.el("div", { class: "stage" }, after, before);
+  const scale = Pix.el("select", { "aria-label": "zoom" }, ["1", "2"].map((v) => Pix.el("option", { value: v, text: `${v}:1` })));
+  const layout = () => {
+    const width = after.naturalWidth * Number(scale.value), height = after.naturalHeight * Number(scale.value);
+    for (const img of [after, before]) { img.style.width = `${width}px`; img.style.height = `${height}px`; }
+    stage.style.width = `${width}px`; stage.style.height = `${height}px`;
+    before.style.clipPath = `inset(0 ${100 - slider.value}% 0 0)`;
+  };
+  after.onload = layout; slider.addEventListener("input", layout); scale.addEventListener("change", layout);
+  const close = Pix.el("button", { class: "secondary", text: "Close" });
+  const overlay = Pix.el("div", { class: "zoomview", role: "dialog", "aria-label": `${name} at full size` },
+    Pix.el("div", { class: "row" }, Pix.el("b", { text: name }), Pix.el("span", { class: "muted", text: "before | after" }), slider, scale,
+      Pix.el("span", { class: "spacer", style: "flex:1" }), close),
+    Pix.el("div", { class: "scroller" }, stage));
+  const done = () => { overlay.remove(); document.removeEventListener("keydown", onKey); };
+  const onKey = (e) => { if (e.key === "Escape") done(); };
+  close.addEventListener("click", done); document.addEventListener("keydown", onKey);
+  document.body.append(overlay);
+  if (after.complete) layout();
+}
+
+// How a run went: its time, the model or preset, the input and output sizes
+function showFacts(entry, facts) {
+  const parts = [facts.model, facts.seconds !== undefined ? `${facts.seconds.toFixed(2)} s` : null,
+    facts.input && facts.output ? `${facts.input} → ${facts.output}` : facts.output].filter(Boolean);
+  entry.card.querySelector(".facts")?.remove();
+  entry.card.querySelector(".actions").before(Pix.el("div", { class: "facts muted", text: parts.join(" · ") }));
 }
 
 // ---- running ------------------------------------------------------------------------
@@ -242,7 +305,7 @@ async function run() {
   let form;
   try { form = params(preset); } catch (error) { return showMessage(error.message); } // the images stay chosen
   hideMessage(); state.running = true; refreshSummary();
-  const files = state.files; state.files = [];
+  const files = state.files; state.files = []; state.last = files;
   const entries = [...state.cards.values()].filter((e) => e.file && files.includes(e.file));
   try {
     if (files.length === 1 && files[0].size <= SYNC_MAX_BYTES) await runSync(entries[0], preset, form);
@@ -259,12 +322,17 @@ async function runSync(entry, preset, form) {
   setStatus(entry, "processing");
   form.append("image", entry.file, entry.file.name);
   const path = !preset ? "v1/upscale" : preset.kind === "task" ? preset.task.path : `v1/run/${encodeURIComponent(preset.name)}`;
+  const started = performance.now();
   const response = await Pix.call(path, { method: "POST", body: form });
   const blob = await response.blob();
+  const seconds = (performance.now() - started) / 1000;
   const header = response.headers.get("X-Pixserve-Texts");  // texts beside an image
   const said = isJson(blob) ? JSON.parse(await blob.text()) : null;
   const texts = said ? (preset.kind === "preset" ? said.outputs : textsOf(preset, said)) : header && JSON.parse(header);
-  showResult(entry, blob, outputName(entry.name, 0, blob.type, preset), texts);
+  const facts = { seconds, model: response.headers.get("X-Pixserve-Model") || response.headers.get("X-Pixserve-Preset") || (preset && preset.name),
+    input: response.headers.get("X-Pixserve-Input-Size"), output: response.headers.get("X-Pixserve-Output-Size") };
+  showResult(entry, blob, outputName(entry.name, 0, blob.type, preset), texts, facts);
+  rememberSync(entry.name, preset, facts);
 }
 
 async function runJob(entries, preset, form) {
@@ -312,7 +380,48 @@ async function followJob(job, entries, preset) {
   progress.value = final.progress.done + final.progress.failed;
   await Promise.all(final.items.filter((item) => item.status !== "queued" && item.status !== "running").map((item) => settle(item.index, item.status)));
   for (const item of final.items) if (item.texts && byIndex.has(item.index)) showTexts(byIndex.get(item.index), textsOf(preset, item.texts));
+  const model = final.task.model || final.task.preset || (preset && preset.name) || final.task.task;
+  for (const item of final.items) if (byIndex.has(item.index) && item.status === "succeeded")
+    showFacts(byIndex.get(item.index), { model, seconds: item.finished_at && item.started_at ? item.finished_at - item.started_at : undefined });
   updateHistory(final);
+}
+
+// ---- curl for this run -------------------------------------------------------------------
+// The same run from a shell: the route and fields as chosen, the images by name (one
+// small image runs sync, several as a job, as here); the key as a variable, never shown
+function curlFor(choice, form, files) {
+  const base = new URL(document.baseURI);
+  const quote = (text) => `'${String(text).replace(/'/g, "'\\''")}'`;
+  const fields = [...form.entries()].map(([name, value]) => `-F ${quote(`${name}=${value}`)}`);
+  const key = Pix.key() ? ['-H "Authorization: Bearer $PIXSERVE_API_KEY"'] : [];
+  const sync = files.length === 1 && files[0].size <= SYNC_MAX_BYTES;
+  if (sync) {
+    const path = !choice ? "v1/upscale" : choice.kind === "task" ? choice.task.path : `v1/run/${encodeURIComponent(choice.name)}`;
+    return ["curl -fsS", ...key, `-F ${quote(`image=@${files[0].name}`)}`, ...fields, quote(new URL(path, base)), `-o ${quote(outputName(files[0].name, 0, outputType(choice), choice))}`].join(" \\\n  ");
+  }
+  const task = choice ? [`-F ${quote(`${choice.kind === "task" ? "task" : "preset"}=${choice.name}`)}`] : [];
+  const images = files.map((f) => `-F ${quote(`images=@${f.name}`)}`);
+  return ["curl -fsS", ...key, ...task, ...images, ...fields, quote(new URL("v1/jobs", base))].join(" \\\n  ");
+}
+
+// What a sync run answers with, as far as the page can tell before running it
+function outputType(choice) {
+  if (choice && (choice.kind === "preset" ? !choice.preset.output : choice.task.text)) return "application/json";
+  return `image/${$("format").value || (choice && choice.kind === "preset" ? choice.preset.output.format : "png")}`;
+}
+
+function showCurl() {
+  const files = state.files.length ? state.files : state.last;
+  if (!files.length) return showMessage("Add images first: the command names them.");
+  let form;
+  try { form = params(chosen()); } catch (error) { return showMessage(error.message); }
+  const text = curlFor(chosen(), form, files);
+  const box = $("curl-box");
+  box.hidden = false;
+  box.replaceChildren(Pix.el("pre", { class: "mono", id: "curl-text", text }),
+    Pix.el("button", { class: "secondary", text: "Copy", onclick: async (e) => {
+      try { await navigator.clipboard.writeText(text); e.target.textContent = "Copied"; } catch (_) { e.target.textContent = "Select and copy"; }
+    } }));
 }
 
 // ---- downloads ------------------------------------------------------------------------
@@ -336,6 +445,12 @@ function clearAll() {
 function history() { try { return JSON.parse(localStorage.getItem(HISTORY_KEY) || "[]"); } catch (_) { return []; } }
 function saveHistory(items) { localStorage.setItem(HISTORY_KEY, JSON.stringify(items.slice(0, 50))); renderHistory(); }
 
+// A sync run in the history: its result is not kept by the service, so it has no Open
+function rememberSync(name, choice, facts) {
+  saveHistory([{ id: `sync-${Date.now()}`, sync: true, created_at: Date.now() / 1000, total: 1, names: [name], status: "done",
+    what: choice ? choice.name : $("model").value, seconds: facts.seconds }, ...history()]);
+}
+
 function remember(job, names) {
   saveHistory([{ id: job.id, created_at: job.created_at, expires_at: job.expires_at, total: job.progress.total, names: names.slice(0, 5), status: job.status }, ...history().filter((h) => h.id !== job.id)]);
 }
@@ -348,8 +463,16 @@ function renderHistory() {
   const list = $("history"); list.replaceChildren();
   const now = Date.now() / 1000;
   const items = history();
-  if (!items.length) list.append(Pix.el("li", { class: "muted", text: "No jobs from this browser yet." }));
+  if (!items.length) list.append(Pix.el("li", { class: "muted", text: "No runs from this browser yet." }));
   for (const h of items) {
+    if (h.sync) {
+      list.append(Pix.el("li", { "data-sync": h.id },
+        Pix.el("span", { class: "mono", text: "sync" }),
+        Pix.el("span", { text: `${h.names.join(", ")} · ${h.what} · ${h.seconds.toFixed(2)} s` }),
+        Pix.el("span", { class: "muted", text: Pix.datetime(h.created_at) }), Pix.badge(h.status, "done"),
+        Pix.el("span", { class: "muted", text: "answered at once; not kept by the service" })));
+      continue;
+    }
     const expired = now > h.expires_at || h.status === "expired";
     list.append(Pix.el("li", { "data-job": h.id },
       Pix.el("span", { class: "mono", text: h.id.slice(0, 12) }),

@@ -64,7 +64,7 @@ def test_overview_after_a_known_workload(client: httpx.Client) -> None:
     assert all(r["device"] == "cpu" and r["gpu_share"] == 0 for r in upscalers)
     assert any(TINY_COMPACT in r["models"] for r in upscalers)
     route = next(r for r in overview["latency"] if r["route"] == "/v1/upscale")
-    assert route["errors"] >= 1
+    assert route["rejected"] >= 1  # the bad image: the caller's, not an error
     assert 0 < route["p50"] <= route["p95"] <= route["p99"]
     assert len(overview["series"]) == 60
     assert sum(p["images"] for p in overview["series"]) >= 3

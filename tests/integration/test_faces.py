@@ -118,8 +118,11 @@ def test_readiness_and_listing(client: httpx.Client) -> None:
     assert states["codeformer"] == ("face", "not_configured")
 
 
-def test_an_app_without_face_models_answers_503_naming_the_setting(client: httpx.Client) -> None:
+def test_an_app_without_face_models_answers_501_naming_the_setting(client: httpx.Client) -> None:
+    """Not configured is not something a retry fixes: 501, and x-should-retry false."""
     response = restore(client, encode(astronaut(32)), "/missing")
-    assert response.status_code == 503, response.text
+    assert response.status_code == 501, response.text
+    assert response.headers["x-should-retry"] == "false"
+    assert response.json()["error"]["code"] == "not_configured"
     message = response.json()["error"]["message"]
     assert "face_detectors" in message and TINY_DETECTOR in message

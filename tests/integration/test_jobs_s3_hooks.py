@@ -116,7 +116,8 @@ def test_killing_the_dispatcher_mid_batch_loses_nothing(
     for headers, body in receiver.calls:
         verify(secret, headers, body)
         payload = json.loads(body)
-        event = f"item.{payload['item']['index']}" if payload["type"] == "job.item" else "completed"
+        data = payload["data"]  # Standard Webhooks' {type, timestamp, data}
+        event = f"item.{data['item']['index']}" if payload["type"] == "job.item" else "completed"
         assert headers["webhook-id"] == f"{job['id']}.{event}"  # one id per event
 
 

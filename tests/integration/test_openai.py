@@ -86,7 +86,7 @@ def test_an_image_edit(client: openai.OpenAI) -> None:
         image=("a.png", start, "image/png"),
         prompt="a painting",
         response_format="b64_json",
-        extra_body={"steps": 1, "seed": 1},  # within the test app's compute budget
+        extra_body={"steps": 2, "seed": 1, "strength": 0.5},  # one step: within the budget
     )
     assert edited.data is not None
     image = Image.open(io.BytesIO(base64.b64decode(edited.data[0].b64_json or "")))

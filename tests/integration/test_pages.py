@@ -90,7 +90,64 @@ def test_upload_one_image_compare_and_download(
     result = Image.open(download.value.path())
     assert result.size == (96, 96)  # the tiny model's x2
     assert download.value.suggested_filename == "astronaut-0.upscaled.png"
+    facts = page.inner_text(".card .facts")  # how the run went
+    assert TINY_COMPACT in facts and "48x48 → 96x96" in facts and facts.count(" s") >= 1
     shot(page, "upload-single")
+
+
+def test_the_loupe_the_zoom_view_run_again_curl_and_the_history(
+    page: playwright_api.Page, serve_url: str, tmp_path: Path
+) -> None:
+    """After one sync run: the loupe shows the output's own pixels under the pointer,
+    zoom opens it at 1:1 and 2:1, the same image can run again with other settings,
+    the run comes as a curl command, and the history lists the sync run."""
+    open_upload_page(page, serve_url)
+    page.set_input_files("#files", images(tmp_path, [48]))
+    page.click("#submit")
+    page.wait_for_selector(".card .badge.done", timeout=60_000)
+    box = page.locator(".compare").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 3)
+    loupe = page.locator(".compare .loupe")
+    assert loupe.is_visible()  # the card shows 96 px in ~300: the loupe enlarges to 1:1
+    assert 0 < int(loupe.get_attribute("data-x") or "0") < 96
+    assert loupe.evaluate("l => l.style.backgroundSize") == "96px 96px"
+    shot(page, "upload-loupe")
+    page.click(".compare button.zoom")
+    view = page.locator(".zoomview")
+    assert view.is_visible() and view.locator("img.after").evaluate("i => i.style.width") == "96px"
+    view.locator("select").select_option("2")
+    assert view.locator("img.after").evaluate("i => i.style.width") == "192px"
+    page.keyboard.press("Escape")
+    assert page.locator(".zoomview").count() == 0
+    page.click("#again")  # the same image again, to try another setting
+    assert "1 image(s)" in page.inner_text("#summary") and page.locator(".card").count() == 2
+    page.select_option("#format", "webp")
+    page.click("#curl")
+    command = page.inner_text("#curl-text")
+    assert command.startswith("curl -fsS") and "image=@astronaut-0.png" in command
+    assert f"model={TINY_COMPACT}" in command and "format=webp" in command
+    assert f"{serve_url}/v1/upscale" in command and "astronaut-0.upscaled.webp" in command
+    synced = page.locator(".history li[data-sync]").first
+    assert "astronaut-0.png" in synced.inner_text() and TINY_COMPACT in synced.inner_text()
+    page.reload()  # kept by the browser
+    assert page.locator(".history li[data-sync]").count() >= 1
+    icon = httpx.get(f"{serve_url}/favicon.ico", timeout=10)
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+    assert page.locator("link[rel=icon]").get_attribute("href") == "assets/favicon.svg"
+
+
+def test_presets_that_cannot_run_say_what_they_need(
+    page: playwright_api.Page, serve_url: str
+) -> None:
+    """The app without denoise or face models: their presets are offered disabled, each
+    with the reason the service gave."""
+    page.goto(f"{serve_url}/missing/")
+    page.wait_for_selector("#task option[value='enhance']", state="attached")
+    enhance = page.locator("#task option[value='enhance']")
+    assert enhance.is_disabled()
+    assert "cannot run: needs the Denoiser" in enhance.inner_text()
+    assert page.locator("#task option[value='thumbnail-webp']").is_enabled()
 
 
 def test_upload_several_images_as_a_job_with_progress_zip_and_history(
@@ -242,4 +299,19 @@ def test_dashboard_shows_the_job_and_the_deployments(
         timeout=30_000,
     )
     assert page.locator("#queue-chart svg polyline").count() >= 1
+    # a bad upload is the caller's: counted as refused (4xx), apart from the errors
+    assert "invalid_image" in page.inner_text("#refused-title + *")
+    assert "invalid_image" not in page.inner_text("#faults-title + *")
+    assert "refused" in page.inner_text("#latency thead")
+    upscale = page.locator("#latency tbody tr", has_text="/v1/upscale").first
+    assert upscale.locator("td").nth(3).inner_text() != "0"  # refused
+    assert "CPU" in page.inner_text("#stats")  # no GPU: no $0.00000
+    # a deployment that is scaling says why (Serve's message under its status)
+    page.evaluate("""() => renderDeployments({deployments: [{name: 'Upscaler',
+        status: 'UPSCALING', running: 1, target: 4, min_replicas: 1, max_replicas: 4,
+        num_cpus: 1, num_gpus: 0.5, message: 'Upscaling from 1 to 4 replicas.'}],
+        replicas: []})""")
+    assert "Upscaling from 1 to 4 replicas." in page.inner_text("#deployments")
+    page.reload()
+    page.wait_for_selector("body[data-loaded=true]", timeout=30_000)
     shot(page, "dashboard")

@@ -8,7 +8,7 @@ and a preset's final encoding use the real Codec code, which needs no model.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import numpy as np
@@ -38,8 +38,9 @@ def resized(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class FakeBackend:
     """Implements ``PlatformBackend`` in-process; ``calls`` lists (method, detail)."""
 
-    def __init__(self) -> None:
+    def __init__(self, loaded: Iterable[str] = ()) -> None:
         self.calls: list[tuple[str, Any]] = []
+        self.loaded = sorted(loaded)  # what every deployment reports loaded
 
     def serves(self) -> set[str]:
         return set(MODEL_DEPLOYMENTS)
@@ -109,7 +110,8 @@ class FakeBackend:
         return DecodedImage(generated.pixels, 8, image.source_format)
 
     async def readiness(self) -> dict[str, DeploymentReadiness]:
-        return {name: DeploymentReadiness(ready=True, device="cpu") for name in MODEL_DEPLOYMENTS}
+        return {name: DeploymentReadiness(ready=True, device="cpu", loaded=self.loaded)
+                for name in MODEL_DEPLOYMENTS}  # fmt: skip
 
     async def deployments(self) -> tuple[str, list[DeploymentView]]:
         return "pixserve", []

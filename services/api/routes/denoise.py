@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
 from services.api.deps import RunnerDep, SettingsDep, read_upload, task_response
-from services.api.schemas import IMAGE_ERRORS
+from services.api.schemas import IMAGE_ERRORS, KeepMetadata
 
 router = APIRouter(tags=["denoise"])
 
@@ -31,7 +31,9 @@ async def create_denoise(
     ] = None,
     output_format: Annotated[Literal["png", "jpeg", "webp"], Form(alias="format")] = "png",
     quality: Annotated[int, Form(ge=1, le=100, description="JPEG/WEBP quality.")] = 90,
+    keep_metadata: KeepMetadata = False,
 ) -> Response:
     """Remove noise; the output has the input's size."""
-    fields = {"task": "denoise", "model": model, "format": output_format, "quality": quality}
+    fields = {"task": "denoise", "model": model, "format": output_format, "quality": quality,
+              "keep_metadata": keep_metadata}  # fmt: skip
     return task_response(await runner.run(fields, await read_upload(image, settings)))

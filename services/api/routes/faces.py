@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
 from services.api.deps import RunnerDep, SettingsDep, read_upload, task_response
-from services.api.schemas import IMAGE_ERRORS
+from services.api.schemas import IMAGE_ERRORS, KeepMetadata
 
 router = APIRouter(tags=["faces"])
 
@@ -48,11 +48,13 @@ async def create_face_restoration(
     ] = None,
     output_format: Annotated[Literal["png", "jpeg", "webp"], Form(alias="format")] = "png",
     quality: Annotated[int, Form(ge=1, le=100, description="JPEG/WEBP quality.")] = 90,
+    keep_metadata: KeepMetadata = False,
 ) -> Response:
     """Restore every face (or the central one); an image without a face comes back as
     it went in (upscaled if asked) with ``X-Pixserve-Faces: 0``."""
     fields = {"task": "restore_face", "model": model, "detector": detector, "weight": weight,
               "fidelity": fidelity, "upscale": upscale, "background_model": background_model,
               "only_center_face": only_center_face, "max_faces": max_faces,
-              "format": output_format, "quality": quality}  # fmt: skip
+              "format": output_format, "quality": quality,
+              "keep_metadata": keep_metadata}  # fmt: skip
     return task_response(await runner.run(fields, await read_upload(image, settings)))

@@ -15,7 +15,7 @@ from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as FormFile
 
 from services.api.deps import SettingsDep, decode_base64_image, read_upload, require_api_key
-from services.api.schemas import Cursor, JobId
+from services.api.schemas import COMMON_ERRORS, JOB_ERRORS, Cursor, JobId, json_errors
 from services.auth.keys import ApiKey
 from services.config import Settings
 from services.errors import InvalidParameter, ServiceUnavailable, UnsupportedFormat
@@ -228,7 +228,8 @@ async def followed_job(
     return FollowedJob(jobs, job, owner, str(request.base_url), last_event_id or "0-0")
 
 
-@router.get("/v1/jobs/{job_id}/events", response_class=EventSourceResponse)
+@router.get("/v1/jobs/{job_id}/events", response_class=EventSourceResponse,
+            responses=json_errors(*COMMON_ERRORS, *JOB_ERRORS))  # fmt: skip
 async def follow_job(
     followed: Annotated[FollowedJob, Depends(followed_job)],
 ) -> AsyncIterator[ServerSentEvent]:

@@ -25,7 +25,7 @@ from services.api.deps import (
     decode_base64_image,
     read_upload,
 )
-from services.api.schemas import IMAGE_ERRORS
+from services.api.schemas import IMAGE_ERRORS, errors
 from services.config import Settings
 from services.errors import (
     InvalidParameter,
@@ -346,7 +346,10 @@ async def _entry(request: Request, result: TaskResult, response_format: str) -> 
 @router.get(
     "/v1/images/files/{name}",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
+    responses={
+        200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
+        **errors(404),
+    },
 )
 async def read_image_file(
     name: Annotated[str, Path(pattern=IMAGE_NAME_PATTERN)], request: Request

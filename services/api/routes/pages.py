@@ -34,6 +34,12 @@ async def dashboard_page(request: Request) -> HTMLResponse:
     return _page("dashboard.html", request)
 
 
+@router.get("/favicon.ico")
+async def favicon() -> Response:
+    """The icon browsers ask for on their own (an SVG; the pages link it too)."""
+    return await asset("favicon.svg")
+
+
 @router.get("/assets/{name}")
 async def asset(name: str) -> Response:
     """One of the pages' scripts or styles (only the files shipped, by name)."""

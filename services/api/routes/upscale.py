@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
 from services.api.deps import RunnerDep, SettingsDep, read_upload, task_response
-from services.api.schemas import IMAGE_ERRORS
+from services.api.schemas import IMAGE_ERRORS, KeepMetadata
 
 router = APIRouter(tags=["upscale"])
 
@@ -31,8 +31,10 @@ async def create_upscale(
     height: Annotated[int | None, Form(ge=1, description="Target height in px.")] = None,
     output_format: Annotated[Literal["png", "jpeg", "webp"], Form(alias="format")] = "png",
     quality: Annotated[int, Form(ge=1, le=100, description="JPEG/WEBP quality.")] = 90,
+    keep_metadata: KeepMetadata = False,
 ) -> Response:
     """Upscale one image with a Real-ESRGAN model and return it encoded."""
     fields = {"task": "upscale", "model": model, "scale": scale, "width": width,
-              "height": height, "format": output_format, "quality": quality}  # fmt: skip
+              "height": height, "format": output_format, "quality": quality,
+              "keep_metadata": keep_metadata}  # fmt: skip
     return task_response(await runner.run(fields, await read_upload(image, settings)))

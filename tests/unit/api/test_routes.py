@@ -30,7 +30,9 @@ PNG = encode(astronaut(24))
 
 @pytest.fixture
 def backend() -> FakeBackend:
-    return FakeBackend()
+    configured = {name for task in ("upscale", "denoise", "face", "detect", "generate")
+                  for name in SETTINGS.configured(task)}  # fmt: skip
+    return FakeBackend(loaded=configured)
 
 
 @pytest.fixture
@@ -121,7 +123,19 @@ def test_listings_and_probes(client: TestClient) -> None:
     names = {model["name"] for model in client.get("/v1/models").json()["models"]}
     assert {"x4plus", "scunet-color"} <= names
     presets = {p["name"]: p for p in client.get("/v1/presets").json()["presets"]}
-    assert presets["enhance"]["available"] is True
+    assert presets["enhance"]["available"] is True and presets["enhance"]["reason"] is None
+
+
+def test_a_preset_whose_models_are_not_loaded_says_so() -> None:
+    """Availability comes from what the deployments have loaded, not what is declared:
+    without the face model, the presets with a face step cannot run, and say why."""
+    with TestClient(create_api(SETTINGS, FakeBackend(loaded=["x4plus", "scunet-color"]))) as c:
+        presets = {p["name"]: p for p in c.get("/v1/presets").json()["presets"]}
+    assert presets["portrait"]["available"] is False
+    assert presets["portrait"]["missing_models"] == ["gfpgan-v1.4", "retinaface-resnet50"]
+    assert "needs gfpgan-v1.4, retinaface-resnet50, not loaded" in presets["portrait"]["reason"]
+    assert "unknown checkpoint 'anime'" in presets["make-anime"]["reason"]  # not configured
+    assert presets["thumbnail-webp"]["available"] is True
 
 
 @pytest.mark.parametrize(
@@ -201,7 +215,7 @@ def test_a_request_past_its_deadline_is_cancelled_with_a_retryable_503() -> None
     ("path", "form", "param"),
     [
         ("/v1/upscale", {"scal": "2"}, "scal"),
-        ("/v1/upscale", {"keep_metadata": "true"}, "keep_metadata"),
+        ("/v1/upscale", {"keep_metdata": "true"}, "keep_metdata"),
         ("/v1/denoise", {"strength": "2"}, "strength"),
         ("/v1/restore/face", {"fidelty": "0.3"}, "fidelty"),
     ],
@@ -223,3 +237,24 @@ def test_a_body_of_the_wrong_type_names_the_type_wanted(client: TestClient) -> N
     assert "takes multipart/form-data, not application/json" in as_json.json()["error"]["message"]
     as_form = client.post("/v1/chat/completions", data={"model": "blip-vqa"})
     assert as_form.status_code == 415 and "takes application/json" in as_form.text
+
+
+@pytest.mark.parametrize("path", ["/v1/upscale", "/v1/denoise", "/v1/restore/face",
+                                  "/v1/run/enhance"])  # fmt: skip
+def test_keep_metadata_on_request_only(client: TestClient, path: str) -> None:
+    """A camera JPEG (turned by EXIF, with a profile and XMP): stripped by default; kept
+    on request, upright and with the output's size."""
+    from tests.unit.imaging.test_metadata import ICC, XMP, camera_jpeg
+
+    files = {"image": ("photo.jpg", camera_jpeg(), "image/jpeg")}
+    plain = client.post(path, files=files)
+    assert plain.status_code == 200, plain.text
+    with Image.open(io.BytesIO(plain.content)) as image:
+        assert not image.getexif() and "icc_profile" not in image.info
+    kept = client.post(path, files=files, data={"keep_metadata": "true", "format": "webp"})
+    assert kept.status_code == 200, kept.text
+    with Image.open(io.BytesIO(kept.content)) as image:
+        exif = image.getexif()
+        assert exif[0x0112] == 1 and exif[0x010F] == "Canon"
+        assert (exif.get_ifd(0x8769)[0xA002], exif.get_ifd(0x8769)[0xA003]) == image.size
+        assert image.info["icc_profile"] == ICC and XMP in image.info["xmp"]

@@ -179,3 +179,12 @@ def test_a_job_items_steps_are_reported(engine: DiffusionEngine, realism: Checkp
     finally:
         engine.on_step = None
     assert reports == [("j:1", 1, 3), ("j:1", 2, 3), ("j:1", 3, 3)]
+
+
+def test_image_to_image_needs_one_step_after_strength() -> None:
+    """diffusers runs int(steps x strength) steps of image-to-image: none is refused
+    here by name (it failed inside the pipeline, a 500, before)."""
+    options(steps=2, strength=0.5).check(Settings(), image_to_image=True)
+    with pytest.raises(InvalidParameter, match=r"steps x strength is 1 x 0\.6"):
+        options(steps=1, strength=0.6).check(Settings(), image_to_image=True)
+    options(steps=1, strength=0.6).check(Settings())  # text-to-image: strength unused

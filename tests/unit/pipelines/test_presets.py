@@ -47,7 +47,7 @@ def test_enhance_chains_its_steps() -> None:
     assert isinstance(upscale, TileStep) and (upscale.options.scale, upscale.native_scale) == (
         2.0, 4)  # fmt: skip
     assert isinstance(face, FaceOptions) and face.weight == 0.8
-    assert plan.models == ["scunet-color", "x4plus", "gfpgan-v1.4"]
+    assert plan.models == ["scunet-color", "x4plus", "gfpgan-v1.4", "retinaface-resnet50"]
 
 
 def test_archive_captions_beside_the_image_chain() -> None:

@@ -68,11 +68,12 @@ def test_quantile_edges() -> None:
 def test_latency_by_route_counts_errors_and_percentiles() -> None:
     stats = LiveStats()
     metrics = PlatformMetrics(stats.factory)
-    for seconds, code in [(0.02, "200"), (0.02, "200"), (0.2, "200"), (0.2, "422")]:
+    for seconds, code in [(0.02, "200"), (0.02, "200"), (0.2, "503"), (0.2, "422")]:
         metrics.requests.inc(tags={"route": "/v1/upscale", "code": code})
         metrics.request_seconds.observe(seconds, tags={"route": "/v1/upscale"})
     (row,) = latency_by_route([Minute(0, fields_of(stats))])
-    assert row["route"] == "/v1/upscale" and row["requests"] == 4 and row["errors"] == 1
+    assert row["route"] == "/v1/upscale" and row["requests"] == 4
+    assert row["errors"] == 1 and row["rejected"] == 1  # 5xx apart from 4xx
     assert LATENCY_BUCKETS[1] < row["p50"] <= LATENCY_BUCKETS[2]  # between 10 and 25 ms
     assert LATENCY_BUCKETS[4] < row["p99"] <= LATENCY_BUCKETS[5]  # between 100 and 250 ms
 
