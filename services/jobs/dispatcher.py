@@ -203,7 +203,7 @@ class Dispatcher:
                 return
             annotate(error_class=exc.code)
             logger.info("item failed: %s", exc.code, extra={"error_class": exc.code})
-            await self._finish(item, lease, error=f"{exc.code}: {exc.message}")
+            await self._finish(item, lease, error=f"{exc.code}: {exc.message}", status=exc.status)
             self.metrics.item_seconds.observe(time.perf_counter() - started,
                                               tags={"status": "failed"})  # fmt: skip
         except Exception as exc:  # transient: leave it pending for the next delivery
@@ -223,7 +223,7 @@ class Dispatcher:
                          item.deliveries, extra={"error_class": error_class})  # fmt: skip
         if await self.queue.exhausted(item):
             error = f"failed {item.deliveries} deliveries: {reason}"
-            await self._finish(item, lease, error=error)
+            await self._finish(item, lease, error=error, status=500)
             await self.queue.dead_letter(item, reason)
 
     async def _produce(
@@ -295,14 +295,16 @@ class Dispatcher:
 
     async def _finish(
         self, item: WorkItem, lease: str, output: str | None = None, error: str | None = None,
-        texts: dict[str, Any] | None = None,
+        texts: dict[str, Any] | None = None, status: int | None = None,
     ) -> None:  # fmt: skip
         """Record the outcome (and its webhook events) while the lease holds, then ack;
-        ``LeaseLost`` leaves the entry to its holder, unacked."""
+        ``LeaseLost`` leaves the entry to its holder, unacked. A failure goes to the
+        dashboard with its ``status``: the input's (4xx) apart from the platform's."""
         await self.store.finish_item(item.job_id, item.index, output, error, texts, lease)
         if error is not None and self.live is not None:
             code, _, message = error.partition(": ")
             self.live.error(source="job", job=item.job_id, item=item.index, code=code,
-                            message=message[:500], trace_id=current_trace_id())  # fmt: skip
+                            status=status, message=message[:500],
+                            trace_id=current_trace_id())  # fmt: skip
         await self.queue.ack(item)
         self.processed += 1

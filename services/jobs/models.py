@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, computed_field, field_validator
 
@@ -59,7 +59,25 @@ class ItemProgress(BaseModel):
     unit: str
 
 
-class ItemPublic(BaseModel):
+class _RunTimes(BaseModel):
+    """A job's or an item's start and end as ISO 8601 beside the Unix seconds."""
+
+    if TYPE_CHECKING:  # the fields of the models below (declared there, in their place)
+        started_at: float | None
+        finished_at: float | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def started_at_iso(self) -> str | None:
+        return iso(self.started_at)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def finished_at_iso(self) -> str | None:
+        return iso(self.finished_at)
+
+
+class ItemPublic(_RunTimes):
     """One input of a job and what became of it, as clients see it."""
 
     index: int
@@ -72,16 +90,6 @@ class ItemPublic(BaseModel):
     progress: ItemProgress | None = None  # while it runs, as its replica last reported
     started_at: float | None = None
     finished_at: float | None = None
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def started_at_iso(self) -> str | None:
-        return iso(self.started_at)
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def finished_at_iso(self) -> str | None:
-        return iso(self.finished_at)
 
     @field_validator("texts", mode="before")
     @classmethod
@@ -110,7 +118,7 @@ class Progress(BaseModel):
     total: int
 
 
-class JobPublic(BaseModel):
+class JobPublic(_RunTimes):
     """The envelope: status, times, the task, items, progress, metrics."""
 
     id: str
@@ -133,16 +141,6 @@ class JobPublic(BaseModel):
     @property
     def created_at_iso(self) -> str:
         return str(iso(self.created_at))
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def started_at_iso(self) -> str | None:
-        return iso(self.started_at)
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def finished_at_iso(self) -> str | None:
-        return iso(self.finished_at)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -26,7 +26,7 @@ function renderStats(o) {
   const last = o.series.slice(-60);
   const images = last.reduce((n, p) => n + (p.images || 0), 0);
   const cost = o.cost;
-  const stat = (label, value, hint) => el("div", { class: "stat", title: hint || "" }, el("div", { class: "value", text: value }), el("div", { class: "label", text: label }));
+  const stat = (label, value, hint) => el("div", { class: "stat", title: hint || "" }, el("div", { class: "value" }, value), el("div", { class: "label", text: label }));
   $("stats").replaceChildren(
     stat("queue depth", Pix.num(o.queue.depth), "items queued or running"),
     stat("oldest item waiting", Pix.seconds(o.queue.oldest_age_s)),

@@ -151,7 +151,7 @@ function setStatus(entry, text, kind) { entry.status.className = `badge ${kind |
 // A result: an image (compared with the input) and the texts of caption steps, or
 // only texts (a text preset's JSON, downloaded as it came)
 function showResult(entry, blob, outputName, texts, facts) {
-  const afterUrl = URL.createObjectURL(blob);
+  const afterUrl = entry.afterUrl = URL.createObjectURL(blob);
   setStatus(entry, "done");
   const size = Pix.el("span", { class: "muted" });
   if (facts) showFacts(entry, facts);
@@ -252,6 +252,17 @@ function openZoom(beforeUrl, afterUrl, name) {
   close.addEventListener("click", done); document.addEventListener("keydown", onKey);
   document.body.append(overlay);
   if (after.complete) layout();
+}
+
+// "WxH" of an image URL (null for none, or for a text output)
+function naturalSize(url) {
+  return new Promise((resolve) => {
+    if (!url) return resolve(null);
+    const probe = new Image();
+    probe.onload = () => resolve(`${probe.naturalWidth}x${probe.naturalHeight}`);
+    probe.onerror = () => resolve(null);
+    probe.src = url;
+  });
 }
 
 // How a run went: its time, the model or preset, the input and output sizes
@@ -381,8 +392,11 @@ async function followJob(job, entries, preset) {
   await Promise.all(final.items.filter((item) => item.status !== "queued" && item.status !== "running").map((item) => settle(item.index, item.status)));
   for (const item of final.items) if (item.texts && byIndex.has(item.index)) showTexts(byIndex.get(item.index), textsOf(preset, item.texts));
   const model = final.task.model || final.task.preset || (preset && preset.name) || final.task.task;
-  for (const item of final.items) if (byIndex.has(item.index) && item.status === "succeeded")
-    showFacts(byIndex.get(item.index), { model, seconds: item.finished_at && item.started_at ? item.finished_at - item.started_at : undefined });
+  await Promise.all(final.items.filter((item) => byIndex.has(item.index) && item.status === "succeeded").map(async (item) => {
+    const entry = byIndex.get(item.index);
+    const [input, output] = await Promise.all([naturalSize(entry.beforeUrl), naturalSize(entry.afterUrl)]);
+    showFacts(entry, { model, input, output, seconds: item.finished_at && item.started_at ? item.finished_at - item.started_at : undefined });
+  }));
   updateHistory(final);
 }
 

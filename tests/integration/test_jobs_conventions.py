@@ -76,3 +76,35 @@ def test_a_wrong_content_type_names_both_kinds(client: httpx.Client) -> None:
 
 def _json(body: object) -> bytes:
     return json.dumps(body, allow_nan=True).encode()
+
+
+def test_metadata_is_kept_on_request_through_a_job(client: httpx.Client) -> None:
+    from tests.unit.imaging.test_metadata import ICC, camera_jpeg
+
+    body = {"model": TINY_COMPACT, "keep_metadata": True, "format": "jpeg",
+            "images": [base64.b64encode(camera_jpeg()).decode()]}  # fmt: skip
+    job = client.post("/v1/jobs", json=body, headers={"Prefer": "wait=60"}).json()
+    assert job["status"] == "succeeded", job
+    output = client.get(job["items"][0]["output_url"]).content
+    with Image.open(io.BytesIO(output)) as image:
+        exif = image.getexif()
+        assert exif[0x0112] == 1 and exif[0x010F] == "Canon" and image.info["icc_profile"] == ICC
+        assert image.size == (64, 96)  # 48x32 turned upright by its EXIF, then x2
+        assert (exif.get_ifd(0x8769)[0xA002], exif.get_ifd(0x8769)[0xA003]) == (64, 96)
+
+
+def test_progress_inside_an_item_reaches_the_event_stream(client: httpx.Client) -> None:
+    """One image of many tiles: the Upscaler replica reports its tiles as it goes."""
+    job = client.post("/v1/jobs", json={"model": TINY_COMPACT, "images": [b64(320)]}).json()
+    progress = []
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
+        kind = ""
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                kind = line.partition(": ")[2]
+            elif line.startswith("data:") and kind == "progress":
+                progress.append(json.loads(line.partition(": ")[2]))
+    assert progress, "no progress event"
+    assert all(p["unit"] == "tiles" and p["index"] == 0 for p in progress)
+    assert progress[-1]["step"] == progress[-1]["steps"] > 1  # the last tile always
+    assert [p["step"] for p in progress] == sorted(p["step"] for p in progress)

@@ -102,22 +102,22 @@ def test_the_loupe_the_zoom_view_run_again_curl_and_the_history(
     zoom opens it at 1:1 and 2:1, the same image can run again with other settings,
     the run comes as a curl command, and the history lists the sync run."""
     open_upload_page(page, serve_url)
-    page.set_input_files("#files", images(tmp_path, [48]))
+    page.set_input_files("#files", images(tmp_path, [200]))  # 400 px out, shown in ~300
     page.click("#submit")
     page.wait_for_selector(".card .badge.done", timeout=60_000)
     box = page.locator(".compare").bounding_box()
     assert box is not None
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 3)
     loupe = page.locator(".compare .loupe")
-    assert loupe.is_visible()  # the card shows 96 px in ~300: the loupe enlarges to 1:1
-    assert 0 < int(loupe.get_attribute("data-x") or "0") < 96
-    assert loupe.evaluate("l => l.style.backgroundSize") == "96px 96px"
+    assert loupe.is_visible()  # the card shows 400 px in ~300: the loupe shows them 1:1
+    assert 0 < int(loupe.get_attribute("data-x") or "0") < 400
+    assert loupe.evaluate("l => l.style.backgroundSize") == "400px 400px"
     shot(page, "upload-loupe")
     page.click(".compare button.zoom")
     view = page.locator(".zoomview")
-    assert view.is_visible() and view.locator("img.after").evaluate("i => i.style.width") == "96px"
+    assert view.is_visible() and view.locator("img.after").evaluate("i => i.style.width") == "400px"
     view.locator("select").select_option("2")
-    assert view.locator("img.after").evaluate("i => i.style.width") == "192px"
+    assert view.locator("img.after").evaluate("i => i.style.width") == "800px"
     page.keyboard.press("Escape")
     assert page.locator(".zoomview").count() == 0
     page.click("#again")  # the same image again, to try another setting
@@ -161,6 +161,9 @@ def test_upload_several_images_as_a_job_with_progress_zip_and_history(
     page.wait_for_function("document.querySelectorAll('.card .badge.done').length === 3",
                            timeout=90_000)  # fmt: skip
     assert page.locator("#progress").evaluate("p => p.value") == 3
+    page.wait_for_function("document.querySelectorAll('.card .facts').length === 3")
+    facts = page.locator(".card .facts").all_inner_texts()
+    assert all(TINY_COMPACT in f for f in facts) and any("32x32 → 64x64" in f for f in facts)
     with page.expect_download() as download:
         page.click("#zip")
     with zipfile.ZipFile(download.value.path()) as archive:

@@ -44,7 +44,10 @@ def test_listing_says_what_can_run(client: httpx.Client) -> None:
     assert {"enhance", "de-old-photo", "portrait", "make-anime", "stylize", "caption",
             "thumbnail-webp"} <= set(listing)  # fmt: skip
     assert listing["enhance"]["available"] and listing["thumbnail-webp"]["available"]
-    assert all(preset["available"] for preset in listing.values())
+    runnable = {name for name, preset in listing.items() if preset["available"]}
+    reasons = {name: preset["reason"] for name, preset in listing.items()}
+    assert set(listing) - runnable == {"make-anime"}, reasons
+    assert "x4plus-anime" in listing["make-anime"]["reason"]  # its upscaler is not served here
     assert listing["caption"]["output"] is None
     assert [s["deployment"] for s in listing["enhance"]["steps"]] == [
         "Denoiser", "Upscaler", "FaceRestorer"]  # fmt: skip
