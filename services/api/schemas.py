@@ -50,6 +50,7 @@ def json_errors(*codes: int | str) -> Responses:
 
 
 IMAGE_ERRORS = errors(400, 413, 415, 422, 503)
+IMAGE_CONTENT: Responses = {200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}}
 # what any route may answer: keys (401, 429), the body limit (413), validation (422), a
 # platform bug (500, which the contract tests keep from happening), a retryable 503
 COMMON_ERRORS = errors(401, 413, 422, 429, 500, 503)

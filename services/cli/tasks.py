@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ class TaskCommand:
     path: str
     help: str
     suffix: str
-    options: tuple[Option, ...] = field(default_factory=tuple)
+    options: tuple[Option, ...] = ()
 
 
 KEEP = Option("--keep-metadata", "keep the input's EXIF, ICC and XMP", switch=True)
@@ -61,11 +61,9 @@ COMMANDS = (
         Option("--model", "model name (see `pixserve models list`)"),
         Option("--scale", "output scale, e.g. 2.5", float),
         Option("--width", "target width in px", int),
-        Option("--height", "target height in px", int), *ENCODING,
-        KEEP)),
+        Option("--height", "target height in px", int), *ENCODING, KEEP)),
     TaskCommand("denoise", "/v1/denoise", "denoise images (SCUNet, DnCNN)", "denoised", (
-        Option("--model", "a denoise model"), *ENCODING,
-        KEEP)),
+        Option("--model", "a denoise model"), *ENCODING, KEEP)),
     TaskCommand("convert", "/v1/convert", "convert, resize or shrink images", "converted", (
         Option("--format", "output format", choices=("jpeg", "png", "webp", "avif")),
         Option("--quality", "quality 1-100", int),
@@ -82,8 +80,7 @@ COMMANDS = (
         Option("--upscale", "1-4, the background through --background-model", int),
         Option("--background-model", "an upscale model"),
         Option("--only-center-face", "restore the face nearest the centre", switch=True),
-        Option("--max-faces", "at most this many faces", int), *ENCODING,
-        KEEP)),
+        Option("--max-faces", "at most this many faces", int), *ENCODING, KEEP)),
     TaskCommand("caption", "/v1/caption", "caption, tag and NSFW-score images", "caption", (
         Option("--outputs", "caption, tags or nsfw (repeatable; default all)",
                choices=("caption", "tags", "nsfw"), repeat=True),)),

@@ -108,7 +108,6 @@ return {1, status}
 """
 
 
-_FIRST_WORK_ENTRY = 5  # in create's pipeline: the first item's XADD to the work stream
 COMPLETED = -1  # the outbox's item index for a job's ``completed`` event
 STARTED = -2  # and for its ``start`` event
 
@@ -244,12 +243,13 @@ class JobStore:
             pipe.zadd(f"pixserve:jobs:{owner}", {job.id: now})
             pipe.zadd(ALL_JOBS, {f"{owner}/{job.id}": now})
             pipe.xadd(f"{key}:events", {"type": "job", "job_status": "queued"})
+            first_entry = len(pipe.command_stack)  # where the first work entry's id comes
             for item in job.items:
                 pipe.xadd(STREAM, {"job": job.id, "item": str(item.index)})
             for stored in (key, f"{key}:items", f"{key}:events"):
                 pipe.expire(stored, self.retention_s + KEPT_AFTER_EXPIRY_S)
             done = await pipe.execute()
-        job.work_entry = as_text(done[_FIRST_WORK_ENTRY])  # for its queue position
+        job.work_entry = as_text(done[first_entry])  # for its queue position
         await self.redis.hset(key, "work_entry", job.work_entry)
         return job
 

@@ -311,7 +311,7 @@ class UpscaleEngine:
                 _paste(work, tile, local)
             chunks += 1
             self._report(owners[start : start + len(scaled)])
-            if self._only_canceled_left(owners[start + len(scaled) :]):
+            if self.canceled and self._only_canceled_left(owners[start + len(scaled) :]):
                 break  # nobody waits for the rest: the device is free for the next batch
         record = ForwardPass(group.model, len(stack), tuple(w.job.request_id for w in members),
                              int(stack.shape[-1]), time.perf_counter() - started,

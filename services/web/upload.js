@@ -332,7 +332,7 @@ async function run() {
 async function runSync(entry, preset, form) {
   setStatus(entry, "processing");
   form.append("image", entry.file, entry.file.name);
-  const path = !preset ? "v1/upscale" : preset.kind === "task" ? preset.task.path : `v1/run/${encodeURIComponent(preset.name)}`;
+  const path = syncRoute(preset);
   const started = performance.now();
   const response = await Pix.call(path, { method: "POST", body: form });
   const blob = await response.blob();
@@ -344,6 +344,11 @@ async function runSync(entry, preset, form) {
     input: response.headers.get("X-Pixserve-Input-Size"), output: response.headers.get("X-Pixserve-Output-Size") };
   showResult(entry, blob, outputName(entry.name, 0, blob.type, preset), texts, facts);
   rememberSync(entry.name, preset, facts);
+}
+
+// The route one image runs on: an upscale, another task's own, or a preset's
+function syncRoute(choice) {
+  return !choice ? "v1/upscale" : choice.kind === "task" ? choice.task.path : `v1/run/${encodeURIComponent(choice.name)}`;
 }
 
 async function runJob(entries, preset, form) {
@@ -410,7 +415,7 @@ function curlFor(choice, form, files) {
   const key = Pix.key() ? ['-H "Authorization: Bearer $PIXSERVE_API_KEY"'] : [];
   const sync = files.length === 1 && files[0].size <= SYNC_MAX_BYTES;
   if (sync) {
-    const path = !choice ? "v1/upscale" : choice.kind === "task" ? choice.task.path : `v1/run/${encodeURIComponent(choice.name)}`;
+    const path = syncRoute(choice);
     return ["curl -fsS", ...key, `-F ${quote(`image=@${files[0].name}`)}`, ...fields, quote(new URL(path, base)), `-o ${quote(outputName(files[0].name, 0, outputType(choice), choice))}`].join(" \\\n  ");
   }
   const task = choice ? [`-F ${quote(`${choice.kind === "task" ? "task" : "preset"}=${choice.name}`)}`] : [];

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
 from services.api.deps import RunnerDep, SettingsDep, read_upload, task_response
-from services.api.schemas import IMAGE_ERRORS, KeepMetadata
+from services.api.schemas import IMAGE_CONTENT, IMAGE_ERRORS, KeepMetadata
 
 router = APIRouter(tags=["denoise"])
 
@@ -17,10 +17,7 @@ router = APIRouter(tags=["denoise"])
 @router.post(
     "/v1/denoise",
     response_class=Response,
-    responses={
-        200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
-        **IMAGE_ERRORS,
-    },
+    responses=IMAGE_CONTENT | IMAGE_ERRORS,
 )
 async def create_denoise(
     settings: SettingsDep,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
 from services.api.deps import RunnerDep, SettingsDep, read_upload, task_response
-from services.api.schemas import IMAGE_ERRORS
+from services.api.schemas import IMAGE_CONTENT, IMAGE_ERRORS
 
 router = APIRouter(tags=["generate"])
 
@@ -17,10 +17,7 @@ router = APIRouter(tags=["generate"])
 @router.post(
     "/v1/generate",
     response_class=Response,
-    responses={
-        200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
-        **IMAGE_ERRORS,
-    },
+    responses=IMAGE_CONTENT | IMAGE_ERRORS,
 )
 async def create_generation(
     settings: SettingsDep,

@@ -223,8 +223,9 @@ async def followed_job(
     job_id: JobId, request: Request, jobs: JobsDep, owner: OwnerDep,
     last_event_id: Annotated[str | None, Header(pattern=STREAM_ID_PATTERN)] = None,
 ) -> FollowedJob:  # fmt: skip
-    """The job to follow, found (or a 404) before the stream starts."""
-    job = await jobs.view(job_id, owner)
+    """The job to follow, found (or a 404/410) before the stream starts: its head only
+    (the envelope, URLs minted, comes once, at the end)."""
+    job = await jobs.store.read(job_id, owner, with_items=False)
     return FollowedJob(jobs, job, owner, str(request.base_url), last_event_id or "0-0")
 
 

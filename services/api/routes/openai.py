@@ -25,9 +25,10 @@ from services.api.deps import (
     decode_base64_image,
     read_upload,
 )
-from services.api.schemas import IMAGE_ERRORS, errors
+from services.api.schemas import IMAGE_CONTENT, IMAGE_ERRORS, errors
 from services.config import Settings
 from services.errors import (
+    InternalError,
     InvalidParameter,
     NotConfigured,
     PixserveError,
@@ -165,7 +166,7 @@ async def _last(pieces: AsyncIterator[str | Answer]) -> Answer:
     async for piece in pieces:
         if isinstance(piece, Answer):
             return piece
-    raise InvalidParameter("the answer ended without its result")  # not reached
+    raise InternalError("the answer ended without its result")  # not reached
 
 
 def _vqa_model(requested: str | None, settings: Settings) -> str:
@@ -346,10 +347,7 @@ async def _entry(request: Request, result: TaskResult, response_format: str) -> 
 @router.get(
     "/v1/images/files/{name}",
     response_class=Response,
-    responses={
-        200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
-        **errors(404),
-    },
+    responses=IMAGE_CONTENT | errors(404),
 )
 async def read_image_file(
     name: Annotated[str, Path(pattern=IMAGE_NAME_PATTERN)], request: Request

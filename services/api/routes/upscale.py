@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
 from services.api.deps import RunnerDep, SettingsDep, read_upload, task_response
-from services.api.schemas import IMAGE_ERRORS, KeepMetadata
+from services.api.schemas import IMAGE_CONTENT, IMAGE_ERRORS, KeepMetadata
 
 router = APIRouter(tags=["upscale"])
 
@@ -16,10 +16,7 @@ router = APIRouter(tags=["upscale"])
 @router.post(
     "/v1/upscale",
     response_class=Response,
-    responses={
-        200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
-        **IMAGE_ERRORS,
-    },
+    responses=IMAGE_CONTENT | IMAGE_ERRORS,
 )
 async def create_upscale(
     settings: SettingsDep,
