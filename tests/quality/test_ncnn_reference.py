@@ -15,7 +15,7 @@ from PIL import Image
 from services.config import Settings
 from services.imaging.codec import DecodedImage
 from services.models.manifest import load_manifest
-from services.models.sources import import_ncnn
+from services.models.sources import import_package
 from services.models.store import ModelStore
 from services.models.upscaler import EngineBackend, UpscaleEngine
 from services.pipelines.upscale import UpscaleOptions, upscale
@@ -31,7 +31,7 @@ NCNN_INDEX = {"x4plus": 4, "x4plus-anime": 3, "animevideov3": 2}
 def real_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
     store = ModelStore(tmp_path_factory.mktemp("real-store"), load_manifest())
     for name in NCNN_INDEX:
-        import_ncnn(store, name)
+        import_package(store, name)
     return store
 
 

@@ -17,8 +17,8 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_import_then_list(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "list"]) == 0
-    assert "pixserve models import-ncnn animevideov3" in capsys.readouterr().out
-    assert main(["models", "import-ncnn", "animevideov3"]) == 0
+    assert "pixserve models import animevideov3" in capsys.readouterr().out
+    assert main(["models", "import", "animevideov3"]) == 0
     assert (store / "realesr-animevideov3.ncnn.safetensors").is_file()
     capsys.readouterr()
     assert main(["models", "list"]) == 0
@@ -27,9 +27,9 @@ def test_import_then_list(store: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_errors_are_one_line_and_exit_1(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["models", "import-ncnn", "x2plus"]) == 1
+    assert main(["models", "import", "x2plus"]) == 1
     assert capsys.readouterr().err.strip() == (
-        "error: model 'x2plus' has no ncnn source (it has: url)"
+        "error: model 'x2plus' has no package source (it has: url)"
     )
     assert main(["models", "pull", "nope"]) == 1
     assert "unknown model 'nope'" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import pytest
 
 from services.errors import ChecksumMismatch, InvalidParameter, ModelNotReady, UnknownModel
 from services.models.manifest import load_manifest
-from services.models.sources import import_ncnn, ncnn_models_dir, pull
+from services.models.sources import import_package, ncnn_models_dir, pull
 from services.models.store import ModelStore, sha256_file
 from tests.utils.tiny_models import TINY_RRDB
 
@@ -22,7 +22,7 @@ def test_packaged_manifest_declares_the_real_esrgan_family() -> None:
     )
     for spec in manifest.models.values():
         assert spec.license and spec.sources
-        assert all(source.sha256 for source in spec.sources if source.kind == "ncnn")
+        assert all(source.sha256 for source in spec.sources if source.kind == "package")
 
 
 def test_unknown_model_lists_known_ones() -> None:
@@ -51,17 +51,17 @@ def test_altered_weights_are_refused(tiny_store: tuple[Path, Path], tmp_path: Pa
 
 def test_missing_model_names_the_command(tmp_path: Path) -> None:
     store = ModelStore(tmp_path, load_manifest())
-    with pytest.raises(ModelNotReady, match="pixserve models import-ncnn x4plus"):
+    with pytest.raises(ModelNotReady, match="pixserve models import x4plus"):
         store.locate("x4plus")
     with pytest.raises(ModelNotReady, match="pixserve models pull x2plus"):
         store.locate("x2plus")
 
 
-def test_import_ncnn_yields_the_pinned_file(tmp_path: Path) -> None:
+def test_import_package_yields_the_pinned_file(tmp_path: Path) -> None:
     store = ModelStore(tmp_path, load_manifest())
-    path = import_ncnn(store, "animevideov3")
+    path = import_package(store, "animevideov3")
     assert store.locate("animevideov3") == path
-    (source,) = [s for s in store.manifest.models["animevideov3"].sources if s.kind == "ncnn"]
+    (source,) = [s for s in store.manifest.models["animevideov3"].sources if s.kind == "package"]
     assert sha256_file(path) == source.sha256
     assert not list(tmp_path.glob("*.partial"))
 
@@ -76,13 +76,13 @@ def test_import_refuses_altered_ncnn_source(tmp_path: Path) -> None:
     (folder / "realesr-animevideov3-x4.bin").write_bytes(bytes(data))
     store = ModelStore(tmp_path / "store", load_manifest())
     with pytest.raises(ChecksumMismatch):
-        import_ncnn(store, "animevideov3", folder)
+        import_package(store, "animevideov3", folder)
     assert not (tmp_path / "store" / "realesr-animevideov3.ncnn.safetensors").exists()
 
 
 def test_import_needs_an_ncnn_source(tmp_path: Path) -> None:
-    with pytest.raises(InvalidParameter, match="no ncnn source"):
-        import_ncnn(ModelStore(tmp_path, load_manifest()), "x2plus")
+    with pytest.raises(InvalidParameter, match="no package source"):
+        import_package(ModelStore(tmp_path, load_manifest()), "x2plus")
 
 
 def test_pull_refuses_a_file_with_the_wrong_checksum(tmp_path: Path) -> None:
