@@ -85,16 +85,20 @@ class HubClassifier:
 
 
 @dataclass
-class MobileNetTagger:
-    """torchvision's MobileNetV2 with its ImageNet weights and labels; the input is
-    prepared exactly as torchvision's ``IMAGENET1K_V1.transforms()`` does (shorter side
-    to 256, antialiased bilinear; centre 224 crop; ImageNet mean and std)."""
+class _TorchClassifier:
+    """A plain torch module with one softmax over ``labels``."""
 
     model: torch.nn.Module
     device: torch.device
     dtype: torch.dtype
     labels: list[str]
     multi_label: bool = False
+
+
+class MobileNetTagger(_TorchClassifier):
+    """torchvision's MobileNetV2 with its ImageNet weights and labels; the input is
+    prepared exactly as torchvision's ``IMAGENET1K_V1.transforms()`` does (shorter side
+    to 256, antialiased bilinear; centre 224 crop; ImageNet mean and std)."""
 
     @classmethod
     def load(cls, path: Path, device: torch.device, dtype: torch.dtype) -> MobileNetTagger:
@@ -117,18 +121,11 @@ class MobileNetTagger:
         return result
 
 
-@dataclass
-class OpenNsfw:
+class OpenNsfw(_TorchClassifier):
     """Yahoo's open_nsfw, run from its imported graph; its outputs are already
     probabilities (sfw, nsfw), returned as log-probabilities so a softmax gives them
     back. Pre-processing as Yahoo's reference: 256x256 bilinear, centre 224 crop, a
     JPEG round trip (the model was trained on JPEG-decoded images), BGR minus mean."""
-
-    model: torch.nn.Module
-    device: torch.device
-    dtype: torch.dtype
-    labels: list[str]
-    multi_label: bool = False
 
     @classmethod
     def load(cls, path: Path, device: torch.device, dtype: torch.dtype) -> OpenNsfw:
