@@ -60,6 +60,13 @@ from services.models.store import ModelStore
 from services.models.tile_io import TileJob, TileOutput
 
 logger = logging.getLogger(__name__)
+# Architectures whose squeeze-and-excitation blocks average over their whole input: a
+# tile's statistics are not the image's, so a tiled output drifts from the whole one
+# (Real-CUGAN: 36-55 dB against ncnn, which syncs those averages across its tiles). An
+# image up to WHOLE_IMAGE_TILES tile edges on its longer side runs in one piece instead;
+# larger ones are tiled.
+GLOBAL_CONTEXT = frozenset({"RealCUGAN"})
+WHOLE_IMAGE_TILES = 2
 
 __all__ = ["EngineStatus", "ForwardPass", "TileJob", "TileOutput", "UpscaleEngine"]
 
@@ -93,6 +100,7 @@ class LoadedModel:
     minimum: int = 0  # spandrel's size requirements: inputs are padded to meet them
     multiple_of: int = 1
     buckets: tuple[int, ...] = ()
+    whole_image: bool = False  # global statistics (SE blocks): run an image in one piece
 
 
 @dataclass
@@ -106,6 +114,7 @@ class _Work:
     tiles: torch.Tensor  # (planes * grid.count, 3, S, S), the input's integer dtype
     canvas: torch.Tensor  # (H * scale, W * scale, C), the input's integer dtype
     peak: float  # 255 or 65535
+    whole: bool = False  # one untiled piece per plane (GLOBAL_CONTEXT)
 
 
 @dataclass
@@ -218,7 +227,8 @@ class UpscaleEngine:
         eager = descriptor.model.eval().to(self.device, self.dtype)
         needs = descriptor.size_requirements
         loaded = LoadedModel(eager, eager, spec.scale, self.runtime.tile_batch, 0.0,
-                             needs.minimum, needs.multiple_of)  # fmt: skip
+                             needs.minimum, needs.multiple_of,
+                             whole_image=descriptor.architecture.id in GLOBAL_CONTEXT)  # fmt: skip
         if self.device.type == "cuda":
             loaded.eager = loaded.module = eager.to(memory_format=torch.channels_last)
             if self.settings.compile:
@@ -254,12 +264,18 @@ class UpscaleEngine:
         image = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(2, 0, 1)
         color = image[:3] if channels >= 3 else image[:1].expand(3, -1, -1)
         planes = [color] + ([image[-1:].expand(3, -1, -1)] if channels in (2, 4) else [])
-        grid = plan_grid(height, width, self.settings.tile_size, self.settings.tile_pad)
-        tiles = split_tiles(torch.stack(planes), grid)
+        whole = loaded.whole_image and max(height, width) <= WHOLE_IMAGE_TILES * (
+            self.settings.tile_size)  # fmt: skip
+        if whole:
+            grid = TileGrid(height, width, tile=max(height, width), pad=0)
+            tiles = torch.stack(planes)  # one (H, W) piece per plane: see GLOBAL_CONTEXT
+        else:
+            grid = plan_grid(height, width, self.settings.tile_size, self.settings.tile_pad)
+            tiles = split_tiles(torch.stack(planes), grid)
         canvas = torch.empty((height * loaded.scale, width * loaded.scale, channels),
                              dtype=image.dtype, device=self.device)  # fmt: skip
         peak = 65535.0 if pixels.dtype == np.uint16 else 255.0
-        return _Work(job, loaded, grid, tiles, canvas, peak)
+        return _Work(job, loaded, grid, tiles, canvas, peak, whole)
 
     def _model(self, name: str) -> LoadedModel:
         loaded = self.models.get(name)
@@ -302,7 +318,9 @@ class UpscaleEngine:
         started = time.perf_counter()
         chunks = 0
         peak = members[0].peak
-        for start, output in self._run_chunks(loaded, stack, peak):
+        # a whole image's shape is its own: the eager module, not a shape-compiled one
+        module = loaded.eager if members[0].whole else None
+        for start, output in self._run_chunks(loaded, stack, peak, module):
             # quantised a chunk at once (float32: fp16 cannot hold 65535.5; the paste's
             # cast truncates, hence the half)
             scaled = output.float().mul_(peak).add_(0.5)
@@ -344,7 +362,11 @@ class UpscaleEngine:
             self.on_progress(work.job, local + 1, len(work.tiles))
 
     def _run_chunks(
-        self, loaded: LoadedModel, stack: torch.Tensor, peak: float
+        self,
+        loaded: LoadedModel,
+        stack: torch.Tensor,
+        peak: float,
+        module: torch.nn.Module | None = None,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield (first tile, float outputs) per chunk; on CUDA OOM halve the chunk and
         retry, down to one tile."""
@@ -352,7 +374,7 @@ class UpscaleEngine:
         while start < len(stack):
             chunk = stack[start : start + loaded.batch_limit]
             try:
-                output = self._forward(loaded, _to_model(chunk, self.dtype, peak))
+                output = self._forward(loaded, _to_model(chunk, self.dtype, peak), module)
             except torch.OutOfMemoryError as exc:
                 self._shrink_after_oom(loaded, exc)
                 continue
@@ -476,10 +498,10 @@ def _pad_to(tensor: torch.Tensor, minimum: int, multiple_of: int) -> torch.Tenso
     return torch.nn.functional.pad(tensor, (0, extra_w, 0, extra_h), mode="replicate")
 
 
-def _group(works: dict[int, _Work]) -> dict[tuple[str, int, torch.dtype], _Group]:
-    groups: dict[tuple[str, int, torch.dtype], _Group] = {}
+def _group(works: dict[int, _Work]) -> dict[tuple[str, int, int, torch.dtype, bool], _Group]:
+    groups: dict[tuple[str, int, int, torch.dtype, bool], _Group] = {}
     for index, work in works.items():
-        key = (work.job.model, work.grid.input_size, work.tiles.dtype)
+        key = (work.job.model, *work.tiles.shape[-2:], work.tiles.dtype, work.whole)
         groups.setdefault(key, _Group(work.job.model)).members.append(index)
     return groups
 
