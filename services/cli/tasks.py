@@ -62,8 +62,10 @@ COMMANDS = (
         Option("--scale", "output scale, e.g. 2.5", float),
         Option("--width", "target width in px", int),
         Option("--height", "target height in px", int), *ENCODING, KEEP)),
-    TaskCommand("denoise", "/v1/denoise", "denoise images (SCUNet, DnCNN)", "denoised", (
-        Option("--model", "a denoise model"), *ENCODING, KEEP)),
+    TaskCommand("denoise", "/v1/denoise", "denoise images (SCUNet, DnCNN, FFDNet)", "denoised", (
+        Option("--model", "a denoise model"),
+        Option("--noise-level", "FFDNet: the noise's sigma on 0-255 (0-75)", float),
+        *ENCODING, KEEP)),
     TaskCommand("convert", "/v1/convert", "convert, resize or shrink images", "converted", (
         Option("--format", "output format", choices=("jpeg", "png", "webp", "avif")),
         Option("--quality", "quality 1-100", int),

@@ -2,8 +2,9 @@
 
 Each manifest source of kind ``package`` names the package, the file inside it, that
 file's sha256 and a conversion: ``copy`` (a state dict torch loads as it is),
-``ncnn-esrgan`` and ``ncnn-cunet`` (ncnn param/bin to a safetensors state dict spandrel
-loads), ``retinaface-onnx`` (a BN-folded ONNX export to this project's RetinaFace) and
+``state-dict`` (an old-format pickle to safetensors), ``ncnn-esrgan`` and
+``ncnn-cunet`` (ncnn param/bin to a safetensors state dict spandrel loads),
+``retinaface-onnx`` (a BN-folded ONNX export to this project's RetinaFace) and
 ``onnx-graph`` (an ONNX graph ``TorchGraph`` runs). Torch is imported only here, when a
 conversion runs, so the CLI starts fast.
 """
@@ -45,6 +46,17 @@ def convert(spec: ModelSpec, source: WeightSource, shipped: Path, target: Path) 
 
 def _copy(spec: ModelSpec, shipped: Path, target: Path) -> None:
     shutil.copyfile(shipped, target)
+
+
+def _state_dict(spec: ModelSpec, shipped: Path, target: Path) -> None:
+    """An old-format pickle (FFDNet's) read with torch's safe loader into safetensors,
+    which spandrel's stricter unpickler would refuse; DataParallel's ``module.`` goes."""
+    import torch
+    from safetensors.torch import save_file
+
+    state = torch.load(shipped, map_location="cpu", weights_only=True)
+    state = {key.removeprefix("module."): value.contiguous() for key, value in state.items()}
+    save_file(state, str(target), metadata={"source": f"pickle:{shipped.name}"})
 
 
 def _ncnn_esrgan(spec: ModelSpec, shipped: Path, target: Path) -> None:
@@ -103,6 +115,7 @@ def _bytes_literal(module_file: Path, name: str) -> bytes:
 
 _CONVERTERS: dict[str, Converter] = {
     "copy": _copy,
+    "state-dict": _state_dict,
     "ncnn-esrgan": _ncnn_esrgan,
     "ncnn-cunet": _ncnn_cunet,
     "retinaface-onnx": _retinaface_onnx,

@@ -18,7 +18,9 @@ from services.registry import ModelTask
 
 SourceKind = Literal["url", "package", "local", "hub"]
 # how a package's file becomes the stored one (services.models.importers)
-Conversion = Literal["copy", "ncnn-esrgan", "ncnn-cunet", "retinaface-onnx", "onnx-graph"]
+Conversion = Literal[
+    "copy", "state-dict", "ncnn-esrgan", "ncnn-cunet", "retinaface-onnx", "onnx-graph"
+]
 Task = ModelTask
 
 

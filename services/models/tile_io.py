@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+DEFAULT_NOISE_LEVEL = 25.0  # FFDNet's noise sigma (0-255 scale) when a request gives none
+MAX_NOISE_LEVEL = 75.0  # the range FFDNet was trained on
+
 
 @dataclass(frozen=True)
 class TileJob:
@@ -22,6 +25,7 @@ class TileJob:
     request_id: str = ""
     traceparent: str | None = None  # the caller's span, linked from the batch's span
     progress_key: str | None = None  # a job item's: its tiles done are reported
+    noise_level: float | None = None  # FFDNet's input, 0-255 scale; other models: None
 
 
 @dataclass(frozen=True)

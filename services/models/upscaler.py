@@ -27,6 +27,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -50,6 +51,7 @@ from services.imaging.tiling import (
     tile_core,
     tile_edges,
 )
+from services.models import ffdnet
 from services.models.runtime import (
     EngineStatus,
     TorchRuntime,
@@ -101,6 +103,7 @@ class LoadedModel:
     multiple_of: int = 1
     buckets: tuple[int, ...] = ()
     whole_image: bool = False  # global statistics (SE blocks): run an image in one piece
+    takes_noise: bool = False  # FFDNet: the noise level is an input
 
 
 @dataclass
@@ -216,6 +219,7 @@ class UpscaleEngine:
         spec = self.store.manifest.get(name)
         path = self.store.locate(name)
         started = time.perf_counter()
+        ffdnet.install()  # the project's own architectures, beside spandrel's
         descriptor = spandrel.ModelLoader(device=self.device).load_from_file(path)
         if descriptor.scale != spec.scale:
             raise ModelNotReady(
@@ -228,7 +232,8 @@ class UpscaleEngine:
         needs = descriptor.size_requirements
         loaded = LoadedModel(eager, eager, spec.scale, self.runtime.tile_batch, 0.0,
                              needs.minimum, needs.multiple_of,
-                             whole_image=descriptor.architecture.id in GLOBAL_CONTEXT)  # fmt: skip
+                             whole_image=descriptor.architecture.id in GLOBAL_CONTEXT,
+                             takes_noise=descriptor.architecture.id == "FFDNet")  # fmt: skip
         if self.device.type == "cuda":
             loaded.eager = loaded.module = eager.to(memory_format=torch.channels_last)
             if self.settings.compile:
@@ -320,7 +325,8 @@ class UpscaleEngine:
         peak = members[0].peak
         # a whole image's shape is its own: the eager module, not a shape-compiled one
         module = loaded.eager if members[0].whole else None
-        for start, output in self._run_chunks(loaded, stack, peak, module):
+        noise = members[0].job.noise_level
+        for start, output in self._run_chunks(loaded, stack, peak, module, noise):
             # quantised a chunk at once (float32: fp16 cannot hold 65535.5; the paste's
             # cast truncates, hence the half)
             scaled = output.float().mul_(peak).add_(0.5)
@@ -367,6 +373,7 @@ class UpscaleEngine:
         stack: torch.Tensor,
         peak: float,
         module: torch.nn.Module | None = None,
+        noise: float | None = None,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield (first tile, float outputs) per chunk; on CUDA OOM halve the chunk and
         retry, down to one tile."""
@@ -374,7 +381,7 @@ class UpscaleEngine:
         while start < len(stack):
             chunk = stack[start : start + loaded.batch_limit]
             try:
-                output = self._forward(loaded, _to_model(chunk, self.dtype, peak), module)
+                output = self._forward(loaded, _to_model(chunk, self.dtype, peak), module, noise)
             except torch.OutOfMemoryError as exc:
                 self._shrink_after_oom(loaded, exc)
                 continue
@@ -391,11 +398,16 @@ class UpscaleEngine:
         logger.warning("CUDA out of memory; tile batch lowered to %d", loaded.batch_limit)
 
     def _forward(
-        self, loaded: LoadedModel, batch: torch.Tensor, module: torch.nn.Module | None = None
+        self,
+        loaded: LoadedModel,
+        batch: torch.Tensor,
+        module: torch.nn.Module | None = None,
+        noise: float | None = None,
     ) -> torch.Tensor:
         """One forward pass in [0, 1]; the batch is padded (edge pixels repeated) to the
         model's size requirements and to its compiled batch bucket, and the padding
-        cropped off the result."""
+        cropped off the result. A model that takes a noise level gets ``noise`` (0-255
+        scale) for every tile, or its own default."""
         count, height, width = len(batch), *batch.shape[-2:]
         tensor = _pad_to(batch, loaded.minimum, loaded.multiple_of)
         if module is None and loaded.buckets:
@@ -404,7 +416,11 @@ class UpscaleEngine:
         if self.device.type == "cuda":
             tensor = tensor.contiguous(memory_format=torch.channels_last)
         try:
-            output = (module or loaded.module)(tensor)
+            inputs = [tensor]
+            if loaded.takes_noise and noise is not None:
+                inputs.append(torch.full((len(tensor),), noise / 255.0, dtype=tensor.dtype,
+                                         device=tensor.device))  # fmt: skip
+            output = (module or loaded.module)(*inputs)
         except torch.OutOfMemoryError:
             raise
         except RuntimeError:
@@ -498,10 +514,12 @@ def _pad_to(tensor: torch.Tensor, minimum: int, multiple_of: int) -> torch.Tenso
     return torch.nn.functional.pad(tensor, (0, extra_w, 0, extra_h), mode="replicate")
 
 
-def _group(works: dict[int, _Work]) -> dict[tuple[str, int, int, torch.dtype, bool], _Group]:
-    groups: dict[tuple[str, int, int, torch.dtype, bool], _Group] = {}
+def _group(works: dict[int, _Work]) -> dict[tuple[Any, ...], _Group]:
+    """Works that share forward passes: same model, tile shape, dtype, tiling and noise."""
+    groups: dict[tuple[Any, ...], _Group] = {}
     for index, work in works.items():
-        key = (work.job.model, *work.tiles.shape[-2:], work.tiles.dtype, work.whole)
+        key = (work.job.model, *work.tiles.shape[-2:], work.tiles.dtype, work.whole,
+               work.job.noise_level)  # fmt: skip
         groups.setdefault(key, _Group(work.job.model)).members.append(index)
     return groups
 

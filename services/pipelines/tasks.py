@@ -26,6 +26,7 @@ from services.imaging.convert import ConvertFormat, ConvertOptions, ResizeMode
 from services.jsontext import parse_object
 from services.models.diffusion import GenerateOptions
 from services.models.manifest import Manifest, ModelSpec
+from services.models.tile_io import DEFAULT_NOISE_LEVEL, MAX_NOISE_LEVEL
 from services.pipelines.budget import (
     NO_BUDGET,
     Budget,
@@ -74,6 +75,10 @@ class UpscaleTask(_Kept):
 class DenoiseTask(_Kept):
     task: Literal["denoise"] = "denoise"
     model: str | None = None
+    noise_level: float | None = Field(
+        default=None, ge=0, le=MAX_NOISE_LEVEL,
+        description="FFDNet only: the noise's sigma on the 0-255 scale (default 25).",
+    )  # fmt: skip
 
 
 class RestoreFaceTask(_Kept):
@@ -274,11 +279,16 @@ def _plan_tiles(
     default = settings.default_model if task == "upscale" else settings.default_denoise_model
     model = configured_model(manifest, settings, spec.model or default, task)
     if isinstance(spec, DenoiseTask):
-        return TaskPlan(
-            spec,
-            UpscaleOptions(model.name, None, None, None, spec.format, spec.quality),
-            model.scale,
-        )
+        if spec.noise_level is not None and model.architecture != "FFDNet":
+            raise InvalidParameter(
+                f"noise_level: {model.name} estimates the noise itself; noise_level is "
+                "for FFDNet models", param="noise_level",
+            )  # fmt: skip
+        noise = spec.noise_level
+        if noise is None and model.architecture == "FFDNet":
+            noise = DEFAULT_NOISE_LEVEL
+        options = UpscaleOptions(model.name, None, None, None, spec.format, spec.quality, noise)
+        return TaskPlan(spec, options, model.scale)
     if spec.scale is not None and (spec.width or spec.height):
         raise InvalidParameter("scale: give either scale or width/height, not both")
     if spec.scale is not None and not 1.0 <= spec.scale <= settings.max_scale:

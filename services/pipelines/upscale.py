@@ -49,6 +49,7 @@ class UpscaleOptions:
     height: int | None = None
     output_format: OutputFormat = "png"
     quality: int = 90
+    noise_level: float | None = None  # FFDNet denoising: the noise sigma, 0-255 scale
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ async def upscale(
     target = output_size(image.width, image.height, native_scale, options, settings)
     check_encodable(options.output_format, *target)  # before the model's work, not after
     job = TileJob(options.model, image.pixels, target, options.quality if jpeg else None,
-                  traceparent=current_traceparent())  # fmt: skip
+                  traceparent=current_traceparent(), noise_level=options.noise_level)  # fmt: skip
     output = await backend.upscale_image(job)
     return UpscaleResult(output.pixels, output.jpeg, target, output.tiles)
 

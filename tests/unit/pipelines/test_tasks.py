@@ -119,3 +119,19 @@ def test_generate_jobs_record_a_seed_per_item() -> None:
     assert listed.for_item(1).prompt == "b" and listed.for_item(1).seed == listed.seeds[1]
     with pytest.raises(InvalidParameter, match="either prompt"):
         plan({"task": "generate", "prompt": "a", "prompts": ["b"]})
+
+
+def test_noise_level_is_for_ffdnet_only() -> None:
+    settings = Settings(denoise_models=["scunet-color", "ffdnet-color"],
+                        default_denoise_model="scunet-color")  # fmt: skip
+    context = TaskContext(MANIFEST, settings, load_presets({"Denoiser"}))
+    ffdnet = plan_task(parse_task({"task": "denoise", "model": "ffdnet-color"}), context)
+    assert ffdnet.options.noise_level == 25.0  # the default level
+    given = {"task": "denoise", "model": "ffdnet-color", "noise_level": "40"}
+    assert plan_task(parse_task(given), context).options.noise_level == 40.0
+    with pytest.raises(InvalidParameter, match="noise_level: scunet-color estimates") as error:
+        plan_task(parse_task({"task": "denoise", "noise_level": "10"}), context)
+    assert error.value.param == "noise_level"
+    with pytest.raises(InvalidParameter, match="noise_level: Input should be less than"):
+        parse_task({"task": "denoise", "model": "ffdnet-color", "noise_level": "90"})
+    assert plan_task(parse_task({"task": "denoise"}), context).options.noise_level is None
