@@ -21,13 +21,14 @@ from services.errors import (
 )
 from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertOptions
+from services.imaging.faces import Face
 from services.jobs.progress import CURRENT_ITEM
 from services.models.diffusion import Generated, GenerateOptions
 from services.models.manifest import Manifest, load_manifest
 from services.models.runtime import EngineStatus
 from services.models.tile_io import TileJob, TileOutput
 from services.models.vision import Answer, Description, Question
-from services.pipelines.faces import FaceOptions, FaceResult
+from services.pipelines.faces import DetectOptions, FaceOptions, FaceResult
 from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult
 from services.platform import DeploymentReadiness, DeploymentView
 from services.registry import DEPLOYMENT_OF_TASK, MODEL_DEPLOYMENTS, not_configured_reason
@@ -86,6 +87,10 @@ class ServeBackend:
             "FaceRestorer", "restore", image, options, _request_id()
         )
         return restored
+
+    async def detect_faces(self, image: DecodedImage, options: DetectOptions) -> list[Face]:
+        faces: list[Face] = await self._call("FaceRestorer", "detect", image, options)
+        return faces
 
     async def generate(self, options: GenerateOptions, image: DecodedImage | None) -> Generated:
         """To a replica holding the checkpoint, when one does (Serve's multiplexing)."""

@@ -17,9 +17,17 @@ from deployments.replica import EngineReplica, gpu_share, unwrap
 from services.config import Settings
 from services.errors import PixserveError
 from services.imaging.codec import DecodedImage
+from services.imaging.faces import Face
 from services.models.faces import FaceCrops, FaceEngine, FacePass
 from services.models.remote import open_model_store
-from services.pipelines.faces import FaceOptions, FaceResult, restore_faces
+from services.pipelines.faces import (
+    DetectOptions,
+    FaceOptions,
+    FaceResult,
+    anonymize_faces,
+    detect_faces,
+    restore_faces,
+)
 from services.telemetry.tracing import batch_span, current_traceparent
 
 
@@ -54,10 +62,23 @@ class FaceRestorer(EngineReplica):
                                            self.backgrounds[background], self.settings,
                                            request_id)  # fmt: skip
 
+    async def detect(
+        self, image: DecodedImage, options: DetectOptions, background: bool = False
+    ) -> list[Face]:
+        """Every face in the image, most confident first."""
+        with self.ongoing:
+            async with self.gate.admit(background):
+                return await detect_faces(image, options, self.faces.detect)
+
     async def run_step(
-        self, image: DecodedImage, options: FaceOptions, background: bool = False
+        self, image: DecodedImage, options: FaceOptions | DetectOptions, background: bool = False
     ) -> DecodedImage:
-        """A pipeline step: the restored image."""
+        """A pipeline step: the restored image, or (blur_faces) every face anonymised."""
+        if isinstance(options, DetectOptions):
+            with self.ongoing:
+                async with self.gate.admit(background):
+                    blurred, _ = await anonymize_faces(image, options, self.faces.detect)
+            return blurred
         result = await self.restore(image, options, background=background)
         return DecodedImage(result.pixels, image.bit_depth, image.source_format)
 

@@ -19,9 +19,10 @@ from services.config import MODEL_SETTINGS, Settings
 ModelTask = Literal[
     "upscale", "denoise", "face", "detect", "generate", "safety", "caption", "tags", "nsfw", "vqa"
 ]
-StepKind = Literal["denoise", "upscale", "face", "generate", "caption"]
+StepKind = Literal["denoise", "upscale", "face", "blur_faces", "generate", "caption"]
 # the tasks a request (sync or a job) names; services/pipelines/tasks.py has their specs
-TASKS = ("upscale", "denoise", "restore_face", "generate", "caption", "convert", "preset")
+TASKS = ("upscale", "denoise", "restore_face", "detect_faces", "generate", "caption", "convert",
+         "preset")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,8 @@ REGISTRY: tuple[DeploymentEntry, ...] = (
     DeploymentEntry(
         "FaceRestorer",
         ("face", "detect"),
-        ("face",),
-        ("face",),
+        ("face", "blur_faces"),
+        ("face", "detect"),  # a detector alone serves detection and blur-faces
         hint="set face_models and face_detectors (e.g. [{face}] and [{detector}])",
     ),
     DeploymentEntry(

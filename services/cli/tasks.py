@@ -1,4 +1,4 @@
-"""``pixserve upscale|denoise|convert|restore-face|caption|run PRESET|generate``: every
+"""``pixserve upscale|denoise|convert|restore-face|detect-faces|caption|run PRESET|generate``: every
 sync task of the API from the shell. Files in, files out, as ``cp`` takes them: ``IN
 OUT`` writes OUT (replacing it), ``IN... DIR`` writes into a folder, a lone ``IN``
 writes beside it (``a.upscaled.png``). The same tasks run as jobs with ``submit``."""
@@ -83,6 +83,10 @@ COMMANDS = (
         Option("--background-model", "an upscale model"),
         Option("--only-center-face", "restore the face nearest the centre", switch=True),
         Option("--max-faces", "at most this many faces", int), *ENCODING, KEEP)),
+    TaskCommand("detect-faces", "/v1/detect/faces", "find faces: boxes, scores, landmarks",
+                "faces", (
+        Option("--detector", "a face detector"),
+        Option("--min-score", "leave out faces scored under it (0-1)", float),)),
     TaskCommand("caption", "/v1/caption", "caption, tag and NSFW-score images", "caption", (
         Option("--outputs", "caption, tags or nsfw (repeatable; default all)",
                choices=("caption", "tags", "nsfw"), repeat=True),)),
@@ -218,7 +222,7 @@ def _run_one(
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
     if media_type == "application/json" and output is None and count == 1:
-        print(json.dumps(json.loads(data)))  # a lone caption: shown as well as saved
+        print(json.dumps(json.loads(data)))  # a lone caption or faces: shown as well as saved
     return target, None
 
 

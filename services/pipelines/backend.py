@@ -10,9 +10,10 @@ from typing import Protocol
 
 from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertOptions
+from services.imaging.faces import Face
 from services.models.diffusion import Generated, GenerateOptions
 from services.models.vision import Description
-from services.pipelines.faces import FaceOptions, FaceResult
+from services.pipelines.faces import DetectOptions, FaceOptions, FaceResult
 from services.pipelines.presets import PlanBackend
 from services.pipelines.upscale import TileBackend
 
@@ -22,6 +23,10 @@ class TaskBackend(TileBackend, PlanBackend, Protocol):
 
     async def restore_faces(self, image: DecodedImage, options: FaceOptions) -> FaceResult:
         """One image's faces restored by the FaceRestorer."""
+        ...
+
+    async def detect_faces(self, image: DecodedImage, options: DetectOptions) -> list[Face]:
+        """Every face the FaceRestorer's detector finds, most confident first."""
         ...
 
     async def generate(self, options: GenerateOptions, image: DecodedImage | None) -> Generated:

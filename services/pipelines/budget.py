@@ -20,7 +20,8 @@ from services.models.manifest import ModelSpec
 ARCHITECTURE_COST: dict[str, float] = {
     "RRDBNet": 1.0, "SRVGGNetCompact": 0.15, "SCUNet": 1.0, "DnCNN": 0.1,
     "GFPGAN": 0.5, "CodeFormer": 0.5, "RetinaFace": 0.05, "SDXL": 1.0,
-    "SafetyChecker": 0.05, "BLIP": 0.1, "ViT": 0.05,
+    "SafetyChecker": 0.05, "BLIP": 0.1, "ViT": 0.05, "RealCUGAN": 0.5, "CUNet": 0.5,
+    "FFDNet": 0.1, "MobileNetV2": 0.02, "OpenNSFW": 0.05,
 }  # fmt: skip
 
 

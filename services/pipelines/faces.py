@@ -13,13 +13,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
 from services.config import Settings
 from services.errors import InvalidParameter
 from services.imaging.codec import DecodedImage, color_plane, to_float, to_uint8
-from services.imaging.faces import CROP, AlignedFace, Face, align, paste, select_faces
+from services.imaging.faces import (
+    CROP,
+    AlignedFace,
+    Face,
+    align,
+    blur_faces,
+    paste,
+    select_faces,
+)
 from services.models.faces import FaceCrops
 from services.pipelines.upscale import TileBackend, UpscaleOptions, upscale
 
@@ -60,6 +69,49 @@ class FaceOptions:
             raise InvalidParameter(f"upscale must be 1 to 4, got {self.upscale}")
         if not 1 <= self.max_faces <= settings.max_faces:
             raise InvalidParameter(f"max_faces must be 1 to {settings.max_faces}")
+
+
+AnonymizeMethod = Literal["blur", "pixelate"]
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """What a client asks of face detection, and of anonymising every face found."""
+
+    detector: str
+    min_score: float = 0.0  # faces under it are left out (face_confidence is the floor)
+    method: AnonymizeMethod = "blur"  # the blur_faces step's
+
+    @property
+    def models(self) -> list[str]:
+        return [self.detector]
+
+
+def face_json(face: Face) -> dict[str, Any]:
+    """A detected face as the API reports it: box (x0, y0, x1, y1), score, and the five
+    landmarks (left eye, right eye, nose, left and right mouth corner) in pixels."""
+    return {
+        "box": [round(float(value), 1) for value in face.box],
+        "score": round(float(face.score), 4),
+        "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in face.landmarks],
+    }
+
+
+async def detect_faces(image: DecodedImage, options: DetectOptions, detect: Detect) -> list[Face]:
+    """Every face in ``image`` at or above ``min_score``, most confident first."""
+    plane = await asyncio.to_thread(lambda: to_uint8(color_plane(image)))
+    faces = await asyncio.to_thread(detect, options.detector, plane)
+    return sorted((f for f in faces if f.score >= options.min_score), key=lambda f: -f.score)
+
+
+async def anonymize_faces(
+    image: DecodedImage, options: DetectOptions, detect: Detect
+) -> tuple[DecodedImage, list[Face]]:
+    """``image`` with every detected face blurred or pixelated (none left out: no
+    ``max_faces`` here), and the faces."""
+    faces = await detect_faces(image, options, detect)
+    pixels = await asyncio.to_thread(blur_faces, image.pixels, faces, options.method)
+    return DecodedImage(pixels, image.bit_depth, image.source_format), faces
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Presets: named pipelines shipped as data (``presets.yaml``), compiled into plans.
 
 A preset is a small DAG of steps; each step has a kind (denoise, upscale, face,
-generate, caption), which names the deployment that runs it, and parameters. A
+blur_faces, generate, caption), which names the deployment that runs it, and parameters. A
 ``Plan`` is a preset checked against the manifest and settings, with every step's
 options resolved, so a bad preset, parameter or model is refused (422) before any
 work starts. The serving layer runs a plan by chaining the deployments' calls.
@@ -30,12 +30,12 @@ from services.imaging.convert import Converted, ConvertFormat, ConvertOptions, R
 from services.jsontext import parse_object
 from services.models.diffusion import GenerateOptions
 from services.models.manifest import Manifest
-from services.pipelines.faces import FaceOptions
+from services.pipelines.faces import DetectOptions, FaceOptions
 from services.pipelines.options import face_options, generate_options
 from services.pipelines.upscale import UpscaleOptions
 from services.registry import DEPLOYMENT_OF_STEP, StepKind
 
-IMAGE_STEPS = {"denoise", "upscale", "face", "generate"}  # the others produce text
+IMAGE_STEPS = {"denoise", "upscale", "face", "blur_faces", "generate"}  # the others: text
 SOURCE = "source"  # the uploaded image, as a step's input
 _STEP_ID = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _PARAMS: dict[str, set[str]] = {
@@ -51,6 +51,7 @@ _PARAMS: dict[str, set[str]] = {
         "only_center_face",
         "max_faces",
     },
+    "blur_faces": {"detector", "min_score", "method"},
     "caption": {"want"},
     "generate": {
         "prompt",
@@ -141,7 +142,7 @@ class PlannedStep:
     id: str
     kind: str
     deployment: str
-    options: TileStep | FaceOptions | GenerateOptions | dict[str, Any]
+    options: TileStep | FaceOptions | DetectOptions | GenerateOptions | dict[str, Any]
     input: str
 
 
@@ -162,7 +163,7 @@ class Plan:
             options = step.options
             if isinstance(options, TileStep):
                 names.append(options.options.model)
-            elif isinstance(options, FaceOptions):
+            elif isinstance(options, FaceOptions | DetectOptions):
                 names += options.models
         return names
 
@@ -269,7 +270,7 @@ def _preset_generate(step: Step, params: dict[str, Any], settings: Settings) -> 
 
 def _resolve(
     step: Step, params: dict[str, Any], manifest: Manifest, settings: Settings
-) -> TileStep | FaceOptions | GenerateOptions | dict[str, Any]:
+) -> TileStep | FaceOptions | DetectOptions | GenerateOptions | dict[str, Any]:
     allowed = _PARAMS.get(step.kind)
     if allowed is not None and (unknown := set(params) - allowed):
         raise InvalidParameter(f"step '{step.id}' ({step.kind}) has no parameter "
@@ -277,6 +278,8 @@ def _resolve(
     try:
         if step.kind == "face":
             return face_options(params, manifest, settings)
+        if step.kind == "blur_faces":
+            return _blur_options(step, params, manifest, settings)
         if step.kind == "generate":
             return _preset_generate(step, params, settings)
         if step.kind in ("denoise", "upscale"):
@@ -293,6 +296,19 @@ def _resolve(
             raise InvalidParameter(f"step '{step.id}': want is a list of caption, tags, nsfw")
         return {"want": want}
     return dict(params)
+
+
+def _blur_options(
+    step: Step, params: dict[str, Any], manifest: Manifest, settings: Settings
+) -> DetectOptions:
+    detector = manifest.for_task(params.get("detector") or settings.default_face_detector,
+                                 "detect")  # fmt: skip
+    method, score = params.get("method", "blur"), float(params.get("min_score", 0.0))
+    if method not in ("blur", "pixelate"):
+        raise InvalidParameter(f"step '{step.id}': method is blur or pixelate, not {method!r}")
+    if not 0.0 <= score <= 1.0:
+        raise InvalidParameter(f"step '{step.id}': min_score must be within 0 and 1")
+    return DetectOptions(detector.name, score, method)
 
 
 def _output(preset: Preset, override: dict[str, Any] | None) -> ConvertOptions | None:

@@ -34,7 +34,7 @@ from services.pipelines.budget import (
     image_to_image_budget,
     tile_budget,
 )
-from services.pipelines.faces import FaceOptions
+from services.pipelines.faces import DetectOptions, FaceOptions
 from services.pipelines.options import face_options, generate_options
 from services.pipelines.presets import PARAMS_EXAMPLE, Plan, PresetLibrary
 from services.pipelines.upscale import UpscaleOptions
@@ -79,6 +79,12 @@ class DenoiseTask(_Kept):
         default=None, ge=0, le=MAX_NOISE_LEVEL,
         description="FFDNet only: the noise's sigma on the 0-255 scale (default 25).",
     )  # fmt: skip
+
+
+class DetectFacesTask(_Spec):
+    task: Literal["detect_faces"] = "detect_faces"
+    detector: str | None = None
+    min_score: float = Field(default=0.0, ge=0, le=1, description="Leave out faces under it.")
 
 
 class RestoreFaceTask(_Kept):
@@ -162,6 +168,7 @@ TaskSpec = Annotated[
     UpscaleTask
     | DenoiseTask
     | RestoreFaceTask
+    | DetectFacesTask
     | GenerateTask
     | CaptionTask
     | ConvertTask
@@ -202,7 +209,10 @@ class TaskPlan:
     """A spec checked and resolved: what the use case sends to the deployments."""
 
     spec: TaskSpec
-    options: UpscaleOptions | FaceOptions | GenerateOptions | ConvertOptions | Plan | None
+    options: (
+        UpscaleOptions | FaceOptions | DetectOptions | GenerateOptions | ConvertOptions | Plan
+        | None
+    )  # fmt: skip
     native_scale: int = 1  # upscale/denoise: the model's own scale
     budget: Budget = NO_BUDGET  # its compute cost, checked once the input's size is known
 
@@ -212,16 +222,18 @@ class TaskPlan:
         options = self.options
         if isinstance(options, UpscaleOptions):
             return [options.model]
-        if isinstance(options, FaceOptions):
+        if isinstance(options, FaceOptions | DetectOptions | Plan):
             return options.models
-        return options.models if isinstance(options, Plan) else []
+        return []
 
     @property
     def output_format(self) -> str:
         """The stored output's format (``json`` for text results)."""
         if isinstance(self.options, Plan):
             return self.options.output.format if self.options.output else "json"
-        return "json" if isinstance(self.spec, CaptionTask) else str(self.spec.format)
+        if isinstance(self.spec, CaptionTask | DetectFacesTask):
+            return "json"
+        return str(self.spec.format)
 
 
 @dataclass(frozen=True)
@@ -257,9 +269,8 @@ def _plan(spec: TaskSpec, context: TaskContext, image_to_image: bool) -> TaskPla
     manifest, settings = context.manifest, context.settings
     if isinstance(spec, UpscaleTask | DenoiseTask):
         return _plan_tiles(spec, manifest, settings)
-    if isinstance(spec, RestoreFaceTask):
-        params = spec.model_dump(exclude={"task", "format", "quality"})
-        return TaskPlan(spec, face_options(params, manifest, settings))
+    if isinstance(spec, RestoreFaceTask | DetectFacesTask):
+        return _plan_faces(spec, manifest, settings)
     if isinstance(spec, GenerateTask):
         return _plan_generate(spec, settings, image_to_image)
     if isinstance(spec, ConvertTask):
@@ -270,6 +281,17 @@ def _plan(spec: TaskSpec, context: TaskContext, image_to_image: bool) -> TaskPla
         plan = context.presets.compile(spec.preset, manifest, settings, spec.params, output or None)
         return TaskPlan(spec, plan)
     return TaskPlan(spec, None)  # caption: its outputs are checked by the spec
+
+
+def _plan_faces(
+    spec: RestoreFaceTask | DetectFacesTask, manifest: Manifest, settings: Settings
+) -> TaskPlan:
+    if isinstance(spec, RestoreFaceTask):
+        params = spec.model_dump(exclude={"task", "format", "quality"})
+        return TaskPlan(spec, face_options(params, manifest, settings))
+    name = spec.detector or settings.default_face_detector
+    detector = configured_model(manifest, settings, name, "detect")
+    return TaskPlan(spec, DetectOptions(detector.name, spec.min_score))
 
 
 def _plan_tiles(

@@ -30,7 +30,7 @@ from services.imaging.metadata import attach, check_format, read_metadata
 from services.models.diffusion import GenerateOptions
 from services.pipelines.backend import TaskBackend
 from services.pipelines.budget import Budget
-from services.pipelines.faces import FaceOptions
+from services.pipelines.faces import DetectOptions, FaceOptions, face_json
 from services.pipelines.presets import Plan
 from services.pipelines.tasks import (
     CaptionTask,
@@ -87,9 +87,9 @@ async def _run(
     if isinstance(options, UpscaleOptions):
         assert data is not None
         return await _tiles(data, options, plan, backend, settings)
-    if isinstance(options, FaceOptions):
-        assert data is not None and isinstance(plan.spec, RestoreFaceTask)
-        return await _faces(data, options, plan.spec, plan.budget, backend, settings)
+    if isinstance(options, FaceOptions | DetectOptions):
+        assert data is not None
+        return await _faces(data, options, plan, backend, settings)
     if isinstance(options, GenerateOptions):
         assert isinstance(plan.spec, GenerateTask)
         return await _generate(data, options, plan.spec, plan.budget, backend, settings)
@@ -154,14 +154,17 @@ async def _tiles(
 
 async def _faces(
     data: bytes,
-    options: FaceOptions,
-    spec: RestoreFaceTask,
-    budget: Budget,
+    options: FaceOptions | DetectOptions,
+    plan: TaskPlan,
     backend: TaskBackend,
     settings: Settings,
 ) -> TaskResult:
-    """Faces restored onto the (optionally upscaled) background."""
-    fmt, quality = spec.format, spec.quality
+    """Faces restored onto the (optionally upscaled) background, or detected."""
+    budget = plan.budget
+    if isinstance(options, DetectOptions):
+        return await _detect_faces(data, options, budget, backend, settings)
+    assert isinstance(plan.spec, RestoreFaceTask)
+    fmt, quality = plan.spec.format, plan.spec.quality
     with tracer.start_as_current_span("pixserve.restore_face") as span:
         started = time.perf_counter()
         decoded = await _decode(data, settings, budget)
@@ -278,6 +281,20 @@ async def _caption(
         {},
         described,
     )
+
+
+async def _detect_faces(
+    data: bytes, options: DetectOptions, budget: Budget, backend: TaskBackend, settings: Settings
+) -> TaskResult:
+    """Every face's box, score and five landmarks, as JSON."""
+    started = time.perf_counter()
+    decoded = await _decode(data, settings, budget)
+    faces = [face_json(face) for face in await backend.detect_faces(decoded, options)]
+    size = (decoded.width, decoded.height)
+    found = {"detector": options.detector, "width": size[0], "height": size[1], "faces": faces}
+    return TaskResult(json.dumps(found).encode(), JSON_TYPE, options.detector, size, size,
+                      {"detect": time.perf_counter() - started},
+                      {"X-Pixserve-Faces": str(len(faces))}, found)  # fmt: skip
 
 
 async def _preset(

@@ -16,10 +16,17 @@ import numpy as np
 from services.errors import ServiceUnavailable
 from services.imaging.codec import DecodedImage, ImageLimits
 from services.imaging.convert import Converted, ConvertOptions, convert_image, encode_pixels
+from services.imaging.faces import Face
 from services.models.diffusion import Generated, GenerateOptions
 from services.models.tile_io import TileJob, TileOutput
 from services.models.vision import Answer, Description, Question, Tag
-from services.pipelines.faces import FaceOptions, FaceResult
+from services.pipelines.faces import (
+    DetectOptions,
+    FaceOptions,
+    FaceResult,
+    anonymize_faces,
+    detect_faces,
+)
 from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult, TileStep
 from services.platform import DeploymentReadiness, DeploymentView
 from services.registry import MODEL_DEPLOYMENTS
@@ -33,6 +40,14 @@ def resized(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     rows = np.arange(size[1]) * height // size[1]
     columns = np.arange(size[0]) * width // size[0]
     return pixels[rows][:, columns]
+
+
+def centre_face(detector: str, pixels: np.ndarray) -> list[Face]:
+    """The detector stand-in: one face over the middle half of the image, score 0.9."""
+    height, width = pixels.shape[:2]
+    box = (width / 4, height / 4, 3 * width / 4, 3 * height / 4)
+    marks = np.array([[0.4, 0.4], [0.6, 0.4], [0.5, 0.5], [0.42, 0.6], [0.58, 0.6]])
+    return [Face(box, 0.9, (marks * [width, height]).astype(np.float32))]
 
 
 class FakeBackend:
@@ -54,6 +69,10 @@ class FakeBackend:
         self.calls.append(("restore_faces", options.model))
         size = (image.width * options.upscale, image.height * options.upscale)
         return FaceResult(resized(image.pixels, size), [], 0)
+
+    async def detect_faces(self, image: DecodedImage, options: DetectOptions) -> list[Face]:
+        self.calls.append(("detect_faces", options.detector))
+        return await detect_faces(image, options, centre_face)
 
     async def generate(self, options: GenerateOptions, image: DecodedImage | None) -> Generated:
         self.calls.append(("generate", options.prompt))
@@ -106,6 +125,10 @@ class FakeBackend:
         if isinstance(options, FaceOptions):
             result = await self.restore_faces(image, options)
             return DecodedImage(result.pixels, image.bit_depth, image.source_format)
+        if isinstance(options, DetectOptions):  # the real blur on the stand-in's face
+            self.calls.append(("blur_faces", options.method))
+            blurred, _ = await anonymize_faces(image, options, centre_face)
+            return blurred
         generated = await self.generate(options, image)
         return DecodedImage(generated.pixels, 8, image.source_format)
 

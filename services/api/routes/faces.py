@@ -1,5 +1,6 @@
 """``POST /v1/restore/face``: faces restored (GFPGAN, CodeFormer) and pasted back onto
-the image, whose background may be upscaled by a Real-ESRGAN model at the same time."""
+the image, whose background may be upscaled by a Real-ESRGAN model at the same time;
+``POST /v1/detect/faces``: the faces' boxes, scores and landmarks as JSON."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from services.api.deps import RunnerDep, SettingsDep, read_upload, task_response
 from services.api.schemas import IMAGE_CONTENT, IMAGE_ERRORS, KeepMetadata
@@ -55,3 +57,35 @@ async def create_face_restoration(
               "format": output_format, "quality": quality,
               "keep_metadata": keep_metadata}  # fmt: skip
     return task_response(await runner.run(fields, await read_upload(image, settings)))
+
+
+class DetectedFace(BaseModel):
+    box: list[float] = Field(description="x0, y0, x1, y1 in pixels.")
+    score: float = Field(description="The detector's confidence, 0-1.")
+    landmarks: list[list[float]] = Field(
+        description="Five (x, y): left eye, right eye, nose, left and right mouth corner."
+    )
+
+
+class DetectedFaces(BaseModel):
+    detector: str
+    width: int
+    height: int
+    faces: list[DetectedFace] = Field(description="Most confident first.")
+
+
+@router.post("/v1/detect/faces", responses=IMAGE_ERRORS)
+async def create_face_detection(
+    settings: SettingsDep,
+    runner: RunnerDep,
+    image: Annotated[UploadFile, File(description="The image: PNG, JPEG, WEBP, BMP, TIFF, GIF.")],
+    detector: Annotated[str | None, Form(description="A face detector (task detect).")] = None,
+    min_score: Annotated[
+        float, Form(ge=0, le=1, description="Leave out faces scored under it.")
+    ] = 0.0,
+) -> DetectedFaces:
+    """Every face in the image: its box, score and five landmarks (no image comes back;
+    the ``blur-faces`` preset anonymises them)."""
+    fields = {"task": "detect_faces", "detector": detector, "min_score": min_score}
+    result = await runner.run(fields, await read_upload(image, settings))
+    return DetectedFaces(**(result.texts or {}))

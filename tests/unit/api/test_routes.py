@@ -9,6 +9,7 @@ import io
 import json
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -70,6 +71,50 @@ def test_restore_face_with_an_upscaled_background(client: TestClient) -> None:
         48,
         48,
     )
+
+
+def test_detect_faces_answers_boxes_scores_and_landmarks(
+    client: TestClient, backend: FakeBackend
+) -> None:
+    response = client.post("/v1/detect/faces", files={"image": ("a.png", PNG, "image/png")})
+    assert response.status_code == 200, response.text
+    found = response.json()
+    assert found["detector"] == "retinaface-resnet50" and (found["width"], found["height"]) == (
+        24, 24)  # fmt: skip
+    (face,) = found["faces"]
+    assert face["box"] == [6.0, 6.0, 18.0, 18.0] and face["score"] == 0.9
+    assert len(face["landmarks"]) == 5 and all(len(point) == 2 for point in face["landmarks"])
+    assert backend.calls == [("detect_faces", "retinaface-resnet50")]
+    higher = client.post("/v1/detect/faces", files={"image": ("a.png", PNG, "image/png")},
+                         data={"min_score": "0.95"})  # fmt: skip
+    assert higher.status_code == 200 and higher.json()["faces"] == []
+    unserved = client.post("/v1/detect/faces", files={"image": ("a.png", PNG, "image/png")},
+                           data={"detector": "retinaface-mobilenet0.25"})  # fmt: skip
+    assert unserved.status_code == 422 and "not served here" in unserved.json()["error"]["message"]
+
+
+def test_blur_faces_changes_the_face_and_nothing_else(client: TestClient) -> None:
+    image = astronaut(64)
+    response = client.post("/v1/run/blur-faces",
+                           files={"image": ("a.png", encode(image), "image/png")})  # fmt: skip
+    assert response.status_code == 200, response.text
+    blurred = np.asarray(Image.open(io.BytesIO(response.content)))
+    assert blurred.shape == image.shape
+    assert (blurred[:4] == image[:4]).all() and (blurred[:, :4] == image[:, :4]).all()
+    face = (slice(24, 40), slice(24, 40))  # the stand-in's face is the middle half
+    assert blurred[face].astype(float).std() < image[face].astype(float).std() / 2
+    pixelated = client.post(
+        "/v1/run/blur-faces",
+        files={"image": ("a.png", encode(image), "image/png")},
+        data={"params": '{"blur": {"method": "pixelate"}}'},
+    )
+    assert pixelated.status_code == 200, pixelated.text
+    wrong = client.post(
+        "/v1/run/blur-faces",
+        files={"image": ("a.png", encode(image), "image/png")},
+        data={"params": '{"blur": {"method": "smudge"}}'},
+    )
+    assert wrong.status_code == 422 and "blur or pixelate" in wrong.json()["error"]["message"]
 
 
 def test_generate_returns_its_seed(client: TestClient) -> None:
