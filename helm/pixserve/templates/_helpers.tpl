@@ -133,7 +133,7 @@ pixserve.servingSettings, which a test keeps equal to services/models/manifest.p
 {{/* The settings, any of which gives an optional model deployment something to serve. */}}
 {{- define "pixserve.servingSettings" -}}
 Denoiser: [denoise_models]
-FaceRestorer: [face_models]
+FaceRestorer: [face_models, face_detectors]
 Diffusion: [diffusion_checkpoints]
 Vision: [caption_model, tag_model, nsfw_model, vqa_model]
 {{- end -}}

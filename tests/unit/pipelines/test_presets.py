@@ -86,7 +86,7 @@ def test_a_preset_without_steps_only_encodes() -> None:
 @pytest.mark.parametrize(
     ("name", "overrides", "output", "error", "words"),
     [
-        ("nope", None, None, UnknownModel, "unknown preset 'nope'; presets: archive, blur-faces, caption"),
+        ("nope", None, None, UnknownModel, "unknown preset 'nope'; presets: archive, blur-faces"),
         ("make-anime", None, None, ServiceUnavailable, "needs the Diffusion deployment"),
         ("enhance", {"sharpen": {}}, None, InvalidParameter, "has no step ['sharpen']"),
         ("enhance", {"upscale": {"strength": 1}}, None, InvalidParameter,
