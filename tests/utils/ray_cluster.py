@@ -10,6 +10,7 @@ so everything that talks to this cluster runs in a driver subprocess:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +26,9 @@ from tests.utils.redis_server import free_port
 
 RAY = Path(sys.executable).with_name("ray")
 START_BUDGET_S = 120  # one node joining, on a slow 2-core machine
+# `ray start` gives its raylet a fixed 30 s to register with the GCS; on a loaded
+# machine that can pass, and the node exits: it is started again, this many times
+START_ATTEMPTS = 3
 OBJECT_STORE_BYTES = 256 * 1024 * 1024  # per node: three nodes share this machine's memory
 
 
@@ -80,6 +84,19 @@ class RayCluster:
         return json.loads(done.stdout.decode().strip().splitlines()[-1])
 
     def _start(self, role: list[str], num_cpus: int, resources: dict[str, float]) -> None:
+        for attempt in range(1, START_ATTEMPTS + 1):
+            if self._start_once(role, num_cpus, resources, last=attempt == START_ATTEMPTS):
+                return
+            failed = self.nodes.pop()
+            with contextlib.suppress(ProcessLookupError):  # what it left running
+                os.killpg(failed.pid, signal.SIGKILL)
+            time.sleep(5)  # let the load that timed it out pass
+
+    def _start_once(
+        self, role: list[str], num_cpus: int, resources: dict[str, float], last: bool
+    ) -> bool:
+        """Start one node and wait until it has joined; False when its process exited
+        during startup and ``last`` is not set (the caller starts it again)."""
         ports = [
             (flag, str(free_port())) for flag in (
                 "--node-manager-port", "--object-manager-port", "--metrics-export-port",
@@ -88,7 +105,7 @@ class RayCluster:
             )
         ]  # fmt: skip
         before = len(self.nodes)
-        log = open(self.temp_dir / f"node-{before}.log", "wb")  # noqa: SIM115 (the node's)
+        log = open(self.temp_dir / f"node-{before}.log", "ab")  # noqa: SIM115 (the node's)
         self.nodes.append(subprocess.Popen(
             [str(RAY), "start", *role, "--block", "--node-ip-address", "127.0.0.1",
              "--num-cpus", str(num_cpus), "--resources", json.dumps(resources),
@@ -99,13 +116,15 @@ class RayCluster:
         deadline = time.monotonic() + START_BUDGET_S
         while True:  # nodes start one at a time: two raylets starting at once can collide
             time.sleep(1)
-            assert self.nodes[-1].poll() is None, (self.temp_dir / f"node-{before}.log").read_text()
+            if self.nodes[-1].poll() is not None:
+                assert not last, (self.temp_dir / f"node-{before}.log").read_text()
+                return False
             try:
                 joined = [n["id"] for n in self.driver("nodes", timeout_s=60) if n["alive"]]
                 if len(joined) > before:
                     (new,) = set(joined) - set(self.node_ids)
                     self.node_ids.append(new)
-                    return
+                    return True
             except RuntimeError:
                 if time.monotonic() > deadline:
                     raise
