@@ -290,7 +290,10 @@ def _plan_faces(
         params = spec.model_dump(exclude={"task", "format", "quality"})
         return TaskPlan(spec, face_options(params, manifest, settings))
     name = spec.detector or settings.default_face_detector
-    detector = configured_model(manifest, settings, name, "detect")
+    try:
+        detector = configured_model(manifest, settings, name, "detect")
+    except UnknownModel as exc:
+        raise UnknownModel(exc.message, param="detector") from None
     return TaskPlan(spec, DetectOptions(detector.name, spec.min_score))
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.integration.conftest import REAL_DETECTOR
 from tests.utils.images import astronaut, encode
 from tests.utils.tiny_models import (
     TINY_BLIND_DETECTOR,
@@ -109,7 +110,7 @@ def test_readiness_and_listing(client: httpx.Client) -> None:
     faces = client.get("/readyz").json()["deployments"]["FaceRestorer"]
     assert faces["ready"] and faces["missing"] == {}
     assert set(faces["loaded"]) == {TINY_GFPGAN, TINY_CODEFORMER, TINY_DETECTOR,
-                                    TINY_BLIND_DETECTOR}  # fmt: skip
+                                    TINY_BLIND_DETECTOR, REAL_DETECTOR}  # fmt: skip
     listing = client.get("/v1/models").json()
     assert listing["default_face_model"] == TINY_GFPGAN
     states = {m["name"]: (m["task"], m["state"]) for m in listing["models"]}

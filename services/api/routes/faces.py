@@ -78,6 +78,7 @@ class DetectedFaces(BaseModel):
 async def create_face_detection(
     settings: SettingsDep,
     runner: RunnerDep,
+    response: Response,
     image: Annotated[UploadFile, File(description="The image: PNG, JPEG, WEBP, BMP, TIFF, GIF.")],
     detector: Annotated[str | None, Form(description="A face detector (task detect).")] = None,
     min_score: Annotated[
@@ -88,4 +89,5 @@ async def create_face_detection(
     the ``blur-faces`` preset anonymises them)."""
     fields = {"task": "detect_faces", "detector": detector, "min_score": min_score}
     result = await runner.run(fields, await read_upload(image, settings))
+    response.headers.update(result.headers)  # X-Pixserve-Faces
     return DetectedFaces(**(result.texts or {}))

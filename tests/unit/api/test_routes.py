@@ -78,6 +78,7 @@ def test_detect_faces_answers_boxes_scores_and_landmarks(
 ) -> None:
     response = client.post("/v1/detect/faces", files={"image": ("a.png", PNG, "image/png")})
     assert response.status_code == 200, response.text
+    assert response.headers["X-Pixserve-Faces"] == "1"
     found = response.json()
     assert found["detector"] == "retinaface-resnet50" and (found["width"], found["height"]) == (
         24, 24)  # fmt: skip
