@@ -20,8 +20,8 @@ from services.models.vision import Answer, Description, Question, VisionEngine
 
 @serve.deployment(name="Vision", ray_actor_options={"num_cpus": 1, "num_gpus": 0})
 class Vision(EngineReplica):
-    """Transformers vision models (``caption_model``, ``tag_model``, ``nsfw_model``,
-    ``vqa_model``); errors are returned to the caller, not raised."""
+    """The vision models (``caption_model``, ``tag_model``, ``nsfw_model``, ``vqa_model``:
+    transformers, torchvision or an imported graph); errors are returned, not raised."""
 
     def __init__(self, settings: Settings) -> None:
         structured_logs()
