@@ -1,5 +1,5 @@
 """The application graph: Ingress -> Upscaler, Denoiser, FaceRestorer (-> Upscaler for
-backgrounds), Diffusion, Vision and Codec; the Dispatcher -> the same deployments for
+backgrounds), Diffusion, Vision, Mesher and Codec; the Dispatcher -> the same deployments for
 jobs. Presets chain the model deployments' calls. A model deployment the settings give
 nothing to serve is left out (no handle by its name), so it takes no replica and no
 memory; the API still lists it as not configured (services/registry.py says which).
@@ -19,6 +19,7 @@ from deployments.diffusion import Diffusion
 from deployments.dispatcher import Dispatcher
 from deployments.faces import FaceRestorer
 from deployments.ingress import Ingress
+from deployments.mesher import Mesher
 from deployments.upscaler import Denoiser, Upscaler
 from deployments.vision import Vision
 from services.config import Settings
@@ -32,7 +33,8 @@ def build_app(settings: Settings) -> Application:
     upscaler = cast(Deployment, Upscaler).bind(settings)
     bound: dict[str, Any] = {"Upscaler": upscaler, "Codec": cast(Deployment, Codec).bind(settings)}
     for deployment, args in ((Denoiser, (settings,)), (FaceRestorer, (upscaler, settings)),
-                             (Diffusion, (settings,)), (Vision, (settings,))):  # fmt: skip
+                             (Diffusion, (settings,)), (Vision, (settings,)),
+                             (Mesher, (settings,))):  # fmt: skip
         # serve.deployment turns the classes into Deployments; its typing does not say so
         name = cast(Deployment, deployment).name
         if name in used:

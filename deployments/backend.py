@@ -29,6 +29,7 @@ from services.models.runtime import EngineStatus
 from services.models.tile_io import TileJob, TileOutput
 from services.models.vision import Answer, Description, Question
 from services.pipelines.faces import DetectOptions, FaceOptions, FaceResult
+from services.pipelines.mesh import MeshOptions, MeshOutput
 from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult
 from services.platform import DeploymentReadiness, DeploymentView
 from services.registry import DEPLOYMENT_OF_TASK, MODEL_DEPLOYMENTS, not_configured_reason
@@ -103,6 +104,10 @@ class ServeBackend:
         described: Description = await self._call("Vision", "describe", image, want)
         return described
 
+    async def mesh(self, image: DecodedImage, options: MeshOptions) -> MeshOutput:
+        meshed: MeshOutput = await self._call("Mesher", "mesh", image, options)
+        return meshed
+
     async def answer(self, image: DecodedImage, question: Question) -> AsyncIterator[str | Answer]:
         """The Vision deployment's streamed answer: text pieces, then the ``Answer``."""
         handle = self._handle("Vision").options(stream=True)
@@ -151,6 +156,7 @@ class ServeBackend:
             response = handle.run_step.remote(produced[step.input], step.options,
                                               **self.priority)  # fmt: skip
             (produced if step.kind in IMAGE_STEPS else texts)[step.id] = response
+        mesh = texts.pop(plan.steps[-1].id) if plan.mesh is not None else None
         encoding = None
         if plan.output is not None:
             if (codec := self.handles.get("Codec")) is None:
@@ -159,9 +165,10 @@ class ServeBackend:
         try:
             encoded = await encoding if encoding is not None else None
             outputs = {name: await response for name, response in texts.items()}
+            meshed = await mesh if mesh is not None else None
         except RayError as exc:
             raise _raised(exc, f"preset '{plan.preset}'") from None
-        return PlanResult(encoded, outputs)
+        return PlanResult(encoded, outputs, meshed)
 
     async def readiness(self) -> dict[str, DeploymentReadiness]:
         """Each model deployment: ready when none of its models is missing (and the

@@ -20,6 +20,7 @@ MODEL_SETTINGS = {
     "upscale": "models", "denoise": "denoise_models", "face": "face_models",
     "detect": "face_detectors", "generate": "diffusion_checkpoints", "safety": "safety_checker",
     "caption": "caption_model", "tags": "tag_model", "nsfw": "nsfw_model", "vqa": "vqa_model",
+    "mesh": "mesh_model", "depth": "depth_model", "segment": "segment_model",
 }  # fmt: skip
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
@@ -177,6 +178,21 @@ class Settings(BaseSettings):
     max_tags: int = Field(default=20, ge=1, le=200, description="Most tags per image.")
     vision_url_hosts: list[str] = Field(
         default=[], description="Hosts image_url may fetch from (https); empty: any public."
+    )
+    mesh_model: str | None = Field(
+        default=None, description="Image-to-3D reconstruction model (engine triposr)."
+    )
+    depth_model: str | None = Field(
+        default=None, description="Depth model (engine relief; e.g. depth-anything-v2-small)."
+    )
+    segment_model: str | None = Field(
+        default=None, description="Cuts the object from its background before meshing."
+    )
+    mesh_max_resolution: int = Field(
+        default=320, ge=16, le=1024, description="Largest mesh grid (marching cubes, relief)."
+    )
+    mesh_max_faces: int = Field(
+        default=200_000, ge=100, le=5_000_000, description="Most faces one mesh may have."
     )
 
     # Inference

@@ -17,12 +17,13 @@ from typing import Literal
 from services.config import MODEL_SETTINGS, Settings
 
 ModelTask = Literal[
-    "upscale", "denoise", "face", "detect", "generate", "safety", "caption", "tags", "nsfw", "vqa"
-]
-StepKind = Literal["denoise", "upscale", "face", "blur_faces", "generate", "caption"]
+    "upscale", "denoise", "face", "detect", "generate", "safety", "caption", "tags", "nsfw", "vqa",
+    "mesh", "depth", "segment",
+]  # fmt: skip
+StepKind = Literal["denoise", "upscale", "face", "blur_faces", "generate", "caption", "mesh"]
 # the tasks a request (sync or a job) names; services/pipelines/tasks.py has their specs
 TASKS = ("upscale", "denoise", "restore_face", "detect_faces", "generate", "caption", "convert",
-         "preset")  # fmt: skip
+         "mesh", "preset")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,14 @@ REGISTRY: tuple[DeploymentEntry, ...] = (
         ("caption",),
         ("caption", "tags", "nsfw", "vqa"),
         hint="set caption_model, tag_model, nsfw_model or vqa_model (e.g. blip-caption)",
+    ),
+    DeploymentEntry(
+        "Mesher",
+        ("mesh", "depth", "segment"),
+        ("mesh",),
+        ("mesh", "depth"),  # a segmenter alone makes no mesh
+        hint="set depth_model (engine relief, e.g. depth-anything-v2-small) or mesh_model "
+        "(engine triposr)",
     ),
     DeploymentEntry("Codec", always=True),
 )

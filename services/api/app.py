@@ -21,6 +21,7 @@ from services.api.routes import (
     generate,
     health,
     jobs,
+    mesh,
     models,
     openai,
     pages,
@@ -92,7 +93,7 @@ def create_api(
     )  # fmt: skip
     _install_request_metrics(app, app.state.metrics, app.state.ongoing, live)  # outermost
     keyed = [Depends(require_api_key), Depends(strict_body)]
-    routers = (upscale, denoise, faces, generate, vision, openai, convert, presets, models)
+    routers = (upscale, denoise, faces, generate, vision, mesh, openai, convert, presets, models)
     for router in (module.router for module in routers):
         app.include_router(router, dependencies=keyed, responses=COMMON_ERRORS)
     app.include_router(jobs.router, dependencies=keyed, responses=COMMON_ERRORS | JOB_ERRORS)

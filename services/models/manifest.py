@@ -45,6 +45,10 @@ class WeightSource(BaseModel):
     )
     path_sha256: str | None = Field(default=None, description="Checksum of that file.")
     convert: Conversion = "copy"
+    files: list[str] | None = Field(
+        default=None,
+        description="Kind hub: the files to fetch (default: safetensors, JSON and text).",
+    )
 
 
 class ModelSpec(BaseModel):
@@ -70,6 +74,11 @@ class ModelSpec(BaseModel):
         "FFDNet",
         "MobileNetV2",
         "OpenNSFW",
+        "TripoSR",
+        "DepthAnything",
+        "DPT",
+        "UperNet",
+        "SegFormer",
     ]
     scale: int = Field(ge=1, le=8)
     license: str

@@ -95,7 +95,8 @@ def pull_repository(store: ModelStore, spec: ModelSpec) -> Path:
     target = store.path_for(source)
     partial = _partial_path(target)
     snapshot_download(str(source.repo), local_dir=partial,
-                      allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"],
+                      allow_patterns=source.files or ["*.json", "*.txt", "*.safetensors",
+                                                      "*.model"],
                       ignore_patterns=["*.fp32.*", "*onnx*", "*openvino*", "*flax*"])  # fmt: skip
     os.replace(partial, target)
     return target

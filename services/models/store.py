@@ -96,13 +96,14 @@ class ModelStore:
 
     def _present_source(self, spec: ModelSpec) -> WeightSource | None:
         """The first source whose file is in the store (a repository: its directory,
-        with the index file diffusers or transformers write)."""
+        with the index file diffusers or transformers write, or TripoSR's config.yaml)."""
         for source in spec.sources:
             path = self.path_for(source)
             if (
                 path.is_file()
                 or (path / "model_index.json").is_file()
                 or (path / "config.json").is_file()
+                or (path / "config.yaml").is_file()
             ):
                 return source
         return None

@@ -14,12 +14,13 @@ from services.imaging.faces import Face
 from services.models.diffusion import Generated, GenerateOptions
 from services.models.vision import Description
 from services.pipelines.faces import DetectOptions, FaceOptions, FaceResult
+from services.pipelines.mesh import MeshOptions, MeshOutput
 from services.pipelines.presets import PlanBackend
 from services.pipelines.upscale import TileBackend
 
 
 class TaskBackend(TileBackend, PlanBackend, Protocol):
-    """Tiles, plans, faces, generation, vision and conversion, one call each."""
+    """Tiles, plans, faces, generation, vision, meshes and conversion, one call each."""
 
     async def restore_faces(self, image: DecodedImage, options: FaceOptions) -> FaceResult:
         """One image's faces restored by the FaceRestorer."""
@@ -35,6 +36,10 @@ class TaskBackend(TileBackend, PlanBackend, Protocol):
 
     async def describe(self, image: DecodedImage, want: list[str]) -> Description:
         """Caption, tags and/or NSFW score from the Vision deployment."""
+        ...
+
+    async def mesh(self, image: DecodedImage, options: MeshOptions) -> MeshOutput:
+        """One image's mesh from the Mesher deployment."""
         ...
 
     async def convert(self, data: bytes, options: ConvertOptions) -> Converted:

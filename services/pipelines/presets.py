@@ -1,7 +1,7 @@
 """Presets: named pipelines shipped as data (``presets.yaml``), compiled into plans.
 
 A preset is a small DAG of steps; each step has a kind (denoise, upscale, face,
-blur_faces, generate, caption), which names the deployment that runs it, and parameters. A
+blur_faces, generate, caption, mesh), which names the deployment that runs it, and parameters. A
 ``Plan`` is a preset checked against the manifest and settings, with every step's
 options resolved, so a bad preset, parameter or model is refused (422) before any
 work starts. The serving layer runs a plan by chaining the deployments' calls.
@@ -31,11 +31,13 @@ from services.jsontext import parse_object
 from services.models.diffusion import GenerateOptions
 from services.models.manifest import Manifest
 from services.pipelines.faces import DetectOptions, FaceOptions
+from services.pipelines.mesh import MeshOptions, MeshOutput, mesh_options
 from services.pipelines.options import face_options, generate_options
 from services.pipelines.upscale import UpscaleOptions
 from services.registry import DEPLOYMENT_OF_STEP, StepKind
 
-IMAGE_STEPS = {"denoise", "upscale", "face", "blur_faces", "generate"}  # the others: text
+IMAGE_STEPS = {"denoise", "upscale", "face", "blur_faces", "generate"}
+MESH_STEPS = {"mesh"}  # a preset's last step, whose mesh is its output; the others: text
 SOURCE = "source"  # the uploaded image, as a step's input
 _STEP_ID = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _PARAMS: dict[str, set[str]] = {
@@ -53,6 +55,15 @@ _PARAMS: dict[str, set[str]] = {
     },
     "blur_faces": {"detector", "min_score", "method"},
     "caption": {"want"},
+    "mesh": {
+        "engine",
+        "model",
+        "resolution",
+        "max_faces",
+        "format",
+        "remove_background",
+        "relief_depth",
+    },
     "generate": {
         "prompt",
         "negative_prompt",
@@ -119,7 +130,10 @@ class Preset(BaseModel):
                 raise ValueError(f"step '{step.id}' takes '{step.input}', not an earlier step")
             if step.kind in IMAGE_STEPS:
                 seen.add(step.id)
-        if self.output is None and any(s.kind in IMAGE_STEPS for s in self.steps):
+        meshes = [i for i, step in enumerate(self.steps) if step.kind in MESH_STEPS]
+        if meshes and (meshes != [len(self.steps) - 1] or self.output is not None):
+            raise ValueError("a mesh step comes last, once, and is the output (no encoding)")
+        if not meshes and self.output is None and any(s.kind in IMAGE_STEPS for s in self.steps):
             raise ValueError("a preset with image steps needs an output encoding")
         return self
 
@@ -142,7 +156,7 @@ class PlannedStep:
     id: str
     kind: str
     deployment: str
-    options: TileStep | FaceOptions | DetectOptions | GenerateOptions | dict[str, Any]
+    options: TileStep | FaceOptions | DetectOptions | GenerateOptions | MeshOptions | dict[str, Any]
     input: str
 
 
@@ -163,18 +177,32 @@ class Plan:
             options = step.options
             if isinstance(options, TileStep):
                 names.append(options.options.model)
-            elif isinstance(options, FaceOptions | DetectOptions):
+            elif isinstance(options, FaceOptions | DetectOptions | MeshOptions):
                 names += options.models
         return names
+
+    @property
+    def mesh(self) -> MeshOptions | None:
+        """The last step's options when it makes a mesh (the preset's output)."""
+        last = self.steps[-1].options if self.steps else None
+        return last if isinstance(last, MeshOptions) else None
+
+    @property
+    def output_format(self) -> str:
+        """The stored output's format: the mesh's, the encoding's, else ``json``."""
+        if self.mesh is not None:
+            return self.mesh.format
+        return self.output.format if self.output is not None else "json"
 
 
 @dataclass(frozen=True)
 class PlanResult:
-    """What a plan produced: the encoded image (None for text-only presets) and each
-    text step's output by step id."""
+    """What a plan produced: the encoded image (None for text-only and mesh presets),
+    each text step's output by step id, and the mesh of a mesh preset."""
 
     image: Converted | None
     texts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    mesh: MeshOutput | None = None
 
 
 class PlanBackend(Protocol):
@@ -268,9 +296,9 @@ def _preset_generate(step: Step, params: dict[str, Any], settings: Settings) -> 
                             "`pixserve models pull MODEL`") from None  # fmt: skip
 
 
-def _resolve(
+def _resolve(  # noqa: PLR0911 - one return per step kind
     step: Step, params: dict[str, Any], manifest: Manifest, settings: Settings
-) -> TileStep | FaceOptions | DetectOptions | GenerateOptions | dict[str, Any]:
+) -> TileStep | FaceOptions | DetectOptions | GenerateOptions | MeshOptions | dict[str, Any]:
     allowed = _PARAMS.get(step.kind)
     if allowed is not None and (unknown := set(params) - allowed):
         raise InvalidParameter(f"step '{step.id}' ({step.kind}) has no parameter "
@@ -282,6 +310,8 @@ def _resolve(
             return _blur_options(step, params, manifest, settings)
         if step.kind == "generate":
             return _preset_generate(step, params, settings)
+        if step.kind == "mesh":
+            return mesh_options(params, manifest, settings)
         if step.kind in ("denoise", "upscale"):
             default = settings.default_model if step.kind == "upscale" else (
                 settings.default_denoise_model)  # fmt: skip
@@ -314,7 +344,10 @@ def _blur_options(
 def _output(preset: Preset, override: dict[str, Any] | None) -> ConvertOptions | None:
     if preset.output is None:
         if override:
-            raise InvalidParameter(f"preset '{preset.name}' returns text; it has no image output")
+            makes = "a mesh (its step's format param)" if any(
+                step.kind in MESH_STEPS for step in preset.steps) else "text"  # fmt: skip
+            raise InvalidParameter(f"preset '{preset.name}' returns {makes}; it has no image "
+                                   "output")  # fmt: skip
         return None
     try:
         return OutputSpec.model_validate(

@@ -1,8 +1,8 @@
 """Task specs: one typed request per task, the same for a sync call and a job.
 
 A spec is what a client asks (``task`` discriminates: upscale, denoise, restore_face,
-generate, caption, convert, preset), parsed once from a form or a stored job with
-``parse_task``. ``plan_task`` checks it against the manifest and the settings and
+detect_faces, generate, caption, convert, mesh, preset), parsed once from a form or a
+stored job with ``parse_task``. ``plan_task`` checks it against the manifest and the settings and
 resolves it into the options the deployments take: everything that can be refused
 without the image (ranges, NaN, unknown or unconfigured models, format limits, the
 output size when it is given) is refused there, with a 422 naming the field, before
@@ -23,6 +23,7 @@ from services.config import Settings
 from services.errors import ImageTooLarge, InvalidParameter, UnknownModel
 from services.imaging.codec import MAX_SIDES
 from services.imaging.convert import ConvertFormat, ConvertOptions, ResizeMode
+from services.imaging.meshes import MeshFormat
 from services.jsontext import parse_object
 from services.models.diffusion import GenerateOptions
 from services.models.manifest import Manifest, ModelSpec
@@ -35,6 +36,14 @@ from services.pipelines.budget import (
     tile_budget,
 )
 from services.pipelines.faces import DetectOptions, FaceOptions
+from services.pipelines.mesh import (
+    MIN_FACES,
+    MIN_RESOLUTION,
+    RELIEF_DEPTH,
+    MeshEngineName,
+    MeshOptions,
+    mesh_options,
+)
 from services.pipelines.options import face_options, generate_options
 from services.pipelines.presets import PARAMS_EXAMPLE, Plan, PresetLibrary
 from services.pipelines.upscale import UpscaleOptions
@@ -155,6 +164,30 @@ class ConvertTask(_Spec):
     enlarge: bool = True
 
 
+class MeshTask(_Spec):
+    task: Literal["mesh"] = "mesh"
+    engine: MeshEngineName = Field(
+        default="relief", description="relief (depth, fast) or triposr (a whole object)."
+    )
+    model: str | None = Field(default=None, description="The engine's model; default its setting.")
+    resolution: int | None = Field(
+        default=None, ge=MIN_RESOLUTION,
+        description="Marching-cubes grid edge (triposr) or relief grid's longer side; "
+        "default 256, at most the server's mesh_max_resolution.",
+    )  # fmt: skip
+    max_faces: int | None = Field(
+        default=None, ge=MIN_FACES, description="Face budget; default the server's mesh_max_faces."
+    )
+    format: MeshFormat = Field(default="glb", description="glb, obj (zipped with MTL, PNG) or ply.")
+    remove_background: bool = Field(
+        default=True, description="Cut the object out (alpha, segmentation or depth) first."
+    )
+    relief_depth: float = Field(
+        default=0.3, ge=RELIEF_DEPTH[0], le=RELIEF_DEPTH[1],
+        description="relief: the height of the nearest point, as a share of the width.",
+    )  # fmt: skip
+
+
 class PresetTask(_Spec):
     task: Literal["preset"] = "preset"
     preset: str
@@ -172,6 +205,7 @@ TaskSpec = Annotated[
     | GenerateTask
     | CaptionTask
     | ConvertTask
+    | MeshTask
     | PresetTask,
     Field(discriminator="task"),
 ]
@@ -210,8 +244,8 @@ class TaskPlan:
 
     spec: TaskSpec
     options: (
-        UpscaleOptions | FaceOptions | DetectOptions | GenerateOptions | ConvertOptions | Plan
-        | None
+        UpscaleOptions | FaceOptions | DetectOptions | GenerateOptions | ConvertOptions
+        | MeshOptions | Plan | None
     )  # fmt: skip
     native_scale: int = 1  # upscale/denoise: the model's own scale
     budget: Budget = NO_BUDGET  # its compute cost, checked once the input's size is known
@@ -222,7 +256,7 @@ class TaskPlan:
         options = self.options
         if isinstance(options, UpscaleOptions):
             return [options.model]
-        if isinstance(options, FaceOptions | DetectOptions | Plan):
+        if isinstance(options, FaceOptions | DetectOptions | MeshOptions | Plan):
             return options.models
         return []
 
@@ -230,7 +264,7 @@ class TaskPlan:
     def output_format(self) -> str:
         """The stored output's format (``json`` for text results)."""
         if isinstance(self.options, Plan):
-            return self.options.output.format if self.options.output else "json"
+            return self.options.output_format
         if isinstance(self.spec, CaptionTask | DetectFacesTask):
             return "json"
         return str(self.spec.format)
@@ -265,7 +299,9 @@ def _budget(plan: TaskPlan, context: TaskContext, image_to_image: bool) -> Budge
     return tile_budget([context.manifest.get(name) for name in plan.models], limit)
 
 
-def _plan(spec: TaskSpec, context: TaskContext, image_to_image: bool) -> TaskPlan:
+def _plan(  # noqa: PLR0911 - one return per kind of task
+    spec: TaskSpec, context: TaskContext, image_to_image: bool
+) -> TaskPlan:
     manifest, settings = context.manifest, context.settings
     if isinstance(spec, UpscaleTask | DenoiseTask):
         return _plan_tiles(spec, manifest, settings)
@@ -273,6 +309,9 @@ def _plan(spec: TaskSpec, context: TaskContext, image_to_image: bool) -> TaskPla
         return _plan_faces(spec, manifest, settings)
     if isinstance(spec, GenerateTask):
         return _plan_generate(spec, settings, image_to_image)
+    if isinstance(spec, MeshTask):
+        params = spec.model_dump(exclude={"task"})
+        return TaskPlan(spec, mesh_options(params, manifest, settings))
     if isinstance(spec, ConvertTask):
         _check_format_size(spec.format, (spec.width, spec.height))
         return TaskPlan(spec, ConvertOptions(**spec.model_dump(exclude={"task"})))

@@ -31,6 +31,7 @@ from services.models.diffusion import GenerateOptions
 from services.pipelines.backend import TaskBackend
 from services.pipelines.budget import Budget
 from services.pipelines.faces import DetectOptions, FaceOptions, face_json
+from services.pipelines.mesh import MeshOptions, MeshOutput
 from services.pipelines.presets import Plan
 from services.pipelines.tasks import (
     CaptionTask,
@@ -57,6 +58,7 @@ class TaskResult:
     step_seconds: dict[str, float]
     headers: dict[str, str] = field(default_factory=dict)
     texts: dict[str, Any] | None = None  # captions, tags, a generation's seed...
+    preview: bytes | None = None  # a mesh's PNG render, stored beside a job's output
 
 
 async def run_task(
@@ -80,7 +82,7 @@ def _with_metadata(result: TaskResult, source: bytes) -> TaskResult:
     return dataclasses.replace(result, data=kept)
 
 
-async def _run(
+async def _run(  # noqa: PLR0911 - one return per kind of task
     plan: TaskPlan, data: bytes | None, backend: TaskBackend, settings: Settings
 ) -> TaskResult:
     options = plan.options
@@ -96,6 +98,9 @@ async def _run(
     if isinstance(options, ConvertOptions):
         assert data is not None
         return await _convert(data, options, backend)
+    if isinstance(options, MeshOptions):
+        assert data is not None
+        return await _mesh(data, options, plan.budget, backend, settings)
     if isinstance(options, Plan):
         assert data is not None
         return await _preset(data, options, plan.budget, backend, settings)
@@ -297,6 +302,37 @@ async def _detect_faces(
                       {"X-Pixserve-Faces": str(len(faces))}, found)  # fmt: skip
 
 
+async def _mesh(
+    data: bytes, options: MeshOptions, budget: Budget, backend: TaskBackend, settings: Settings
+) -> TaskResult:
+    """A mesh of the image, its file as the output and its render as the preview."""
+    with tracer.start_as_current_span("pixserve.mesh") as span:
+        started = time.perf_counter()
+        decoded = await _decode(data, settings, budget)
+        decoding = time.perf_counter()
+        output = await backend.mesh(decoded, options)
+        span.set_attributes({"pixserve.model": options.model, "pixserve.faces": output.faces})
+    size = (decoded.width, decoded.height)
+    steps = {"decode": decoding - started, "mesh": time.perf_counter() - decoding}
+    return _mesh_result(output, options, f"mesh:{options.engine}", size, steps, {})
+
+
+def _mesh_result(
+    output: MeshOutput, options: MeshOptions, metric: str, size: tuple[int, int],
+    steps: dict[str, float], headers: dict[str, str],
+) -> TaskResult:  # fmt: skip
+    """A mesh's task result: the file, the preview, its counts as texts and headers."""
+    facts = {"engine": options.engine, "model": options.model, "format": options.format,
+             **output.stats()}  # fmt: skip
+    headers = {**headers, "X-Pixserve-Model": options.model,
+               "X-Pixserve-Mesh-Vertices": str(output.vertices),
+               "X-Pixserve-Mesh-Faces": str(output.faces),
+               "X-Pixserve-Foreground": output.foreground,
+               "X-Pixserve-Input-Size": "{}x{}".format(*size)}  # fmt: skip
+    return TaskResult(output.data, output.content_type, metric, size, (0, 0), steps,
+                      headers, {"mesh": facts}, output.preview_png)  # fmt: skip
+
+
 async def _preset(
     data: bytes, plan: Plan, budget: Budget, backend: TaskBackend, settings: Settings
 ) -> TaskResult:
@@ -322,6 +358,12 @@ async def _preset(
         "X-Pixserve-Input-Size": "{}x{}".format(*size_in),
     }
     texts = result.texts or None
+    if result.mesh is not None:
+        assert plan.mesh is not None
+        mesh = _mesh_result(result.mesh, plan.mesh, f"preset:{plan.preset}", size_in, steps,
+                            headers)  # fmt: skip
+        mesh.texts.update(result.texts)  # type: ignore[union-attr]
+        return mesh
     if result.image is None:
         return TaskResult(
             json.dumps(result.texts).encode(),

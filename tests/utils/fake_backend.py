@@ -2,7 +2,8 @@
 
 Each deployment call is a cheap numpy stand-in with the real call's shape (sizes,
 dtypes, errors as ``PixserveError``): nearest-neighbour for tile models, the image
-itself for faces, a flat image for generation, fixed texts for vision. Conversion
+itself for faces, a flat image for generation, fixed texts for vision, a real relief
+mesh of the image's brightness for meshes. Conversion
 and a preset's final encoding use the real Codec code, which needs no model.
 """
 
@@ -12,11 +13,13 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from services.errors import ServiceUnavailable
-from services.imaging.codec import DecodedImage, ImageLimits
+from services.imaging.codec import DecodedImage, ImageLimits, color_plane, to_uint8
 from services.imaging.convert import Converted, ConvertOptions, convert_image, encode_pixels
 from services.imaging.faces import Face
+from services.imaging.meshes import MESH_TYPES, decimate, export, normalized, preview, relief
 from services.models.diffusion import Generated, GenerateOptions
 from services.models.tile_io import TileJob, TileOutput
 from services.models.vision import Answer, Description, Question, Tag
@@ -27,6 +30,7 @@ from services.pipelines.faces import (
     anonymize_faces,
     detect_faces,
 )
+from services.pipelines.mesh import MeshOptions, MeshOutput
 from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult, TileStep
 from services.platform import DeploymentReadiness, DeploymentView
 from services.registry import MODEL_DEPLOYMENTS
@@ -99,6 +103,25 @@ class FakeBackend:
                 raise ServiceUnavailable("the Vision deployment is unavailable")
         yield Answer("a test answer", len(question.text.split()), 3)
 
+    async def mesh(self, image: DecodedImage, options: MeshOptions) -> MeshOutput:
+        """A real relief mesh with the image's brightness standing in for the depth."""
+        self.calls.append(("mesh", options.engine))
+        rgb = to_uint8(color_plane(image))
+        rows, cols = (min(side, options.resolution) for side in rgb.shape[:2])
+        gray = np.asarray(Image.fromarray(rgb).convert("L").resize((cols, rows)), np.float32)
+        mesh = relief(gray / 255, None, options.relief_depth)
+        mesh.texture = rgb
+        mesh = normalized(decimate(mesh, options.max_faces))
+        return MeshOutput(
+            export(mesh, options.format),
+            MESH_TYPES[options.format],
+            preview(mesh, 64),
+            len(mesh.vertices),
+            mesh.face_count,
+            "none",
+            {},
+        )
+
     async def convert(self, data: bytes, options: ConvertOptions) -> Converted:
         self.calls.append(("convert", options.format))
         return convert_image(data, options, LIMITS)
@@ -111,6 +134,8 @@ class FakeBackend:
             source = produced[step.input]
             if step.kind in IMAGE_STEPS:
                 produced[step.id] = await self._step(source, step.options)
+            elif isinstance(step.options, MeshOptions):
+                return PlanResult(None, texts, await self.mesh(source, step.options))
             else:
                 texts[step.id] = (await self.describe(source, ["caption"])).public()
         if plan.output is None:

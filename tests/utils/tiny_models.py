@@ -122,12 +122,14 @@ def _save_fp16(module: torch.nn.Module, path: Path) -> None:
 
 
 def build_tiny_store(
-    root: Path, faces: bool = False, diffusion: bool = False, vision: bool = False
-) -> Path:
+    root: Path, faces: bool = False, diffusion: bool = False, vision: bool = False,
+    mesh: bool = False,
+) -> Path:  # fmt: skip
     """Write the tiny models into ``root`` and return the path of their manifest;
     ``faces`` adds the face models (about 320 MB, a few seconds), ``diffusion`` two
     tiny SDXL repositories and a safety checker (diffusers/transformers layouts),
-    ``vision`` BLIP captioning/VQA and two ViT classifiers."""
+    ``vision`` BLIP captioning/VQA and two ViT classifiers, ``mesh`` TripoSR, Depth
+    Anything and SegFormer (services/models/mesher.py)."""
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     entries: list[dict[str, object]] = []
@@ -160,6 +162,10 @@ def build_tiny_store(
         entries += _diffusion_entries(root)
     if vision:
         entries += _vision_entries(root)
+    if mesh:
+        from tests.utils.tiny_meshers import mesh_entries
+
+        entries += mesh_entries(root)
     manifest = root / "manifest.json"
     manifest.write_text(json.dumps({"models": entries}, indent=2))
     return manifest

@@ -136,6 +136,7 @@ Denoiser: [denoise_models]
 FaceRestorer: [face_models, face_detectors]
 Diffusion: [diffusion_checkpoints]
 Vision: [caption_model, tag_model, nsfw_model, vqa_model]
+Mesher: [mesh_model, depth_model]
 {{- end -}}
 
 {{- define "pixserve.applyDeploymentValues" -}}
