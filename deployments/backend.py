@@ -25,11 +25,11 @@ from services.imaging.faces import Face
 from services.jobs.progress import CURRENT_ITEM
 from services.models.diffusion import Generated, GenerateOptions
 from services.models.manifest import Manifest, load_manifest
+from services.models.mesh_io import MeshOptions, MeshOutput
 from services.models.runtime import EngineStatus
 from services.models.tile_io import TileJob, TileOutput
 from services.models.vision import Answer, Description, Question
 from services.pipelines.faces import DetectOptions, FaceOptions, FaceResult
-from services.pipelines.mesh import MeshOptions, MeshOutput
 from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult
 from services.platform import DeploymentReadiness, DeploymentView
 from services.registry import DEPLOYMENT_OF_TASK, MODEL_DEPLOYMENTS, not_configured_reason

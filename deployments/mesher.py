@@ -13,9 +13,9 @@ from deployments.logs import structured_logs
 from deployments.replica import EngineReplica, gpu_share
 from services.config import Settings
 from services.imaging.codec import DecodedImage, color_plane, to_uint8
+from services.models.mesh_io import MeshOptions, MeshOutput
 from services.models.mesher import ROLES, MesherEngine
 from services.models.remote import open_model_store
-from services.pipelines.mesh import MeshOptions, MeshOutput
 
 
 @serve.deployment(name="Mesher", ray_actor_options={"num_cpus": 1, "num_gpus": 0})

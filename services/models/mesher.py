@@ -44,10 +44,10 @@ from services.imaging.meshes import (
     preview,
     relief,
 )
+from services.models.mesh_io import Foreground, MeshOptions, MeshOutput
 from services.models.runtime import EngineStatus, TorchRuntime
 from services.models.store import ModelStore
 from services.models.triposr import TripoSR
-from services.pipelines.mesh import Foreground, MeshOptions, MeshOutput
 
 logger = logging.getLogger(__name__)
 ROLES = {role: MODEL_SETTINGS[role] for role in ("mesh", "depth", "segment")}

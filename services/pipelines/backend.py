@@ -12,9 +12,9 @@ from services.imaging.codec import DecodedImage
 from services.imaging.convert import Converted, ConvertOptions
 from services.imaging.faces import Face
 from services.models.diffusion import Generated, GenerateOptions
+from services.models.mesh_io import MeshOptions, MeshOutput
 from services.models.vision import Description
 from services.pipelines.faces import DetectOptions, FaceOptions, FaceResult
-from services.pipelines.mesh import MeshOptions, MeshOutput
 from services.pipelines.presets import PlanBackend
 from services.pipelines.upscale import TileBackend
 

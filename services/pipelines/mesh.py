@@ -1,18 +1,16 @@
-"""Image-to-3D requests: the options a mesh is made with, checked once for a sync call,
-a job and a preset step, and what comes back (the file, its preview, its counts)."""
+"""Image-to-3D requests: the options a mesh is made with (services/models/mesh_io.py),
+checked once for a sync call, a job and a preset step."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 from services.config import Settings
 from services.errors import InvalidParameter, NotConfigured, UnknownModel
 from services.imaging.meshes import MeshFormat
 from services.models.manifest import Manifest
+from services.models.mesh_io import MeshEngineName, MeshOptions
 
-MeshEngineName = Literal["relief", "triposr"]
-Foreground = Literal["alpha", "segmentation", "depth", "none"]
 DEFAULT_RESOLUTION = 256
 MIN_RESOLUTION, MIN_FACES = 16, 100
 RELIEF_DEPTH = (0.01, 2.0)  # a relief's height as a share of its width: allowed range
@@ -20,39 +18,6 @@ RELIEF_DEPTH = (0.01, 2.0)  # a relief's height as a share of its width: allowed
 ENGINE_MODELS: dict[str, tuple[str, str]] = {
     "relief": ("depth", "depth_model"), "triposr": ("mesh", "mesh_model"),
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class MeshOptions:
-    """One mesh request, checked."""
-
-    engine: MeshEngineName
-    model: str  # TripoSR's, or the depth model's name
-    resolution: int  # the marching-cubes grid's edge, or the relief grid's longer side
-    max_faces: int
-    format: MeshFormat = "glb"
-    remove_background: bool = True
-    relief_depth: float = 0.3
-
-    @property
-    def models(self) -> list[str]:
-        return [self.model]
-
-
-@dataclass(frozen=True)
-class MeshOutput:
-    """The mesh file, its PNG preview, and what went into it."""
-
-    data: bytes
-    content_type: str
-    preview_png: bytes
-    vertices: int
-    faces: int
-    foreground: Foreground
-    seconds: dict[str, float]
-
-    def stats(self) -> dict[str, Any]:
-        return {"vertices": self.vertices, "faces": self.faces, "foreground": self.foreground}
 
 
 def mesh_options(params: dict[str, Any], manifest: Manifest, settings: Settings) -> MeshOptions:
@@ -64,8 +29,8 @@ def mesh_options(params: dict[str, Any], manifest: Manifest, settings: Settings)
     fmt = params.get("format") or "glb"
     if fmt not in get_args(MeshFormat):
         raise InvalidParameter(f"format: {fmt!r} is not glb, obj or ply", param="format")
-    resolution = _ranged(params, "resolution", DEFAULT_RESOLUTION, MIN_RESOLUTION,
-                         settings.mesh_max_resolution)  # fmt: skip
+    cap = settings.mesh_max_resolution
+    resolution = _ranged(params, "resolution", min(DEFAULT_RESOLUTION, cap), MIN_RESOLUTION, cap)
     faces = _ranged(params, "max_faces", settings.mesh_max_faces, MIN_FACES,
                     settings.mesh_max_faces)  # fmt: skip
     depth = float(params.get("relief_depth", 0.3))
@@ -86,7 +51,10 @@ def _engine_model(engine: str, asked: Any, manifest: Manifest, settings: Setting
         raise NotConfigured(f"engine {engine} needs a {task} model: set {setting} and fetch "
                             "it with `pixserve models pull NAME`")  # fmt: skip
     name = str(asked or configured)
-    spec = manifest.for_task(name, task)  # type: ignore[arg-type]
+    try:
+        spec = manifest.for_task(name, task)  # type: ignore[arg-type]
+    except UnknownModel as exc:
+        raise UnknownModel(exc.message, param="model") from None
     if spec.name != configured:
         raise UnknownModel(f"model: '{name}' is not served here; engine {engine} uses "
                            f"'{configured}'", param="model")  # fmt: skip

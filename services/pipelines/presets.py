@@ -30,8 +30,9 @@ from services.imaging.convert import Converted, ConvertFormat, ConvertOptions, R
 from services.jsontext import parse_object
 from services.models.diffusion import GenerateOptions
 from services.models.manifest import Manifest
+from services.models.mesh_io import MeshOptions, MeshOutput
 from services.pipelines.faces import DetectOptions, FaceOptions
-from services.pipelines.mesh import MeshOptions, MeshOutput, mesh_options
+from services.pipelines.mesh import mesh_options
 from services.pipelines.options import face_options, generate_options
 from services.pipelines.upscale import UpscaleOptions
 from services.registry import DEPLOYMENT_OF_STEP, StepKind

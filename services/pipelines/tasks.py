@@ -27,6 +27,7 @@ from services.imaging.meshes import MeshFormat
 from services.jsontext import parse_object
 from services.models.diffusion import GenerateOptions
 from services.models.manifest import Manifest, ModelSpec
+from services.models.mesh_io import MeshEngineName, MeshOptions
 from services.models.tile_io import DEFAULT_NOISE_LEVEL, MAX_NOISE_LEVEL
 from services.pipelines.budget import (
     NO_BUDGET,
@@ -36,14 +37,7 @@ from services.pipelines.budget import (
     tile_budget,
 )
 from services.pipelines.faces import DetectOptions, FaceOptions
-from services.pipelines.mesh import (
-    MIN_FACES,
-    MIN_RESOLUTION,
-    RELIEF_DEPTH,
-    MeshEngineName,
-    MeshOptions,
-    mesh_options,
-)
+from services.pipelines.mesh import MIN_FACES, MIN_RESOLUTION, RELIEF_DEPTH, mesh_options
 from services.pipelines.options import face_options, generate_options
 from services.pipelines.presets import PARAMS_EXAMPLE, Plan, PresetLibrary
 from services.pipelines.upscale import UpscaleOptions
@@ -219,7 +213,8 @@ def parse_task(raw: dict[str, Any]) -> TaskSpec:
     try:
         return _ADAPTER.validate_python(_legacy(raw))
     except ValidationError as exc:
-        raise InvalidParameter(_problems(exc)) from None
+        problems = _problems(exc)
+        raise InvalidParameter("; ".join(problems.values()), param=next(iter(problems))) from None
 
 
 def form_fields(task: str, fields: dict[str, list[str]]) -> dict[str, Any]:
@@ -428,13 +423,14 @@ def _legacy(raw: dict[str, Any]) -> dict[str, Any]:
     return {"task": raw["name"], **fields}
 
 
-def _problems(exc: ValidationError) -> str:
-    """Pydantic's errors as one line: ``field: message; ...`` (the task tag left out)."""
-    problems = []
+def _problems(exc: ValidationError) -> dict[str, str]:
+    """Pydantic's errors as ``field: message`` by field (the task tag left out); the
+    first field is the ``param`` at fault."""
+    problems: dict[str, str] = {}
     for error in exc.errors():
         location = [str(part) for part in error["loc"]]
         if location and location[0] in TASKS:  # the union's branch, not a field
             location = location[1:]
         field = ".".join(location) or "task"
-        problems.append(f"{field}: {error['msg']}")
-    return "; ".join(problems)
+        problems.setdefault(field, f"{field}: {error['msg']}")
+    return problems

@@ -28,10 +28,10 @@ from services.imaging.codec import (
 from services.imaging.convert import ConvertOptions
 from services.imaging.metadata import attach, check_format, read_metadata
 from services.models.diffusion import GenerateOptions
+from services.models.mesh_io import MeshOptions, MeshOutput
 from services.pipelines.backend import TaskBackend
 from services.pipelines.budget import Budget
 from services.pipelines.faces import DetectOptions, FaceOptions, face_json
-from services.pipelines.mesh import MeshOptions, MeshOutput
 from services.pipelines.presets import Plan
 from services.pipelines.tasks import (
     CaptionTask,

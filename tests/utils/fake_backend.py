@@ -21,6 +21,7 @@ from services.imaging.convert import Converted, ConvertOptions, convert_image, e
 from services.imaging.faces import Face
 from services.imaging.meshes import MESH_TYPES, decimate, export, normalized, preview, relief
 from services.models.diffusion import Generated, GenerateOptions
+from services.models.mesh_io import MeshOptions, MeshOutput
 from services.models.tile_io import TileJob, TileOutput
 from services.models.vision import Answer, Description, Question, Tag
 from services.pipelines.faces import (
@@ -30,7 +31,6 @@ from services.pipelines.faces import (
     anonymize_faces,
     detect_faces,
 )
-from services.pipelines.mesh import MeshOptions, MeshOutput
 from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult, TileStep
 from services.platform import DeploymentReadiness, DeploymentView
 from services.registry import MODEL_DEPLOYMENTS

@@ -39,7 +39,8 @@ TRIPOSR_CONFIG = {
                  "density_bias": -1.0, "num_samples_per_ray": 128},
 }  # fmt: skip
 TINY_DINO = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-             "intermediate_size": 64, "image_size": 32, "patch_size": 8, "qkv_bias": True}  # fmt: skip
+             "intermediate_size": 64, "image_size": 32, "patch_size": 8,
+             "qkv_bias": True}  # fmt: skip
 # the names transformers 4.x gave ViT's modules, as the official checkpoint keeps them
 _OLD_VIT_NAMES = (
     (r"\.layers\.(\d+)\.", r".encoder.layer.\1."),
@@ -108,8 +109,9 @@ def _depth(folder: Path) -> None:
         neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, head_hidden_size=8,
     )  # fmt: skip
     library.DepthAnythingForDepthEstimation(config).save_pretrained(folder)
-    processor = library.DPTImageProcessor(size={"height": 56, "width": 56},
-                                          keep_aspect_ratio=False, ensure_multiple_of=14)  # fmt: skip
+    processor = library.DPTImageProcessor(
+        size={"height": 56, "width": 56}, keep_aspect_ratio=False, ensure_multiple_of=14
+    )
     processor.save_pretrained(folder)
 
 

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from services.api.deps import RunnerDep, SettingsDep, read_upload, task_response
 from services.api.schemas import IMAGE_ERRORS, Responses
 from services.imaging.meshes import MESH_TYPES
-from services.pipelines.mesh import MeshEngineName
+from services.models.mesh_io import MeshEngineName
 
 router = APIRouter(tags=["mesh"])
 MESH_CONTENT: Responses = {
