@@ -16,7 +16,7 @@ from tests.utils.tiny_models import TINY_COMPACT, TINY_RRDB, build_tiny_store
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("tiny-store")
-    return root, build_tiny_store(root, faces=True, diffusion=True, vision=True)
+    return root, build_tiny_store(root, faces=True, diffusion=True, vision=True, mesh=True)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""``pixserve upscale|denoise|convert|restore-face|detect-faces|caption|run PRESET|generate``: every
-sync task of the API from the shell. Files in, files out, as ``cp`` takes them: ``IN
+"""``pixserve upscale|denoise|convert|restore-face|detect-faces|caption|mesh|run|generate``:
+every sync task of the API from the shell. Files in, files out, as ``cp`` takes them: ``IN
 OUT`` writes OUT (replacing it), ``IN... DIR`` writes into a folder, a lone ``IN``
 writes beside it (``a.upscaled.png``). The same tasks run as jobs with ``submit``."""
 
@@ -19,7 +19,8 @@ from services.cli.progress import ProgressBar
 from services.config import Settings
 
 EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp",
-              "image/avif": ".avif", "application/json": ".json"}  # fmt: skip
+              "image/avif": ".avif", "application/json": ".json", "model/gltf-binary": ".glb",
+              "application/zip": ".zip", "model/x-ply": ".ply"}  # fmt: skip
 IMAGE_FORMATS = ("png", "jpeg", "webp")
 
 
@@ -32,11 +33,17 @@ class Option:
     type: Callable[[str], Any] = str
     choices: tuple[str, ...] | None = None
     repeat: bool = False
-    switch: bool = False  # a boolean flag: sent as "true" when given
+    switch: bool = False  # a boolean flag: sends ``sends`` to ``to`` when given
+    sends: str = "true"
+    to: str | None = None  # the form field, when it is not the flag's name
 
     @property
     def field(self) -> str:
         return self.flag.removeprefix("--").replace("-", "_")
+
+    @property
+    def form_field(self) -> str:
+        return self.to or self.field
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,16 @@ COMMANDS = (
     TaskCommand("caption", "/v1/caption", "caption, tag and NSFW-score images", "caption", (
         Option("--outputs", "caption, tags or nsfw (repeatable; default all)",
                choices=("caption", "tags", "nsfw"), repeat=True),)),
+    TaskCommand("mesh", "/v1/mesh", "turn images into 3D meshes (relief, TripoSR)", "mesh", (
+        Option("--engine", "relief (fast, depth) or triposr (a whole object)",
+               choices=("relief", "triposr")),
+        Option("--model", "the engine's model"),
+        Option("--resolution", "grid: marching cubes edge or relief's longer side", int),
+        Option("--max-faces", "face budget", int),
+        Option("--format", "mesh file", choices=("glb", "obj", "ply")),
+        Option("--relief-depth", "relief: height as a share of the width", float),
+        Option("--keep-background", "mesh the whole photo, background and all",
+               switch=True, sends="false", to="remove_background"))),
 )  # fmt: skip
 PRESET = (
     Option("--format", "output format", choices=(*IMAGE_FORMATS, "avif")),
@@ -153,9 +170,9 @@ def form_of(args: argparse.Namespace, options: tuple[Option, ...]) -> dict[str, 
     for option in options:
         value = getattr(args, option.field)
         if option.switch and value:
-            form[option.field] = "true"
+            form[option.form_field] = option.sends
         elif value is not None and not option.switch:
-            form[option.field] = [str(v) for v in value] if option.repeat else str(value)
+            form[option.form_field] = [str(v) for v in value] if option.repeat else str(value)
     return form
 
 

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 MeshFormat = Literal["glb", "obj", "ply"]
 MESH_TYPES: dict[str, str] = {
-    "glb": "model/gltf-binary", "obj": "application/zip", "ply": "application/octet-stream",
+    "glb": "model/gltf-binary", "obj": "application/zip", "ply": "model/x-ply",
 }  # fmt: skip
 MESH_SIZE_M = 1.0
 PREVIEW_FACES = 20_000  # faces drawn in a preview (a decimated copy past this)

@@ -28,7 +28,7 @@ from services.config import Settings
 from services.errors import NotConfigured, PixserveError
 from services.jobs.models import Item
 from services.jobs.outbox import WebhookOutbox
-from services.jobs.outputs import output_key
+from services.jobs.outputs import output_key, preview_key
 from services.jobs.progress import CURRENT_ITEM, item_key
 from services.jobs.queue import InFlight, WorkItem, WorkQueue
 from services.jobs.store import JobExpired, JobNotFound, JobStore, LeaseLost
@@ -255,6 +255,10 @@ class Dispatcher:
         if not await self.store.holds_lease(item.job_id, item.index, lease):
             raise LeaseLost(f"item {item.index} of job {item.job_id} is held by a later delivery")
         with tracer.start_as_current_span("pixserve.store_output"):
+            if result.preview is not None and (preview := preview_key(key)) is not None:
+                # before the output: a re-delivery that finds the output finds this too
+                await asyncio.to_thread(self.objects.put, "outputs", preview, result.preview,
+                                        "image/png")  # fmt: skip
             await asyncio.to_thread(self.objects.put, "outputs", key, result.data,
                                     result.content_type)  # fmt: skip
         steps = {"load_input": loaded - started, **result.step_seconds,

@@ -84,6 +84,7 @@ class ItemPublic(_RunTimes):
     status: ItemStatus = ItemStatus.QUEUED
     name: str | None = None  # what the client called it: the upload's filename, the URL
     output_url: str | None = None
+    preview_url: str | None = None  # a mesh's PNG render
     texts: dict[str, Any] | None = None  # captions, tags, a generation's seed, by step
     error: str | None = None
     attempts: int = 0

@@ -5,18 +5,28 @@ from __future__ import annotations
 import uuid
 
 from services.imaging.convert import CONVERT_TYPES
+from services.imaging.meshes import MESH_TYPES
 
 IMAGES_AREA = "images/"
 IMAGE_NAME_PATTERN = r"^[0-9a-f]{32}\.(png|jpg|webp)$"
 
-_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "avif": "avif", "json": "json"}
+_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "avif": "avif", "json": "json",
+               "glb": "glb", "obj": "zip", "ply": "ply"}  # fmt: skip
 _OUTPUT_TYPES = {_EXTENSIONS[fmt]: kind for fmt, kind in
-                 {**CONVERT_TYPES, "json": "application/json"}.items()}  # fmt: skip
+                 {**CONVERT_TYPES, **MESH_TYPES, "json": "application/json"}.items()}  # fmt: skip
+MESH_EXTENSIONS = {_EXTENSIONS[fmt] for fmt in MESH_TYPES}
+_PREVIEW_SUFFIX = ".preview.png"
 
 
 def output_key(job_id: str, index: int, fmt: str) -> str:
     """Deterministic, so a re-run finds the output a crashed delivery already wrote."""
     return f"jobs/{job_id}/{index:05d}.{_EXTENSIONS[fmt]}"
+
+
+def preview_key(key: str) -> str | None:
+    """Where a mesh output's PNG render is stored beside it (None: not a mesh)."""
+    stem, _, extension = key.rpartition(".")
+    return f"{stem}{_PREVIEW_SUFFIX}" if extension in MESH_EXTENSIONS else None
 
 
 def image_key(fmt: str) -> str:

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 from services.config import Settings
 from services.errors import InvalidParameter, ModelNotReady
 from services.jobs.models import TERMINAL_JOB, WEBHOOK_EVENTS, Item, Job, JobStatus
-from services.jobs.outputs import IMAGES_AREA, image_key, output_type
+from services.jobs.outputs import IMAGES_AREA, image_key, output_type, preview_key
 from services.jobs.queue import WorkQueue
 from services.jobs.store import IdempotencyConflict, JobNotFound, JobStore, new_job_id
 from services.models.manifest import Manifest
@@ -250,19 +250,31 @@ class JobService:
         return item
 
     async def _mint_url(self, job_id: str, item: Item, base_url: str | None = None) -> None:
-        if item.output_key:
-            url = await asyncio.to_thread(
-                self.objects.url, "outputs", item.output_key, self.settings.presign_ttl_s
-            )
-            base = (base_url or self.settings.public_url or "").rstrip("/")
-            item.output_url = url or f"{base}/v1/jobs/{job_id}/items/{item.index}/output"
+        """The output's URL (and a mesh's preview's): presigned, else the API's route."""
+        if not item.output_key:
+            return
+        base = (base_url or self.settings.public_url or "").rstrip("/")
+        route = f"{base}/v1/jobs/{job_id}/items/{item.index}"
+        item.output_url = await self._url(item.output_key) or f"{route}/output"
+        if (preview := preview_key(item.output_key)) is not None:
+            item.preview_url = await self._url(preview) or f"{route}/preview"
 
-    async def output(self, job_id: str, owner: str, index: int) -> tuple[bytes, str]:
-        """An item's stored output and its media type."""
+    async def _url(self, key: str) -> str | None:
+        return await asyncio.to_thread(self.objects.url, "outputs", key,
+                                       self.settings.presign_ttl_s)  # fmt: skip
+
+    async def output(
+        self, job_id: str, owner: str, index: int, preview: bool = False
+    ) -> tuple[bytes, str]:
+        """An item's stored output (or its mesh's PNG preview) and its media type."""
         job = await self.store.read(job_id, owner)
         if not 0 <= index < len(job.items) or not job.items[index].output_key:
             raise InvalidParameter(f"item {index} of job {job_id} has no output")
-        key = str(job.items[index].output_key)
+        key: str | None = str(job.items[index].output_key)
+        if preview and (key := preview_key(str(key))) is None:
+            raise InvalidParameter(f"item {index} of job {job_id} is not a mesh; only meshes "
+                                   "have a preview")  # fmt: skip
+        assert key is not None
         return await asyncio.to_thread(self.objects.get, "outputs", key), output_type(key)
 
     async def publish_image(self, data: bytes, fmt: str, base_url: str | None = None) -> str:

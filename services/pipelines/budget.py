@@ -22,7 +22,11 @@ ARCHITECTURE_COST: dict[str, float] = {
     "GFPGAN": 0.5, "CodeFormer": 0.5, "RetinaFace": 0.05, "SDXL": 1.0,
     "SafetyChecker": 0.05, "BLIP": 0.1, "ViT": 0.05, "RealCUGAN": 0.5, "CUNet": 0.5,
     "FFDNet": 0.1, "MobileNetV2": 0.02, "OpenNSFW": 0.05,
+    # these resize every input to their own size: their cost is in ``mesh_cost``
+    "TripoSR": 0.0, "DepthAnything": 0.0, "DPT": 0.0, "UperNet": 0.0, "SegFormer": 0.0,
 }  # fmt: skip
+# a mesh at resolution 256, whatever the input's size: TripoSR samples 256^3 points
+MESH_COST = {"triposr": 2.0, "relief": 0.2}
 
 
 class OverBudget(PixserveError):
@@ -61,6 +65,13 @@ def tile_budget(models: list[ModelSpec], limit: float | None) -> Budget:
         growth *= model.scale**2
         per_megapixel += ARCHITECTURE_COST.get(model.architecture, 1.0) * growth
     return Budget(per_megapixel=per_megapixel, limit=limit)
+
+
+def mesh_cost(engine: str, resolution: int) -> float:
+    """A mesh's fixed cost: TripoSR's grows with the grid's volume, a relief's with
+    its area."""
+    power = 3 if engine == "triposr" else 2
+    return MESH_COST[engine] * (resolution / 256) ** power
 
 
 def generation_budget(width: int, height: int, steps: int, limit: float | None) -> Budget:

@@ -34,6 +34,7 @@ from services.pipelines.budget import (
     Budget,
     generation_budget,
     image_to_image_budget,
+    mesh_cost,
     tile_budget,
 )
 from services.pipelines.faces import DetectOptions, FaceOptions
@@ -291,7 +292,11 @@ def _budget(plan: TaskPlan, context: TaskContext, image_to_image: bool) -> Budge
         budget = generation_budget(options.width, options.height, options.steps, limit)
         budget.check()
         return budget
-    return tile_budget([context.manifest.get(name) for name in plan.models], limit)
+    budget = tile_budget([context.manifest.get(name) for name in plan.models], limit)
+    mesh = options if isinstance(options, MeshOptions) else getattr(options, "mesh", None)
+    if mesh is not None:  # fixed: the input is resized to the model's own size
+        return dataclasses.replace(budget, fixed=mesh_cost(mesh.engine, mesh.resolution))
+    return budget
 
 
 def _plan(  # noqa: PLR0911 - one return per kind of task

@@ -7,7 +7,9 @@
 
 const SYNC_MAX_BYTES = 2 * 1024 * 1024; // one image up to this size runs synchronously
 const HISTORY_KEY = "pixserve.history";
-const EXTENSIONS = { "image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/avif": "avif", "application/json": "json" };
+const EXTENSIONS = { "image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/avif": "avif", "application/json": "json",
+  "model/gltf-binary": "glb", "application/zip": "zip", "model/x-ply": "ply" };
+const MESH_TYPES = { glb: "model/gltf-binary", obj: "application/zip", ply: "model/x-ply" };
 const $ = (id) => document.getElementById(id);
 // The other tasks: their sync route, the model tasks one of which must be served, and
 // an example of their fields (sent as form fields, sync or as a job's task fields)
@@ -20,6 +22,8 @@ const TASKS = {
     help: "Describe each image: a caption, tags with scores and an NSFW probability (JSON per image).", text: true },
   convert: { label: "Convert", path: "v1/convert", needs: [], example: '{"resize": "fit", "width": 512}',
     help: "Re-encode (and resize) to JPEG, PNG, WEBP or AVIF." },
+  mesh: { label: "Image to 3D", path: "v1/mesh", needs: ["depth", "mesh"], example: '{"engine": "relief", "resolution": 256}',
+    help: "A textured 3D mesh of each image (GLB; fields format obj or ply, engine triposr for a whole object), shown in a 3D viewer.", mesh: true },
 };
 const state = { files: [], last: [], cards: new Map(), results: [], running: false, next: 0, presets: new Map(), served: new Set() };
 
@@ -71,13 +75,18 @@ function chosen() {
   return preset ? { kind: "preset", name: preset.name, preset } : null;
 }
 
+// Whether the chosen task or preset makes meshes (it has no image encoding to choose)
+function makesMesh(choice) {
+  return Boolean(choice && (choice.kind === "task" ? choice.task.mesh : choice.preset.steps.some((s) => s.kind === "mesh")));
+}
+
 function refreshTask() {
   const choice = chosen();
   const textOnly = Boolean(choice && (choice.kind === "preset" ? !choice.preset.output : choice.task.text));
   $("upscale-options").hidden = Boolean(choice);
   $("preset-options").hidden = !choice;
   $("params-label").textContent = choice && choice.kind === "task" ? "Fields" : "Step parameters";
-  for (const id of ["format", "quality"]) $(id).closest("label").hidden = textOnly;
+  for (const id of ["format", "quality"]) $(id).closest("label").hidden = textOnly || makesMesh(choice);
   if (choice && choice.kind === "preset") {
     const example = choice.preset.steps.find((s) => Object.keys(s.params).length) || choice.preset.steps[0];
     $("preset-params").placeholder = example ? JSON.stringify({ [example.id]: example.params }) : "{}";
@@ -150,7 +159,8 @@ function setStatus(entry, text, kind) { entry.status.className = `badge ${kind |
 
 // A result: an image (compared with the input) and the texts of caption steps, or
 // only texts (a text preset's JSON, downloaded as it came)
-function showResult(entry, blob, outputName, texts, facts) {
+function showResult(entry, blob, outputName, texts, facts, choice, previewUrl) {
+  if (isMesh(blob)) return showMesh(entry, blob, outputName, facts, choice, previewUrl);
   const afterUrl = entry.afterUrl = URL.createObjectURL(blob);
   setStatus(entry, "done");
   const size = Pix.el("span", { class: "muted" });
@@ -185,6 +195,47 @@ function showTexts(entry, texts) {
 }
 
 function isJson(blob) { return blob.type.startsWith("application/json"); }
+function isMesh(blob) { return Object.values(MESH_TYPES).includes(blob.type.split(";")[0]); }
+
+// A mesh: a GLB in the interactive viewer (drag to turn it, scroll to zoom) beside its
+// preview render (the job's stored one, or the viewer's own picture of a sync run); a
+// download of the file and of each other format (the same image and fields again)
+function showMesh(entry, blob, outputName, facts, choice, previewUrl) {
+  const url = entry.afterUrl = URL.createObjectURL(blob);
+  setStatus(entry, "done");
+  if (facts) showFacts(entry, facts);
+  const preview = Pix.el("img", { class: "preview", alt: "preview", hidden: !previewUrl, src: previewUrl || null });
+  const glb = blob.type.startsWith("model/gltf-binary");
+  const viewer = glb ? Pix.el("model-viewer", { src: url, "camera-controls": "", "auto-rotate": "", "shadow-intensity": "1",
+    "interaction-prompt": "none", alt: `3D model of ${entry.name}` }) : Pix.el("p", { class: "muted", text: "The 3D view shows GLB files; this one is for download." });
+  if (glb && !previewUrl) viewer.addEventListener("load", () => { preview.src = viewer.toDataURL("image/png"); preview.hidden = false; }, { once: true });
+  entry.body.replaceChildren(Pix.el("div", { class: "mesh" }, viewer, preview));
+  const size = Pix.el("span", { class: "muted", text: Pix.bytes(blob.size) });
+  const actions = [Pix.el("a", { href: url, download: outputName, class: "download", text: `Download ${EXTENSIONS[blob.type.split(";")[0]].toUpperCase()}` })];
+  if (entry.file) for (const [fmt, type] of Object.entries(MESH_TYPES)) {
+    if (type !== blob.type.split(";")[0]) actions.push(Pix.el("button", { class: "secondary", "data-format": fmt, text: fmt.toUpperCase(), onclick: () => downloadAs(entry, choice, fmt) }));
+  }
+  entry.card.querySelector(".actions").replaceChildren(...actions, size);
+  state.results.push({ name: outputName, blob });
+  $("zip").disabled = false;
+}
+
+// The same image and fields made into another mesh format (a sync run), downloaded
+async function downloadAs(entry, choice, fmt) {
+  try {
+    const form = params(choice);
+    if (choice.kind === "task") { form.delete("format"); form.append("format", fmt); }
+    else {
+      const step = choice.preset.steps.find((s) => s.kind === "mesh").id;
+      const given = form.has("params") ? JSON.parse(form.get("params")) : {};
+      form.set("params", JSON.stringify({ ...given, [step]: { ...(given[step] || {}), format: fmt } }));
+    }
+    form.append("image", entry.file, entry.file.name);
+    const blob = await (await Pix.call(syncRoute(choice), { method: "POST", body: form })).blob();
+    const link = Pix.el("a", { href: URL.createObjectURL(blob), download: outputName(entry.name, 0, blob.type, choice) });
+    document.body.append(link); link.click(); link.remove();
+  } catch (error) { showMessage(error.message); }
+}
 
 function showFailure(entry, message) {
   setStatus(entry, "failed");
@@ -294,6 +345,7 @@ function params(choice) {
     for (const [name, value] of Object.entries(object))
       for (const one of Array.isArray(value) ? value : [value]) form.append(name, typeof one === "object" ? JSON.stringify(one) : String(one));
   }
+  if (makesMesh(choice)) return form;  // the mesh's format is one of its fields
   if ($("format").value) form.append("format", $("format").value);
   if (!$("quality").disabled) form.append("quality", $("quality").value);
   return form;
@@ -342,7 +394,7 @@ async function runSync(entry, preset, form) {
   const texts = said ? (preset.kind === "preset" ? said.outputs : textsOf(preset, said)) : header && JSON.parse(header);
   const facts = { seconds, model: response.headers.get("X-Pixserve-Model") || response.headers.get("X-Pixserve-Preset") || (preset && preset.name),
     input: response.headers.get("X-Pixserve-Input-Size"), output: response.headers.get("X-Pixserve-Output-Size") };
-  showResult(entry, blob, outputName(entry.name, 0, blob.type, preset), texts, facts);
+  showResult(entry, blob, outputName(entry.name, 0, blob.type, preset), texts, facts, preset);
   rememberSync(entry.name, preset, facts);
 }
 
@@ -373,7 +425,8 @@ async function followJob(job, entries, preset) {
       const response = await Pix.call(`v1/jobs/${job.id}/items/${index}/output`);
       const blob = await response.blob();  // a text preset's output is its texts
       const texts = isJson(blob) ? textsOf(preset, JSON.parse(await blob.text())) : null;
-      showResult(entry, blob, outputName(entry.name, index, blob.type, preset), texts);
+      const preview = isMesh(blob) ? URL.createObjectURL(await (await Pix.call(`v1/jobs/${job.id}/items/${index}/preview`)).blob()) : null;
+      showResult(entry, blob, outputName(entry.name, index, blob.type, preset), texts, null, preset, preview);
     } else {
       const current = await Pix.json(`v1/jobs/${job.id}`);
       showFailure(entry, current.items[index].error || status);
@@ -425,6 +478,7 @@ function curlFor(choice, form, files) {
 
 // What a sync run answers with, as far as the page can tell before running it
 function outputType(choice) {
+  if (makesMesh(choice)) return MESH_TYPES.glb;
   if (choice && (choice.kind === "preset" ? !choice.preset.output : choice.task.text)) return "application/json";
   return `image/${$("format").value || (choice && choice.kind === "preset" ? choice.preset.output.format : "png")}`;
 }

@@ -25,6 +25,7 @@ from services.models.sources import import_package
 from services.models.store import ModelStore
 from tests.utils.receiver import Receiver
 from tests.utils.redis_server import RedisServer, free_port, running_redis
+from tests.utils.tiny_meshers import TINY_DEPTH, TINY_SEGMENTER, TINY_TRIPOSR
 from tests.utils.tiny_models import (
     TINY_BLIND_DETECTOR,
     TINY_CAPTION,
@@ -100,7 +101,8 @@ def _with_extra_apps(config: dict[str, Any], redis_url: str, s3_url: str) -> dic
         # other than the Upscaler are left out of the graph (no replica, no torch import)
         app["args"].update(face_models=[], face_detectors=[], diffusion_checkpoints={},
                            denoise_models=[], caption_model=None, tag_model=None,
-                           nsfw_model=None, vqa_model=None)  # fmt: skip
+                           nsfw_model=None, vqa_model=None, mesh_model=None,
+                           depth_model=None, segment_model=None)  # fmt: skip
     for app in (broken, keyed, hooks):  # the extra apps keep one replica of each
         for entry in app["deployments"]:
             entry.get("autoscaling_config", {}).update(max_replicas=1)
@@ -191,6 +193,12 @@ def serve_url(
         "tag_model": TINY_TAGGER,
         "nsfw_model": TINY_NSFW,
         "vqa_model": TINY_VQA,
+        "mesh_model": TINY_TRIPOSR,
+        "depth_model": TINY_DEPTH,
+        "segment_model": TINY_SEGMENTER,
+        # a 48^3 TripoSR grid and 48 px reliefs: seconds on 2 cores with the tiny models
+        "mesh_max_resolution": 48,
+        "mesh_max_faces": 20_000,
         "tile_size": 32,
         "tile_pad": 20,
         "tile_batch_size": 64,
@@ -222,6 +230,7 @@ def serve_url(
             "FaceRestorer": {**batching, **SMALL},
             "Diffusion": SMALL,
             "Vision": SMALL,
+            "Mesher": SMALL,
             "Upscaler": {**batching, **SMALL, "autoscaling_config": {**QUICK, "max_replicas": 2}},
             "Dispatcher": {
                 "autoscaling_config": {**QUICK, "max_replicas": 2, "target_ongoing_requests": 40}

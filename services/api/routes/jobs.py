@@ -219,6 +219,15 @@ async def read_output(
     return Response(data, media_type=media_type)
 
 
+@router.get("/v1/jobs/{job_id}/items/{index}/preview")
+async def read_preview(
+    job_id: JobId, index: Annotated[int, Path(ge=0)], jobs: JobsDep, owner: OwnerDep
+) -> Response:
+    """A mesh item's PNG render."""
+    data, media_type = await jobs.output(job_id, owner, index, preview=True)
+    return Response(data, media_type=media_type)
+
+
 async def followed_job(
     job_id: JobId, request: Request, jobs: JobsDep, owner: OwnerDep,
     last_event_id: Annotated[str | None, Header(pattern=STREAM_ID_PATTERN)] = None,

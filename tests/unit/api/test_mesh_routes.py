@@ -48,7 +48,7 @@ def test_a_glb_mesh_with_its_counts(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(("fmt", "kind"), [("obj", "application/zip"),
-                                           ("ply", "application/octet-stream")])  # fmt: skip
+                                           ("ply", "model/x-ply")])  # fmt: skip
 def test_obj_and_ply(client: TestClient, fmt: str, kind: str) -> None:
     response = _post(client, format=fmt, engine="triposr", resolution="16")
     assert response.status_code == 200, response.text  # type: ignore[attr-defined]

@@ -49,7 +49,7 @@ def test_every_task_has_a_command(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     commands = capsys.readouterr().out
     for name in ("upscale", "denoise", "convert", "restore-face", "caption", "run",
-                 "generate", "submit", "status"):  # fmt: skip
+                 "generate", "submit", "status", "mesh"):  # fmt: skip
         assert f"    {name} " in commands or f"    {name}\n" in commands, name
 
 
