@@ -10,12 +10,21 @@ sdxl: seconds per image, SDXL text-to-image through the diffusion engine with
     The pipeline is SDXL's real architecture (UNet 2.6 B parameters, both CLIP text
     encoders, the VAE) built from its config with random weights, or the tiny test
     repository with ``--tiny``.
+mesh: seconds per mesh for each engine at its default resolution (256) through the
+    Mesher engine (fp16 on CUDA, large query chunks) vs the plain reference: one image
+    at a time, fp32, TripoSR queried in its run.py's chunks of 8192 points and its mesh
+    written undecimated, the depth model through transformers' own pipeline. TripoSR
+    and Depth Anything V2 Small at their published sizes with random weights (the
+    field's surface is random: its face count is printed), or the tiny ones with
+    ``--tiny``.
 
 Prints a table and writes JSON. Not a test: nothing here asserts time.
 
     python load_tests/bench_models.py faces --faces 32 --batch 8 [--compile]
     python load_tests/bench_models.py sdxl --size 1024 --steps 30 --compile
     python load_tests/bench_models.py sdxl --tiny --size 256 --steps 4   # CPU smoke run
+    python load_tests/bench_models.py mesh --resolution 256
+    python load_tests/bench_models.py mesh --tiny --resolution 32 --rounds 1   # CPU smoke run
 """
 
 from __future__ import annotations
@@ -37,7 +46,11 @@ from services.config import Settings
 from services.models.diffusion import DiffusionEngine, GenerateOptions
 from services.models.faces import FaceCrops, FaceEngine
 from services.models.manifest import load_manifest
+from services.models.mesh_io import MeshOptions
+from services.models.mesher import MesherEngine
 from services.models.store import ModelStore
+from services.models.triposr import TripoSR
+from tests.utils.tiny_meshers import TINY_DEPTH, TINY_TRIPOSR
 from tests.utils.tiny_models import TINY_GFPGAN, TINY_SDXL, build_tiny_store
 
 
@@ -139,6 +152,114 @@ def _profile_engine(
     print(f"wrote {args.profile}")
 
 
+def bench_mesh(store: Path, manifest: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Both engines through the Mesher engine, each against its plain reference."""
+    from skimage import data
+
+    depth, triposr = (TINY_DEPTH, TINY_TRIPOSR) if args.tiny else _full_mesh_models(store)
+    manifest = _with_entries(manifest, store, {depth: ("depth", "DepthAnything"),
+                                               triposr: ("mesh", "TripoSR")})  # fmt: skip
+    settings = Settings(model_store=store, extra_manifest=manifest, device=args.device,
+                        models=[], depth_model=depth, mesh_model=triposr,
+                        mesh_max_resolution=max(args.resolution, 16))  # fmt: skip
+    engine = MesherEngine(settings, ModelStore(store, load_manifest(manifest)))
+    engine.load()
+    image = data.chelsea()
+    results: dict[str, Any] = {}
+    for name, model in (("relief", depth), ("triposr", triposr)):
+        options = MeshOptions(name, model, args.resolution, settings.mesh_max_faces,  # type: ignore[arg-type]
+                              remove_background=False, preview=False)  # fmt: skip
+        ours = best_of(args.rounds, lambda o=options: _mesh(engine, image, o))
+        plain = _plain_mesher(name, store / model, args.device)
+        reference = best_of(args.rounds, lambda p=plain: p(image, args.resolution))
+        faces = engine.mesh(image, options).faces
+        results[name] = {"plain (fp32, one at a time)": reference, "pixserve": ours,
+                         "ratio": reference / ours, "faces": faces}  # fmt: skip
+    return {"resolution": args.resolution, "seconds_per_mesh": results}
+
+
+def _mesh(engine: MesherEngine, image: np.ndarray, options: MeshOptions) -> None:
+    engine.mesh(image, options)
+
+
+def _plain_mesher(engine: str, path: Path, device: str) -> Callable[[np.ndarray, int], bytes]:
+    """The reference way to make each engine's mesh: fp32, one image, the published
+    tools' defaults."""
+    from services.imaging import meshes
+
+    target = torch.device(_device(device))
+    if engine == "relief":
+        import transformers
+
+        library: Any = transformers
+        estimate = library.pipeline("depth-estimation", model=str(path), device=target)
+
+        def relief(image: np.ndarray, resolution: int) -> bytes:
+            from PIL import Image
+
+            depth = np.asarray(estimate(Image.fromarray(image))["predicted_depth"], np.float32)
+            small = np.asarray(Image.fromarray(depth).resize((resolution, round(
+                resolution * image.shape[0] / image.shape[1]))), np.float32)  # fmt: skip
+            unit = (small - small.min()) / max(float(np.ptp(small)), 1e-6)
+            mesh = meshes.relief(unit, None, 0.3)
+            mesh.texture = image
+            return meshes.export(meshes.normalized(mesh), "glb")
+
+        return relief
+    model = TripoSR.load(path).to(target)
+
+    def reconstruct(image: np.ndarray, resolution: int) -> bytes:
+        size = model.config.cond_image_size
+        pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(target)
+        condition = torch.nn.functional.interpolate(pixels, size=(size, size), mode="bilinear",
+                                                    antialias=True)  # fmt: skip
+        with torch.no_grad():
+            triplane = model.scene_codes(condition)[0]
+            axis = torch.linspace(-model.config.radius, model.config.radius, resolution)
+            grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+            density = torch.cat([model.query(triplane, c.to(target))[0].cpu()
+                                 for c in grid.split(8192)])  # fmt: skip
+            volume = density.reshape(resolution, resolution, resolution).numpy()
+            vertices, faces = meshes.isosurface(volume, 25.0, model.config.radius)
+            colors = torch.cat([model.query(triplane, c.to(target))[1].cpu()
+                                for c in torch.from_numpy(vertices).split(8192)])  # fmt: skip
+        rgb = (colors.numpy() * 255).astype(np.uint8)
+        return meshes.export(meshes.Mesh(vertices, faces, rgb), "glb")
+
+    return reconstruct
+
+
+def _full_mesh_models(store: Path) -> tuple[str, str]:
+    """TripoSR and Depth Anything V2 Small at their published sizes, random weights."""
+    import transformers
+
+    from tests.utils.tiny_meshers import OFFICIAL_TRIPOSR_CONFIG, write_triposr
+
+    write_triposr(store / "triposr-random", OFFICIAL_TRIPOSR_CONFIG, dino=None, inside=0.1)
+    library: Any = transformers
+    depth = store / "depth-anything-random"
+    library.DepthAnythingForDepthEstimation(library.DepthAnythingConfig()).save_pretrained(depth)
+    processor = library.DPTImageProcessor(
+        size={"height": 518, "width": 518}, keep_aspect_ratio=True, ensure_multiple_of=14
+    )
+    processor.save_pretrained(depth)
+    return "depth-anything-random", "triposr-random"
+
+
+def _with_entries(manifest: Path, store: Path, models: dict[str, tuple[str, str]]) -> Path:
+    """The manifest with directory entries for ``models`` (name -> task, architecture)."""
+    entries = json.loads(manifest.read_text())["models"]
+    known = {entry["name"] for entry in entries}
+    for name, (task, architecture) in models.items():
+        if name not in known:
+            entries.append({"name": name, "task": task, "architecture": architecture, "scale": 1,
+                            "license": "test-only", "description": "benchmark",
+                            "sources": [{"kind": "local", "filename": name}]})  # fmt: skip
+    path = store / "bench-manifest.json"
+    path.write_text(json.dumps({"models": entries}))
+    return path
+
+
 def _generate(engine: DiffusionEngine, checkpoint: Any, options: GenerateOptions) -> None:
     engine.generate(checkpoint, options)
 
@@ -228,13 +349,14 @@ def _free() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("which", choices=["faces", "sdxl"])
+    parser.add_argument("which", choices=["faces", "sdxl", "mesh"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--faces", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--resolution", type=int, default=256, help="mesh: the grid")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--tiny", action="store_true", help="the tiny SDXL (CPU smoke run)")
     parser.add_argument(
@@ -249,8 +371,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         store = Path(folder)
         manifest = build_tiny_store(store, faces=args.which == "faces",
-                                    diffusion=args.which == "sdxl")  # fmt: skip
-        bench = bench_faces if args.which == "faces" else bench_sdxl
+                                    diffusion=args.which == "sdxl",
+                                    mesh=args.which == "mesh")  # fmt: skip
+        bench = {"faces": bench_faces, "sdxl": bench_sdxl, "mesh": bench_mesh}[args.which]
         result = bench(store, manifest, args)
     device = (torch.cuda.get_device_name() if torch.cuda.is_available()
               else f"CPU {platform.machine()}, {os.cpu_count()} cores")  # fmt: skip

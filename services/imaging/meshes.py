@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 MeshFormat = Literal["glb", "obj", "ply"]
 MESH_TYPES: dict[str, str] = {
     "glb": "model/gltf-binary", "obj": "application/zip", "ply": "model/x-ply",
 }  # fmt: skip
 MESH_SIZE_M = 1.0
-PREVIEW_FACES = 20_000  # faces drawn in a preview (a decimated copy past this)
+PREVIEW_SAMPLES = 4_000_000  # surface points a preview draws, at most
 _LIGHT = np.array([0.4, 0.7, 0.6]) / np.linalg.norm([0.4, 0.7, 0.6])
 
 
@@ -118,16 +118,23 @@ def export(mesh: Mesh, fmt: MeshFormat) -> bytes:
     return bytes(shape.export(file_type="ply", encoding="binary"))
 
 
-def preview(mesh: Mesh, size: int = 512) -> bytes:
+def preview(mesh: Mesh, size: int = 512, device: str = "cpu") -> bytes:
     """A PNG of the mesh seen from the front-left and above, Lambert-shaded on a light
-    background (painter's algorithm over at most ``PREVIEW_FACES`` faces)."""
-    canvas = Image.new("RGB", (size, size), (236, 238, 242))
+    background: each face sampled about once a pixel and the nearest sample kept per
+    pixel (a z-buffer in torch, on ``device``: the Mesher's own; no GL)."""
+    import torch
+
+    canvas = torch.tensor([236, 238, 242], dtype=torch.uint8).repeat(size * size, 1)
     if mesh.face_count:
-        colors = vertex_colors(mesh)
-        small = decimate(Mesh(mesh.vertices, mesh.faces, colors), PREVIEW_FACES)
-        _paint(ImageDraw.Draw(canvas), small, size)
+        with torch.inference_mode():
+            pixels, depth, rgb = _samples(mesh, size, torch.device(device))
+            nearest = torch.full((size * size,), -torch.inf, device=depth.device)
+            nearest.scatter_reduce_(0, pixels, depth, reduce="amax")
+            front = depth >= nearest[pixels]
+            canvas = canvas.to(depth.device)
+            canvas[pixels[front]] = rgb[front]
     out = io.BytesIO()
-    canvas.save(out, format="PNG")
+    Image.fromarray(canvas.reshape(size, size, 3).cpu().numpy()).save(out, format="PNG")
     return out.getvalue()
 
 
@@ -144,25 +151,79 @@ def vertex_colors(mesh: Mesh) -> np.ndarray:
     return np.full((len(mesh.vertices), 3), 180, np.uint8)
 
 
-def _paint(draw: ImageDraw.ImageDraw, mesh: Mesh, size: int) -> None:
+def _samples(mesh: Mesh, size: int, device: Any) -> tuple[Any, Any, Any]:
+    """Points on the faces turned towards the camera: flat pixel index, depth (larger is
+    nearer) and shaded colour, a face's points at most a pixel apart."""
+    import torch
+
+    points, shade = _view(torch.from_numpy(mesh.vertices).to(device),
+                          torch.from_numpy(mesh.faces).to(device))  # fmt: skip
+    span = float((points[:, :2].amax(0) - points[:, :2].amin(0)).max()) or 1.0
+    centre = (points[:, :2].amin(0) + points[:, :2].amax(0)) / 2
+    screen = (points[:, :2] - centre) / span * torch.tensor([1.0, -1.0], device=device)
+    screen = screen * size * 0.85 + size / 2
+    facing = shade > 0
+    faces = torch.from_numpy(mesh.faces).to(device)[facing]
+    colors = torch.from_numpy(vertex_colors(mesh)).to(device).float()
+    rgb = (colors[faces].mean(1) * shade[facing, None]).clamp(0, 255).to(torch.uint8)
+    corners, depths = screen[faces], points[faces, 2]  # [F, 3, 2], [F, 3]
+    longest = (corners - corners[:, [1, 2, 0]]).abs().amax(dim=(1, 2))
+    steps = longest.ceil().clamp(1, 64).long()
+    while int((steps * (steps + 1) // 2).sum()) > PREVIEW_SAMPLES and int(steps.max()) > 1:
+        steps = (steps // 2).clamp(min=1)
+    order = torch.argsort(steps)  # faces of one sampling density together
+    values, counts = torch.unique_consecutive(steps[order], return_counts=True)
+    groups = zip(values.tolist(), corners[order].split(counts.tolist()),
+                 depths[order].split(counts.tolist()), rgb[order].split(counts.tolist()),
+                 strict=True)  # fmt: skip
+    parts = [_on_faces(c, d, r, n) for n, c, d, r in groups]
+    xy, depth, shaded = (torch.cat(column) for column in zip(*parts, strict=True))
+    inside = ((xy >= 0) & (xy < size)).all(1)
+    x, y = xy[inside].long().unbind(1)
+    return y * size + x, depth[inside], shaded[inside]
+
+
+def _on_faces(corners: Any, depths: Any, rgb: Any, n: int) -> tuple[Any, Any, Any]:
+    """``n (n + 1) / 2`` barycentric points on each face: screen xy, depth, colour."""
+    import torch
+
+    i, j = _lattice(n)
+    u, v = (i + 1 / 3) / n, (j + 1 / 3) / n
+    weights = torch.stack([1 - u - v, u, v], 1).to(corners)  # [S, 3]
+    xy = (weights @ corners).reshape(-1, 2)  # [F, S, 2]
+    depth = (depths @ weights.T).reshape(-1)
+    return xy, depth, rgb.repeat_interleave(len(u), dim=0)
+
+
+def _lattice(n: int) -> tuple[Any, Any]:
+    """The (i, j) with i + j < n."""
+    import torch
+
+    grid = torch.arange(n)
+    i, j = torch.meshgrid(grid, grid, indexing="ij")
+    keep = (i + j) < n
+    return i[keep].float(), j[keep].float()
+
+
+def _view(vertices: Any, faces: Any) -> tuple[Any, Any]:
+    """The vertices turned to the preview's camera (from the front-left and above,
+    looking down -z) and each face's Lambert shade (0 for faces turned away)."""
+    import torch
+
     yaw, pitch = np.radians(-35.0), np.radians(-25.0)
     turn = np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]])
     tilt = np.array([[1, 0, 0], [0, np.cos(pitch), -np.sin(pitch)],
                      [0, np.sin(pitch), np.cos(pitch)]])  # fmt: skip
-    points = mesh.vertices @ (tilt @ turn).T
-    triangles = points[mesh.faces]
-    normals = np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
-    normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
-    facing = normals[:, 2] > 0  # towards the camera (+z)
-    shade = 0.35 + 0.65 * np.clip(normals @ _LIGHT, 0, 1)
-    assert mesh.colors is not None
-    rgb = (mesh.colors[mesh.faces].mean(1) * shade[:, None]).clip(0, 255).astype(int)
-    span = float(np.ptp(points[:, :2], axis=0).max()) or 1.0
-    xy = (points[:, :2] - points[:, :2].min(0) - np.ptp(points[:, :2], axis=0) / 2) / span
-    pixels = np.stack([xy[:, 0], -xy[:, 1]], -1) * size * 0.85 + size / 2
-    order = np.argsort(triangles[:, :, 2].mean(1))  # far to near
-    for index in order[facing[order]]:
-        draw.polygon([tuple(p) for p in pixels[mesh.faces[index]]], fill=tuple(rgb[index]))
+    rotation = torch.from_numpy((tilt @ turn).T).to(vertices)
+    points = vertices @ rotation
+    triangles = points[faces]
+    normals = torch.linalg.cross(
+        triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0]
+    )
+    normals = normals / (normals.norm(dim=1, keepdim=True) + 1e-12)
+    light = torch.from_numpy(_LIGHT).to(vertices)
+    shade = torch.where(normals[:, 2] > 0, 0.35 + 0.65 * (normals @ light).clamp(0, 1), 0.0)
+    return points, shade
 
 
 def _signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
@@ -188,9 +249,9 @@ def _grid_faces(rows: int, cols: int, keep: np.ndarray) -> np.ndarray:
 def _walls(top: np.ndarray, offset: int) -> np.ndarray:
     """Two triangles down from every border edge of the top surface to the base."""
     edges = np.concatenate([top[:, [0, 1]], top[:, [1, 2]], top[:, [2, 0]]])
-    key = np.sort(edges, 1)
-    _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
-    border = edges[counts[inverse.ravel()] == 1]  # used once: on the outline
+    key = edges.min(1) * offset + edges.max(1)  # one integer per undirected edge
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    border = edges[counts[inverse] == 1]  # used once: on the outline
     a, b = border[:, 0], border[:, 1]
     down = np.stack([b, a, a + offset], 1)
     return np.concatenate([down, np.stack([b, a + offset, b + offset], 1)])

@@ -24,6 +24,7 @@ class MeshOptions:
     format: MeshFormat = "glb"
     remove_background: bool = True
     relief_depth: float = 0.3
+    preview: bool = True  # render the PNG preview (a job stores it; a sync answer has none)
 
     @property
     def models(self) -> list[str]:
@@ -36,7 +37,7 @@ class MeshOutput:
 
     data: bytes
     content_type: str
-    preview_png: bytes
+    preview_png: bytes | None
     vertices: int
     faces: int
     foreground: Foreground

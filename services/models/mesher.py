@@ -112,7 +112,7 @@ class MesherEngine:
         mesh = normalized(decimate(mesh, options.max_faces))
         data = export(mesh, options.format)
         clock.lap("export")
-        picture = preview(mesh)
+        picture = preview(mesh, device=str(self.runtime.device)) if options.preview else None
         clock.lap("preview")
         return MeshOutput(data, MESH_TYPES[options.format], picture, len(mesh.vertices),
                           mesh.face_count, source, clock.laps)  # fmt: skip

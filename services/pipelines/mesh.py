@@ -40,7 +40,8 @@ def mesh_options(params: dict[str, Any], manifest: Manifest, settings: Settings)
                                param="relief_depth")  # fmt: skip
     model = _engine_model(engine, params.get("model"), manifest, settings)
     return MeshOptions(engine, model, resolution, faces, fmt,  # type: ignore[arg-type]
-                       bool(params.get("remove_background", True)), depth)  # fmt: skip
+                       bool(params.get("remove_background", True)), depth,
+                       bool(params.get("preview", True)))  # fmt: skip
 
 
 def _engine_model(engine: str, asked: Any, manifest: Manifest, settings: Settings) -> str:

@@ -181,6 +181,9 @@ class MeshTask(_Spec):
         default=0.3, ge=RELIEF_DEPTH[0], le=RELIEF_DEPTH[1],
         description="relief: the height of the nearest point, as a share of the width.",
     )  # fmt: skip
+    preview: bool = Field(
+        default=True, description="Render a PNG preview, stored beside a job's mesh."
+    )
 
 
 class PresetTask(_Spec):

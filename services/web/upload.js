@@ -91,7 +91,8 @@ function refreshTask() {
     const example = choice.preset.steps.find((s) => Object.keys(s.params).length) || choice.preset.steps[0];
     $("preset-params").placeholder = example ? JSON.stringify({ [example.id]: example.params }) : "{}";
   } else if (choice) $("preset-params").placeholder = choice.task.example;
-  $("submit").textContent = choice ? `Run ${choice.kind === "task" ? choice.task.label.toLowerCase() : choice.name}` : "Upscale";
+  const label = choice && choice.kind === "task" ? choice.task.label : null;
+  $("submit").textContent = choice ? `Run ${label ? label[0].toLowerCase() + label.slice(1) : choice.name}` : "Upscale";
   $("task-help").textContent = !choice ? "Upscale with the chosen Real-ESRGAN-class model."
     : choice.kind === "task" ? choice.task.help
     : `${choice.preset.description} Steps: ${choice.preset.steps.map((s) => s.id).join(" → ") || "encode only"}.`;
@@ -188,7 +189,9 @@ function showTexts(entry, texts) {
       Pix.el("span", { class: "muted", text: `${step}: ` }),
       said.caption ? Pix.el("q", { class: "caption", text: said.caption }) : null,
       tags.length ? Pix.el("div", { class: "tags" }, tags) : null,
-      said.nsfw !== undefined && said.nsfw !== null ? Pix.el("div", { class: "muted", text: `NSFW ${(said.nsfw * 100).toFixed(1)}%` }) : null));
+      said.nsfw !== undefined && said.nsfw !== null ? Pix.el("div", { class: "muted", text: `NSFW ${(said.nsfw * 100).toFixed(1)}%` }) : null,
+      said.faces !== undefined && said.vertices !== undefined ? Pix.el("span", { class: "mesh-stats",
+        text: `${said.engine} · ${said.faces.toLocaleString()} faces · ${said.vertices.toLocaleString()} vertices · outline: ${said.foreground}` }) : null));
   }
   entry.card.querySelector(".texts")?.remove();
   entry.body.after(box);

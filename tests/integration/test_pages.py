@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -29,19 +30,45 @@ ARTIFACTS = Path(os.environ.get("PIXSERVE_ARTIFACTS", "var/test-artifacts"))
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[playwright_api.Browser]:
+def driver() -> Iterator[playwright_api.Playwright]:
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is needed for the browser tests: apt-get install chromium")
     with playwright_api.sync_playwright() as driver:
-        # Debian's build, launched by path (browser downloads are not possible here)
-        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                         args=["--no-sandbox", "--disable-gpu"])  # fmt: skip
-        yield browser
-        browser.close()
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(driver: playwright_api.Playwright) -> Iterator[playwright_api.Browser]:
+    # Debian's build, launched by path (browser downloads are not possible here)
+    browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu"])  # fmt: skip
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def gl_browser(driver: playwright_api.Playwright) -> Iterator[playwright_api.Browser]:
+    """Chromium with WebGL on the CPU (SwiftShader), for the 3D viewer."""
+    browser = driver.chromium.launch(
+        executable_path=CHROMIUM, headless=True,
+        args=["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"],
+    )  # fmt: skip
+    yield browser
+    browser.close()
 
 
 @pytest.fixture
 def page(browser: playwright_api.Browser) -> Iterator[playwright_api.Page]:
+    yield from _page_of(browser)
+
+
+@pytest.fixture
+def gl_page(gl_browser: playwright_api.Browser) -> Iterator[playwright_api.Page]:
+    yield from _page_of(gl_browser)
+
+
+def _page_of(browser: playwright_api.Browser) -> Iterator[playwright_api.Page]:
+    """A fresh page; any JavaScript error on it fails the test."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     page = context.new_page()
     errors: list[str] = []
@@ -318,3 +345,45 @@ def test_dashboard_shows_the_job_and_the_deployments(
     page.reload()
     page.wait_for_selector("body[data-loaded=true]", timeout=30_000)
     shot(page, "dashboard")
+
+
+def test_image_to_3d_shows_each_mesh_in_the_viewer(
+    gl_page: playwright_api.Page, serve_url: str, tmp_path: Path
+) -> None:
+    """One image (sync): the GLB turns in model-viewer (its canvas is not blank), the
+    viewer's picture is the preview, and each format downloads; two (a job): each card
+    shows the stored preview beside its viewer."""
+    import trimesh
+
+    page = gl_page
+    open_upload_page(page, serve_url)
+    page.select_option("#task", "task:mesh")
+    assert page.locator("#format").is_hidden()  # a mesh's format is one of its fields
+    page.fill("#preset-params", '{"resolution": 32}')
+    page.set_input_files("#files", images(tmp_path, [64]))
+    page.click("#submit")
+    page.wait_for_selector(".card .badge.done", timeout=60_000)
+    page.wait_for_function("document.querySelector('.card model-viewer').loaded === true",
+                           timeout=60_000)  # fmt: skip
+    page.wait_for_selector(".card img.preview:not([hidden])", timeout=30_000)
+    canvas = np.asarray(Image.open(io.BytesIO(page.locator(".card model-viewer").screenshot())))
+    assert canvas[..., :3].std() > 10  # the mesh is drawn, not an empty frame
+    with page.expect_download() as download:
+        page.click(".card a.download")
+    assert download.value.suggested_filename == "astronaut-0.mesh.glb"
+    scene = trimesh.load(download.value.path(), file_type="glb")
+    assert next(iter(scene.geometry.values())).is_watertight
+    with page.expect_download() as other:
+        page.click(".card button[data-format=ply]")
+    assert other.value.suggested_filename == "astronaut-0.mesh.ply"
+    shot(page, "upload-mesh")
+    page.click("#clear")
+    page.set_input_files("#files", images(tmp_path, [40, 48]))
+    page.click("#submit")  # two images: a job, followed over SSE
+    page.wait_for_function("document.querySelectorAll('.card .badge.done').length === 2",
+                           timeout=90_000)  # fmt: skip
+    previews = page.locator(".card img.preview")
+    assert previews.count() == 2 and "faces" in page.inner_text(".card .mesh-stats")
+    assert all(previews.nth(i).evaluate("i => i.complete && i.naturalWidth === 512")
+               for i in range(2))  # fmt: skip
+    shot(page, "upload-mesh-job")

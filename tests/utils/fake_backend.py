@@ -115,7 +115,7 @@ class FakeBackend:
         return MeshOutput(
             export(mesh, options.format),
             MESH_TYPES[options.format],
-            preview(mesh, 64),
+            preview(mesh, 64) if options.preview else None,
             len(mesh.vertices),
             mesh.face_count,
             "none",

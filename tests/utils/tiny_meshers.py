@@ -20,6 +20,24 @@ TINY_TRIPOSR = "tiny-triposr"
 TINY_DEPTH = "tiny-depth-anything"
 TINY_SEGMENTER = "tiny-segformer"
 SEGMENT_LABELS = ["wall", "person", "sky", "cat"]
+# the official config.yaml of stabilityai/TripoSR (as its model card's code reads it)
+OFFICIAL_TRIPOSR_CONFIG = {
+    "cond_image_size": 512,
+    "image_tokenizer_cls": "tsr.models.tokenizers.image.DINOSingleImageTokenizer",
+    "image_tokenizer": {"pretrained_model_name_or_path": "facebook/dino-vitb16"},
+    "tokenizer_cls": "tsr.models.tokenizers.triplane.Triplane1DTokenizer",
+    "tokenizer": {"plane_size": 32, "num_channels": 1024},
+    "backbone_cls": "tsr.models.transformer.transformer_1d.Transformer1D",
+    "backbone": {"in_channels": "${tokenizer.num_channels}", "num_attention_heads": 16,
+                 "attention_head_dim": 64, "num_layers": 16, "cross_attention_dim": 768},
+    "post_processor_cls": "tsr.models.network_utils.TriplaneUpsampleNetwork",
+    "post_processor": {"in_channels": 1024, "out_channels": 40},
+    "decoder_cls": "tsr.models.network_utils.NeRFMLP",
+    "decoder": {"in_channels": 120, "n_neurons": 64, "n_hidden_layers": 9, "activation": "silu"},
+    "renderer_cls": "tsr.models.nerf_renderer.TriplaneNeRFRenderer",
+    "renderer": {"radius": 0.87, "feature_reduction": "concat", "density_activation": "exp",
+                 "density_bias": -1.0, "num_samples_per_ray": 128},
+}  # fmt: skip
 TRIPOSR_CONFIG = {
     "cond_image_size": 64,
     "image_tokenizer_cls": "tsr.models.tokenizers.image.DINOSingleImageTokenizer",
@@ -62,26 +80,34 @@ def mesh_entries(root: Path) -> list[dict[str, object]]:
             _entry(TINY_SEGMENTER, "segment", "SegFormer")]  # fmt: skip
 
 
-def write_triposr(folder: Path) -> None:
+def write_triposr(
+    folder: Path, config: dict[str, Any] | None = None, dino: dict[str, Any] | None = TINY_DINO,
+    inside: float = 0.5,
+) -> None:  # fmt: skip
     """A random TripoSR whose density crosses the surface threshold (25) for any image
-    (its bias puts a grey image's median density there), so the isosurface is not
-    empty; saved as the official repository lays it out."""
+    (its bias puts that share of a grey image's field ``inside``), so the isosurface is
+    not empty; saved as the official repository lays it out. ``config`` defaults to the
+    tiny one; ``dino`` None leaves the ViT's config to the known DINO ViT-B/16."""
     from transformers import ViTConfig
 
+    config = config or TRIPOSR_CONFIG
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump(TRIPOSR_CONFIG, sort_keys=False))
-    ViTConfig(**TINY_DINO).save_pretrained(folder / "dino")
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    if dino is not None:
+        ViTConfig(**dino).save_pretrained(folder / "dino")
     torch.manual_seed(3)
     model = TripoSR(TripoConfig.read(folder))
     last = model.decoder.layers[-1]
     assert isinstance(last, torch.nn.Linear)
     with torch.no_grad():
         last.weight[0] *= 8.0  # a field that varies, so a surface has a shape
-        grey = torch.full((1, 3, 64, 64), 0.5)
+        side = int(config["cond_image_size"])
+        grey = torch.full((1, 3, side, side), 0.5)
         axis = torch.linspace(-0.8, 0.8, 16)
         grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
         density, _ = model.query(model.scene_codes(grey)[0], grid)
-        last.bias[0] += math.log(25.0) - math.log(float(density.median()))
+        level = float(torch.quantile(density, 1.0 - inside))
+        last.bias[0] += math.log(25.0) - math.log(level)
     state = {_old_name(key): value for key, value in model.state_dict().items()}
     torch.save(state, folder / "model.ckpt")
 

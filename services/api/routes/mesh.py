@@ -60,7 +60,8 @@ async def create_mesh(
     ``X-Pixserve-Foreground`` headers."""
     fields = {"task": "mesh", "engine": engine, "model": model, "resolution": resolution,
               "max_faces": max_faces, "format": mesh_format,
-              "remove_background": remove_background, "relief_depth": relief_depth}  # fmt: skip
+              "remove_background": remove_background, "relief_depth": relief_depth,
+              "preview": False}  # fmt: skip  # a sync answer is the mesh alone
     response = task_response(await runner.run(fields, await read_upload(image, settings)))
     response.headers["Content-Disposition"] = f'attachment; filename="{_FILENAMES[mesh_format]}"'
     return response

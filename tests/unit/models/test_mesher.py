@@ -23,10 +23,10 @@ from services.models.store import ModelStore
 from services.models.triposr import TripoConfig, TripoSR, _renamed
 from services.pipelines.mesh import mesh_options
 from tests.utils.tiny_meshers import (
+    OFFICIAL_TRIPOSR_CONFIG,
     TINY_DEPTH,
     TINY_SEGMENTER,
     TINY_TRIPOSR,
-    TRIPOSR_CONFIG,
     checkpoint_keys,
 )
 from tests.utils.tiny_models import build_tiny_store
@@ -69,16 +69,22 @@ def test_the_official_checkpoint_layout_loads_key_for_key(store: tuple[Path, Pat
     assert set(_renamed(state, wanted)) == wanted
 
 
-def test_the_config_resolves_its_references_and_knows_dino(tmp_path: Path) -> None:
+def test_the_official_config_builds_the_official_shapes(tmp_path: Path) -> None:
+    """The published config's ``${...}`` reference resolves, DINO's config is known, and
+    the modules carry the checkpoint's names and shapes (built on the meta device)."""
     import yaml
 
-    official = {**TRIPOSR_CONFIG, "cond_image_size": 512,
-                "image_tokenizer": {"pretrained_model_name_or_path": "facebook/dino-vitb16"},
-                "tokenizer": {"plane_size": 32, "num_channels": 1024}}  # fmt: skip
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(official))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(OFFICIAL_TRIPOSR_CONFIG))
     config = TripoConfig.read(tmp_path)
     assert config.plane_channels == 1024 and config.vit["hidden_size"] == 768
-    assert config.vit["patch_size"] == 16 and config.density_activation == "exp"
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in TripoSR(config).state_dict().items()}
+    assert shapes["tokenizer.embeddings"] == (3, 1024, 32, 32)
+    assert shapes["backbone.transformer_blocks.15.attn2.to_k.weight"] == (1024, 768)
+    assert shapes["backbone.transformer_blocks.0.ff.net.0.proj.weight"] == (8192, 1024)
+    assert shapes["post_processor.upsample.weight"] == (1024, 40, 2, 2)
+    assert shapes["decoder.layers.18.weight"] == (4, 64)  # 9 hidden layers of 64
+    assert shapes["image_tokenizer.model.embeddings.position_embeddings"] == (1, 197, 768)
 
 
 def test_triposr_makes_a_vertex_coloured_mesh_within_the_budget(
