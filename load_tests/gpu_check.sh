@@ -7,6 +7,7 @@
 #   encoders at 2048x2048, nvjpeg among them
 #   GFPGAN batched vs one face at a time
 #   SDXL (real size, random weights) compiled vs the plain diffusers pipeline
+#   image to 3D: TripoSR and depth relief (real sizes, random weights) vs plain fp32
 #
 # Each step writes its own JSON; the last step merges them into $OUT/gpu_check.json
 # (device name, torch, every step's payload, and each step's exit status), so one
@@ -49,7 +50,8 @@ prepare() {
     "opentelemetry-api==$(pkg_version opentelemetry-api)" \
     "importlib-metadata==$(pkg_version importlib-metadata)" \
     "lazy-importer==$(pkg_version lazy-importer)" \
-    "typing-extensions==$(pkg_version typing-extensions)"
+    "typing-extensions==$(pkg_version typing-extensions)" \
+    "trimesh==$(pkg_version trimesh)" "fast-simplification==$(pkg_version fast-simplification)"
   du -sh "$GPU_DIR"
 }
 
@@ -102,11 +104,13 @@ main() {
     local upscale="--requests 2 --size 32 --rounds 1 --tile-size 32" null_size="--size 32"
     local codecs="--size 64 --rounds 1" faces="--faces 1 --batch 1 --rounds 1"
     local sdxl="--tiny --size 64 --steps 2 --rounds 1" compile="" device=cpu
+    local mesh="--tiny --resolution 24 --rounds 1"
   else
     install_wheels
     local upscale="--requests 16 --size 512 --rounds 3" null_size="--size 512"
     local codecs="--size 2048 --rounds 1" faces="--faces 64 --batch 8 --rounds 3"
     local sdxl="--size 1024 --steps 30 --rounds 2" compile="--compile" device=cuda
+    local mesh="--resolution 256 --rounds 2"
   fi
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
     | tee -a "$OUT/log"
@@ -128,6 +132,8 @@ print(import_package(ModelStore(Path(sys.argv[1]), load_manifest(None)), "x4plus
     --json "$OUT/faces.json"
   step sdxl 120 $PY load_tests/bench_models.py sdxl --device "$device" $sdxl \
     --json "$OUT/sdxl.json"
+  step mesh 120 $PY load_tests/bench_models.py mesh --device "$device" $mesh \
+    --json "$OUT/mesh.json"
   if [ -n "$compile" ]; then  # compilations last: they cost what no other step does
     step x4plus-compiled 150 $bench --model x4plus --store "$store" --compile $upscale \
       --json "$OUT/x4plus_compiled.json"

@@ -64,9 +64,11 @@ def test_gpu_check_dry_runs_on_cpu(tmp_path: Path) -> None:
     log = (tmp_path / "log").read_text() if (tmp_path / "log").exists() else ""
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + log[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    steps = ["import-x4plus", "x4plus", "null-ceiling", "codecs", "faces", "sdxl"]
+    steps = ["import-x4plus", "x4plus", "null-ceiling", "codecs", "faces", "sdxl", "mesh"]
     assert report["exit_status"] == dict.fromkeys(steps, 0)
-    assert set(report["results"]) == {"x4plus", "null", "codecs", "faces", "sdxl"}
+    assert set(report["results"]) == {"x4plus", "null", "codecs", "faces", "sdxl", "mesh"}
+    meshes = report["results"]["mesh"]["seconds_per_mesh"]
+    assert set(meshes) == {"relief", "triposr"} and all(m["pixserve"] > 0 for m in meshes.values())
     x4plus = report["results"]["x4plus"]["results"]
     assert [r["mode"][0] for r in x4plus] == ["a", "b"] and all(
         r["images_per_s"] > 0 for r in x4plus
