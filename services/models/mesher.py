@@ -15,9 +15,10 @@ GLB, OBJ (zipped with its material and texture) or PLY, with a PNG preview.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,7 @@ FOREGROUND_RATIO = 0.85  # the object's share of TripoSR's input square
 QUERY_CHUNK = 1 << 18  # grid points per decoder pass (halved on CUDA OOM)
 MIN_QUERY_CHUNK = 1 << 12
 TEXTURE_SIDE = 2048  # a relief's texture, longest side at most
+WORK_SIDE = 1024  # outlines and depth maps, longest side at most
 # ADE20K's surroundings (and a binary model's "background"): not the object
 BACKGROUND_LABELS = frozenset({
     "background", "wall", "floor", "ceiling", "sky", "road", "grass", "ground", "earth",
@@ -95,16 +97,20 @@ class MesherEngine:
             self.load_seconds[name] = time.perf_counter() - started
 
     def mesh(self, image: np.ndarray, options: MeshOptions) -> MeshOutput:
-        """A mesh of one RGB or RGBA uint8 image."""
+        """A mesh of one RGB or RGBA uint8 image. Outlines and depth are worked out at
+        most ``WORK_SIDE`` px a side (a 4K upload's class scores would not fit), the
+        depth model runs at most once."""
         clock = _Clock()
+        work = _work_size(image.shape[:2])
+        nearness = functools.cache(lambda: self._depth(image[..., :3], work))
         with self._counting():
-            mask, source = self._foreground(image, options) if options.remove_background \
+            mask, source = self._foreground(image, work, nearness) if options.remove_background \
                 else (None, "none")  # fmt: skip
             clock.lap("foreground")
             if options.engine == "triposr":
                 mesh = self._triposr(image, mask, options)
             else:
-                mesh = self._relief(image, mask, options)
+                mesh = self._relief(image, mask, nearness(), options)
         clock.lap("reconstruct")
         if not mesh.face_count:
             raise InvalidParameter("image: no surface was found in it; try remove_background "
@@ -130,23 +136,25 @@ class MesherEngine:
 
     # -- foreground ------------------------------------------------------------
 
-    def _foreground(self, image: np.ndarray, options: MeshOptions) -> tuple[np.ndarray | None,
-                                                                           Foreground]:  # fmt: skip
-        """The object's mask and where it came from."""
+    def _foreground(
+        self, image: np.ndarray, work: tuple[int, int], nearness: Callable[[], np.ndarray]
+    ) -> tuple[np.ndarray | None, Foreground]:
+        """The object's mask at the work size, and where it came from."""
         if image.shape[2] == 4 and int(image[..., 3].min()) < 255:
-            return _largest(image[..., 3] > 127), "alpha"
+            return _largest(_resize_mask(image[..., 3] > 127, work)), "alpha"
         if "segment" in self.models:
-            return _largest(self._segment(image[..., :3])), "segmentation"
+            return _largest(self._segment(image[..., :3], work)), "segmentation"
         if "depth" in self.models:
-            return _largest(_near(self._depth(image[..., :3], image.shape[:2]))), "depth"
+            return _largest(_near(nearness())), "depth"
         return None, "none"
 
-    def _segment(self, rgb: np.ndarray) -> np.ndarray:
+    def _segment(self, rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """Pixels at ``size`` whose class is not a surrounding (wall, floor, sky...)."""
         model, processor = self.models["segment"]
         inputs = processor(images=rgb, return_tensors="pt").to(self.runtime.device)
         with torch.inference_mode():
             logits = model(pixel_values=inputs["pixel_values"].to(self.dtype)).logits
-        logits = nnf.interpolate(logits.float(), size=rgb.shape[:2], mode="bilinear")
+        logits = nnf.interpolate(logits.float(), size=size, mode="bilinear")
         labels = logits.argmax(1)[0].cpu().numpy()
         names = model.config.id2label
         background = [i for i, name in names.items() if str(name).lower() in BACKGROUND_LABELS]
@@ -164,11 +172,12 @@ class MesherEngine:
 
     # -- engines ---------------------------------------------------------------
 
-    def _relief(self, image: np.ndarray, mask: np.ndarray | None, options: MeshOptions) -> Mesh:
+    def _relief(self, image: np.ndarray, mask: np.ndarray | None, nearness: np.ndarray,
+                options: MeshOptions) -> Mesh:  # fmt: skip
         rows, cols = _grid(image.shape[:2], options.resolution, options.max_faces)
-        nearness = self._depth(image[..., :3], (rows, cols))
+        grid = torch.from_numpy(nearness)[None, None]
         cut = None if mask is None else _resize_mask(mask, (rows, cols))
-        depth = _unit(nearness, cut)
+        depth = _unit(nnf.interpolate(grid, size=(rows, cols), mode="area")[0, 0].numpy(), cut)
         mesh = relief(depth, cut, options.relief_depth)
         mesh.texture = _texture(image[..., :3])
         return mesh
@@ -176,7 +185,8 @@ class MesherEngine:
     def _triposr(self, image: np.ndarray, mask: np.ndarray | None, options: MeshOptions) -> Mesh:
         model: TripoSR = self._model("mesh")
         size = model.config.cond_image_size
-        condition = _centred(image[..., :3], mask, size).to(self.runtime.device, self.dtype)
+        outline = None if mask is None else _resize_mask(mask, image.shape[:2])
+        condition = _centred(image[..., :3], outline, size).to(self.runtime.device, self.dtype)
         with torch.inference_mode():
             triplane = model.scene_codes(condition)[0]
             density = self._density(model, triplane, options.resolution)
@@ -259,6 +269,13 @@ class _Clock:
         now = time.perf_counter()
         self.laps[name] = now - self.mark
         self.mark = now
+
+
+def _work_size(shape: tuple[int, int]) -> tuple[int, int]:
+    """``shape`` scaled down to at most ``WORK_SIDE`` on its longer side."""
+    height, width = shape
+    ratio = min(1.0, WORK_SIDE / max(height, width))
+    return max(1, round(height * ratio)), max(1, round(width * ratio))
 
 
 def _grid(shape: tuple[int, int], resolution: int, max_faces: int) -> tuple[int, int]:

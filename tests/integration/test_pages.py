@@ -21,6 +21,7 @@ from PIL import Image
 
 from tests.integration.test_jobs_api import submit, wait
 from tests.utils.images import astronaut, encode
+from tests.utils.tiny_meshers import TINY_DEPTH
 from tests.utils.tiny_models import TINY_COMPACT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -387,3 +388,6 @@ def test_image_to_3d_shows_each_mesh_in_the_viewer(
     assert all(previews.nth(i).evaluate("i => i.complete && i.naturalWidth === 512")
                for i in range(2))  # fmt: skip
     shot(page, "upload-mesh-job")
+    page.goto(f"{serve_url}/dashboard")  # the meshes count among the models' outputs
+    page.wait_for_function(f"document.querySelector('#cost').innerText.includes('{TINY_DEPTH}')",
+                           timeout=30_000)  # fmt: skip
