@@ -94,6 +94,7 @@ def client(
         redis_url=redis.url, storage_url=f"file://{store}", max_upload_bytes=2_000_000,
         max_job_bytes=4_000_000, models=["x4plus", "x2plus"], default_model="x4plus",
         denoise_models=["scunet-color"], default_denoise_model="scunet-color",
+        depth_model="depth-anything-v2-small", mesh_model="triposr", mesh_max_resolution=32,
     )  # fmt: skip
     app = create_api(settings, backend, build_job_service(settings, backend))
     with TestClient(app, raise_server_exceptions=False) as test_client:
