@@ -18,8 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,8 +30,6 @@ from services.config import MODEL_SETTINGS, Settings
 from services.errors import (
     EngineOutOfMemory,
     InvalidParameter,
-    ModelNotReady,
-    NotConfigured,
     PixserveError,
 )
 from services.imaging.meshes import (
@@ -46,7 +43,7 @@ from services.imaging.meshes import (
     relief,
 )
 from services.models.mesh_io import Foreground, MeshOptions, MeshOutput
-from services.models.runtime import EngineStatus, TorchRuntime
+from services.models.runtime import EngineStatus, TorchRuntime, absent_model
 from services.models.store import ModelStore
 from services.models.triposr import TripoSR
 
@@ -103,7 +100,7 @@ class MesherEngine:
         clock = _Clock()
         work = _work_size(image.shape[:2])
         nearness = functools.cache(lambda: self._depth(image[..., :3], work))
-        with self._counting():
+        with self.runtime.counting():
             mask, source = self._foreground(image, work, nearness) if options.remove_background \
                 else (None, "none")  # fmt: skip
             clock.lap("foreground")
@@ -226,11 +223,7 @@ class MesherEngine:
     def _model(self, role: str) -> Any:
         if role in self.models:
             return self.models[role]
-        name = getattr(self.settings, ROLES[role])
-        if name is None:
-            raise NotConfigured(f"no {role} model is configured: set {ROLES[role]} and fetch "
-                                "the model with `pixserve models pull NAME`")  # fmt: skip
-        raise ModelNotReady(self.missing.get(name) or f"{name} is not loaded")
+        raise absent_model(role, ROLES[role], getattr(self.settings, ROLES[role]), self.missing)
 
     def _load(self, role: str, name: str) -> Any:
         spec = self.store.manifest.for_task(name, role)  # type: ignore[arg-type]
@@ -246,16 +239,6 @@ class MesherEngine:
         model = getattr(library, kind).from_pretrained(path, dtype=self.dtype)
         processor = library.AutoImageProcessor.from_pretrained(path)
         return model.to(device).eval(), processor
-
-    @contextmanager
-    def _counting(self) -> Iterator[None]:
-        """CUDA errors count towards the health check; a success resets the count."""
-        try:
-            yield
-        except RuntimeError:
-            self.runtime.count_error()
-            raise
-        self.runtime.cuda_errors = 0
 
 
 class _Clock:

@@ -30,15 +30,16 @@ DINO_VITB16 = {
     "intermediate_size": 3072, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
     "image_size": 224, "patch_size": 16, "num_channels": 3, "qkv_bias": True,
 }  # fmt: skip
-# transformers 5 renamed ViT's modules; the checkpoint keeps the 4.x names
-_VIT_RENAMES = (
-    (r"\.encoder\.layer\.(\d+)\.", r".layers.\1."),
-    (r"\.attention\.attention\.query\.", ".attention.q_proj."),
-    (r"\.attention\.attention\.key\.", ".attention.k_proj."),
-    (r"\.attention\.attention\.value\.", ".attention.v_proj."),
-    (r"\.attention\.output\.dense\.", ".attention.o_proj."),
-    (r"\.intermediate\.dense\.", ".mlp.fc1."),
-    (r"\.output\.dense\.", ".mlp.fc2."),
+# transformers 5 renamed ViT's modules; the checkpoint keeps the 4.x names: (4.x, 5),
+# applied in this order (attention.output.dense before output.dense)
+VIT_NAMES = (
+    (".encoder.layer.", ".layers."),
+    (".attention.attention.query.", ".attention.q_proj."),
+    (".attention.attention.key.", ".attention.k_proj."),
+    (".attention.attention.value.", ".attention.v_proj."),
+    (".attention.output.dense.", ".attention.o_proj."),
+    (".intermediate.dense.", ".mlp.fc1."),
+    (".output.dense.", ".mlp.fc2."),
 )
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -319,11 +320,13 @@ class TripoSR(nn.Module):
 
 def _renamed(state: dict[str, torch.Tensor], wanted: set[str]) -> dict[str, torch.Tensor]:
     """The checkpoint's keys as this transformers version names the ViT's modules."""
-    renamed = {}
-    for key, value in state.items():
-        name = key
-        if name not in wanted and name.startswith("image_tokenizer.model."):
-            for pattern, replacement in _VIT_RENAMES:
-                name = re.sub(pattern, replacement, name)
-        renamed[name] = value
-    return renamed
+    return {key if key in wanted else vit_name(key): value for key, value in state.items()}
+
+
+def vit_name(key: str, newer: bool = True) -> str:
+    """An image tokenizer key in transformers 5's names (``newer``) or 4.x's."""
+    if not key.startswith("image_tokenizer.model."):
+        return key
+    for old, new in VIT_NAMES if newer else VIT_NAMES[::-1]:
+        key = key.replace(old, new) if newer else key.replace(new, old)
+    return key

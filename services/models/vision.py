@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +18,9 @@ import numpy as np
 import torch
 
 from services.config import MODEL_SETTINGS, Settings
-from services.errors import InvalidParameter, ModelNotReady, NotConfigured, PixserveError
+from services.errors import InvalidParameter, PixserveError
 from services.models.classifiers import Classifier, load_classifier, nsfw_index
-from services.models.runtime import EngineStatus, TorchRuntime
+from services.models.runtime import EngineStatus, TorchRuntime, absent_model
 from services.models.store import ModelStore
 
 logger = logging.getLogger(__name__)
@@ -167,25 +166,15 @@ class VisionEngine:
         return round(float(scores[nsfw_index(classifier)]), 4)
 
     def _classify(self, classifier: Classifier, image: np.ndarray) -> torch.Tensor:
-        with self._counting():
+        with self.runtime.counting():
             return classifier.logits(image)
 
     def _generate(self, model: Any, inputs: Any, max_tokens: int, **options: Any) -> torch.Tensor:
         inputs = inputs.to(self.runtime.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        with self._counting(), torch.inference_mode():
+        with self.runtime.counting(), torch.inference_mode():
             output: torch.Tensor = model.generate(**inputs, max_new_tokens=max_tokens, **options)
         return output.cpu()
-
-    @contextmanager
-    def _counting(self) -> Iterator[None]:
-        """CUDA errors count towards the health check; a success resets the count."""
-        try:
-            yield
-        except RuntimeError:
-            self.runtime.count_error()
-            raise
-        self.runtime.cuda_errors = 0
 
     def _model(self, role: str) -> tuple[Any, Any]:
         if role in self.models:
@@ -198,11 +187,7 @@ class VisionEngine:
         raise self._absent(role)
 
     def _absent(self, role: str) -> PixserveError:
-        name = getattr(self.settings, ROLES[role])
-        if name is None:
-            return NotConfigured(f"no {role} model is configured: set {ROLES[role]} and fetch "
-                                 "the model with `pixserve models pull NAME`")  # fmt: skip
-        return ModelNotReady(self.missing.get(name) or f"{name} is not loaded")
+        return absent_model(role, ROLES[role], getattr(self.settings, ROLES[role]), self.missing)
 
     def _load(self, role: str, name: str) -> None:
         spec = self.store.manifest.for_task(name, role)  # type: ignore[arg-type]

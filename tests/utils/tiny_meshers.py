@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from services.models.triposr import TripoConfig, TripoSR
+from services.models.triposr import TripoConfig, TripoSR, vit_name
 
 TINY_TRIPOSR = "tiny-triposr"
 TINY_DEPTH = "tiny-depth-anything"
@@ -38,37 +37,20 @@ OFFICIAL_TRIPOSR_CONFIG = {
     "renderer": {"radius": 0.87, "feature_reduction": "concat", "density_activation": "exp",
                  "density_bias": -1.0, "num_samples_per_ray": 128},
 }  # fmt: skip
-TRIPOSR_CONFIG = {
+TRIPOSR_CONFIG = {  # the official layout at test width
+    **OFFICIAL_TRIPOSR_CONFIG,
     "cond_image_size": 64,
-    "image_tokenizer_cls": "tsr.models.tokenizers.image.DINOSingleImageTokenizer",
     "image_tokenizer": {"pretrained_model_name_or_path": "dino"},
-    "tokenizer_cls": "tsr.models.tokenizers.triplane.Triplane1DTokenizer",
     "tokenizer": {"plane_size": 8, "num_channels": 32},
-    "backbone_cls": "tsr.models.transformer.transformer_1d.Transformer1D",
     "backbone": {"in_channels": "${tokenizer.num_channels}", "num_attention_heads": 2,
                  "attention_head_dim": 16, "num_layers": 1, "cross_attention_dim": 32,
                  "norm_num_groups": 8},
-    "post_processor_cls": "tsr.models.network_utils.TriplaneUpsampleNetwork",
     "post_processor": {"in_channels": 32, "out_channels": 8},
-    "decoder_cls": "tsr.models.network_utils.NeRFMLP",
     "decoder": {"in_channels": 24, "n_neurons": 16, "n_hidden_layers": 2, "activation": "silu"},
-    "renderer_cls": "tsr.models.nerf_renderer.TriplaneNeRFRenderer",
-    "renderer": {"radius": 0.87, "feature_reduction": "concat", "density_activation": "exp",
-                 "density_bias": -1.0, "num_samples_per_ray": 128},
 }  # fmt: skip
 TINY_DINO = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
              "intermediate_size": 64, "image_size": 32, "patch_size": 8,
              "qkv_bias": True}  # fmt: skip
-# the names transformers 4.x gave ViT's modules, as the official checkpoint keeps them
-_OLD_VIT_NAMES = (
-    (r"\.layers\.(\d+)\.", r".encoder.layer.\1."),
-    (r"\.attention\.q_proj\.", ".attention.attention.query."),
-    (r"\.attention\.k_proj\.", ".attention.attention.key."),
-    (r"\.attention\.v_proj\.", ".attention.attention.value."),
-    (r"\.attention\.o_proj\.", ".attention.output.dense."),
-    (r"\.mlp\.fc1\.", ".intermediate.dense."),
-    (r"\.mlp\.fc2\.", ".output.dense."),
-)
 
 
 def mesh_entries(root: Path) -> list[dict[str, object]]:
@@ -108,16 +90,8 @@ def write_triposr(
         density, _ = model.query(model.scene_codes(grey)[0], grid)
         level = float(torch.quantile(density, 1.0 - inside))
         last.bias[0] += math.log(25.0) - math.log(level)
-    state = {_old_name(key): value for key, value in model.state_dict().items()}
+    state = {vit_name(key, newer=False): value for key, value in model.state_dict().items()}
     torch.save(state, folder / "model.ckpt")
-
-
-def _old_name(key: str) -> str:
-    if not key.startswith("image_tokenizer.model."):
-        return key
-    for pattern, replacement in _OLD_VIT_NAMES:
-        key = re.sub(pattern, replacement, key)
-    return key
 
 
 def _depth(folder: Path) -> None:
