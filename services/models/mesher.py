@@ -19,18 +19,17 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as nnf
 
-from services.config import MODEL_SETTINGS, Settings
+from services.config import MODEL_SETTINGS
 from services.errors import (
     EngineOutOfMemory,
     InvalidParameter,
-    PixserveError,
 )
 from services.imaging.meshes import (
     MESH_TYPES,
@@ -43,8 +42,7 @@ from services.imaging.meshes import (
     relief,
 )
 from services.models.mesh_io import Foreground, MeshOptions, MeshOutput
-from services.models.runtime import EngineStatus, TorchRuntime, absent_model
-from services.models.store import ModelStore
+from services.models.roles import RoleEngine
 from services.models.triposr import TripoSR
 
 logger = logging.getLogger(__name__)
@@ -64,34 +62,11 @@ BACKGROUND_LABELS = frozenset({
 
 
 @dataclass
-class MesherEngine:
+class MesherEngine(RoleEngine):
     """Loads the configured TripoSR, depth and segmentation models; makes meshes."""
 
-    settings: Settings
-    store: ModelStore
-    gpu_share: float = 0.0
-    models: dict[str, Any] = field(default_factory=dict)  # role -> model (and processor)
-    missing: dict[str, str] = field(default_factory=dict)
-    load_seconds: dict[str, float] = field(default_factory=dict)
+    roles: ClassVar[dict[str, str]] = ROLES
     query_chunk: int = QUERY_CHUNK
-
-    def __post_init__(self) -> None:
-        self.runtime = TorchRuntime(self.settings, self.gpu_share)
-        self.dtype = self.runtime.dtype
-
-    def load(self) -> None:
-        self.runtime.apply_limits()
-        for role, setting in ROLES.items():
-            if (name := getattr(self.settings, setting)) is None:
-                continue
-            started = time.perf_counter()
-            try:
-                self.models[role] = self._load(role, name)
-            except PixserveError as exc:
-                logger.warning("%s not loaded: %s", name, exc.message)
-                self.missing[name] = exc.message
-                continue
-            self.load_seconds[name] = time.perf_counter() - started
 
     def mesh(self, image: np.ndarray, options: MeshOptions) -> MeshOutput:
         """A mesh of one RGB or RGBA uint8 image. Outlines and depth are worked out at
@@ -119,17 +94,6 @@ class MesherEngine:
         clock.lap("preview")
         return MeshOutput(data, MESH_TYPES[options.format], picture, len(mesh.vertices),
                           mesh.face_count, source, clock.laps)  # fmt: skip
-
-    def status(self) -> EngineStatus:
-        names = {getattr(self.settings, ROLES[role]): 1 for role in self.models}
-        return EngineStatus(str(self.runtime.device), str(self.dtype).removeprefix("torch."),
-                            names, dict(self.missing), dict(self.load_seconds))  # fmt: skip
-
-    def gpu_memory(self) -> dict[str, float]:
-        return self.runtime.gpu_memory()
-
-    def check_health(self) -> None:
-        self.runtime.check_errors()
 
     # -- foreground ------------------------------------------------------------
 
@@ -219,11 +183,6 @@ class MesherEngine:
                 logger.warning("CUDA out of memory; query chunk now %d", self.query_chunk)
 
     # -- models ----------------------------------------------------------------
-
-    def _model(self, role: str) -> Any:
-        if role in self.models:
-            return self.models[role]
-        raise absent_model(role, ROLES[role], getattr(self.settings, ROLES[role]), self.missing)
 
     def _load(self, role: str, name: str) -> Any:
         spec = self.store.manifest.for_task(name, role)  # type: ignore[arg-type]

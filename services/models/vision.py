@@ -9,19 +9,17 @@ a request for what is not loaded gets a 503 naming the setting and the fetch com
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from services.config import MODEL_SETTINGS, Settings
-from services.errors import InvalidParameter, PixserveError
+from services.config import MODEL_SETTINGS
+from services.errors import InvalidParameter
 from services.models.classifiers import Classifier, load_classifier, nsfw_index
-from services.models.runtime import EngineStatus, TorchRuntime, absent_model
-from services.models.store import ModelStore
+from services.models.roles import RoleEngine
 
 logger = logging.getLogger(__name__)
 ROLES = {role: MODEL_SETTINGS[role] for role in ("caption", "tags", "nsfw", "vqa")}
@@ -75,35 +73,16 @@ class Answer:
 
 
 @dataclass
-class VisionEngine:
-    """Loads the configured vision models; describes images and answers questions."""
+class VisionEngine(RoleEngine):
+    """Loads the configured vision models; describes images and answers questions.
+    ``models`` holds (model, processor) for caption and vqa, a ``Classifier`` for tags
+    and nsfw."""
 
-    settings: Settings
-    store: ModelStore
-    gpu_share: float = 0.0
-    models: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # role -> model, processor
-    classifiers: dict[str, Classifier] = field(default_factory=dict)  # tags, nsfw
-    missing: dict[str, str] = field(default_factory=dict)
-    load_seconds: dict[str, float] = field(default_factory=dict)
+    roles: ClassVar[dict[str, str]] = ROLES
 
     def __post_init__(self) -> None:
-        self.runtime = TorchRuntime(self.settings, self.gpu_share)
+        super().__post_init__()
         self.dtype = torch.float16 if self.runtime.on_cuda else torch.float32
-
-    def load(self) -> None:
-        self.runtime.apply_limits()
-        for role, setting in ROLES.items():
-            name = getattr(self.settings, setting)
-            if name is None:
-                continue
-            started = time.perf_counter()
-            try:
-                self._load(role, name)
-            except PixserveError as exc:  # absent, or not a model for this role
-                logger.warning("%s not loaded: %s", name, exc.message)
-                self.missing[name] = exc.message
-                continue
-            self.load_seconds[name] = time.perf_counter() - started
 
     def describe(self, image: np.ndarray, want: set[str]) -> Description:
         """``want`` of caption, tags, nsfw for an RGB uint8 image."""
@@ -127,18 +106,6 @@ class VisionEngine:
                                 **question.sampling())  # fmt: skip
         text = processor.decode(output[0], skip_special_tokens=True).strip()
         return Answer(text, int(inputs["input_ids"].shape[-1]), int(output.shape[-1]))
-
-    def status(self) -> EngineStatus:
-        roles = [*self.models, *self.classifiers]
-        names = {getattr(self.settings, ROLES[role]): 1 for role in roles}
-        return EngineStatus(str(self.runtime.device), str(self.dtype).removeprefix("torch."),
-                            names, dict(self.missing), dict(self.load_seconds))  # fmt: skip
-
-    def gpu_memory(self) -> dict[str, float]:
-        return self.runtime.gpu_memory()
-
-    def check_health(self) -> None:
-        self.runtime.check_errors()
 
     def _caption(self, image: np.ndarray) -> str:
         model, processor = self._model("caption")
@@ -176,35 +143,26 @@ class VisionEngine:
             output: torch.Tensor = model.generate(**inputs, max_new_tokens=max_tokens, **options)
         return output.cpu()
 
-    def _model(self, role: str) -> tuple[Any, Any]:
-        if role in self.models:
-            return self.models[role]
-        raise self._absent(role)
-
     def _classifier(self, role: str) -> Classifier:
-        if role in self.classifiers:
-            return self.classifiers[role]
-        raise self._absent(role)
+        classifier: Classifier = self._model(role)
+        return classifier
 
-    def _absent(self, role: str) -> PixserveError:
-        return absent_model(role, ROLES[role], getattr(self.settings, ROLES[role]), self.missing)
-
-    def _load(self, role: str, name: str) -> None:
+    def _load(self, role: str, name: str) -> Any:
+        """A classifier for tags and nsfw; (BLIP model, processor) for caption and vqa."""
         spec = self.store.manifest.for_task(name, role)  # type: ignore[arg-type]
         path = self.store.locate(spec.name)
         if role in ("tags", "nsfw"):
             classifier = load_classifier(spec, path, self.runtime.device, self.dtype)
             if role == "nsfw":
                 nsfw_index(classifier)
-            self.classifiers[role] = classifier
-            return
+            return classifier
         import transformers
 
         library: Any = transformers  # its typing is partial
         kind = "BlipForConditionalGeneration" if role == "caption" else "BlipForQuestionAnswering"
         model = getattr(library, kind).from_pretrained(path, dtype=self.dtype)
         processor = library.BlipProcessor.from_pretrained(path)
-        self.models[role] = (model.to(self.runtime.device).eval(), processor)
+        return model.to(self.runtime.device).eval(), processor
 
 
 class TextDeltas:

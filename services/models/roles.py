@@ -1,0 +1,70 @@
+"""What the engines whose models each fill a role named by a setting share (Vision:
+caption, tags, nsfw, vqa; Mesher: mesh, depth, segment): loading each configured one,
+remembering why one did not load, and reporting status, memory and health."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from services.config import Settings
+from services.errors import PixserveError
+from services.models.runtime import EngineStatus, TorchRuntime, absent_model
+from services.models.store import ModelStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RoleEngine:
+    """Models by role; a subclass names its roles (role -> setting) and loads one."""
+
+    roles: ClassVar[dict[str, str]]
+    settings: Settings
+    store: ModelStore
+    gpu_share: float = 0.0
+    models: dict[str, Any] = field(default_factory=dict)  # role -> what ``_load`` gave
+    missing: dict[str, str] = field(default_factory=dict)  # model -> why it is not loaded
+    load_seconds: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.runtime = TorchRuntime(self.settings, self.gpu_share)
+        self.dtype = self.runtime.dtype
+
+    def load(self) -> None:
+        """Every configured role's model; one that fails is reported, not fatal."""
+        self.runtime.apply_limits()
+        for role, setting in self.roles.items():
+            if (name := getattr(self.settings, setting)) is None:
+                continue
+            started = time.perf_counter()
+            try:
+                self.models[role] = self._load(role, name)
+            except PixserveError as exc:  # absent, or not a model for this role
+                logger.warning("%s not loaded: %s", name, exc.message)
+                self.missing[name] = exc.message
+                continue
+            self.load_seconds[name] = time.perf_counter() - started
+
+    def status(self) -> EngineStatus:
+        names = {getattr(self.settings, self.roles[role]): 1 for role in self.models}
+        return EngineStatus(str(self.runtime.device), str(self.dtype).removeprefix("torch."),
+                            names, dict(self.missing), dict(self.load_seconds))  # fmt: skip
+
+    def gpu_memory(self) -> dict[str, float]:
+        return self.runtime.gpu_memory()
+
+    def check_health(self) -> None:
+        self.runtime.check_errors()
+
+    def _model(self, role: str) -> Any:
+        """The role's model, or why there is none (501 not configured, 503 not loaded)."""
+        if role in self.models:
+            return self.models[role]
+        setting = self.roles[role]
+        raise absent_model(role, setting, getattr(self.settings, setting), self.missing)
+
+    def _load(self, role: str, name: str) -> Any:
+        raise NotImplementedError
