@@ -8,7 +8,6 @@ a request for what is not loaded gets a 503 naming the setting and the fetch com
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -21,7 +20,6 @@ from services.errors import InvalidParameter
 from services.models.classifiers import Classifier, load_classifier, nsfw_index
 from services.models.roles import RoleEngine
 
-logger = logging.getLogger(__name__)
 ROLES = {role: MODEL_SETTINGS[role] for role in ("caption", "tags", "nsfw", "vqa")}
 
 
