@@ -20,7 +20,8 @@ _MARKERS = re.compile(r"(<!-- values-table -->\n).*?(\n<!-- /values-table -->)",
 
 
 def documented_keys(text: str) -> list[tuple[str, str]]:
-    """(dotted key, description) for every key preceded by a ``# --`` comment."""
+    """(dotted key, description) for every key preceded by a ``# --`` comment (and the
+    plain comment lines that continue it)."""
     stack: list[tuple[int, str]] = []
     pending: str | None = None
     found = []
@@ -28,6 +29,9 @@ def documented_keys(text: str) -> list[tuple[str, str]]:
         stripped = line.strip()
         if stripped.startswith("# -- "):
             pending = stripped[5:]
+            continue
+        if pending is not None and stripped.startswith("# "):
+            pending += " " + stripped[2:]
             continue
         match = _KEY.match(line)
         if not match:
