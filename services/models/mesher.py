@@ -49,7 +49,10 @@ logger = logging.getLogger(__name__)
 ROLES = {role: MODEL_SETTINGS[role] for role in ("mesh", "depth", "segment")}
 TRIPOSR_THRESHOLD = 25.0  # the density TripoSR's surface sits at
 FOREGROUND_RATIO = 0.85  # the object's share of TripoSR's input square
-QUERY_CHUNK = 1 << 18  # grid points per decoder pass (halved on CUDA OOM)
+# grid points per decoder pass: a large chunk fills a GPU (halved on a CUDA OOM); on a
+# CPU one that stays in cache is 3x faster (8192: 1.39 s per 2^20 points against 4.19 s
+# at 2^18, TripoSR's decoder on 2 cores)
+CUDA_QUERY_CHUNK, CPU_QUERY_CHUNK = 1 << 18, 1 << 13
 MIN_QUERY_CHUNK = 1 << 12
 TEXTURE_SIDE = 2048  # a relief's texture, longest side at most
 WORK_SIDE = 1024  # outlines and depth maps, longest side at most
@@ -66,7 +69,10 @@ class MesherEngine(RoleEngine):
     """Loads the configured TripoSR, depth and segmentation models; makes meshes."""
 
     roles: ClassVar[dict[str, str]] = ROLES
-    query_chunk: int = QUERY_CHUNK
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.query_chunk = CUDA_QUERY_CHUNK if self.runtime.on_cuda else CPU_QUERY_CHUNK
 
     def mesh(self, image: np.ndarray, options: MeshOptions) -> MeshOutput:
         """A mesh of one RGB or RGBA uint8 image. Outlines and depth are worked out at
