@@ -55,7 +55,7 @@ def test_overview_after_a_known_workload(client: httpx.Client) -> None:
     assert complete(overview), json.dumps(overview)[:2000]
     deployments = {d["name"]: d for d in overview["deployments"]}
     assert set(deployments) == {"Ingress", "Upscaler", "Denoiser", "FaceRestorer", "Diffusion",
-                                "Vision", "Dispatcher", "Codec"}  # fmt: skip
+                                "Vision", "Mesher", "Dispatcher", "Codec"}  # fmt: skip
     for deployment in deployments.values():
         assert deployment["status"] in ("HEALTHY", "UPSCALING", "DOWNSCALING")
         assert deployment["running"] >= 1 and deployment["target"] >= 1
