@@ -314,7 +314,7 @@ async def _mesh(
         span.set_attributes({"pixserve.model": options.model, "pixserve.faces": output.faces})
     size = (decoded.width, decoded.height)
     steps = {"decode": decoding - started, "mesh": time.perf_counter() - decoding}
-    return _mesh_result(output, options, f"mesh:{options.engine}", size, steps, {})
+    return _mesh_result(output, options, options.model, size, steps, {})
 
 
 def _mesh_result(
