@@ -80,8 +80,8 @@ def relief(depth: np.ndarray, mask: np.ndarray | None, height: float) -> Mesh:
 
 
 def decimate(mesh: Mesh, max_faces: int) -> Mesh:
-    """At most ``max_faces`` faces (quadric edge collapse); vertex colours follow each
-    kept vertex's nearest original one."""
+    """At most ``max_faces`` faces (quadric edge collapse); vertex colours and texture
+    coordinates follow each kept vertex's nearest original one."""
     if mesh.face_count <= max_faces:
         return mesh
     import fast_simplification
@@ -90,11 +90,10 @@ def decimate(mesh: Mesh, max_faces: int) -> Mesh:
     points, faces = fast_simplification.simplify(
         mesh.vertices.astype(np.float64), mesh.faces, target_count=max_faces
     )
-    colors = None
-    if mesh.colors is not None:
-        _, nearest = cKDTree(mesh.vertices).query(points)
-        colors = mesh.colors[nearest]
-    return Mesh(points.astype(np.float32), faces.astype(np.int64), colors)
+    _, nearest = cKDTree(mesh.vertices).query(points)
+    colors = None if mesh.colors is None else mesh.colors[nearest]
+    uvs = None if mesh.uvs is None else mesh.uvs[nearest]
+    return Mesh(points.astype(np.float32), faces.astype(np.int64), colors, uvs, mesh.texture)
 
 
 def normalized(mesh: Mesh) -> Mesh:

@@ -82,6 +82,13 @@ def test_decimation_keeps_the_budget_and_the_colours() -> None:
     assert _shape(small).is_watertight
 
 
+def test_a_decimated_relief_keeps_its_texture() -> None:
+    mesh = decimate(_textured(), 400)
+    assert mesh.face_count <= 400 and mesh.texture is not None and mesh.uvs is not None
+    scene = trimesh.load(io.BytesIO(export(mesh, "glb")), file_type="glb")
+    assert next(iter(scene.geometry.values())).visual.kind == "texture"
+
+
 def test_glb_holds_the_texture_or_the_vertex_colours() -> None:
     textured = trimesh.load(io.BytesIO(export(_textured(), "glb")), file_type="glb")
     geometry = next(iter(textured.geometry.values()))
