@@ -19,6 +19,7 @@ MeshFormat = Literal["glb", "obj", "ply"]
 MESH_TYPES: dict[str, str] = {
     "glb": "model/gltf-binary", "obj": "application/zip", "ply": "model/x-ply",
 }  # fmt: skip
+MESH_EXTENSIONS: dict[str, str] = {"glb": "glb", "obj": "zip", "ply": "ply"}  # file names
 MESH_SIZE_M = 1.0
 PREVIEW_SAMPLES = 4_000_000  # surface points a preview draws, at most
 _LIGHT = np.array([0.4, 0.7, 0.6]) / np.linalg.norm([0.4, 0.7, 0.6])

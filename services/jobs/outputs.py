@@ -5,16 +5,16 @@ from __future__ import annotations
 import uuid
 
 from services.imaging.convert import CONVERT_TYPES
-from services.imaging.meshes import MESH_TYPES
+from services.imaging.meshes import MESH_EXTENSIONS, MESH_TYPES
 
 IMAGES_AREA = "images/"
 IMAGE_NAME_PATTERN = r"^[0-9a-f]{32}\.(png|jpg|webp)$"
 
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "avif": "avif", "json": "json",
-               "glb": "glb", "obj": "zip", "ply": "ply"}  # fmt: skip
+               **MESH_EXTENSIONS}  # fmt: skip
 _OUTPUT_TYPES = {_EXTENSIONS[fmt]: kind for fmt, kind in
                  {**CONVERT_TYPES, **MESH_TYPES, "json": "application/json"}.items()}  # fmt: skip
-MESH_EXTENSIONS = {_EXTENSIONS[fmt] for fmt in MESH_TYPES}
+_MESH_FILES = set(MESH_EXTENSIONS.values())
 _PREVIEW_SUFFIX = ".preview.png"
 
 
@@ -26,7 +26,7 @@ def output_key(job_id: str, index: int, fmt: str) -> str:
 def preview_key(key: str) -> str | None:
     """Where a mesh output's PNG render is stored beside it (None: not a mesh)."""
     stem, _, extension = key.rpartition(".")
-    return f"{stem}{_PREVIEW_SUFFIX}" if extension in MESH_EXTENSIONS else None
+    return f"{stem}{_PREVIEW_SUFFIX}" if extension in _MESH_FILES else None
 
 
 def image_key(fmt: str) -> str:

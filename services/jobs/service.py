@@ -270,11 +270,13 @@ class JobService:
         job = await self.store.read(job_id, owner)
         if not 0 <= index < len(job.items) or not job.items[index].output_key:
             raise InvalidParameter(f"item {index} of job {job_id} has no output")
-        key: str | None = str(job.items[index].output_key)
-        if preview and (key := preview_key(str(key))) is None:
-            raise InvalidParameter(f"item {index} of job {job_id} is not a mesh; only meshes "
-                                   "have a preview")  # fmt: skip
-        assert key is not None
+        key = str(job.items[index].output_key)
+        if preview:
+            render = preview_key(key)
+            if render is None:
+                raise InvalidParameter(f"item {index} of job {job_id} is not a mesh; only "
+                                       "meshes have a preview")  # fmt: skip
+            key = render
         return await asyncio.to_thread(self.objects.get, "outputs", key), output_type(key)
 
     async def publish_image(self, data: bytes, fmt: str, base_url: str | None = None) -> str:

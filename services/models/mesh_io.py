@@ -10,6 +10,7 @@ from typing import Any, Literal
 from services.imaging.meshes import MeshFormat
 
 MeshEngineName = Literal["relief", "triposr"]
+DEFAULT_RELIEF_DEPTH = 0.3  # a relief's height when none is asked, as a share of its width
 Foreground = Literal["alpha", "segmentation", "depth", "none"]
 
 
@@ -23,7 +24,7 @@ class MeshOptions:
     max_faces: int
     format: MeshFormat = "glb"
     remove_background: bool = True
-    relief_depth: float = 0.3
+    relief_depth: float = DEFAULT_RELIEF_DEPTH
     preview: bool = True  # render the PNG preview (a job stores it; a sync answer has none)
 
     @property

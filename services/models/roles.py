@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from services.config import Settings
-from services.errors import PixserveError
-from services.models.runtime import EngineStatus, TorchRuntime, absent_model
+from services.errors import ModelNotReady, NotConfigured, PixserveError
+from services.models.runtime import EngineStatus, TorchRuntime
 from services.models.store import ModelStore
 
 logger = logging.getLogger(__name__)
@@ -60,11 +60,15 @@ class RoleEngine:
         self.runtime.check_errors()
 
     def _model(self, role: str) -> Any:
-        """The role's model, or why there is none (501 not configured, 503 not loaded)."""
+        """The role's model, or why there is none: not configured (501, naming the
+        setting), or configured but not loaded (503, with the reason it was not)."""
         if role in self.models:
             return self.models[role]
         setting = self.roles[role]
-        raise absent_model(role, setting, getattr(self.settings, setting), self.missing)
+        if (name := getattr(self.settings, setting)) is None:
+            raise NotConfigured(f"no {role} model is configured: set {setting} and fetch the "
+                                "model with `pixserve models pull NAME`")  # fmt: skip
+        raise ModelNotReady(self.missing.get(name) or f"{name} is not loaded")
 
     def _load(self, role: str, name: str) -> Any:
         raise NotImplementedError

@@ -14,7 +14,6 @@ from typing import TypeVar
 import torch
 
 from services.config import Settings
-from services.errors import ModelNotReady, NotConfigured, PixserveError
 
 T = TypeVar("T")
 HEALTH_ERROR_LIMIT = 3
@@ -122,16 +121,6 @@ class TorchRuntime:
         """Raise once forward passes failed on CUDA ``HEALTH_ERROR_LIMIT`` times in a row."""
         if self.cuda_errors >= HEALTH_ERROR_LIMIT:
             raise RuntimeError(f"{self.cuda_errors} consecutive CUDA errors")
-
-
-def absent_model(role: str, setting: str, name: str | None, missing: dict[str, str]
-                 ) -> PixserveError:  # fmt: skip
-    """Why a role's model cannot serve: not configured (501, naming the setting), or
-    configured but not loaded (503, with the reason it was not)."""
-    if name is None:
-        return NotConfigured(f"no {role} model is configured: set {setting} and fetch the "
-                             "model with `pixserve models pull NAME`")  # fmt: skip
-    return ModelNotReady(missing.get(name) or f"{name} is not loaded")
 
 
 def resolve_device(settings: Settings) -> torch.device:

@@ -9,7 +9,7 @@ from services.config import Settings
 from services.errors import InvalidParameter, NotConfigured, UnknownModel
 from services.imaging.meshes import MeshFormat
 from services.models.manifest import Manifest
-from services.models.mesh_io import MeshEngineName, MeshOptions
+from services.models.mesh_io import DEFAULT_RELIEF_DEPTH, MeshEngineName, MeshOptions
 
 DEFAULT_RESOLUTION = 256
 MIN_RESOLUTION, MIN_FACES = 16, 100
@@ -33,7 +33,7 @@ def mesh_options(params: dict[str, Any], manifest: Manifest, settings: Settings)
     resolution = _ranged(params, "resolution", min(DEFAULT_RESOLUTION, cap), MIN_RESOLUTION, cap)
     faces = _ranged(params, "max_faces", settings.mesh_max_faces, MIN_FACES,
                     settings.mesh_max_faces)  # fmt: skip
-    depth = float(params.get("relief_depth", 0.3))
+    depth = float(params.get("relief_depth", DEFAULT_RELIEF_DEPTH))
     if not RELIEF_DEPTH[0] <= depth <= RELIEF_DEPTH[1]:
         raise InvalidParameter(f"relief_depth: {depth:g} is out of range; allowed "
                                f"{RELIEF_DEPTH[0]:g} to {RELIEF_DEPTH[1]:g}",

@@ -27,7 +27,7 @@ from services.imaging.meshes import MeshFormat
 from services.jsontext import parse_object
 from services.models.diffusion import GenerateOptions
 from services.models.manifest import Manifest, ModelSpec
-from services.models.mesh_io import MeshEngineName, MeshOptions
+from services.models.mesh_io import DEFAULT_RELIEF_DEPTH, MeshEngineName, MeshOptions
 from services.models.tile_io import DEFAULT_NOISE_LEVEL, MAX_NOISE_LEVEL
 from services.pipelines.budget import (
     NO_BUDGET,
@@ -178,7 +178,7 @@ class MeshTask(_Spec):
         default=True, description="Cut the object out (alpha, segmentation or depth) first."
     )
     relief_depth: float = Field(
-        default=0.3, ge=RELIEF_DEPTH[0], le=RELIEF_DEPTH[1],
+        default=DEFAULT_RELIEF_DEPTH, ge=RELIEF_DEPTH[0], le=RELIEF_DEPTH[1],
         description="relief: the height of the nearest point, as a share of the width.",
     )  # fmt: skip
     preview: bool = Field(
@@ -296,10 +296,11 @@ def _budget(plan: TaskPlan, context: TaskContext, image_to_image: bool) -> Budge
         budget.check()
         return budget
     budget = tile_budget([context.manifest.get(name) for name in plan.models], limit)
-    mesh = options if isinstance(options, MeshOptions) else getattr(options, "mesh", None)
-    if mesh is not None:  # fixed: the input is resized to the model's own size
-        return dataclasses.replace(budget, fixed=mesh_cost(mesh.engine, mesh.resolution))
-    return budget
+    mesh = options.mesh if isinstance(options, Plan) else options
+    if not isinstance(mesh, MeshOptions):
+        return budget
+    # a mesh's cost is fixed: the input is resized to the model's own size
+    return dataclasses.replace(budget, fixed=mesh_cost(mesh.engine, mesh.resolution))
 
 
 def _plan(  # noqa: PLR0911 - one return per kind of task

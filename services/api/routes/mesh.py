@@ -10,14 +10,13 @@ from fastapi.responses import Response
 
 from services.api.deps import RunnerDep, SettingsDep, read_upload, task_response
 from services.api.schemas import IMAGE_ERRORS, Responses
-from services.imaging.meshes import MESH_TYPES
-from services.models.mesh_io import MeshEngineName
+from services.imaging.meshes import MESH_EXTENSIONS, MESH_TYPES
+from services.models.mesh_io import DEFAULT_RELIEF_DEPTH, MeshEngineName
 
 router = APIRouter(tags=["mesh"])
 MESH_CONTENT: Responses = {
     200: {"content": {kind: {} for kind in sorted(set(MESH_TYPES.values()))}}
 }
-_FILENAMES = {"glb": "mesh.glb", "obj": "mesh.zip", "ply": "mesh.ply"}
 
 
 @router.post("/v1/mesh", response_class=Response, responses=MESH_CONTENT | IMAGE_ERRORS)
@@ -53,7 +52,7 @@ async def create_mesh(
     ] = True,
     relief_depth: Annotated[
         float, Form(description="relief: nearest point's height as a share of the width.")
-    ] = 0.3,
+    ] = DEFAULT_RELIEF_DEPTH,
 ) -> Response:
     """The image's mesh: Y-up, metres, 1 m on its longest side; its vertex and face
     counts and where the object's outline came from in ``X-Pixserve-Mesh-*`` and
@@ -63,5 +62,6 @@ async def create_mesh(
               "remove_background": remove_background, "relief_depth": relief_depth,
               "preview": False}  # fmt: skip  # a sync answer is the mesh alone
     response = task_response(await runner.run(fields, await read_upload(image, settings)))
-    response.headers["Content-Disposition"] = f'attachment; filename="{_FILENAMES[mesh_format]}"'
+    name = f"mesh.{MESH_EXTENSIONS[mesh_format]}"
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
