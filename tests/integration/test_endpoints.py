@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.integration.conftest import REAL_UPSCALER
 from tests.utils.images import astronaut, encode, png16, png_header_only
 from tests.utils.tiny_models import TINY_COMPACT, TINY_RRDB
 
@@ -32,7 +33,8 @@ def test_health_and_readiness(client: httpx.Client) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200
     upscaler = ready.json()["deployments"]["Upscaler"]
-    assert upscaler["ready"] and upscaler["loaded"] == sorted([TINY_RRDB, TINY_COMPACT])
+    served = sorted([TINY_RRDB, TINY_COMPACT, REAL_UPSCALER])
+    assert upscaler["ready"] and upscaler["loaded"] == served
 
 
 def test_openapi_and_docs(client: httpx.Client) -> None:
@@ -44,7 +46,8 @@ def test_models_listing(client: httpx.Client) -> None:
     body = client.get("/v1/models").json()
     states = {model["name"]: model["state"] for model in body["models"]}
     assert body["default_model"] == TINY_RRDB
-    assert states[TINY_RRDB] == "loaded" and states["x4plus"] == "not_configured"
+    assert states[TINY_RRDB] == "loaded" and states[REAL_UPSCALER] == "loaded"
+    assert states["x4plus-anime"] == "not_configured"
 
 
 def test_upscale_default_png(client: httpx.Client) -> None:

@@ -112,7 +112,7 @@ def test_a_prompt_list_generate_job(client: httpx.Client) -> None:
         ({"scale": "nan"}, "scale: Input should be a finite number"),
         ({"scale": "1e308"}, "is out of range"),
         ({"scale": "2", "width": "64"}, "either scale or width/height"),
-        ({"model": "x4plus"}, "'x4plus' is not served here"),
+        ({"model": "x4plus-anime"}, "'x4plus-anime' is not served here"),
         ({"width": "16384", "height": "1", "format": "webp"}, "over WEBP's limit"),
         ({"scal": "2"}, "scal: Extra inputs are not permitted"),
         ({"task": "denoise", "model": TINY_COMPACT}, "is a upscale model, not a denoise model"),
