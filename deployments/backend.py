@@ -12,6 +12,7 @@ from ray import serve
 from ray.exceptions import RayError, RayTaskError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
+from services.admin.control import ModelCommand, ReplicaReport, broadcast, channel, modes_key
 from services.config import Settings
 from services.errors import (
     InternalError,
@@ -32,6 +33,7 @@ from services.models.vision import Answer, Description, Question
 from services.pipelines.faces import DetectOptions, FaceOptions, FaceResult
 from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult
 from services.platform import DeploymentReadiness, DeploymentView
+from services.redis_client import connect_redis
 from services.registry import DEPLOYMENT_OF_TASK, MODEL_DEPLOYMENTS, not_configured_reason
 
 
@@ -71,6 +73,25 @@ class ServeBackend:
             for name in MODEL_DEPLOYMENTS
             if settings is not None and name not in self.handles
         }
+        self.settings = settings
+
+    async def control(
+        self, deployment: str, command: ModelCommand, timeout_s: float
+    ) -> tuple[int, list[ReplicaReport]]:
+        """Over the control channel (Redis pub/sub) of this application's deployment."""
+        if deployment not in self.handles or self.settings is None:
+            return 0, []
+        app = serve.get_replica_context().app_name
+        client = connect_redis(self.settings)
+        try:
+            if command.action == "memory_mode":  # replicas started later take it too
+                if command.mode is None:
+                    await client.hdel(modes_key(app), deployment)
+                else:
+                    await client.hset(modes_key(app), deployment, command.mode)
+            return await broadcast(client, channel(app, deployment), command, timeout_s)
+        finally:
+            await client.aclose()
 
     async def upscale_image(self, job: TileJob) -> TileOutput:
         """To the deployment serving the job's model (Upscaler or Denoiser)."""
@@ -172,7 +193,7 @@ class ServeBackend:
 
     async def readiness(self) -> dict[str, DeploymentReadiness]:
         """Each model deployment: ready when none of its models is missing (and the
-        Upscaler has at least one)."""
+        Upscaler has at least one, loaded or resting: an unloaded model loads on use)."""
         names = list(self.model_deployments)
         answers = await asyncio.gather(*(self._status(name) for name in names))
         absent = {name: DeploymentReadiness(ready=True, configured=False, detail=reason)
@@ -186,9 +207,11 @@ class ServeBackend:
         except (RayError, TimeoutError) as exc:
             return DeploymentReadiness(ready=False, error=f"unreachable: {type(exc).__name__}")
         return DeploymentReadiness(
-            ready=(bool(status.loaded) or name != "Upscaler") and not status.missing,
+            ready=(bool(status.loaded or status.resting) or name != "Upscaler")
+            and not status.missing,
             device=status.device,
             loaded=sorted(status.loaded),
+            resting=status.resting,
             missing=status.missing,
         )
 

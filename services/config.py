@@ -25,13 +25,18 @@ MODEL_SETTINGS = {
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 
+MemoryMode = Literal["low", "balanced", "high"]
+
+
 class BatchOptions(BaseModel):
-    """A batched deployment's ``user_config``: how many requests meet, how long it waits."""
+    """A model deployment's ``user_config``: how many requests meet, how long a batch
+    waits, and its memory mode (None: the ``memory_mode`` setting)."""
 
     model_config = ConfigDict(extra="forbid")
 
     max_batch_size: int = Field(default=8, ge=1, le=256)
     batch_wait_timeout_s: float = Field(default=0.01, ge=0, le=1)
+    memory_mode: MemoryMode | None = None
 
 
 class Settings(BaseSettings):
@@ -205,6 +210,15 @@ class Settings(BaseSettings):
         description="Tiles per forward pass; None: 8 on CUDA, 1 on CPU (cache-bound there).",
     )  # fmt: skip
     compile: bool = Field(default=False, description="torch.compile on CUDA (warmed at load).")
+    memory_mode: MemoryMode = Field(
+        default="balanced",
+        description="low: little resident (idle models unloaded, one tile a pass, diffusion "
+        "offloaded, sliced, tiled); high: everything loaded and, on CUDA, compiled. Per "
+        "deployment: its user_config, or PUT /v1/admin/deployments/NAME/memory-mode.",
+    )
+    idle_unload_s: float = Field(
+        default=300.0, ge=1, description="low memory mode: unload a model unused this long."
+    )
     torch_threads: int | None = Field(
         default=None, ge=1, description="CPU threads for torch; None: the replica's num_cpus."
     )

@@ -143,6 +143,13 @@ class ServiceUnavailable(PixserveError):
     status = 503
 
 
+class Conflict(PixserveError):
+    """The request cannot be done in the resource's current state or kind."""
+
+    code = "conflict"
+    status = 409
+
+
 class InternalError(PixserveError):
     """A fault of the platform itself (a bug): not the caller's, and not one a retry
     fixes. The message says where, never how (the server log has the details)."""

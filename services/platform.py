@@ -11,13 +11,16 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, Field
 
 from services.imaging.codec import DecodedImage
 from services.models.vision import Answer, Question
 from services.pipelines.backend import TaskBackend
+
+if TYPE_CHECKING:
+    from services.admin.control import ModelCommand, ReplicaReport
 
 logger = logging.getLogger(__name__)
 Readiness = dict[str, "DeploymentReadiness"]
@@ -32,6 +35,7 @@ class DeploymentReadiness(BaseModel):
     configured: bool = True
     device: str | None = None
     loaded: list[str] = Field(default_factory=list)
+    resting: list[str] = Field(default_factory=list)  # unloaded at run time: load on use
     missing: dict[str, str] = Field(default_factory=dict)
     error: str | None = None
     detail: str | None = None
@@ -60,6 +64,13 @@ class PlatformBackend(TaskBackend, Protocol):
 
     async def deployments(self) -> tuple[str, list[DeploymentView]]:
         """This application's name and deployments: status, running and target replicas."""
+        ...
+
+    async def control(
+        self, deployment: str, command: ModelCommand, timeout_s: float
+    ) -> tuple[int, list[ReplicaReport]]:
+        """``command`` to every replica of ``deployment``: how many heard it, and the
+        reports that came back within ``timeout_s``."""
         ...
 
     def answer(self, image: DecodedImage, question: Question) -> AsyncIterator[str | Answer]:
@@ -99,6 +110,13 @@ class ReadinessCache:
             except TimeoutError:
                 return None
         return self.value
+
+    async def refresh(self) -> None:
+        """Read now (after a change the cached answer does not know: a model unloaded)."""
+        if self.refreshing is not None and not self.refreshing.done():
+            await asyncio.shield(self.refreshing)
+        self.refreshing = asyncio.create_task(self._refresh())
+        await asyncio.shield(self.refreshing)
 
     async def _refresh(self) -> None:
         try:

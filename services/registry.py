@@ -36,6 +36,9 @@ class DeploymentEntry:
     serving_tasks: tuple[ModelTask, ...] = ()  # tasks whose models give it a replica
     always: bool = False  # runs whatever is configured (the Upscaler, the Codec)
     hint: str = "configure its models"
+    # its replicas take the operator's load and unload commands (the Diffusion
+    # deployment's checkpoints load on demand through Serve's model multiplexing)
+    model_control: bool = True
 
     @property
     def settings(self) -> tuple[str, ...]:
@@ -70,6 +73,7 @@ REGISTRY: tuple[DeploymentEntry, ...] = (
         ("generate",),
         ("generate",),
         hint="map diffusion_checkpoints (e.g. {{realism: sdxl-base}})",
+        model_control=False,
     ),
     DeploymentEntry(
         "Vision",
@@ -90,6 +94,7 @@ REGISTRY: tuple[DeploymentEntry, ...] = (
 )
 ENTRIES = {entry.name: entry for entry in REGISTRY}
 MODEL_DEPLOYMENTS = tuple(entry.name for entry in REGISTRY if entry.is_model)
+CONTROLLED_DEPLOYMENTS = tuple(name for name in MODEL_DEPLOYMENTS if ENTRIES[name].model_control)
 DEPLOYMENT_OF_TASK: dict[str, str] = {
     task: entry.name for entry in REGISTRY for task in entry.model_tasks
 }

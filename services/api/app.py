@@ -15,6 +15,7 @@ from services.api.deps import require_api_key, strict_body
 from services.api.errors import BodyTooLarge, failed, install_error_handlers
 from services.api.routes import (
     admin,
+    admin_models,
     convert,
     denoise,
     faces,
@@ -97,7 +98,8 @@ def create_api(
     for router in (module.router for module in routers):
         app.include_router(router, dependencies=keyed, responses=COMMON_ERRORS)
     app.include_router(jobs.router, dependencies=keyed, responses=COMMON_ERRORS | JOB_ERRORS)
-    app.include_router(admin.router, responses=COMMON_ERRORS | ADMIN_ERRORS)  # admin keys
+    for module in (admin, admin_models):  # admin keys
+        app.include_router(module.router, responses=COMMON_ERRORS | ADMIN_ERRORS)
     app.include_router(health.router, responses=errors(500))
     app.include_router(pages.router)  # the upload page and the dashboard: static files
     return app

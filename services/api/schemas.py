@@ -67,7 +67,7 @@ class ModelPublic(BaseModel):
     scale: int
     license: str
     description: str
-    state: Literal["loaded", "missing", "not_configured", "unknown"]
+    state: Literal["loaded", "unloaded", "missing", "not_configured", "unknown"]
     detail: str | None = None
 
 

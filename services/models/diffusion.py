@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from services.config import Settings
+from services.config import MemoryMode, Settings
 from services.errors import EngineOutOfMemory, InvalidParameter, ModelNotReady
 from services.imaging.codec import from_float
 from services.models.runtime import EngineStatus, TorchRuntime
@@ -134,6 +134,13 @@ class DiffusionEngine:
         self.runtime = TorchRuntime(self.settings, self.gpu_share)
         # fp16 on CUDA; bf16 would also do, and fp32 on CPU
         self.dtype = torch.float32 if not self.runtime.on_cuda else torch.float16
+        self.memory_mode: MemoryMode = self.settings.memory_mode
+
+    def set_memory_mode(self, mode: MemoryMode) -> None:
+        """low: attention slicing and VAE tiles on every generation, and checkpoints
+        loaded from now on offloaded to the CPU between their modules' turns (CUDA);
+        high: checkpoints loaded from now on compiled (CUDA)."""
+        self.memory_mode = mode
 
     def load(self) -> None:
         """The safety checker (when checkpoints are configured); checkpoints load on
@@ -159,17 +166,22 @@ class DiffusionEngine:
     def load_checkpoint(self, alias: str) -> Checkpoint:
         """Load a checkpoint's pipeline (the multiplexed loader calls this)."""
         import diffusers
-        from diffusers.models import attention_processor
 
         model = self.model_of(alias)
         path = self.store.locate(self.store.manifest.for_task(model, "generate").name)
         started = time.perf_counter()
         sdxl: Any = diffusers.StableDiffusionXLPipeline  # diffusers' typing is partial
-        pipeline = sdxl.from_pretrained(path, dtype=self.dtype).to(self.runtime.device)
-        sdpa: Any = attention_processor.AttnProcessor2_0
-        pipeline.unet.set_attn_processor(sdpa())  # PyTorch's SDPA kernels
+        pipeline = sdxl.from_pretrained(path, dtype=self.dtype)
+        offload = self.memory_mode == "low" and self.runtime.on_cuda
+        if offload:  # each module moves to the GPU for its turn only
+            pipeline.enable_model_cpu_offload(device=self.runtime.device)
+        else:
+            pipeline = pipeline.to(self.runtime.device)
+        _use_sdpa(pipeline.unet)
         pipeline.set_progress_bar_config(disable=True)
-        if self.settings.compile and self.runtime.on_cuda:
+        if (self.settings.compile or self.memory_mode == "high") and self.runtime.on_cuda and (
+            not offload
+        ):  # fmt: skip
             pipeline.unet = torch.compile(pipeline.unet, mode="max-autotune-no-cudagraphs")
             # warm up at the default size, so the first request does not pay for compiling
             with torch.inference_mode():
@@ -189,7 +201,8 @@ class DiffusionEngine:
         seed = options.seed if options.seed is not None else secrets.randbits(63)
         started = time.perf_counter()
         try:
-            pixels = self._run(checkpoint, options, image, seed, stop, low_memory=False)
+            pixels = self._run(checkpoint, options, image, seed, stop,
+                               low_memory=self.memory_mode == "low")  # fmt: skip
         except torch.OutOfMemoryError:
             self.runtime.release_after_oom()
             logger.warning("CUDA out of memory; retrying with attention slicing and VAE tiles")
@@ -238,10 +251,24 @@ class DiffusionEngine:
         pipeline.set_progress_bar_config(disable=True)
         width, height = (options.width, options.height) if image is None else (
             image.shape[1] // 8 * 8, image.shape[0] // 8 * 8)  # fmt: skip
-        if low_memory or width * height > _LARGE:
-            pipeline.enable_vae_tiling()
-        if low_memory:
+        # the VAE's own switch (diffusers 0.42 dropped the pipeline's enable_vae_tiling);
+        # set both ways, since from_pipe shares the VAE with the base pipeline
+        tiles = low_memory or width * height > _LARGE
+        pipeline.vae.enable_tiling() if tiles else pipeline.vae.disable_tiling()
+        if low_memory:  # the shared UNet's processors: SDPA again after this run
             pipeline.enable_attention_slicing()
+        try:
+            return self._denoise(pipeline, options, image, seed, stop, (width, height))
+        finally:
+            if low_memory:
+                _use_sdpa(pipeline.unet)
+
+    def _denoise(
+        self, pipeline: Any, options: GenerateOptions, image: np.ndarray | None, seed: int,
+        stop: threading.Event | None, size: tuple[int, int],
+    ) -> np.ndarray:  # fmt: skip
+        """The denoising loop and the decode: pixels as float HxWx3 in [0, 1]."""
+        width, height = size
         generator = torch.Generator(device="cpu").manual_seed(seed)
         arguments: dict[str, Any] = {
             "prompt": options.prompt, "negative_prompt": options.negative_prompt or None,
@@ -327,3 +354,11 @@ def _scheduler(pipeline: Any, name: str) -> Any:
 
     class_name, overrides = SCHEDULERS[name]
     return getattr(diffusers, class_name).from_config(pipeline.scheduler.config, **overrides)
+
+
+def _use_sdpa(unet: Any) -> None:
+    """PyTorch's scaled-dot-product attention kernels in every attention layer."""
+    from diffusers.models import attention_processor
+
+    sdpa: Any = attention_processor.AttnProcessor2_0
+    unet.set_attn_processor(sdpa())

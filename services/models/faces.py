@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import spandrel
@@ -25,6 +26,7 @@ import torch
 from services.config import Settings
 from services.errors import EngineOutOfMemory, ModelNotReady, NotConfigured, PixserveError
 from services.imaging.faces import Face
+from services.models.residency import Residency
 from services.models.retinaface import RetinaFaceDetector, load_retinaface
 from services.models.runtime import (
     EngineStatus,
@@ -74,7 +76,7 @@ class FacePass:
 
 
 @dataclass
-class FaceEngine:
+class FaceEngine(Residency):
     """Loads the configured detectors and face models; detects and restores."""
 
     settings: Settings
@@ -88,7 +90,9 @@ class FaceEngine:
     on_pass: Callable[[FacePass], None] | None = None  # metrics hook
 
     def __post_init__(self) -> None:
+        Residency.__init__(self, self.settings.memory_mode)
         self.runtime = TorchRuntime(self.settings, self.gpu_share)
+        self.on_cuda = self.runtime.on_cuda
 
     def load(self) -> None:
         """Load every configured detector and model; a missing one is recorded, not fatal."""
@@ -100,6 +104,7 @@ class FaceEngine:
 
     def detect(self, detector: str, image: np.ndarray) -> list[Face]:
         """Faces in an RGB uint8 image, found by the named detector."""
+        self._use(detector)
         found = self.detectors.get(detector)
         if found is None:
             raise self._not_loaded(detector, "face_detectors")
@@ -130,6 +135,7 @@ class FaceEngine:
             loaded={name: 1 for name in [*self.detectors, *self.models]},
             missing=dict(self.missing),
             load_seconds=dict(self.load_seconds),
+            resting=sorted(self.unloaded),
         )
 
     def gpu_memory(self) -> dict[str, float]:
@@ -142,6 +148,27 @@ class FaceEngine:
         probe = np.zeros((64, 64, 3), np.uint8)
         for detector in self.detectors.values():
             detector.detect(probe)
+
+    def configured_models(self) -> list[str]:
+        return [*self.settings.face_detectors, *self.settings.face_models]
+
+    def _held(self) -> dict[str, Any]:
+        return {**self.detectors, **self.models}
+
+    def _bring(self, name: str) -> None:
+        detector = name in self.settings.face_detectors
+        self._load(name, self._load_detector if detector else self._load_model)
+        if name in self.missing:
+            raise ModelNotReady(self.missing[name])
+
+    def _drop(self, name: str) -> None:
+        self.detectors.pop(name, None)
+        self.models.pop(name, None)
+
+    def _use(self, name: str) -> None:
+        """A request for ``name``: loaded again first if it was unloaded."""
+        if name in self.configured_models():
+            self.touch(name)
 
     def _load(self, name: str, loader: Callable[[str], None]) -> None:
         started = time.perf_counter()
@@ -204,6 +231,7 @@ class FaceEngine:
     def _restore_group(
         self, name: str, fidelity: float, members: list[FaceCrops]
     ) -> list[np.ndarray | PixserveError]:
+        self._use(name)
         model = self.models.get(name)
         if model is None:
             raise self._not_loaded(name, "face_models")

@@ -109,15 +109,15 @@ class MesherEngine(RoleEngine):
         """The object's mask at the work size, and where it came from."""
         if image.shape[2] == 4 and int(image[..., 3].min()) < 255:
             return _largest(_resize_mask(image[..., 3] > 127, work)), "alpha"
-        if "segment" in self.models:
+        if self._has("segment"):
             return _largest(self._segment(image[..., :3], work)), "segmentation"
-        if "depth" in self.models:
+        if self._has("depth"):
             return _largest(_near(nearness())), "depth"
         return None, "none"
 
     def _segment(self, rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """Pixels at ``size`` whose class is not a surrounding (wall, floor, sky...)."""
-        model, processor = self.models["segment"]
+        model, processor = self._model("segment")
         inputs = processor(images=rgb, return_tensors="pt").to(self.runtime.device)
         with torch.inference_mode():
             logits = model(pixel_values=inputs["pixel_values"].to(self.dtype)).logits

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from services.config import Settings
 from services.errors import ModelNotReady, NotConfigured, PixserveError
+from services.models.residency import Residency
 from services.models.runtime import EngineStatus, TorchRuntime
 from services.models.store import ModelStore
 
@@ -18,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class RoleEngine:
+class RoleEngine(Residency):
     """Models by role; a subclass names its roles (role -> setting) and loads one."""
 
     roles: ClassVar[dict[str, str]]
@@ -30,28 +31,25 @@ class RoleEngine:
     load_seconds: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        Residency.__init__(self, self.settings.memory_mode)
         self.runtime = TorchRuntime(self.settings, self.gpu_share)
+        self.on_cuda = self.runtime.on_cuda
         self.dtype = self.runtime.dtype
 
     def load(self) -> None:
         """Every configured role's model; one that fails is reported, not fatal."""
         self.runtime.apply_limits()
-        for role, setting in self.roles.items():
-            if (name := getattr(self.settings, setting)) is None:
-                continue
-            started = time.perf_counter()
+        for name in self.configured_models():
             try:
-                self.models[role] = self._load(role, name)
+                self._bring(name)
             except PixserveError as exc:  # absent, or not a model for this role
                 logger.warning("%s not loaded: %s", name, exc.message)
-                self.missing[name] = exc.message
-                continue
-            self.load_seconds[name] = time.perf_counter() - started
 
     def status(self) -> EngineStatus:
         names = {getattr(self.settings, self.roles[role]): 1 for role in self.models}
         return EngineStatus(str(self.runtime.device), str(self.dtype).removeprefix("torch."),
-                            names, dict(self.missing), dict(self.load_seconds))  # fmt: skip
+                            names, dict(self.missing), dict(self.load_seconds),
+                            sorted(self.unloaded))  # fmt: skip
 
     def gpu_memory(self) -> dict[str, float]:
         return self.runtime.gpu_memory()
@@ -62,13 +60,45 @@ class RoleEngine:
     def _model(self, role: str) -> Any:
         """The role's model, or why there is none: not configured (501, naming the
         setting), or configured but not loaded (503, with the reason it was not)."""
+        setting = self.roles[role]
+        name = getattr(self.settings, setting)
+        if name is not None:
+            self.touch(name)  # loads it again if it was unloaded
         if role in self.models:
             return self.models[role]
-        setting = self.roles[role]
-        if (name := getattr(self.settings, setting)) is None:
+        if name is None:
             raise NotConfigured(f"no {role} model is configured: set {setting} and fetch the "
                                 "model with `pixserve models pull NAME`")  # fmt: skip
         raise ModelNotReady(self.missing.get(name) or f"{name} is not loaded")
+
+    def _has(self, role: str) -> bool:
+        """The role's model is loaded, or unloaded at run time (it loads on use)."""
+        return role in self.models or getattr(self.settings, self.roles[role]) in self.unloaded
+
+    def configured_models(self) -> list[str]:
+        names = (getattr(self.settings, setting) for setting in self.roles.values())
+        return list(dict.fromkeys(name for name in names if name is not None))
+
+    def _held(self) -> dict[str, Any]:
+        return {getattr(self.settings, self.roles[role]): model
+                for role, model in self.models.items()}  # fmt: skip
+
+    def _bring(self, name: str) -> None:
+        """Load ``name`` into every role it is configured for."""
+        started = time.perf_counter()
+        try:
+            for role, setting in self.roles.items():
+                if getattr(self.settings, setting) == name:
+                    self.models[role] = self._load(role, name)
+        except PixserveError as exc:
+            self.missing[name] = exc.message
+            raise
+        self.missing.pop(name, None)
+        self.load_seconds[name] = time.perf_counter() - started
+
+    def _drop(self, name: str) -> None:
+        for role in [r for r in self.models if getattr(self.settings, self.roles[r]) == name]:
+            del self.models[role]
 
     def _load(self, role: str, name: str) -> Any:
         raise NotImplementedError

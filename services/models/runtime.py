@@ -34,6 +34,7 @@ class EngineStatus:
     loaded: dict[str, int] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
     load_seconds: dict[str, float] = field(default_factory=dict)
+    resting: list[str] = field(default_factory=list)  # unloaded at run time: load on use
 
 
 def batch_buckets(limit: int) -> tuple[int, ...]:

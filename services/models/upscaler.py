@@ -52,6 +52,7 @@ from services.imaging.tiling import (
     tile_edges,
 )
 from services.models import ffdnet
+from services.models.residency import Residency
 from services.models.runtime import (
     EngineStatus,
     TorchRuntime,
@@ -128,7 +129,7 @@ class _Group:
     members: list[int] = field(default_factory=list)
 
 
-class UpscaleEngine:
+class UpscaleEngine(Residency):
     """Loads the configured models and runs whole images through them, tiled."""
 
     def __init__(
@@ -138,10 +139,12 @@ class UpscaleEngine:
         models: list[str] | None = None,
         gpu_share: float = 0.0,
     ) -> None:
+        super().__init__(settings.memory_mode)
         self.settings = settings
         self.store = store
         self.model_names = settings.models if models is None else models
         self.runtime = TorchRuntime(settings, gpu_share)
+        self.on_cuda = self.runtime.on_cuda
         self.memory_fraction = self.runtime.memory_fraction
         self.device, self.dtype = self.runtime.device, self.runtime.dtype
         self.models: dict[str, LoadedModel] = {}
@@ -157,11 +160,9 @@ class UpscaleEngine:
         self.runtime.apply_limits()
         for name in self.model_names:
             try:
-                self.models[name] = self._load_one(name)
-                self.missing.pop(name, None)
+                self._bring(name)
             except PixserveError as exc:
                 logger.warning("model %s not loaded: %s", name, exc.message)
-                self.missing[name] = exc.message
 
     def predict(self, jobs: list[TileJob]) -> list[TileOutput | PixserveError]:
         """Run each request's image; errors are returned per request, not raised, so
@@ -193,6 +194,7 @@ class UpscaleEngine:
             loaded={name: loaded.scale for name, loaded in self.models.items()},
             missing=dict(self.missing),
             load_seconds={name: loaded.load_seconds for name, loaded in self.models.items()},
+            resting=sorted(self.unloaded),
         )
 
     def gpu_memory(self) -> dict[str, float]:
@@ -215,6 +217,34 @@ class UpscaleEngine:
 
     # loading
 
+    def configured_models(self) -> list[str]:
+        return list(self.model_names)
+
+    def _held(self) -> dict[str, LoadedModel]:
+        return self.models
+
+    def _bring(self, name: str) -> None:
+        try:
+            self.models[name] = self._load_one(name)
+        except PixserveError as exc:
+            self.missing[name] = exc.message
+            raise
+        self.missing.pop(name, None)
+
+    def _drop(self, name: str) -> None:
+        del self.models[name]
+
+    def _batch_limit(self) -> int:
+        """Tiles per pass: one in the low memory mode, else the device's batch."""
+        return 1 if self.memory_mode == "low" else self.runtime.tile_batch
+
+    def _apply_memory_mode(self) -> None:
+        """Every loaded model's tile batch follows the mode; high compiles on CUDA."""
+        for loaded in self.models.values():
+            loaded.batch_limit = self._batch_limit()
+            if self.memory_mode == "high" and self.device.type == "cuda" and not loaded.buckets:
+                self._compile(loaded)
+
     def _load_one(self, name: str) -> LoadedModel:
         spec = self.store.manifest.get(name)
         path = self.store.locate(name)
@@ -230,13 +260,13 @@ class UpscaleEngine:
                                 f"channels in, {descriptor.output_channels} out)")  # fmt: skip
         eager = descriptor.model.eval().to(self.device, self.dtype)
         needs = descriptor.size_requirements
-        loaded = LoadedModel(eager, eager, spec.scale, self.runtime.tile_batch, 0.0,
+        loaded = LoadedModel(eager, eager, spec.scale, self._batch_limit(), 0.0,
                              needs.minimum, needs.multiple_of,
                              whole_image=descriptor.architecture.id in GLOBAL_CONTEXT,
                              takes_noise=descriptor.architecture.id == "FFDNet")  # fmt: skip
         if self.device.type == "cuda":
             loaded.eager = loaded.module = eager.to(memory_format=torch.channels_last)
-            if self.settings.compile:
+            if self.settings.compile or self.memory_mode == "high":
                 self._compile(loaded)
         loaded.load_seconds = time.perf_counter() - started
         return loaded
@@ -283,6 +313,8 @@ class UpscaleEngine:
         return _Work(job, loaded, grid, tiles, canvas, peak, whole)
 
     def _model(self, name: str) -> LoadedModel:
+        if name in self.model_names:
+            self.touch(name)  # loads it again if it was unloaded
         loaded = self.models.get(name)
         if loaded is not None:
             return loaded

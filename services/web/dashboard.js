@@ -153,6 +153,34 @@ async function openJob(id) {
   for (const tr of document.querySelectorAll("#jobs tr[data-job]")) tr.classList.toggle("selected", tr.dataset.job === id);
 }
 
+// ---- models: what each replica holds, load and unload ------------------------------------------
+async function refreshModels() {
+  const fleet = await Pix.json("v1/admin/models");
+  const rows = [];
+  for (const d of fleet.deployments) for (const r of d.replicas) for (const m of r.models) {
+    const action = m.loaded ? "unload" : "load";
+    rows.push(row([
+      d.deployment, el("span", { class: "mono", text: r.replica }), el("b", { text: m.name }),
+      el("div", {}, badge(m.loaded ? "loaded" : "unloaded", m.loaded ? "ok" : null), m.detail ? el("div", { class: "muted reason", text: m.detail }) : null),
+      m.loaded ? Pix.bytes(m.memory_bytes) : "—", m.last_used ? `${Math.round(Date.now() / 1000 - m.last_used)} s ago` : "never",
+      `${Pix.bytes(r.rss_bytes)} RSS`,
+      el("button", { class: "secondary", "data-model": m.name, "data-action": action, text: action === "load" ? "Load" : "Unload",
+        onclick: (e) => changeModel(m.name, action, e.target) }),
+    ], { "data-model-row": `${r.replica}/${m.name}` }, [4]));
+  }
+  $("models").replaceChildren(table(["deployment", "replica", "model", "state", "memory", "last used", "process", ""], rows, { numeric: [4] }));
+}
+
+async function changeModel(name, action, button) {
+  button.disabled = true;
+  try {
+    const answer = await Pix.json(`v1/admin/models/${encodeURIComponent(name)}/${action}`, { method: "POST" });
+    const freed = action === "unload" ? ` (freed ${Pix.bytes(answer.freed_bytes)})` : "";
+    button.replaceWith(badge(`${action}ed on ${answer.replicas.length}${freed}`, "ok"));
+    await refreshModels();
+  } catch (error) { button.disabled = false; showMessage(error.message); }
+}
+
 // ---- dead letters ---------------------------------------------------------------------------
 async function refreshDead() {
   const dead = await Pix.json("v1/admin/dead-letters");
@@ -180,7 +208,7 @@ async function refresh() {
     hideMessage();
     renderStats(overview); renderDeployments(overview); renderReplicas(overview);
     renderCharts(overview); renderLatency(overview); renderCost(overview); renderErrors(overview);
-    await Promise.all([refreshJobs(), refreshDead()]);
+    await Promise.all([refreshJobs(), refreshDead(), refreshModels()]);
     if (view.selectedJob) await openJob(view.selectedJob);
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
     document.body.dataset.loaded = "true";

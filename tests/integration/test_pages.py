@@ -348,6 +348,28 @@ def test_dashboard_shows_the_job_and_the_deployments(
     shot(page, "dashboard")
 
 
+def test_dashboard_unloads_and_loads_a_model(page: playwright_api.Page, serve_url: str) -> None:
+    """The models panel: every replica's models; Unload frees one on all replicas (the
+    row then says unloaded and offers Load), Load brings it back."""
+    page.goto(f"{serve_url}/dashboard")
+    page.wait_for_selector("body[data-loaded=true]", timeout=30_000)
+    button = page.locator(f"#models button[data-model='{TINY_COMPACT}'][data-action='unload']")
+    button.first.wait_for(timeout=30_000)
+    assert "Upscaler" in page.inner_text("#models") and "RSS" in page.inner_text("#models")
+    button.first.click()
+    page.wait_for_selector(f"#models button[data-model='{TINY_COMPACT}'][data-action='load']",
+                           timeout=60_000)  # fmt: skip
+    row = page.locator("#models tr", has_text=TINY_COMPACT).first
+    assert "unloaded" in row.inner_text() and "loads on its next request" in row.inner_text()
+    page.locator(f"#models button[data-model='{TINY_COMPACT}'][data-action='load']").first.click()
+    page.wait_for_function(
+        f"[...document.querySelectorAll('#models button[data-model=\"{TINY_COMPACT}\"]')]"
+        ".every((b) => b.dataset.action === 'unload')",
+        timeout=60_000,
+    )
+    shot(page, "dashboard-models")
+
+
 def test_image_to_3d_shows_each_mesh_in_the_viewer(
     gl_page: playwright_api.Page, serve_url: str, tmp_path: Path
 ) -> None:

@@ -15,13 +15,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from services.admin.control import ModelCommand, ReplicaReport
 from services.errors import ServiceUnavailable
 from services.imaging.codec import DecodedImage, ImageLimits, color_plane, to_uint8
 from services.imaging.convert import Converted, ConvertOptions, convert_image, encode_pixels
 from services.imaging.faces import Face
 from services.imaging.meshes import MESH_TYPES, decimate, export, normalized, preview, relief
 from services.models.diffusion import Generated, GenerateOptions
+from services.models.manifest import load_manifest
 from services.models.mesh_io import MeshOptions, MeshOutput
+from services.models.residency import ModelState
 from services.models.tile_io import TileJob, TileOutput
 from services.models.vision import Answer, Description, Question, Tag
 from services.pipelines.faces import (
@@ -33,7 +36,7 @@ from services.pipelines.faces import (
 )
 from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult, TileStep
 from services.platform import DeploymentReadiness, DeploymentView
-from services.registry import MODEL_DEPLOYMENTS
+from services.registry import DEPLOYMENT_OF_TASK, MODEL_DEPLOYMENTS
 
 LIMITS = ImageLimits(50_000_000, 64_000_000, 16384)
 
@@ -60,6 +63,9 @@ class FakeBackend:
     def __init__(self, loaded: Iterable[str] = ()) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.loaded = sorted(loaded)  # what every deployment reports loaded
+        self.unloaded: set[str] = set()  # of those, unloaded through the admin routes
+        self.modes: dict[str, str] = {}  # deployment -> memory mode set at run time
+        self.manifest = load_manifest()
 
     def serves(self) -> set[str]:
         return set(MODEL_DEPLOYMENTS)
@@ -158,8 +164,39 @@ class FakeBackend:
         return DecodedImage(generated.pixels, 8, image.source_format)
 
     async def readiness(self) -> dict[str, DeploymentReadiness]:
-        return {name: DeploymentReadiness(ready=True, device="cpu", loaded=self.loaded)
+        loaded = [name for name in self.loaded if name not in self.unloaded]
+        return {name: DeploymentReadiness(ready=True, device="cpu", loaded=loaded,
+                                          resting=sorted(self.unloaded))
                 for name in MODEL_DEPLOYMENTS}  # fmt: skip
+
+    async def control(
+        self, deployment: str, command: ModelCommand, timeout_s: float
+    ) -> tuple[int, list[ReplicaReport]]:
+        """Two replicas of ``deployment`` holding its loaded models, 1 MB each; an
+        unload frees that much on each."""
+        self.calls.append(("control", (deployment, command.action, command.model or command.mode)))
+        if command.action == "memory_mode":
+            self.modes[deployment] = command.mode or "balanced"
+        tasks = {name: spec.task for name, spec in self.manifest.models.items()}
+        mine = [name for name in self.loaded
+                if name in tasks and DEPLOYMENT_OF_TASK[tasks[name]] == deployment]  # fmt: skip
+        before = len([name for name in mine if name not in self.unloaded])
+        changed = command.model in mine and (command.action == "unload") != (
+            command.model in self.unloaded)  # fmt: skip
+        if command.model in mine and command.action == "unload":
+            self.unloaded.add(command.model)
+        elif command.action == "load":
+            self.unloaded.discard(str(command.model))
+        states = [ModelState(name=name, loaded=name not in self.unloaded,
+                             memory_bytes=0 if name in self.unloaded else 1 << 20)
+                  for name in mine]  # fmt: skip
+        rss = (1 << 24) + sum(state.memory_bytes for state in states)
+        reports = [ReplicaReport(replica=f"replica-{i}", deployment=deployment, models=states,
+                                 rss_bytes=rss, rss_before=(1 << 24) + (before << 20),
+                                 changed=changed,
+                                 memory_mode=self.modes.get(deployment, "balanced"))
+                   for i in (1, 2)]  # fmt: skip
+        return len(reports), reports
 
     async def deployments(self) -> tuple[str, list[DeploymentView]]:
         return "pixserve", []

@@ -79,7 +79,8 @@ def _openai(model: ModelPublic, created: int) -> OpenAIModelPublic:
 def _public(
     spec: ModelSpec, settings: Settings, deployment: DeploymentReadiness | None
 ) -> ModelPublic:
-    """A spec with its state: not configured, unknown (deployment down), loaded, missing."""
+    """A spec with its state: not configured, unknown (deployment down), loaded,
+    unloaded (resting: loads on use), missing."""
     base = spec.model_dump(
         include={"name", "task", "architecture", "scale", "license", "description"}
     )
@@ -90,4 +91,7 @@ def _public(
         return ModelPublic(**base, state="unknown", detail=detail)
     if spec.name in deployment.loaded:
         return ModelPublic(**base, state="loaded")
+    if spec.name in deployment.resting:
+        why = "unloaded at run time (an operator, or the low memory mode); loads on use"
+        return ModelPublic(**base, state="unloaded", detail=why)
     return ModelPublic(**base, state="missing", detail=deployment.missing.get(spec.name))

@@ -63,6 +63,25 @@ def test_a_seed_reproduces_and_schedulers_differ(
     assert 0 <= unseeded.seed < 2**63
 
 
+def test_the_low_memory_mode_slices_and_tiles_to_the_same_image(
+    engine: DiffusionEngine, realism: Checkpoint
+) -> None:
+    """The low mode decodes in VAE tiles (the random tiny VAE's seams show, so close,
+    not equal); back in balanced, the VAE (shared by every pipeline made from the
+    checkpoint) decodes whole again and the same seed gives the same image."""
+    plain = engine.generate(realism, options())
+    engine.set_memory_mode("low")
+    try:
+        low = engine.generate(realism, options())
+        assert realism.pipeline.vae.use_tiling
+    finally:
+        engine.set_memory_mode("balanced")
+    assert low.pixels.shape == plain.pixels.shape
+    assert np.abs(low.pixels.astype(int) - plain.pixels).mean() < 16
+    again = engine.generate(realism, options())
+    assert not realism.pipeline.vae.use_tiling and np.array_equal(again.pixels, plain.pixels)
+
+
 def test_a_set_stop_ends_the_loop_after_its_step(
     engine: DiffusionEngine, realism: Checkpoint
 ) -> None:
