@@ -1,8 +1,9 @@
 """The application graph: Ingress -> Upscaler, Denoiser, FaceRestorer (-> Upscaler for
-backgrounds), Diffusion, Vision, Mesher and Codec; the Dispatcher -> the same deployments for
-jobs. Presets chain the model deployments' calls. A model deployment the settings give
-nothing to serve is left out (no handle by its name), so it takes no replica and no
-memory; the API still lists it as not configured (services/registry.py says which).
+backgrounds), Diffusion, Vision, Mesher and Codec (and TileFallback with
+``cpu_fallback``); the Dispatcher -> the same deployments for jobs. Presets chain the
+model deployments' calls. A model deployment the settings give nothing to serve is left
+out (no handle by its name), so it takes no replica and no memory; the API still lists
+it as not configured (services/registry.py says which).
 
 ``app_builder`` is the ``import_path`` of ``serve_config.yaml``: the config's ``args``
 become the Settings, and its ``deployments`` section tunes replicas and resources.
@@ -20,7 +21,7 @@ from deployments.dispatcher import Dispatcher
 from deployments.faces import FaceRestorer
 from deployments.ingress import Ingress
 from deployments.mesher import Mesher
-from deployments.upscaler import Denoiser, Upscaler
+from deployments.upscaler import Denoiser, TileFallback, Upscaler
 from deployments.vision import Vision
 from services.config import Settings
 from services.registry import deployments_in_use
@@ -34,7 +35,7 @@ def build_app(settings: Settings) -> Application:
     bound: dict[str, Any] = {"Upscaler": upscaler, "Codec": cast(Deployment, Codec).bind(settings)}
     for deployment, args in ((Denoiser, (settings,)), (FaceRestorer, (upscaler, settings)),
                              (Diffusion, (settings,)), (Vision, (settings,)),
-                             (Mesher, (settings,))):  # fmt: skip
+                             (Mesher, (settings,)), (TileFallback, (settings,))):  # fmt: skip
         # serve.deployment turns the classes into Deployments; its typing does not say so
         name = cast(Deployment, deployment).name
         if name in used:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -15,6 +16,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from services.admin.control import ModelCommand, ReplicaReport, broadcast, channel, modes_key
 from services.config import Settings
 from services.errors import (
+    EngineOutOfMemory,
     InternalError,
     NotConfigured,
     PixserveError,
@@ -34,7 +36,15 @@ from services.pipelines.faces import DetectOptions, FaceOptions, FaceResult
 from services.pipelines.presets import IMAGE_STEPS, SOURCE, Plan, PlanResult
 from services.platform import DeploymentReadiness, DeploymentView
 from services.redis_client import connect_redis
-from services.registry import DEPLOYMENT_OF_TASK, MODEL_DEPLOYMENTS, not_configured_reason
+from services.registry import (
+    DEPLOYMENT_OF_TASK,
+    MODEL_DEPLOYMENTS,
+    OPTIONAL_DEPLOYMENTS,
+    TILE_FALLBACK,
+    not_configured_reason,
+)
+
+logger = logging.getLogger(__name__)
 
 
 def graph_backend(
@@ -97,7 +107,15 @@ class ServeBackend:
         """To the deployment serving the job's model (Upscaler or Denoiser)."""
         name = self.serving.get(job.model, "Upscaler")
         job = dataclasses.replace(job, request_id=_request_id(), progress_key=CURRENT_ITEM.get())
-        output: TileOutput = await self._call(name, "upscale", job)
+        try:
+            output: TileOutput = await self._call(name, "upscale", job)
+        except EngineOutOfMemory as exc:
+            if TILE_FALLBACK not in self.handles:  # cpu_fallback off
+                raise
+            logger.warning("%s: %s; running it once more on %s", name, exc.message, TILE_FALLBACK)
+            job = dataclasses.replace(job, request_id=_request_id())
+            output = await self._call(TILE_FALLBACK, "upscale", job)
+            return dataclasses.replace(output, fallback="cpu")
         return output
 
     async def convert(self, data: bytes, options: ConvertOptions) -> Converted:
@@ -151,7 +169,7 @@ class ServeBackend:
         handle = self._handle(name)
         if multiplexed is not None:
             handle = handle.options(multiplexed_model_id=multiplexed)
-        priority = self.priority if name in MODEL_DEPLOYMENTS else {}
+        priority = self.priority if name in OPTIONAL_DEPLOYMENTS else {}
         return await _call(handle, name, method, *args, **priority)
 
     def _handle(self, name: str) -> DeploymentHandle[Any]:

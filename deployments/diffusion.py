@@ -32,8 +32,8 @@ class Diffusion(EngineReplica):
         self.diffusion.load()
         self.busy = asyncio.Semaphore(1)
         self.start(settings, share)
-        self.diffusion.on_step = lambda options, done, steps: self.progress.report(
-            options.progress_key, done, steps, "steps")  # fmt: skip
+        self.diffusion.on_step = lambda options, done, steps, preview: self.progress.report(
+            options.progress_key, done, steps, "steps", preview)  # fmt: skip
 
     @serve.multiplexed(max_num_models_per_replica=MAX_CHECKPOINTS)  # type: ignore[untyped-decorator]
     async def checkpoint(self, alias: str) -> Checkpoint:

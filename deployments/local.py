@@ -19,7 +19,7 @@ from ray.serve._private import api as serve_private_api
 from ray.serve.schema import ServeDeploySchema
 
 from services.config import Settings
-from services.registry import MODEL_DEPLOYMENTS, deployments_in_use
+from services.registry import OPTIONAL_DEPLOYMENTS, deployments_in_use
 
 DEFAULT_CONFIG = Path(__file__).with_name("serve_config.yaml")
 APP_NAME = "pixserve"
@@ -77,7 +77,7 @@ def without_unused_deployments(config: dict[str, Any]) -> dict[str, Any]:
         used = deployments_in_use(Settings(**app.get("args", {})))
         app["deployments"] = [
             entry for entry in app.get("deployments", [])
-            if entry["name"] not in MODEL_DEPLOYMENTS or entry["name"] in used
+            if entry["name"] not in OPTIONAL_DEPLOYMENTS or entry["name"] in used
         ]  # fmt: skip
     return result
 

@@ -33,8 +33,8 @@ class TileModels(EngineReplica):
         self.tiles.load()
         self.batched = self.upscale_batch
         self.start(settings, share)
-        self.tiles.on_progress = lambda job, done, total: self.progress.report(
-            job.progress_key, done, total, "tiles")  # fmt: skip
+        self.tiles.on_progress = lambda job, done, total, preview: self.progress.report(
+            job.progress_key, done, total, "tiles", preview)  # fmt: skip
 
     async def upscale(self, job: TileJob, background: bool = False) -> TileOutput:
         """One request's image, its tiles batched with other requests' (counted while
@@ -92,3 +92,16 @@ class Denoiser(TileModels):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, settings.denoise_models)
+
+
+@serve.deployment(name="TileFallback", ray_actor_options={"num_cpus": 2, "num_gpus": 0})
+class TileFallback(TileModels):
+    """Every tile model (upscale and denoise) on CPU, bound when ``cpu_fallback`` is on:
+    a request its GPU deployment had no memory for, even one tile a pass, runs here
+    once more (slower, but answered)."""
+
+    def __init__(self, settings: Settings) -> None:
+        on_cpu = {"device": "cpu", "precision": "fp32", "compile": False,
+                  "gpu_memory_fraction": None}  # fmt: skip
+        cpu = settings.model_copy(update=on_cpu)
+        super().__init__(cpu, list(dict.fromkeys(settings.models + settings.denoise_models)))

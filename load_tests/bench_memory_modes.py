@@ -28,10 +28,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from services.cli.tables import table
 
 MODES = ("low", "balanced", "high")
 
@@ -40,53 +43,14 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     """One engine in one mode, in this (fresh) process: its memory and its time."""
     import torch
 
-    from services.config import Settings
-    from services.imaging.codec import DecodedImage
-    from services.models.manifest import load_manifest
+    import services.models.diffusion
+    import services.models.upscaler
+    import services.pipelines.upscale  # noqa: F401 (imported before the baseline is read)
     from services.models.residency import process_rss, release_memory
-    from services.models.sources import import_package
-    from services.models.store import ModelStore
-    from services.models.upscaler import EngineBackend, UpscaleEngine
-    from services.pipelines.upscale import UpscaleOptions, upscale
-    from tests.utils.images import astronaut
 
     cuda = torch.cuda.is_available() and args.device != "cpu"
-    before = process_rss()
-    root = Path(args.store)
-    if args.engine == "tile":
-        store = ModelStore(root, load_manifest())
-        if not store.describe("x4plus", check=False).present:
-            import_package(store, "x4plus")
-        settings = Settings(model_store=root, models=["x4plus"], memory_mode=args.mode,
-                            device="cuda" if cuda else "cpu", idle_unload_s=1)  # fmt: skip
-        engine = UpscaleEngine(settings, store)
-        engine.load()
-        engine.set_memory_mode(args.mode)
-        image = DecodedImage(astronaut(args.size), 8, "png")
-        backend = EngineBackend(engine)
-
-        def work() -> None:
-            asyncio.run(upscale(image, UpscaleOptions("x4plus"), 4, backend, settings))
-
-    else:
-        from load_tests.bench_models import _full_sdxl
-        from services.models.diffusion import DiffusionEngine, GenerateOptions
-        from tests.utils.tiny_models import TINY_SDXL, build_tiny_store
-
-        manifest = build_tiny_store(root, diffusion=True) if args.tiny else None
-        model = TINY_SDXL if args.tiny else _full_sdxl(root)
-        settings = Settings(model_store=root, extra_manifest=manifest, memory_mode=args.mode,
-                            diffusion_checkpoints={"base": model}, safety_checker=None,
-                            device="cuda" if cuda else "cpu")  # fmt: skip
-        diffusion = DiffusionEngine(settings, ModelStore(root, load_manifest(manifest)))
-        diffusion.load()
-        checkpoint = diffusion.load_checkpoint("base")
-        options = GenerateOptions(prompt="a lighthouse", checkpoint="base", width=args.size,
-                                  height=args.size, steps=args.steps, seed=1)  # fmt: skip
-
-        def work() -> None:
-            diffusion.generate(checkpoint, options)
-
+    before = process_rss()  # the code loaded, no model yet
+    work, resting = (_tile if args.engine == "tile" else _sdxl)(args, Path(args.store), cuda)
     work()  # warm-up (and, for compiled modules, compilation)
     if cuda:
         torch.cuda.synchronize()
@@ -98,9 +62,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - started) / args.images
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    if args.engine == "tile" and args.mode == "low":
-        time.sleep(1.1)  # the replica's timer would unload it after idle_unload_s
-        engine.unload_idle(settings.idle_unload_s)
+    resting()
     release_memory(cuda)
     return {
         "mode": args.mode, "seconds_per_image": seconds,
@@ -109,6 +71,67 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "cuda_rest_mb": torch.cuda.memory_allocated() / 2**20 if cuda else None,
     }  # fmt: skip
+
+
+Work = tuple[Callable[[], None], Callable[[], None]]  # one image; what idling does after
+
+
+def _tile(args: argparse.Namespace, root: Path, cuda: bool) -> Work:
+    """x4plus through the tile engine; in the low mode idling unloads it."""
+    from services.config import Settings
+    from services.imaging.codec import DecodedImage
+    from services.models.manifest import load_manifest
+    from services.models.sources import import_package
+    from services.models.store import ModelStore
+    from services.models.upscaler import EngineBackend, UpscaleEngine
+    from services.pipelines.upscale import UpscaleOptions, upscale
+    from tests.utils.images import astronaut
+
+    store = ModelStore(root, load_manifest())
+    if not store.describe("x4plus", check=False).present:
+        import_package(store, "x4plus")
+    settings = Settings(model_store=root, models=["x4plus"], memory_mode=args.mode,
+                        device="cuda" if cuda else "cpu", idle_unload_s=1)  # fmt: skip
+    engine = UpscaleEngine(settings, store)
+    engine.load()
+    engine.set_memory_mode(args.mode)
+    image, backend = DecodedImage(astronaut(args.size), 8, "png"), EngineBackend(engine)
+
+    def idle() -> None:
+        if args.mode == "low":
+            time.sleep(settings.idle_unload_s + 0.1)  # the replica's timer would unload it
+            engine.unload_idle(settings.idle_unload_s)
+
+    def one() -> None:
+        asyncio.run(upscale(image, UpscaleOptions("x4plus"), 4, backend, settings))
+
+    return one, idle
+
+
+def _sdxl(args: argparse.Namespace, root: Path, cuda: bool) -> Work:
+    """Text-to-image through the diffusion engine (its checkpoints stay loaded)."""
+    from load_tests.bench_models import _full_sdxl
+    from services.config import Settings
+    from services.models.diffusion import DiffusionEngine, GenerateOptions
+    from services.models.manifest import load_manifest
+    from services.models.store import ModelStore
+    from tests.utils.tiny_models import TINY_SDXL, build_tiny_store
+
+    manifest = build_tiny_store(root, diffusion=True) if args.tiny else None
+    model = TINY_SDXL if args.tiny else _full_sdxl(root)
+    settings = Settings(model_store=root, extra_manifest=manifest, memory_mode=args.mode,
+                        diffusion_checkpoints={"base": model}, safety_checker=None,
+                        device="cuda" if cuda else "cpu")  # fmt: skip
+    engine = DiffusionEngine(settings, ModelStore(root, load_manifest(manifest)))
+    engine.load()
+    checkpoint = engine.load_checkpoint("base")
+    options = GenerateOptions(prompt="a lighthouse", checkpoint="base", width=args.size,
+                              height=args.size, steps=args.steps, seed=1)  # fmt: skip
+
+    def one() -> None:
+        engine.generate(checkpoint, options)
+
+    return one, lambda: None
 
 
 def main() -> None:
@@ -137,11 +160,12 @@ def main() -> None:
         row["time_vs_balanced"] = row["seconds_per_image"] / balanced["seconds_per_image"]
     print(f"{args.engine}: {args.size} px, {args.images} image(s) per mode, "
           f"{platform.processor() or platform.machine()}")  # fmt: skip
-    print(f"{'mode':<9} {'s/image':>8} {'x bal':>6} {'peak MB':>8} {'rest MB':>8} {'CUDA peak':>10}")
-    for row in rows:
-        cuda = "-" if row["cuda_peak_mb"] is None else f"{row['cuda_peak_mb']:.0f}"
-        print(f"{row['mode']:<9} {row['seconds_per_image']:>8.3f} {row['time_vs_balanced']:>6.2f} "
-              f"{row['peak_rss_added_mb']:>8.0f} {row['rest_rss_added_mb']:>8.0f} {cuda:>10}")  # fmt: skip
+    cells = [[row["mode"], f"{row['seconds_per_image']:.3f}", f"{row['time_vs_balanced']:.2f}",
+              f"{row['peak_rss_added_mb']:.0f}", f"{row['rest_rss_added_mb']:.0f}",
+              "-" if row["cuda_peak_mb"] is None else f"{row['cuda_peak_mb']:.0f}"]
+             for row in rows]  # fmt: skip
+    headers = ["MODE", "S/IMAGE", "X BAL", "PEAK MB", "REST MB", "CUDA PEAK MB"]
+    print(table(headers, cells, right=frozenset(range(1, 6))))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     report = {"engine": args.engine, "size": args.size, "images": args.images, "results": rows}
     args.json.write_text(json.dumps(report, indent=2) + "\n")

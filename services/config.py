@@ -205,6 +205,11 @@ class Settings(BaseSettings):
     precision: Precision = Field(default="auto", description="auto: fp16 on CUDA, fp32 on CPU.")
     tile_size: int = Field(default=256, ge=16, le=1024, description="Tile edge in input px.")
     tile_pad: int = Field(default=10, ge=0, le=64, description="Context px around each tile.")
+    cpu_fallback: bool = Field(
+        default=False,
+        description="Run an upscale or denoise the GPU has no memory for (after smaller "
+        "batches) once more on the TileFallback deployment, on CPU (X-Pixserve-Fallback).",
+    )
     tile_batch_size: int | None = Field(
         default=None, ge=1, le=256,
         description="Tiles per forward pass; None: 8 on CUDA, 1 on CPU (cache-bound there).",

@@ -95,6 +95,12 @@ REGISTRY: tuple[DeploymentEntry, ...] = (
 ENTRIES = {entry.name: entry for entry in REGISTRY}
 MODEL_DEPLOYMENTS = tuple(entry.name for entry in REGISTRY if entry.is_model)
 CONTROLLED_DEPLOYMENTS = tuple(name for name in MODEL_DEPLOYMENTS if ENTRIES[name].model_control)
+# the tile models again on CPU, for a request the GPU had no memory for: a deployment
+# of its own (Serve gives every replica of one deployment the same resources), bound
+# only when its setting is on
+TILE_FALLBACK = "TileFallback"
+FALLBACKS = {TILE_FALLBACK: "cpu_fallback"}  # deployment -> the setting that starts it
+OPTIONAL_DEPLOYMENTS = MODEL_DEPLOYMENTS + tuple(FALLBACKS)
 DEPLOYMENT_OF_TASK: dict[str, str] = {
     task: entry.name for entry in REGISTRY for task in entry.model_tasks
 }
@@ -105,8 +111,10 @@ DEPLOYMENT_OF_STEP: dict[str, str] = {
 
 def deployments_in_use(settings: Settings) -> set[str]:
     """The model deployments these settings give something to serve (and those that
-    always run); the others are left out of the application and take no replica."""
-    return {
+    always run), and the fallbacks they turn on; the others are left out of the
+    application and take no replica."""
+    fallbacks = {name for name, setting in FALLBACKS.items() if getattr(settings, setting)}
+    return fallbacks | {
         entry.name
         for entry in REGISTRY
         if entry.is_model

@@ -16,6 +16,7 @@ from services.api.errors import BodyTooLarge, failed, install_error_handlers
 from services.api.routes import (
     admin,
     admin_models,
+    channel,
     convert,
     denoise,
     faces,
@@ -98,6 +99,7 @@ def create_api(
     for router in (module.router for module in routers):
         app.include_router(router, dependencies=keyed, responses=COMMON_ERRORS)
     app.include_router(jobs.router, dependencies=keyed, responses=COMMON_ERRORS | JOB_ERRORS)
+    app.include_router(channel.router)  # the WebSocket authenticates inside
     for module in (admin, admin_models):  # admin keys
         app.include_router(module.router, responses=COMMON_ERRORS | ADMIN_ERRORS)
     app.include_router(health.router, responses=errors(500))

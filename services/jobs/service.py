@@ -16,6 +16,7 @@ from services.config import Settings
 from services.errors import InvalidParameter, ModelNotReady
 from services.jobs.models import TERMINAL_JOB, WEBHOOK_EVENTS, Item, Job, JobStatus
 from services.jobs.outputs import IMAGES_AREA, image_key, output_type, preview_key
+from services.jobs.progress import watchers_key
 from services.jobs.queue import WorkQueue
 from services.jobs.store import IdempotencyConflict, JobNotFound, JobStore, new_job_id
 from services.models.manifest import Manifest
@@ -137,10 +138,12 @@ class JobService:
 
     async def submit(
         self, owner: str, request: JobRequest, idempotency_key: str | None,
-        base_url: str | None = None,
+        base_url: str | None = None, watch_s: int | None = None,
     ) -> Job:  # fmt: skip
         """Check everything that can be checked before any work (a 422 naming the field),
-        store the inputs, record the job and enqueue its items; answers the envelope."""
+        store the inputs, record the job and enqueue its items; answers the envelope.
+        ``watch_s``: a live viewer (the WebSocket channel) watches from the start, so its
+        items render previews from their first report."""
         self._check_count(request)
         await self.weights.check(self.plan(request.spec).models)
         if isinstance(request.spec, GenerateTask):
@@ -156,6 +159,8 @@ class JobService:
                 return await self._first_submission(first, owner, base_url)
         try:
             await self.queue.ensure_group()
+            if watch_s is not None:
+                await self.store.redis.set(watchers_key(job_id), 1, ex=watch_s)
             inputs, names = await self._inputs(job_id, request)
             await self.store.create(
                 owner, request.spec.model_dump(mode="json"), inputs, request.webhook_url,

@@ -25,6 +25,7 @@ import torch
 from services.config import MemoryMode, Settings
 from services.errors import EngineOutOfMemory, InvalidParameter, ModelNotReady
 from services.imaging.codec import from_float
+from services.imaging.previews import Preview, latent_preview
 from services.models.runtime import EngineStatus, TorchRuntime
 from services.models.store import ModelStore
 
@@ -128,7 +129,7 @@ class DiffusionEngine:
     load_seconds: dict[str, float] = field(default_factory=dict)
     generations: list[float] = field(default_factory=list)
     # a job item's steps done of the loop's, after each step (the replica's reporter)
-    on_step: Callable[[GenerateOptions, int, int], None] | None = None
+    on_step: Callable[[GenerateOptions, int, int, Preview], None] | None = None
 
     def __post_init__(self) -> None:
         self.runtime = TorchRuntime(self.settings, self.gpu_share)
@@ -282,7 +283,7 @@ class DiffusionEngine:
         report = None
         if self.on_step is not None and options.progress_key is not None:
             on_step = self.on_step
-            report = lambda done, steps: on_step(options, done, steps)  # noqa: E731
+            report = lambda done, steps, preview: on_step(options, done, steps, preview)  # noqa: E731
         if stop is not None or report is not None:
             arguments["callback_on_step_end"] = _on_step_end(stop, options.steps, report)
         with torch.inference_mode():
@@ -333,17 +334,21 @@ class DiffusionEngine:
 
 
 def _on_step_end(
-    stop: threading.Event | None, steps: int, report: Callable[[int, int], None] | None
-) -> Any:
+    stop: threading.Event | None, steps: int,
+    report: Callable[[int, int, Preview], None] | None,
+) -> Any:  # fmt: skip
     """A diffusers step-end callback: ends the loop once ``stop`` is set (raising also
     skips the VAE decode of an image nobody will read), else reports the step done of
-    those the loop runs (fewer than ``steps`` for image-to-image)."""
+    those the loop runs (fewer than ``steps`` for image-to-image), with the latents'
+    linear preview on demand."""
 
     def callback(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
         if stop is not None and stop.is_set():
             raise GenerationStopped(f"stopped after step {step + 1} of {steps}")
         if report is not None:
-            report(step + 1, int(getattr(pipeline, "num_timesteps", 0) or steps))
+            latents = tensors["latents"]
+            report(step + 1, int(getattr(pipeline, "num_timesteps", 0) or steps),
+                   lambda: latent_preview(latents))  # fmt: skip
         return tensors
 
     return callback

@@ -30,8 +30,11 @@ class TileJob:
 
 @dataclass(frozen=True)
 class TileOutput:
-    """A request's result: the output pixels, or its JPEG when the device encoded it."""
+    """A request's result: the output pixels, or its JPEG when the device encoded it;
+    ``fallback`` names the deployment kind that ran it when the first one could not
+    (``cpu``: the GPU ran out of memory, see ``cpu_fallback``)."""
 
     pixels: np.ndarray | None
     jpeg: bytes | None
     tiles: int
+    fallback: str | None = None

@@ -43,6 +43,7 @@ from services.errors import (
     PixserveError,
 )
 from services.imaging.codec import LUMA
+from services.imaging.previews import Preview, stitched_preview
 from services.imaging.tiling import (
     TileGrid,
     paste_core,
@@ -151,8 +152,9 @@ class UpscaleEngine(Residency):
         self.missing: dict[str, str] = {}
         self.passes: deque[ForwardPass] = deque(maxlen=256)
         self.on_pass: Callable[[ForwardPass], None] | None = None  # metrics hook
-        # a job item's tiles done of its total, after each chunk (the replica's reporter)
-        self.on_progress: Callable[[TileJob, int, int], None] | None = None
+        # a job item's tiles done of its total after each chunk, and its preview so far
+        # (the replica's reporter renders it only for a live viewer)
+        self.on_progress: Callable[[TileJob, int, int, Preview], None] | None = None
         self.canceled: set[str] = set()  # request ids whose callers went away
 
     def load(self) -> None:
@@ -397,7 +399,7 @@ class UpscaleEngine(Residency):
             if work.job.progress_key is not None:
                 last[id(work)] = (work, local)
         for work, local in last.values():
-            self.on_progress(work.job, local + 1, len(work.tiles))
+            self.on_progress(work.job, local + 1, len(work.tiles), _preview_of(work, local + 1))
 
     def _run_chunks(
         self,
@@ -574,3 +576,9 @@ class EngineBackend:
         if isinstance(result, PixserveError):
             raise result
         return result
+
+
+def _preview_of(work: _Work, done: int) -> Preview:
+    """The work's canvas with its first ``done`` tiles pasted, as a JPEG, on demand."""
+    return lambda: stitched_preview(work.canvas, work.job.pixels, work.grid, work.loaded.scale,
+                                    done)  # fmt: skip

@@ -358,16 +358,18 @@ def _plan_tiles(
         options = UpscaleOptions(model.name, None, None, None, spec.format, spec.quality, noise)
         return TaskPlan(spec, options, model.scale)
     if spec.scale is not None and (spec.width or spec.height):
-        raise InvalidParameter("scale: give either scale or width/height, not both")
+        raise InvalidParameter("scale: give either scale or width/height, not both",
+                               param="scale")  # fmt: skip
     if spec.scale is not None and not 1.0 <= spec.scale <= settings.max_scale:
         raise InvalidParameter(
-            f"scale: {spec.scale:g} is out of range; allowed 1 to {settings.max_scale:g}"
+            f"scale: {spec.scale:g} is out of range; allowed 1 to {settings.max_scale:g}",
+            param="scale",
         )
     if spec.width and spec.height and spec.width * spec.height > settings.max_output_pixels:
         raise ImageTooLarge(
             f"width x height: {spec.width}x{spec.height} is over the limit of "
-            f"{settings.max_output_pixels} pixels"
-        )
+            f"{settings.max_output_pixels} pixels", param="width",
+        )  # fmt: skip
     _check_format_size(spec.format, (spec.width, spec.height))
     options = UpscaleOptions(
         model.name, spec.scale, spec.width, spec.height, spec.format, spec.quality

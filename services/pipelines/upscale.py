@@ -61,6 +61,7 @@ class UpscaleResult:
     jpeg: bytes | None
     size: tuple[int, int]
     tiles: int
+    fallback: str | None = None  # ``cpu``: run again on the CPU fallback deployment
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class EncodedResult:
     output_size: tuple[int, int]
     tiles: int
     step_seconds: dict[str, float]  # decode, upscale, encode
+    fallback: str | None = None
 
 
 async def upscale_upload(
@@ -118,6 +120,7 @@ async def upscale_upload(
         (width, height),
         result.tiles,
         steps,
+        result.fallback,
     )
 
 
@@ -165,7 +168,7 @@ async def upscale(
     job = TileJob(options.model, image.pixels, target, options.quality if jpeg else None,
                   traceparent=current_traceparent(), noise_level=options.noise_level)  # fmt: skip
     output = await backend.upscale_image(job)
-    return UpscaleResult(output.pixels, output.jpeg, target, output.tiles)
+    return UpscaleResult(output.pixels, output.jpeg, target, output.tiles, output.fallback)
 
 
 def _pixels(result: UpscaleResult) -> np.ndarray:

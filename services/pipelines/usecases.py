@@ -145,6 +145,7 @@ async def _tiles(
         "X-Pixserve-Model": options.model,
         "X-Pixserve-Tiles": str(result.tiles),
         **_sizes(result.input_size, result.output_size),
+        **({"X-Pixserve-Fallback": result.fallback} if result.fallback else {}),
     }
     return TaskResult(
         result.data,

@@ -27,8 +27,8 @@ const Pix = {
   async json(path, options) { return (await Pix.call(path, options)).json(); },
 
   // Server-Sent Events over fetch (EventSource cannot send the Authorization header)
-  async follow(path, onEvent, signal) {
-    const response = await Pix.call(path, { signal, headers: { Accept: "text/event-stream" } });
+  async follow(path, onEvent, signal, headers = {}) {
+    const response = await Pix.call(path, { signal, headers: { Accept: "text/event-stream", ...headers } });
     const reader = response.body.getReader(); const decoder = new TextDecoder(); let buffer = "";
     for (;;) {
       const { value, done } = await reader.read();
@@ -45,6 +45,39 @@ const Pix = {
         }
         if (event.data) onEvent(event.type, JSON.parse(event.data));
       }
+    }
+  },
+
+  // A job's events over the WebSocket channel (/v1/ws), with previews of items at work;
+  // resolves at the job's "completed" event. Falls back to Server-Sent Events, resuming
+  // after the last event seen, when the channel cannot open or drops (a proxy without
+  // WebSocket support, a restart). onEvent(type, data) as for follow.
+  async followLive(jobId, onEvent, onPreview) {
+    let last = null;
+    const viaSocket = new Promise((resolve, reject) => {
+      const url = new URL("v1/ws", document.baseURI);
+      url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+      const key = Pix.key();
+      let socket;
+      try { socket = new WebSocket(url, key ? ["pixserve", `bearer.${key}`] : ["pixserve"]); } catch (error) { reject(error); return; }
+      let done = false;
+      socket.onmessage = (message) => {
+        const frame = JSON.parse(message.data);
+        if (frame.type === "ready") socket.send(JSON.stringify({ type: "subscribe", job_id: jobId }));
+        else if (frame.type === "preview") {
+          socket.send(JSON.stringify({ type: "ack", seq: frame.seq }));
+          if (onPreview) onPreview(frame);
+        } else if (frame.type === "event") {
+          last = frame.id;
+          if (frame.event === "completed") { done = true; socket.close(); resolve(); }
+          onEvent(frame.event, frame.data);
+        } else if (frame.type === "error") { socket.close(); reject(new Error(frame.error.message)); }
+      };
+      socket.onerror = () => reject(new Error("the live channel failed"));
+      socket.onclose = () => { if (!done) reject(new Error("the live channel closed")); };
+    });
+    try { await viaSocket; } catch (_) {
+      await Pix.follow(`v1/jobs/${jobId}/events`, onEvent, undefined, last ? { "Last-Event-ID": last } : {});
     }
   },
 

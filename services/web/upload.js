@@ -436,7 +436,15 @@ async function followJob(job, entries, preset) {
     }
   };
   const pending = [];
-  await Pix.follow(`v1/jobs/${job.id}/events`, (type, data) => {
+  const showLive = (frame) => {  // the item's work so far, in its card
+    const entry = byIndex.get(frame.index);
+    if (!entry || settled.has(frame.index)) return;
+    if (!entry.live) { entry.live = Pix.el("img", { class: "live-preview", alt: "preview", style: "max-width:100%;max-height:220px;object-fit:contain" }); entry.body.replaceChildren(entry.live); }
+    entry.live.src = frame.image;
+    document.body.dataset.previews = Number(document.body.dataset.previews || 0) + 1;
+    setStatus(entry, `processing ${Math.round((100 * frame.step) / frame.steps)}%`, "processing");
+  };
+  await Pix.followLive(job.id, (type, data) => {
     if (type !== "item") return;  // job status, in-item progress, the final envelope
     if (data.status === "running") {
       const entry = byIndex.get(data.index);
@@ -445,7 +453,7 @@ async function followJob(job, entries, preset) {
     }
     progress.value = data.progress.done + data.progress.failed;
     pending.push(settle(data.index, data.status));
-  });
+  }, showLive);
   await Promise.all(pending);
   // events sent before we subscribed (a resumed or fast job): read the outcome once
   const final = await Pix.json(`v1/jobs/${job.id}`);

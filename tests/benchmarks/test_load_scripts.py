@@ -21,6 +21,7 @@ SCRIPTS = {
     "bench_upscale.py": ["--model", "null", "--requests", "2", "--size", "48", "--rounds", "1",
                          "--tile-size", "32"],
     "bench_memory.py": ["--size", "64", "--formats", "jpeg"],
+    "bench_memory_modes.py": ["--size", "32", "--images", "1"],
     "bench_jobs.py": ["--items", "4", "--size", "16", "--concurrency", "2"],
     "bench_load.py": ["--stage-s", "3", "--clients", "1,2", "--job-items", "6", "--size", "16",
                       "--settle-s", "5"],
@@ -48,6 +49,10 @@ def test_script_runs_at_a_tiny_size(script: str, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     written = json.loads(report.read_text())
     assert written
+    if script == "bench_memory_modes.py":  # every mode, the low one resting lightest
+        rows = {row["mode"]: row for row in written["results"]}
+        assert set(rows) == {"low", "balanced", "high"}
+        assert rows["low"]["rest_rss_added_mb"] < rows["balanced"]["rest_rss_added_mb"]
     if script == "bench_upscale.py":  # (a), (b) and (c), the service's with both replicas
         results = written["results"]
         assert [r["mode"][0] for r in results] == ["a", "b", "c"]

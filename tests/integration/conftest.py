@@ -94,9 +94,11 @@ def _with_extra_apps(config: dict[str, Any], redis_url: str, s3_url: str) -> dic
     hooks["args"].update(
         api_keys_enabled=True, redis_url=on_database(redis_url, HOOKS_DB),
         webhook_allow_http=True, webhook_allowed_networks=["127.0.0.0/8"],
+        cpu_fallback=True,  # its TileFallback deployment: test_fallback.py
         storage_url=f"s3://{HOOKS_PREFIX}", s3_endpoint_url=s3_url,
         s3_access_key_id="test", s3_secret_access_key="test",
     )  # fmt: skip
+    hooks["deployments"].append({"name": "TileFallback", **SMALL})  # 0.1 CPU, as the others
     for app in (broken, hooks):  # own databases, only upscaling: their model deployments
         # other than the Upscaler are left out of the graph (no replica, no torch import)
         app["args"].update(face_models=[], face_detectors=[], diffusion_checkpoints={},

@@ -72,3 +72,21 @@ def test_the_cli_shows_and_drives_it(serve_url: str) -> None:
     assert loaded.returncode == 0 and f"{REAL_UPSCALER} loaded" in loaded.stdout, loaded.stdout
     refused = pixserve("models", "unload", "x2plus", "--url", serve_url)  # declared, not served
     assert refused.returncode == 1 and "not served here" in refused.stderr
+
+
+def test_a_memory_mode_set_at_run_time(serve_url: str) -> None:
+    """Every Upscaler replica takes the mode now and reports it; requests still run; a
+    null mode goes back to the configured one."""
+    path = f"{serve_url}/v1/admin/deployments/Upscaler/memory-mode"
+    response = httpx.put(path, json={"mode": "low"}, timeout=120)
+    assert response.status_code == 200, response.text
+    assert {replica["memory_mode"] for replica in response.json()["replicas"]} == {"low"}
+    assert {r["memory_mode"] for r in _upscaler(serve_url)["replicas"]} == {"low"}
+    image = encode(astronaut(16))
+    served = httpx.post(f"{serve_url}/v1/upscale", files={"image": ("a.png", image)}, timeout=60)
+    assert served.status_code == 200, served.text
+    back = httpx.put(path, json={"mode": None}, timeout=120).json()
+    assert {replica["memory_mode"] for replica in back["replicas"]} == {"balanced"}
+    refused = httpx.put(f"{serve_url}/v1/admin/deployments/Codec/memory-mode",
+                        json={"mode": "low"}, timeout=30)  # fmt: skip
+    assert refused.status_code == 422 and refused.json()["error"]["param"] == "deployment"

@@ -250,6 +250,26 @@ def test_a_preset_gives_its_image_and_its_caption(
     shot(page, "upload-preset")
 
 
+def test_a_job_shows_live_previews_and_falls_back_to_sse(
+    page: playwright_api.Page, serve_url: str, tmp_path: Path
+) -> None:
+    """A job's cards show its items' previews over /v1/ws while they run; with no
+    WebSocket in the browser the same job flow completes over Server-Sent Events."""
+    open_upload_page(page, serve_url)
+    page.set_input_files("#files", images(tmp_path, [400, 400]))
+    page.click("#submit")
+    page.wait_for_function("document.querySelectorAll('.card .badge.done').length === 2",
+                           timeout=90_000)  # fmt: skip
+    assert int(page.evaluate("document.body.dataset.previews || 0")) >= 1
+    page.add_init_script("window.WebSocket = function () { throw new Error('blocked'); };")
+    open_upload_page(page, serve_url)
+    page.set_input_files("#files", images(tmp_path, [32, 40]))
+    page.click("#submit")
+    page.wait_for_function("document.querySelectorAll('.card .badge.done').length === 2",
+                           timeout=90_000)  # fmt: skip
+    assert page.evaluate("document.body.dataset.previews") is None
+
+
 def test_a_text_preset_job_shows_each_images_caption(
     page: playwright_api.Page, serve_url: str, tmp_path: Path
 ) -> None:

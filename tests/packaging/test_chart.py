@@ -17,7 +17,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from services.config import Settings
-from services.registry import MODEL_DEPLOYMENTS, deployments_in_use
+from services.registry import OPTIONAL_DEPLOYMENTS, deployments_in_use
 from tests.packaging.chart import (
     CHART,
     KUBE_VERSION,
@@ -105,7 +105,7 @@ def test_serve_config_v2_is_the_apps_with_values_applied() -> None:
     used = deployments_in_use(Settings(**app["args"]))
     assert [d["name"] for d in app["deployments"]] == [
         d["name"] for d in expected["deployments"]
-        if d["name"] not in MODEL_DEPLOYMENTS or d["name"] in used
+        if d["name"] not in OPTIONAL_DEPLOYMENTS or d["name"] in used
     ]  # fmt: skip
     upscaler = next(d for d in app["deployments"] if d["name"] == "Upscaler")
     assert upscaler["ray_actor_options"]["num_gpus"] == 0.25
@@ -121,6 +121,7 @@ SERVING_VALUES = [
     ("Diffusion", {"diffusion_checkpoints": {"realism": "sdxl-base"}}),
     *(("Vision", {field: "blip-caption"}) for field in
       ("caption_model", "tag_model", "nsfw_model", "vqa_model")),
+    ("TileFallback", {"cpu_fallback": True}),
 ]  # fmt: skip
 
 
@@ -134,7 +135,7 @@ def test_a_model_deployment_is_rendered_once_its_settings_configure_it(
         service = of_kind(render({"settings": values}), "RayService")[0]
         (app,) = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
         assert {d["name"] for d in app["deployments"]} >= {"Ingress", "Dispatcher", "Codec"}
-        return {d["name"] for d in app["deployments"]} & set(MODEL_DEPLOYMENTS)
+        return {d["name"] for d in app["deployments"]} & set(OPTIONAL_DEPLOYMENTS)
 
     assert rendered({}) == deployments_in_use(Settings()) == {"Upscaler"}
     assert deployment in rendered(settings) == deployments_in_use(Settings(**settings))

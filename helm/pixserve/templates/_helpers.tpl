@@ -137,6 +137,7 @@ FaceRestorer: [face_models, face_detectors]
 Diffusion: [diffusion_checkpoints]
 Vision: [caption_model, tag_model, nsfw_model, vqa_model]
 Mesher: [mesh_model, depth_model]
+TileFallback: [cpu_fallback]
 {{- end -}}
 
 {{- define "pixserve.applyDeploymentValues" -}}

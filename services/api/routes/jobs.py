@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
@@ -148,11 +149,16 @@ async def _form_request(request: Request, settings: Settings) -> JobRequest:
 
 
 async def _json_request(request: Request, settings: Settings) -> JobRequest:
-    """A JSON submission: the task's fields as JSON values beside ``images`` (base64
-    or data: URLs, named ``image-0``...) and ``urls``."""
     text = (await request.body()).decode("utf-8", errors="replace")
     body = parse_object("body", text, '{"task": "upscale", "urls": ["https://..."]}',
                         max_chars=settings.max_job_bytes)  # fmt: skip
+    return json_job_request(body, settings)
+
+
+def json_job_request(body: dict[str, Any], settings: Settings) -> JobRequest:
+    """A JSON submission (a body, or a WebSocket's ``submit``): the task's fields as
+    JSON values beside ``images`` (base64 or data: URLs, named ``image-0``...) and
+    ``urls``."""
     images, urls = _strings(body, "images"), _strings(body, "urls")
     if len(images) > settings.max_job_items:
         raise InvalidParameter(f"images: a job takes at most {settings.max_job_items}")
@@ -247,27 +253,42 @@ async def follow_job(
     ended, with the job's progress), ``progress`` (tiles or diffusion steps within an
     item), and at the end ``completed`` with the whole envelope, after which the stream
     closes. Typed JSON data; a comment ping every 15 s keeps proxies from closing it;
-    ``Last-Event-ID`` (an ``id:`` this stream sent) resumes."""
-    async for event in followed.events():
-        yield event
+    ``Last-Event-ID`` (an ``id:`` this stream sent) resumes. (Previews come over the
+    WebSocket channel only, ``/v1/ws``.)"""
+    async for batch in followed.batches():
+        for event in batch:
+            if event.kind != "preview":
+                yield ServerSentEvent(id=event.id, event=event.kind, data=event.data)
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One event of a job's stream: its id (resume after it), type and typed data."""
+
+    id: str
+    kind: str
+    data: Any
 
 
 class FollowedJob:
-    """One job's event stream, from Redis entries to typed server-sent events."""
+    """One job's event stream, from Redis entries to typed events, for SSE and the
+    WebSocket channel alike."""
 
     def __init__(self, jobs: JobService, job: Job, owner: str, base_url: str, after: str) -> None:
         self.jobs, self.job, self.owner, self.base_url = jobs, job, owner, base_url
         self.after = after
 
-    async def events(self) -> AsyncIterator[ServerSentEvent]:
-        """The events after ``after`` up to the job's end, then ``completed``."""
+    async def batches(self) -> AsyncIterator[list[JobEvent]]:
+        """The events after ``after`` up to the job's end, as read (one batch per read:
+        a slow reader reads bigger ones), then ``completed`` with the envelope."""
         wait_ms = None if self.job.status in TERMINAL_JOB else 10_000  # all there: no wait
         while True:
             entries = await self.jobs.store.events(self.job.id, self.after, block_ms=wait_ms)
-            for entry_id, fields in entries:
-                self.after = entry_id
-                data = event_data(self.job.id, entry_id, fields)
-                yield ServerSentEvent(id=entry_id, event=fields.get("type", "item"), data=data)
+            if entries:
+                self.after = entries[-1][0]
+                yield [JobEvent(entry_id, fields.get("type", "item"),
+                                event_data(self.job.id, entry_id, fields))
+                       for entry_id, fields in entries]  # fmt: skip
             ended = any(fields.get("job_status") in TERMINAL_JOB for _, fields in entries)
             if ended or (not entries and await self._over()):
                 break
@@ -275,7 +296,7 @@ class FollowedJob:
             job = await self.jobs.view(self.job.id, self.owner, self.base_url)
         except JobExpired:  # nothing more to tell
             return
-        yield ServerSentEvent(id=self.after, event="completed", data=job.public())
+        yield [JobEvent(self.after, "completed", job.public())]
 
     async def _over(self) -> bool:
         """Whether the job ended (a stream resumed after its last event sees none)."""

@@ -8,11 +8,13 @@ import asyncio
 from typing import Any
 
 import numpy as np
+import pytest
 
 from deployments.backend import ServeBackend
+from services.errors import EngineOutOfMemory
 from services.imaging.convert import ConvertOptions
 from services.models.manifest import load_manifest
-from services.models.tile_io import TileJob
+from services.models.tile_io import TileJob, TileOutput
 
 
 class Method:
@@ -52,3 +54,46 @@ def calls_of(background: bool) -> list[tuple[str, dict[str, Any]]]:
 def test_job_items_are_background_calls_and_sync_requests_are_not() -> None:
     assert calls_of(background=True) == [("upscale", {"background": True}), ("convert", {})]
     assert calls_of(background=False) == [("upscale", {}), ("convert", {})]
+
+
+class Raising(Handle):
+    """A GPU deployment out of memory even at one tile a pass."""
+
+    def __getattr__(self, name: str) -> Method:
+        calls = self.calls
+
+        class OutOfMemory(Method):
+            def remote(self, *args: Any, **kwargs: Any) -> Any:
+                calls.append(("oom", kwargs))
+                future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                future.set_exception(EngineOutOfMemory("out of GPU memory at one tile a pass"))
+                return future
+
+        return OutOfMemory(calls, name)
+
+
+class Answering(Handle):
+    def __getattr__(self, name: str) -> Method:
+        calls = self.calls
+
+        class Output(Method):
+            def remote(self, *args: Any, **kwargs: Any) -> Any:
+                calls.append(("cpu", kwargs))
+                future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                future.set_result(TileOutput(np.zeros((16, 16, 3), np.uint8), None, 1))
+                return future
+
+        return Output(calls, name)
+
+
+def test_an_out_of_memory_request_runs_once_more_on_the_cpu_fallback() -> None:
+    calls: list[tuple[str, dict[str, Any]]] = []
+    job = TileJob("x4plus", np.zeros((4, 4, 3), np.uint8), (16, 16))
+    with_fallback = ServeBackend({"Upscaler": Raising(calls), "TileFallback": Answering(calls)},  # type: ignore[dict-item]
+                                 load_manifest(None))  # fmt: skip
+    output = asyncio.run(with_fallback.upscale_image(job))
+    assert output.fallback == "cpu" and output.pixels is not None
+    assert [name for name, _ in calls] == ["oom", "cpu"]  # once, not again and again
+    without = ServeBackend({"Upscaler": Raising([])}, load_manifest(None))  # type: ignore[dict-item]
+    with pytest.raises(EngineOutOfMemory):  # off by default: the 503 stands
+        asyncio.run(without.upscale_image(job))

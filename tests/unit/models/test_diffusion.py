@@ -4,11 +4,14 @@ the size, the safety checker screens, and bad options are named."""
 
 from __future__ import annotations
 
+import io
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from services.config import Settings
 from services.errors import InvalidParameter, ModelNotReady
@@ -191,13 +194,21 @@ def test_a_generation_keeps_the_checkpoints_precision(tiny_store: tuple[Path, Pa
 
 def test_a_job_items_steps_are_reported(engine: DiffusionEngine, realism: Checkpoint) -> None:
     reports: list[tuple[str | None, int, int]] = []
-    engine.on_step = lambda opts, done, steps: reports.append((opts.progress_key, done, steps))
+    previews: list[bytes] = []
+
+    def report(opts: GenerateOptions, done: int, steps: int, preview: Callable[[], bytes]) -> None:
+        reports.append((opts.progress_key, done, steps))
+        previews.append(preview())
+
+    engine.on_step = report
     try:
         engine.generate(realism, options(steps=3))  # a sync request's: nothing reported
         engine.generate(realism, options(steps=3, progress_key="j:1"))
     finally:
         engine.on_step = None
     assert reports == [("j:1", 1, 3), ("j:1", 2, 3), ("j:1", 3, 3)]
+    last = Image.open(io.BytesIO(previews[-1]))  # the latents (32x32) as RGB, 8x
+    assert last.format == "JPEG" and last.size == (256, 256)
 
 
 def test_image_to_image_needs_one_step_after_strength() -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from services.config import Settings
 from services.errors import EngineOutOfMemory, ModelNotReady, NotConfigured
@@ -235,17 +239,26 @@ def test_a_job_items_tiles_are_reported_chunk_by_chunk(engine: UpscaleEngine) ->
     """Chunks of 4 tiles: an item of 6 tiles sharing passes with a sync request of 3
     (which has no progress key, so no reports) is told 1, 5, then 6 of 6."""
     reports: list[tuple[str | None, int, int]] = []
-    engine.on_progress = lambda job, done, total: reports.append((job.progress_key, done, total))
+    previews: list[bytes] = []
+
+    def report(job: TileJob, done: int, total: int, preview: Callable[[], bytes]) -> None:
+        reports.append((job.progress_key, done, total))
+        previews.append(preview())  # a live viewer's: drawn when the reporter asks
+
+    engine.on_progress = report
     sync, item = TileJob(TINY_RRDB, tiles(3)), TileJob(TINY_RRDB, tiles(6), progress_key="j:0")
     engine.predict([sync, item])
     assert reports == [("j:0", 1, 6), ("j:0", 5, 6), ("j:0", 6, 6)]
+    first, last = (np.asarray(Image.open(io.BytesIO(data))) for data in (previews[0], previews[-1]))
+    assert first.shape == last.shape and first.shape[2] == 3
+    assert np.abs(first.astype(int) - last).mean() > 1  # more of the canvas is the model's
 
 
 def test_a_canceled_request_stops_at_the_next_chunk(engine: UpscaleEngine) -> None:
     """Its caller gone, a request's remaining chunks are skipped, but never while
     another request's tiles remain to be run."""
     reports: list[tuple[str | None, int, int]] = []
-    engine.on_progress = lambda job, done, total: reports.append((job.progress_key, done, total))
+    engine.on_progress = lambda job, done, total, _: reports.append((job.progress_key, done, total))
     engine.cancel("gone")
     engine.predict([TileJob(TINY_RRDB, tiles(10), request_id="gone", progress_key="j:0")])
     assert reports == [("j:0", 4, 10)]  # one chunk of 4, then nothing
