@@ -27,7 +27,7 @@ from services.imaging.convert import Converted, ConvertOptions
 from services.imaging.faces import Face
 from services.jobs.progress import CURRENT_ITEM
 from services.models.diffusion import Generated, GenerateOptions
-from services.models.manifest import Manifest, load_manifest
+from services.models.manifest import Manifest, ModelSpec, load_manifest
 from services.models.mesh_io import MeshOptions, MeshOutput
 from services.models.runtime import EngineStatus
 from services.models.tile_io import TileJob, TileOutput
@@ -84,6 +84,9 @@ class ServeBackend:
             if settings is not None and name not in self.handles
         }
         self.settings = settings
+
+    def adopt(self, spec: ModelSpec) -> None:
+        self.serving[spec.name] = DEPLOYMENT_OF_TASK[spec.task]
 
     async def control(
         self, deployment: str, command: ModelCommand, timeout_s: float

@@ -25,7 +25,8 @@ class Dispatcher:
         structured_logs()
         live = start_live(settings, self._describe)
         backend = graph_backend(settings, handles, background=True)  # sync requests first
-        self.dispatcher, jobs = build_dispatcher(settings, backend, platform_metrics(), live)
+        self.dispatcher, jobs = build_dispatcher(settings, backend, platform_metrics(), live,
+                                                 backend.adopt)  # fmt: skip
         consumer = serve.get_replica_context().replica_id.unique_id
         self.loop = asyncio.get_running_loop().create_task(
             self.dispatcher.run_forever(consumer, housekeeping=jobs.apply_retention)

@@ -23,7 +23,7 @@ from services.admin.control import (
     remembered_mode,
 )
 from services.config import BatchOptions, MemoryMode, Settings
-from services.errors import PixserveError
+from services.errors import Conflict, PixserveError
 from services.jobs.progress import ProgressReporter
 from services.models.priority import PriorityGate
 from services.models.residency import ModelState, Residency, process_rss
@@ -155,6 +155,8 @@ class EngineReplica:
                 previous = self.memory_mode
                 self.apply_memory_mode()
                 changed = self.memory_mode != previous
+            elif command.action == "adopt":
+                changed = bool(self.adopt_added())
             elif isinstance(engine, Residency) and command.model in engine.configured_models():
                 name = str(command.model)
                 if command.action == "load":
@@ -165,6 +167,12 @@ class EngineReplica:
         except PixserveError as exc:
             error = exc.message
         return self.report(changed, before, time.perf_counter() - started, error)
+
+    def adopt_added(self) -> list[str]:
+        """Fetch and load the models added at run time for this deployment; the names
+        it had not served. The tile deployments can; the others cannot yet."""
+        raise Conflict(f"models cannot be added to the {self.deployment} deployment at run "
+                       "time")  # fmt: skip
 
     def report(
         self, changed: bool = False, rss_before: int | None = None, seconds: float = 0.0,

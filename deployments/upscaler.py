@@ -5,28 +5,42 @@ replica's device), with its own models, replicas and GPU share."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from ray import serve
+from redis.exceptions import RedisError
 
 from deployments.logs import structured_logs
 from deployments.replica import EngineReplica, gpu_share, unwrap
 from services.config import Settings
 from services.errors import PixserveError
 from services.imaging.codec import DecodedImage
+from services.models.catalog import adopt_into_store
 from services.models.remote import open_model_store
 from services.models.tile_io import TileJob, TileOutput
 from services.models.upscaler import ForwardPass, UpscaleEngine
 from services.pipelines.presets import TileStep
 from services.pipelines.upscale import upscale
+from services.redis_client import connect_redis_sync
+from services.storage.factory import open_store
 from services.telemetry.tracing import annotate, batch_span
+
+logger = logging.getLogger(__name__)
 
 
 class TileModels(EngineReplica):
     """Loads its models once; batches concurrent requests' tiles together."""
 
+    tasks: tuple[str, ...] = ("upscale",)  # the model tasks it serves (added models too)
+
     def __init__(self, settings: Settings, models: list[str]) -> None:
         structured_logs()
         store = open_model_store(settings, models)
+        try:  # the models an operator added at run time, beside the configured ones
+            adopt_into_store(connect_redis_sync(settings), open_store(settings), store, models,
+                             self.tasks)  # fmt: skip
+        except (RedisError, PixserveError, OSError) as exc:  # the replica still starts
+            logger.warning("added models not adopted: %s", exc)
         share = gpu_share()
         self.engine = self.tiles = UpscaleEngine(settings, store, models, gpu_share=share)
         self.tiles.on_pass = lambda p: self.record_pass(p.model, p.tiles, p.capacity, p.seconds)
@@ -35,6 +49,14 @@ class TileModels(EngineReplica):
         self.start(settings, share)
         self.tiles.on_progress = lambda job, done, total, preview: self.progress.report(
             job.progress_key, done, total, "tiles", preview)  # fmt: skip
+
+    def adopt_added(self) -> list[str]:
+        """The models added at run time for its tasks, fetched, checked and loaded."""
+        fresh = adopt_into_store(self.control.client, open_store(self.settings),
+                                 self.tiles.store, self.tiles.model_names, self.tasks)  # fmt: skip
+        for name in fresh:
+            self.tiles.load_model(name)
+        return fresh
 
     async def upscale(self, job: TileJob, background: bool = False) -> TileOutput:
         """One request's image, its tiles batched with other requests' (counted while
@@ -90,6 +112,8 @@ class Upscaler(TileModels):
 class Denoiser(TileModels):
     """Denoising models, SCUNet and DnCNN (``settings.denoise_models``)."""
 
+    tasks = ("denoise",)
+
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, settings.denoise_models)
 
@@ -99,6 +123,8 @@ class TileFallback(TileModels):
     """Every tile model (upscale and denoise) on CPU, bound when ``cpu_fallback`` is on:
     a request its GPU deployment had no memory for, even one tile a pass, runs here
     once more (slower, but answered)."""
+
+    tasks = ("upscale", "denoise")
 
     def __init__(self, settings: Settings) -> None:
         on_cpu = {"device": "cpu", "precision": "fp32", "compile": False,

@@ -261,6 +261,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=25 * 1024 * 1024, ge=1, description="Largest accepted upload in bytes."
     )
+    max_model_bytes: int = Field(
+        default=2 * 1024**3, ge=1, description="Largest weight file POST /v1/admin/models takes."
+    )
     max_job_bytes: int = Field(
         default=512 * 1024 * 1024,
         ge=1,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from pydantic import BaseModel, Field
 
 from services.imaging.codec import DecodedImage
+from services.models.manifest import ModelSpec
 from services.models.vision import Answer, Question
 from services.pipelines.backend import TaskBackend
 
@@ -64,6 +65,10 @@ class PlatformBackend(TaskBackend, Protocol):
 
     async def deployments(self) -> tuple[str, list[DeploymentView]]:
         """This application's name and deployments: status, running and target replicas."""
+        ...
+
+    def adopt(self, spec: ModelSpec) -> None:
+        """A model added at run time: route its requests to its task's deployment."""
         ...
 
     async def control(

@@ -28,7 +28,7 @@ from services.models.residency import ModelState
 
 logger = logging.getLogger(__name__)
 REPLY_TTL_S = 300
-Action = Literal["status", "load", "unload", "memory_mode"]
+Action = Literal["status", "load", "unload", "memory_mode", "adopt"]
 
 
 def channel(app: str, deployment: str) -> str:

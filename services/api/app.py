@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import Depends, FastAPI, Request, Response
 from starlette.datastructures import Headers
@@ -36,6 +38,7 @@ from services.auth.guard import KeyGuard
 from services.config import Settings
 from services.jobs.service import JobService
 from services.jobs.wiring import outbox_queue
+from services.models.catalog import keep_adopting
 from services.models.manifest import load_manifest
 from services.net.fetch import SafeFetcher
 from services.pipelines.presets import load_presets
@@ -70,10 +73,14 @@ def create_api(
         title="pixserve",
         version="0.1.0",
         description="Image restoration and upscaling on Ray Serve.",
+        lifespan=_adopting_added_models,
     )
     app.state.settings = settings
     app.state.started_at = time.time()  # OpenAI's model listing reports it as `created`
-    app.state.manifest = load_manifest(settings.extra_manifest)
+    # one manifest per process, the job service's when there is one: a model added at
+    # run time is adopted into it once (services/admin/catalog.py)
+    app.state.manifest = job_service.manifest if job_service else load_manifest(
+        settings.extra_manifest)  # fmt: skip
     app.state.image_fetcher = SafeFetcher(max_bytes=settings.max_upload_bytes)
     app.state.presets = load_presets(backend.serves() if backend else set(), settings.extra_presets)
     app.state.backend = backend
@@ -92,6 +99,7 @@ def create_api(
     app.add_middleware(
         BodyLimit, single=settings.max_upload_bytes + _MULTIPART_OVERHEAD,
         job_limit=settings.max_job_bytes,
+        model_limit=settings.max_model_bytes + _MULTIPART_OVERHEAD,
     )  # fmt: skip
     _install_request_metrics(app, app.state.metrics, app.state.ongoing, live)  # outermost
     keyed = [Depends(require_api_key), Depends(strict_body)]
@@ -107,22 +115,48 @@ def create_api(
     return app
 
 
+@contextlib.asynccontextmanager
+async def _adopting_added_models(app: FastAPI) -> AsyncIterator[None]:
+    """While the app runs, models added at run time on another ingress replica become
+    servable here too (services/admin/catalog.py)."""
+    jobs: JobService | None = app.state.jobs
+    backend: PlatformBackend | None = app.state.backend
+    if jobs is None or backend is None:
+        yield
+        return
+    task = asyncio.create_task(keep_adopting(jobs.store.redis, app.state.manifest,
+                                             app.state.settings, backend.adopt))  # fmt: skip
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class BodyLimit:
     """Refuse an over-long body: from its Content-Length before any of it is read, and
     on the stream itself (a chunked body declares no length), counting every chunk as
-    it arrives; a job submission may carry many images, so it has its own, larger limit."""
+    it arrives; a job submission may carry many images, and an operator's model upload
+    (/v1/admin/models) a large weight file, so each has its own, larger limit."""
 
-    def __init__(self, app: ASGIApp, single: int, job_limit: int) -> None:
+    def __init__(self, app: ASGIApp, single: int, job_limit: int, model_limit: int) -> None:
         self.app = app
         self.single = single
         self.job_limit = job_limit
+        self.model_limit = model_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        is_job = scope["method"] == "POST" and scope["path"].endswith("/v1/jobs")
-        limit = self.job_limit if is_job else self.single
+        posted = scope["method"] == "POST"
+        if posted and scope["path"].endswith("/v1/jobs"):
+            limit = self.job_limit
+        elif posted and scope["path"].endswith("/v1/admin/models"):  # an operator's weights
+            limit = self.model_limit
+        else:
+            limit = self.single
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             message = f"request body is {declared} bytes; limit {limit}"

@@ -1,6 +1,6 @@
 """``pixserve models list|pull|push|import``: inspect and fill the model store;
-``pixserve models ps|load|unload``: what the running service's replicas hold, and
-loading or unloading a model on all of them (``/v1/admin/models``)."""
+``pixserve models ps|load|unload|add``: what the running service's replicas hold,
+loading or unloading a model on all of them, adding one (``/v1/admin/models``)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         )  # fmt: skip
         importing.add_argument("--from", dest="folder", help="folder holding the package's files")
         importing.set_defaults(handler=import_models)
+    adding = actions.add_parser("add", help="add a .pth/.safetensors to the running service")
+    adding.add_argument("file", type=Path, help="the weights (.pth or .safetensors)")
+    adding.add_argument("--name", required=True, help="the model's name in requests")
+    adding.add_argument("--task", choices=("upscale", "denoise"), default="upscale")
+    adding.add_argument("--license", default="unknown", help="the weights' licence")
+    adding.add_argument("--description", default="", help="a line for GET /v1/models")
+    adding.add_argument("--url", help="API base URL (default: PIXSERVE_API_URL)")
+    adding.set_defaults(handler=add_model)
     running = actions.add_parser("ps", help="models each replica of the service holds")
     running.add_argument("--url", help="API base URL (default: PIXSERVE_API_URL)")
     running.set_defaults(handler=show_replicas)
@@ -153,6 +161,23 @@ def show_replicas(args: argparse.Namespace, settings: Settings) -> int:
     headers = ["DEPLOYMENT", "REPLICA", "MODEL", "LOADED", "MEMORY", "LAST USED", "DETAIL"]
     print(table(headers, rows, right=frozenset({4})))
     return 0
+
+
+def add_model(args: argparse.Namespace, settings: Settings) -> int:
+    """Upload weights; each replica of the model's deployment says it loaded them."""
+    if not args.file.is_file():
+        raise InvalidParameter(f"{args.file}: no such file")
+    form = {"name": args.name, "task": args.task, "license": args.license,
+            "description": args.description}  # fmt: skip
+    client = client_for(args, settings, timeout_s=1800)
+    answer = client.post_form("/v1/admin/models", form, [args.file], field="file")
+    spec = answer["model"]
+    print(f"{spec['name']}: {spec['architecture']} x{spec['scale']} ({spec['task']}), "
+          f"{answer['size_bytes'] / 1e6:.1f} MB, sha256 {answer['sha256']}")  # fmt: skip
+    for replica in answer["replicas"]:
+        state = f"error: {replica['error']}" if replica["error"] else "loaded"
+        print(f"{answer['deployment']} {replica['replica']}: {state}")
+    return 1 if any(replica["error"] for replica in answer["replicas"]) else 0
 
 
 def change_residency(args: argparse.Namespace, settings: Settings) -> int:

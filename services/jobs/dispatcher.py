@@ -32,7 +32,8 @@ from services.jobs.outputs import output_key, preview_key
 from services.jobs.progress import CURRENT_ITEM, item_key
 from services.jobs.queue import InFlight, WorkItem, WorkQueue
 from services.jobs.store import JobExpired, JobNotFound, JobStore, LeaseLost
-from services.models.manifest import Manifest
+from services.models.catalog import adopt_added
+from services.models.manifest import Manifest, ModelSpec
 from services.pipelines.backend import TaskBackend
 from services.pipelines.presets import PresetLibrary
 from services.pipelines.tasks import (
@@ -79,8 +80,10 @@ class Dispatcher:
         metrics: PlatformMetrics | None = None,
         live: LiveStats | None = None,
         presets: PresetLibrary | None = None,
+        route_added: Callable[[ModelSpec], None] | None = None,
     ) -> None:
         self.store, self.queue, self.objects = store, queue, objects
+        self.route_added = route_added  # the backend's: requests for an added model
         self.backend, self.manifest, self.settings = backend, manifest, settings
         self.load_input = load_input
         self.outbox = outbox
@@ -233,7 +236,7 @@ class Dispatcher:
         task produced. A re-delivery finding the output stored keeps it (a JSON output's
         texts are read back; an image's texts are then left out rather than recomputed).
         A delivery whose lease was taken over stores nothing (``LeaseLost``)."""
-        plan = self._plan(item.job_id, stored)
+        plan = await self._planned(item.job_id, stored)
         key = output_key(item.job_id, item.index, plan.output_format)
         if await asyncio.to_thread(self.objects.exists, "outputs", key):
             if plan.output_format != "json":
@@ -283,6 +286,18 @@ class Dispatcher:
                 running.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await running
+
+    async def _planned(self, job_id: str, stored: dict[str, Any]) -> TaskPlan:
+        """The job's plan; one naming a model added at run time since this replica last
+        looked (another process took the upload) adopts it first."""
+        try:
+            return self._plan(job_id, stored)
+        except PixserveError:
+            if self.route_added is None or not await adopt_added(
+                self.store.redis, self.manifest, self.settings, self.route_added
+            ):
+                raise
+        return self._plan(job_id, stored)
 
     def _plan(self, job_id: str, stored: dict[str, Any]) -> TaskPlan:
         """The job's plan, compiled once per job on this replica (it was checked at

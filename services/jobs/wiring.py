@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from services.auth.keys import ApiKeyStore
 from services.config import Settings
 from services.jobs.dispatcher import Dispatcher
@@ -9,7 +11,7 @@ from services.jobs.outbox import WebhookOutbox
 from services.jobs.queue import OUTBOX, OUTBOX_DEAD_LETTER, OUTBOX_GROUP, WorkQueue
 from services.jobs.service import JobService, WeightCheck
 from services.jobs.store import JobStore
-from services.models.manifest import load_manifest
+from services.models.manifest import ModelSpec, load_manifest
 from services.net.fetch import SafeFetcher, public_or_in
 from services.pipelines.backend import TaskBackend
 from services.pipelines.presets import load_presets
@@ -57,14 +59,16 @@ def build_dispatcher(
     backend: TaskBackend,
     metrics: PlatformMetrics | None = None,
     live: LiveStats | None = None,
+    route_added: Callable[[ModelSpec], None] | None = None,
 ) -> tuple[Dispatcher, JobService]:
-    """The dispatcher and the job service it shares storage and Redis with."""
+    """The dispatcher and the job service it shares storage and Redis with;
+    ``route_added``: the backend's ``adopt``, for models added at run time."""
     service = build_job_service(settings, backend)
     sender = WebhookSender(service.webhook_fetcher)
     outbox = WebhookOutbox(service, sender, outbox_queue(service), metrics=metrics)
     dispatcher = Dispatcher(
         service.store, service.queue, service.objects, backend, service.manifest, settings,
-        service.load_input, outbox, metrics, live, service.presets,
+        service.load_input, outbox, metrics, live, service.presets, route_added,
     )  # fmt: skip
     return dispatcher, service
 

@@ -79,6 +79,7 @@ class ModelSpec(BaseModel):
         "DPT",
         "UperNet",
         "SegFormer",
+        "Spandrel",  # an added model of another architecture spandrel loads
     ]
     scale: int = Field(ge=1, le=8)
     license: str

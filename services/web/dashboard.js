@@ -169,6 +169,43 @@ async function refreshModels() {
     ], { "data-model-row": `${r.replica}/${m.name}` }, [4]));
   }
   $("models").replaceChildren(table(["deployment", "replica", "model", "state", "memory", "last used", "process", ""], rows, { numeric: [4] }));
+  renderMemoryModes(fleet);
+}
+
+// a memory mode selector per deployment, showing what its replicas run in
+function renderMemoryModes(fleet) {
+  if (document.activeElement && document.activeElement.closest("#memory-modes")) return;  // being changed
+  $("memory-modes").replaceChildren(...fleet.deployments.filter((d) => d.replicas.length).map((d) => {
+    const mode = d.replicas[0].memory_mode || "balanced";
+    const select = el("select", { "data-deployment": d.deployment, onchange: (e) => setMemoryMode(d.deployment, e.target) },
+      ["low", "balanced", "high"].map((m) => el("option", { value: m, selected: m === mode, text: m })));
+    return el("label", {}, `${d.deployment} memory `, select);
+  }));
+}
+
+async function setMemoryMode(deployment, select) {
+  select.disabled = true;
+  try {
+    await Pix.json(`v1/admin/deployments/${encodeURIComponent(deployment)}/memory-mode`, {
+      method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ mode: select.value }) });
+    await refreshModels();
+  } catch (error) { showMessage(error.message); } finally { select.disabled = false; select.blur(); }
+}
+
+async function addModel(event) {
+  event.preventDefault();
+  const button = event.target.querySelector("button");
+  const form = new FormData();
+  form.append("file", $("add-file").files[0]);
+  form.append("name", $("add-name").value);
+  form.append("task", $("add-task").value);
+  button.disabled = true;
+  try {
+    const answer = await Pix.json("v1/admin/models", { method: "POST", body: form });
+    showMessage(`${answer.model.name}: ${answer.model.architecture} x${answer.model.scale} added and loaded on ${answer.replicas.length} ${answer.deployment} replica(s)`);
+    event.target.reset();
+    await refreshModels();
+  } catch (error) { showMessage(error.message); } finally { button.disabled = false; }
 }
 
 async function changeModel(name, action, button) {
@@ -222,5 +259,6 @@ function hideMessage() { $("message").hidden = true; }
 
 Pix.bindKeyField($("key"), refresh);
 $("job-status").addEventListener("change", refreshJobs);
+$("add-model").addEventListener("submit", addModel);
 refresh();
 setInterval(refresh, REFRESH_MS);

@@ -61,7 +61,8 @@ def test_default_model_format_and_readiness(client: httpx.Client) -> None:
     assert response.status_code == 200 and response.headers["content-type"] == "image/webp"
     assert response.headers["X-Pixserve-Model"] == TINY_DNCNN
     denoiser = client.get("/readyz").json()["deployments"]["Denoiser"]
-    assert denoiser["ready"] and denoiser["loaded"] == sorted([TINY_DNCNN, TINY_SCUNET])
+    # at least the configured ones (test_add_model.py adds one at run time)
+    assert denoiser["ready"] and {TINY_DNCNN, TINY_SCUNET} <= set(denoiser["loaded"])
     models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
     assert models[TINY_SCUNET]["task"] == "denoise" and models[TINY_SCUNET]["state"] == "loaded"
     assert models["scunet-color"]["state"] == "not_configured"

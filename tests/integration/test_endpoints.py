@@ -33,8 +33,8 @@ def test_health_and_readiness(client: httpx.Client) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200
     upscaler = ready.json()["deployments"]["Upscaler"]
-    served = sorted([TINY_RRDB, TINY_COMPACT, REAL_UPSCALER])
-    assert upscaler["ready"] and upscaler["loaded"] == served
+    # at least the configured ones (test_add_model.py adds one at run time)
+    assert upscaler["ready"] and {TINY_RRDB, TINY_COMPACT, REAL_UPSCALER} <= set(upscaler["loaded"])
 
 
 def test_openapi_and_docs(client: httpx.Client) -> None:

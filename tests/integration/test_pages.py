@@ -390,6 +390,35 @@ def test_dashboard_unloads_and_loads_a_model(page: playwright_api.Page, serve_ur
     shot(page, "dashboard-models")
 
 
+def test_dashboard_sets_a_memory_mode_and_adds_a_model(
+    page: playwright_api.Page, serve_url: str, tiny_store: tuple[Path, Path], tmp_path: Path
+) -> None:
+    page.goto(f"{serve_url}/dashboard")
+    page.wait_for_selector("body[data-loaded=true]", timeout=30_000)
+    mode = page.locator("#memory-modes select[data-deployment='Upscaler']")
+    mode.wait_for(timeout=30_000)
+    mode.select_option("low")
+    page.wait_for_function(
+        "document.querySelector(\"#memory-modes select[data-deployment='Upscaler']\").value"
+        " === 'low' && !document.querySelector(\"#memory-modes select\").disabled",
+        timeout=60_000,
+    )
+    fleet = httpx.get(f"{serve_url}/v1/admin/models", timeout=60).json()["deployments"]
+    upscaler = next(d for d in fleet if d["deployment"] == "Upscaler")
+    assert {replica["memory_mode"] for replica in upscaler["replicas"]} == {"low"}
+    httpx.put(f"{serve_url}/v1/admin/deployments/Upscaler/memory-mode", json={"mode": None},
+              timeout=60)  # fmt: skip
+    root, _ = tiny_store
+    weights = tmp_path / "dashboard.pth"
+    weights.write_bytes((root / f"{TINY_COMPACT}.pth").read_bytes())
+    page.set_input_files("#add-file", str(weights))
+    page.fill("#add-name", "dashboard-added")
+    page.click("#add-model button")
+    page.wait_for_selector("#models button[data-model='dashboard-added']", timeout=60_000)
+    models = httpx.get(f"{serve_url}/v1/models", timeout=30).json()["models"]
+    assert any(m["name"] == "dashboard-added" and m["state"] == "loaded" for m in models)
+
+
 def test_image_to_3d_shows_each_mesh_in_the_viewer(
     gl_page: playwright_api.Page, serve_url: str, tmp_path: Path
 ) -> None:

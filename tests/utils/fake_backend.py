@@ -22,7 +22,7 @@ from services.imaging.convert import Converted, ConvertOptions, convert_image, e
 from services.imaging.faces import Face
 from services.imaging.meshes import MESH_TYPES, decimate, export, normalized, preview, relief
 from services.models.diffusion import Generated, GenerateOptions
-from services.models.manifest import load_manifest
+from services.models.manifest import ModelSpec, load_manifest
 from services.models.mesh_io import MeshOptions, MeshOutput
 from services.models.residency import ModelState
 from services.models.tile_io import TileJob, TileOutput
@@ -168,6 +168,11 @@ class FakeBackend:
         return {name: DeploymentReadiness(ready=True, device="cpu", loaded=loaded,
                                           resting=sorted(self.unloaded))
                 for name in MODEL_DEPLOYMENTS}  # fmt: skip
+
+    def adopt(self, spec: ModelSpec) -> None:
+        self.calls.append(("adopt", spec.name))
+        self.manifest.models[spec.name] = spec
+        self.loaded.append(spec.name)
 
     async def control(
         self, deployment: str, command: ModelCommand, timeout_s: float

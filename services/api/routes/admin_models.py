@@ -10,9 +10,13 @@ unload shows what it gave back.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
 from services.admin.control import ModelCommand, ReplicaReport
@@ -20,7 +24,17 @@ from services.api.deps import BackendDep, ManifestDep, SettingsDep, require_admi
 from services.api.routes.models import ModelNotFound
 from services.config import MemoryMode, Settings
 from services.errors import Conflict, InvalidParameter, ServiceUnavailable
-from services.models.manifest import Manifest
+from services.jobs.service import JobService
+from services.models.catalog import (
+    added_spec,
+    adopt,
+    check_upload,
+    inspect_weights,
+    new_entry,
+    record,
+)
+from services.models.manifest import Manifest, ModelSpec
+from services.models.store import sha256_file
 from services.platform import PlatformBackend, ReadinessCache
 from services.registry import (
     CONTROLLED_DEPLOYMENTS,
@@ -32,7 +46,7 @@ from services.registry import (
 router = APIRouter(tags=["admin"], dependencies=[Depends(require_admin), Depends(strict_body)])
 STATUS_TIMEOUT_S = 10.0
 LOAD_TIMEOUT_S = 300.0  # a large model from a cold disk
-ModelName = Annotated[str, Path(max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+ModelName = Annotated[str, PathParam(max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
 
 class DeploymentModelsPublic(BaseModel):
@@ -98,7 +112,7 @@ async def unload_model(
 
 @router.put("/v1/admin/deployments/{deployment}/memory-mode")
 async def set_memory_mode(
-    deployment: Annotated[str, Path(max_length=64)], body: MemoryModeBody,
+    deployment: Annotated[str, PathParam(max_length=64)], body: MemoryModeBody,
     settings: SettingsDep, backend: BackendDep,
 ) -> DeploymentModelsPublic:  # fmt: skip
     """low keeps little resident (idle models unloaded after ``idle_unload_s``, one tile
@@ -135,9 +149,7 @@ async def _act(
                             LOAD_TIMEOUT_S)  # fmt: skip
     if not answer.replicas:
         raise ServiceUnavailable(f"no {deployment} replica answered on the control channel")
-    cache: ReadinessCache | None = getattr(request.app.state, "readiness", None)
-    if cache is not None:  # /v1/models and /readyz show the change at once
-        await cache.refresh()
+    await _refresh_readiness(request)
     freed = sum(max(0, (r.rss_before or r.rss_bytes) - r.rss_bytes) for r in answer.replicas)
     return ModelActionPublic(model=name, action=action, deployment=deployment,
                              replicas=answer.replicas,
@@ -151,3 +163,68 @@ async def _command(
     reports.sort(key=lambda report: report.replica)
     return DeploymentModelsPublic(deployment=deployment, replicas=reports,
                                   unanswered=heard - len(reports))  # fmt: skip
+
+
+class AddedPublic(BaseModel):
+    """A model added at run time: its manifest entry (with the weights' sha256) and what
+    each replica of its deployment did with it."""
+
+    model: ModelSpec
+    sha256: str
+    size_bytes: int
+    deployment: str
+    replicas: list[ReplicaReport]
+
+
+@router.post("/v1/admin/models", status_code=201)
+async def add_model(
+    request: Request,
+    settings: SettingsDep,
+    manifest: ManifestDep,
+    backend: BackendDep,
+    file: Annotated[UploadFile, File(description="The weights: .pth or .safetensors.")],
+    name: Annotated[str, Form(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")],
+    task: Annotated[Literal["upscale", "denoise"], Form()] = "upscale",
+    license_name: Annotated[str, Form(alias="license", max_length=100)] = "unknown",
+    description: Annotated[str, Form(max_length=500)] = "",
+) -> AddedPublic:
+    """Add a model without a redeploy: its architecture and scale are read from the
+    weights (spandrel), its sha256 recorded in the shared extra manifest, the file put
+    in the object store; every replica of its deployment fetches, checks and loads it,
+    and requests may name it at once."""
+    jobs: JobService | None = request.app.state.jobs
+    if jobs is None:
+        raise ServiceUnavailable("adding a model needs the job store (Redis) and object store")
+    suffix = check_upload(name, file.filename or "", manifest)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{name}{suffix}"
+        await asyncio.to_thread(_save, file, path)
+        digest, size = await asyncio.to_thread(sha256_file, path), path.stat().st_size
+        architecture, scale = await asyncio.to_thread(inspect_weights, path, task)
+        spec = added_spec(name, task, architecture, scale, digest, suffix, license_name,
+                          description)  # fmt: skip
+        entry = new_entry(spec, size)
+        await asyncio.to_thread(jobs.objects.put, "models", entry.object_key, path.read_bytes(),
+                                "application/octet-stream")  # fmt: skip
+    await record(jobs.store.redis, entry)
+    adopt([entry], manifest, settings)
+    backend.adopt(spec)
+    deployment = DEPLOYMENT_OF_TASK[task]
+    answer = await _command(backend, deployment, ModelCommand(action="adopt", model=name),
+                            LOAD_TIMEOUT_S)  # fmt: skip
+    await _refresh_readiness(request)
+    return AddedPublic(model=spec, sha256=digest, size_bytes=size, deployment=deployment,
+                       replicas=answer.replicas)  # fmt: skip
+
+
+def _save(upload: UploadFile, path: Path) -> None:
+    """The upload (spooled by Starlette) into ``path``, for spandrel, which reads files."""
+    upload.file.seek(0)
+    with path.open("wb") as target:
+        shutil.copyfileobj(upload.file, target, 1 << 20)
+
+
+async def _refresh_readiness(request: Request) -> None:
+    cache: ReadinessCache | None = getattr(request.app.state, "readiness", None)
+    if cache is not None:  # /v1/models and /readyz show the change at once
+        await cache.refresh()

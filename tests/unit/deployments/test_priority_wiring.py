@@ -56,44 +56,43 @@ def test_job_items_are_background_calls_and_sync_requests_are_not() -> None:
     assert calls_of(background=False) == [("upscale", {}), ("convert", {})]
 
 
-class Raising(Handle):
-    """A GPU deployment out of memory even at one tile a pass."""
+class Settled(Handle):
+    """A deployment whose every call settles with ``outcome`` (an error is raised),
+    recorded under ``label``."""
+
+    def __init__(self, calls: list[tuple[str, dict[str, Any]]], label: str, outcome: Any) -> None:
+        super().__init__(calls)
+        self.label, self.outcome = label, outcome
 
     def __getattr__(self, name: str) -> Method:
-        calls = self.calls
+        handle = self
 
-        class OutOfMemory(Method):
+        class Settling(Method):
             def remote(self, *args: Any, **kwargs: Any) -> Any:
-                calls.append(("oom", kwargs))
+                handle.calls.append((handle.label, kwargs))
                 future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                future.set_exception(EngineOutOfMemory("out of GPU memory at one tile a pass"))
+                if isinstance(handle.outcome, Exception):
+                    future.set_exception(handle.outcome)
+                else:
+                    future.set_result(handle.outcome)
                 return future
 
-        return OutOfMemory(calls, name)
+        return Settling(self.calls, name)
 
 
-class Answering(Handle):
-    def __getattr__(self, name: str) -> Method:
-        calls = self.calls
-
-        class Output(Method):
-            def remote(self, *args: Any, **kwargs: Any) -> Any:
-                calls.append(("cpu", kwargs))
-                future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                future.set_result(TileOutput(np.zeros((16, 16, 3), np.uint8), None, 1))
-                return future
-
-        return Output(calls, name)
+OUT_OF_MEMORY = EngineOutOfMemory("out of GPU memory at one tile a pass")
+CPU_ANSWER = TileOutput(np.zeros((16, 16, 3), np.uint8), None, 1)
 
 
 def test_an_out_of_memory_request_runs_once_more_on_the_cpu_fallback() -> None:
     calls: list[tuple[str, dict[str, Any]]] = []
     job = TileJob("x4plus", np.zeros((4, 4, 3), np.uint8), (16, 16))
-    with_fallback = ServeBackend({"Upscaler": Raising(calls), "TileFallback": Answering(calls)},  # type: ignore[dict-item]
-                                 load_manifest(None))  # fmt: skip
+    handles = {"Upscaler": Settled(calls, "oom", OUT_OF_MEMORY),
+               "TileFallback": Settled(calls, "cpu", CPU_ANSWER)}  # fmt: skip
+    with_fallback = ServeBackend(handles, load_manifest(None))  # type: ignore[arg-type]
     output = asyncio.run(with_fallback.upscale_image(job))
     assert output.fallback == "cpu" and output.pixels is not None
     assert [name for name, _ in calls] == ["oom", "cpu"]  # once, not again and again
-    without = ServeBackend({"Upscaler": Raising([])}, load_manifest(None))  # type: ignore[dict-item]
+    without = ServeBackend({"Upscaler": Settled([], "oom", OUT_OF_MEMORY)}, load_manifest(None))  # type: ignore[dict-item]
     with pytest.raises(EngineOutOfMemory):  # off by default: the 503 stands
         asyncio.run(without.upscale_image(job))
