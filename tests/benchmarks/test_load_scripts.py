@@ -69,9 +69,11 @@ def test_gpu_check_dry_runs_on_cpu(tmp_path: Path) -> None:
     log = (tmp_path / "log").read_text() if (tmp_path / "log").exists() else ""
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + log[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    steps = ["import-x4plus", "x4plus", "null-ceiling", "codecs", "faces", "sdxl", "mesh"]
+    steps = ["import-x4plus", "x4plus", "null-ceiling", "codecs", "faces", "sdxl", "mesh",
+             "memory-modes"]  # fmt: skip
     assert report["exit_status"] == dict.fromkeys(steps, 0)
-    assert set(report["results"]) == {"x4plus", "null", "codecs", "faces", "sdxl", "mesh"}
+    assert set(report["results"]) == {"x4plus", "null", "codecs", "faces", "sdxl", "mesh",
+                                      "memory_modes"}  # fmt: skip
     meshes = report["results"]["mesh"]["seconds_per_mesh"]
     assert set(meshes) == {"relief", "triposr"} and all(m["pixserve"] > 0 for m in meshes.values())
     x4plus = report["results"]["x4plus"]["results"]
