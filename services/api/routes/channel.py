@@ -37,6 +37,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import RedisError
 
 from services.api.routes.jobs import FollowedJob, JobEvent, json_job_request
 from services.auth.guard import KeyGuard
@@ -215,6 +216,9 @@ class LiveSession:
                         await self.send(frame)
         except PixserveError as exc:
             await self._fail(exc, job_id=job_id)
+        except RedisError:  # the stream is gone for now: the client subscribes again
+            outage = ServiceUnavailable("the job store is unreachable; subscribe again shortly")
+            await self._fail(outage, job_id=job_id)
         except (WebSocketDisconnect, RuntimeError):  # the client went away mid-send
             pass
         finally:
