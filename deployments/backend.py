@@ -12,7 +12,6 @@ from typing import Any
 from ray import serve
 from ray.exceptions import RayError, RayTaskError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
-from redis.asyncio import Redis
 
 from services.admin.control import ModelCommand, ReplicaReport, broadcast, channel, modes_key
 from services.config import Settings
@@ -85,7 +84,6 @@ class ServeBackend:
             if settings is not None and name not in self.handles
         }
         self.settings = settings
-        self.redis: Redis | None = None  # the control channel's, opened on first use
 
     def adopt(self, spec: ModelSpec) -> None:
         self.serving[spec.name] = DEPLOYMENT_OF_TASK[spec.task]
@@ -97,14 +95,16 @@ class ServeBackend:
         if deployment not in self.handles or self.settings is None:
             return 0, []
         app = serve.get_replica_context().app_name
-        if self.redis is None:
-            self.redis = connect_redis(self.settings)
-        if command.action == "memory_mode":  # replicas started later take it too
-            if command.mode is None:
-                await self.redis.hdel(modes_key(app), deployment)
-            else:
-                await self.redis.hset(modes_key(app), deployment, command.mode)
-        return await broadcast(self.redis, channel(app, deployment), command, timeout_s)
+        client = connect_redis(self.settings)
+        try:
+            if command.action == "memory_mode":  # replicas started later take it too
+                if command.mode is None:
+                    await client.hdel(modes_key(app), deployment)
+                else:
+                    await client.hset(modes_key(app), deployment, command.mode)
+            return await broadcast(client, channel(app, deployment), command, timeout_s)
+        finally:
+            await client.aclose()
 
     async def upscale_image(self, job: TileJob) -> TileOutput:
         """To the deployment serving the job's model (Upscaler or Denoiser)."""

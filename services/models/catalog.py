@@ -161,12 +161,13 @@ def adopt_into_store(
     names it had not listed. The caller loads them."""
     fresh = []
     for entry in added_models_sync(client):
-        if entry.spec.task not in tasks or entry.spec.name in listed:
-            continue  # not this replica's, or adopted before (fetched and checked then)
+        if entry.spec.task not in tasks:
+            continue
         fetch(entry, objects, store)
         store.manifest.models[entry.spec.name] = entry.spec
-        listed.append(entry.spec.name)
-        fresh.append(entry.spec.name)
+        if entry.spec.name not in listed:
+            listed.append(entry.spec.name)
+            fresh.append(entry.spec.name)
     return fresh
 
 
