@@ -58,10 +58,23 @@ class TileModels(EngineReplica):
             self.tiles.load_model(name)
         return fresh
 
+    async def _adopt_unknown(self, model: str) -> None:
+        """A model this replica does not list may have been added since it started, by
+        a command it missed (another app's replica, a dropped subscription): adopt the
+        added models before the request runs; if it is not among them, the engine says
+        it is not configured, as before."""
+        if model in self.tiles.model_names:
+            return
+        try:
+            await asyncio.to_thread(self.adopt_added)
+        except (RedisError, PixserveError, OSError) as exc:
+            logger.warning("added models not adopted for %s: %s", model, exc)
+
     async def upscale(self, job: TileJob, background: bool = False) -> TileOutput:
         """One request's image, its tiles batched with other requests' (counted while
         ongoing; a job item's after the sync requests waiting); its error, a value
         inside the batch, is raised here."""
+        await self._adopt_unknown(job.model)
         with self.ongoing:
             async with self.gate.admit(background):
                 try:
@@ -85,6 +98,7 @@ class TileModels(EngineReplica):
     ) -> DecodedImage:
         """A pipeline step: a whole image, tiled here; its tiles join the same batches
         as other requests'."""
+        await self._adopt_unknown(step.options.model)
         with self.ongoing:
             async with self.gate.admit(background):
                 result = await upscale(image, step.options, step.native_scale, self,

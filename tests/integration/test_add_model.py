@@ -56,7 +56,7 @@ def test_an_added_model_serves_sync_and_as_a_job(
         "status"
     ] not in ("succeeded", "failed", "partial") and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert state["status"] == "succeeded", state
+    assert state["status"] == "succeeded", state["items"][0].get("error")
     output = httpx.get(state["items"][0]["output_url"], timeout=30)
     assert Image.open(io.BytesIO(output.content)).size == (48, 48)
 
