@@ -78,7 +78,7 @@ def create_api(
     app.state.settings = settings
     app.state.started_at = time.time()  # OpenAI's model listing reports it as `created`
     # one manifest per process, the job service's when there is one: a model added at
-    # run time is adopted into it once (services/admin/catalog.py)
+    # run time is adopted into it once (services/models/catalog.py)
     app.state.manifest = job_service.manifest if job_service else load_manifest(
         settings.extra_manifest)  # fmt: skip
     app.state.image_fetcher = SafeFetcher(max_bytes=settings.max_upload_bytes)
@@ -118,7 +118,7 @@ def create_api(
 @contextlib.asynccontextmanager
 async def _adopting_added_models(app: FastAPI) -> AsyncIterator[None]:
     """While the app runs, models added at run time on another ingress replica become
-    servable here too (services/admin/catalog.py)."""
+    servable here too (services/models/catalog.py)."""
     jobs: JobService | None = app.state.jobs
     backend: PlatformBackend | None = app.state.backend
     if jobs is None or backend is None:

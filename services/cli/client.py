@@ -56,8 +56,8 @@ class PixserveClient:
     def post_form(self, path: str, form: dict[str, Any], files: list[Path] | None = None,
                   field: str = "images") -> Any:  # fmt: skip
         """A form (``files`` as ``field``) posted to ``path``; the JSON answer."""
-        uploads = [(field, (path.name, path.read_bytes(), "application/octet-stream"))
-                   for path in files or []]  # fmt: skip
+        uploads = [(field, (file.name, file.read_bytes(), "application/octet-stream"))
+                   for file in files or []]  # fmt: skip
         return self._send("POST", path, files=uploads or None, data=form).json()
 
     def get_json(self, path: str, allow_status: tuple[int, ...] = ()) -> Any:

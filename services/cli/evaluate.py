@@ -8,12 +8,11 @@ import base64
 import json
 from pathlib import Path
 
+from services.cli.jobs import IMAGE_SUFFIXES
 from services.cli.tables import table
 from services.cli.tasks import client_for
 from services.config import Settings
 from services.errors import InvalidParameter
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -161,13 +161,12 @@ def adopt_into_store(
     names it had not listed. The caller loads them."""
     fresh = []
     for entry in added_models_sync(client):
-        if entry.spec.task not in tasks:
-            continue
+        if entry.spec.task not in tasks or entry.spec.name in listed:
+            continue  # not this replica's, or adopted before (fetched and checked then)
         fetch(entry, objects, store)
         store.manifest.models[entry.spec.name] = entry.spec
-        if entry.spec.name not in listed:
-            listed.append(entry.spec.name)
-            fresh.append(entry.spec.name)
+        listed.append(entry.spec.name)
+        fresh.append(entry.spec.name)
     return fresh
 
 

@@ -92,15 +92,11 @@ class FaceEngine(Residency):
     def __post_init__(self) -> None:
         Residency.__init__(self, self.settings.memory_mode)
         self.runtime = TorchRuntime(self.settings, self.gpu_share)
-        self.on_cuda = self.runtime.on_cuda
 
     def load(self) -> None:
         """Load every configured detector and model; a missing one is recorded, not fatal."""
         self.runtime.apply_limits()
-        for name in self.settings.face_detectors:
-            self._load(name, self._load_detector)
-        for name in self.settings.face_models:
-            self._load(name, self._load_model)
+        self.load_configured()
 
     def detect(self, detector: str, image: np.ndarray) -> list[Face]:
         """Faces in an RGB uint8 image, found by the named detector."""
@@ -155,11 +151,13 @@ class FaceEngine(Residency):
     def _held(self) -> dict[str, Any]:
         return {**self.detectors, **self.models}
 
-    def _bring(self, name: str) -> None:
-        detector = name in self.settings.face_detectors
-        self._load(name, self._load_detector if detector else self._load_model)
-        if name in self.missing:
-            raise ModelNotReady(self.missing[name])
+    def _load_into(self, name: str) -> None:
+        started = time.perf_counter()
+        if name in self.settings.face_detectors:
+            self._load_detector(name)
+        else:
+            self._load_model(name)
+        self.load_seconds[name] = time.perf_counter() - started
 
     def _drop(self, name: str) -> None:
         self.detectors.pop(name, None)
@@ -169,17 +167,6 @@ class FaceEngine(Residency):
         """A request for ``name``: loaded again first if it was unloaded."""
         if name in self.configured_models():
             self.touch(name)
-
-    def _load(self, name: str, loader: Callable[[str], None]) -> None:
-        started = time.perf_counter()
-        try:
-            loader(name)
-        except PixserveError as exc:
-            logger.warning("%s not loaded: %s", name, exc.message)
-            self.missing[name] = exc.message
-            return
-        self.missing.pop(name, None)
-        self.load_seconds[name] = time.perf_counter() - started
 
     def _load_detector(self, name: str) -> None:
         spec = self.store.manifest.for_task(name, "detect")

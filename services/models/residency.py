@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from services.config import MemoryMode
 from services.errors import PixserveError
+from services.models.runtime import TorchRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +93,12 @@ def release_memory(on_cuda: bool) -> None:
 
 class Residency:
     """Load, unload and last use of an engine's models. The engine gives three hooks:
-    ``_held()`` (name -> what is loaded), ``_bring(name)`` (load and keep it, raising
-    ``PixserveError`` when it cannot) and ``_drop(name)``; ``configured_models()``
-    names what it serves."""
+    ``_held()`` (name -> what is loaded), ``_load_into(name)`` (load and keep it,
+    raising ``PixserveError`` when it cannot) and ``_drop(name)``; ``configured_models()``
+    names what it serves. It has a ``runtime`` and a ``missing`` map (model -> why not)."""
 
-    on_cuda: bool = False
+    runtime: TorchRuntime
+    missing: dict[str, str]
 
     def __init__(self, memory_mode: MemoryMode = "balanced") -> None:
         self.last_used: dict[str, float] = {}
@@ -112,11 +114,28 @@ class Residency:
     def _held(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _bring(self, name: str) -> None:
+    def _load_into(self, name: str) -> None:
         raise NotImplementedError
 
     def _drop(self, name: str) -> None:
         raise NotImplementedError
+
+    def _bring(self, name: str) -> None:
+        """Load ``name`` and keep it; why it could not be is kept in ``missing``."""
+        try:
+            self._load_into(name)
+        except PixserveError as exc:
+            self.missing[name] = exc.message
+            raise
+        self.missing.pop(name, None)
+
+    def load_configured(self) -> None:
+        """Every configured model; one that fails is reported (``missing``), not fatal."""
+        for name in self.configured_models():
+            try:
+                self._bring(name)
+            except PixserveError as exc:
+                logger.warning("%s not loaded: %s", name, exc.message)
 
     def _apply_memory_mode(self) -> None:
         """The engine's own part of a mode change (batch limits, compiling)."""
@@ -161,7 +180,7 @@ class Residency:
                 return False
             self._drop(name)
             self.unloaded.add(name)
-        release_memory(self.on_cuda)
+        release_memory(self.runtime.on_cuda)
         return True
 
     def unload_idle(self, idle_s: float, now: float | None = None) -> list[str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from services.config import Settings
-from services.errors import ModelNotReady, NotConfigured, PixserveError
+from services.errors import ModelNotReady, NotConfigured
 from services.models.residency import Residency
 from services.models.runtime import EngineStatus, TorchRuntime
 from services.models.store import ModelStore
@@ -33,17 +33,12 @@ class RoleEngine(Residency):
     def __post_init__(self) -> None:
         Residency.__init__(self, self.settings.memory_mode)
         self.runtime = TorchRuntime(self.settings, self.gpu_share)
-        self.on_cuda = self.runtime.on_cuda
         self.dtype = self.runtime.dtype
 
     def load(self) -> None:
         """Every configured role's model; one that fails is reported, not fatal."""
         self.runtime.apply_limits()
-        for name in self.configured_models():
-            try:
-                self._bring(name)
-            except PixserveError as exc:  # absent, or not a model for this role
-                logger.warning("%s not loaded: %s", name, exc.message)
+        self.load_configured()  # absent, or not a model for its role: reported
 
     def status(self) -> EngineStatus:
         names = {getattr(self.settings, self.roles[role]): 1 for role in self.models}
@@ -83,17 +78,12 @@ class RoleEngine(Residency):
         return {getattr(self.settings, self.roles[role]): model
                 for role, model in self.models.items()}  # fmt: skip
 
-    def _bring(self, name: str) -> None:
+    def _load_into(self, name: str) -> None:
         """Load ``name`` into every role it is configured for."""
         started = time.perf_counter()
-        try:
-            for role, setting in self.roles.items():
-                if getattr(self.settings, setting) == name:
-                    self.models[role] = self._load(role, name)
-        except PixserveError as exc:
-            self.missing[name] = exc.message
-            raise
-        self.missing.pop(name, None)
+        for role, setting in self.roles.items():
+            if getattr(self.settings, setting) == name:
+                self.models[role] = self._load(role, name)
         self.load_seconds[name] = time.perf_counter() - started
 
     def _drop(self, name: str) -> None:

@@ -145,7 +145,6 @@ class UpscaleEngine(Residency):
         self.store = store
         self.model_names = settings.models if models is None else models
         self.runtime = TorchRuntime(settings, gpu_share)
-        self.on_cuda = self.runtime.on_cuda
         self.memory_fraction = self.runtime.memory_fraction
         self.device, self.dtype = self.runtime.device, self.runtime.dtype
         self.models: dict[str, LoadedModel] = {}
@@ -160,11 +159,7 @@ class UpscaleEngine(Residency):
     def load(self) -> None:
         """Load every model named in settings; a missing one is recorded, not fatal."""
         self.runtime.apply_limits()
-        for name in self.model_names:
-            try:
-                self._bring(name)
-            except PixserveError as exc:
-                logger.warning("model %s not loaded: %s", name, exc.message)
+        self.load_configured()
 
     def predict(self, jobs: list[TileJob]) -> list[TileOutput | PixserveError]:
         """Run each request's image; errors are returned per request, not raised, so
@@ -225,13 +220,8 @@ class UpscaleEngine(Residency):
     def _held(self) -> dict[str, LoadedModel]:
         return self.models
 
-    def _bring(self, name: str) -> None:
-        try:
-            self.models[name] = self._load_one(name)
-        except PixserveError as exc:
-            self.missing[name] = exc.message
-            raise
-        self.missing.pop(name, None)
+    def _load_into(self, name: str) -> None:
+        self.models[name] = self._load_one(name)
 
     def _drop(self, name: str) -> None:
         del self.models[name]

@@ -124,12 +124,8 @@ async def set_memory_mode(
     if deployment not in deployments_in_use(settings):
         raise Conflict(f"the {deployment} deployment runs no replica here (nothing is "
                        "configured for it)", param="deployment")  # fmt: skip
-    answer = await _command(backend, deployment,
-                            ModelCommand(action="memory_mode", mode=body.mode),
-                            LOAD_TIMEOUT_S)  # fmt: skip
-    if not answer.replicas:
-        raise ServiceUnavailable(f"no {deployment} replica answered on the control channel")
-    return answer
+    return await _command(backend, deployment, ModelCommand(action="memory_mode", mode=body.mode),
+                          LOAD_TIMEOUT_S, answered=True)  # fmt: skip
 
 
 async def _act(
@@ -146,9 +142,7 @@ async def _act(
                        "the least recently used is evicted (Serve's model multiplexing)",
                        param="name")  # fmt: skip
     answer = await _command(backend, deployment, ModelCommand(action=action, model=name),
-                            LOAD_TIMEOUT_S)  # fmt: skip
-    if not answer.replicas:
-        raise ServiceUnavailable(f"no {deployment} replica answered on the control channel")
+                            LOAD_TIMEOUT_S, answered=True)  # fmt: skip
     await _refresh_readiness(request)
     freed = sum(max(0, (r.rss_before or r.rss_bytes) - r.rss_bytes) for r in answer.replicas)
     return ModelActionPublic(model=name, action=action, deployment=deployment,
@@ -157,9 +151,14 @@ async def _act(
 
 
 async def _command(
-    backend: PlatformBackend, deployment: str, command: ModelCommand, timeout_s: float
-) -> DeploymentModelsPublic:
+    backend: PlatformBackend, deployment: str, command: ModelCommand, timeout_s: float,
+    answered: bool = False,
+) -> DeploymentModelsPublic:  # fmt: skip
+    """``command`` to every replica of ``deployment``; ``answered``: a 503 when none did
+    (a retry may find them up)."""
     heard, reports = await backend.control(deployment, command, timeout_s)
+    if answered and not reports:
+        raise ServiceUnavailable(f"no {deployment} replica answered on the control channel")
     reports.sort(key=lambda report: report.replica)
     return DeploymentModelsPublic(deployment=deployment, replicas=reports,
                                   unanswered=heard - len(reports))  # fmt: skip
