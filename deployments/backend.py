@@ -13,6 +13,7 @@ from ray import serve
 from ray.exceptions import RayError, RayTaskError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
+from deployments.metrics import platform_metrics
 from services.admin.control import ModelCommand, ReplicaReport, broadcast, channel, modes_key
 from services.config import Settings
 from services.errors import (
@@ -43,6 +44,7 @@ from services.registry import (
     TILE_FALLBACK,
     not_configured_reason,
 )
+from services.telemetry.metrics import PlatformMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ def graph_backend(
     Dispatcher's calls are ``background``: interactive requests go first on the model
     replicas (services/models/priority.py)."""
     return ServeBackend(handles, load_manifest(settings.extra_manifest), settings,
-                        background=background)  # fmt: skip
+                        background=background, metrics=platform_metrics())  # fmt: skip
 
 
 class ServeBackend:
@@ -69,8 +71,10 @@ class ServeBackend:
         settings: Settings | None = None,
         status_timeout_s: float = 5.0,
         background: bool = False,
+        metrics: PlatformMetrics | None = None,
     ) -> None:
         self.handles = dict(handles)
+        self.metrics = metrics  # counts the CPU fallbacks
         self.priority = {"background": True} if background else {}  # model calls' kwargs
         self.model_deployments = {name: handle for name, handle in self.handles.items()
                                   if name in MODEL_DEPLOYMENTS}  # fmt: skip
@@ -118,6 +122,8 @@ class ServeBackend:
             logger.warning("%s: %s; running it once more on %s", name, exc.message, TILE_FALLBACK)
             job = dataclasses.replace(job, request_id=_request_id())
             output = await self._call(TILE_FALLBACK, "upscale", job)
+            if self.metrics is not None:
+                self.metrics.cpu_fallbacks.inc(tags={"model": job.model})
             return dataclasses.replace(output, fallback="cpu")
         return output
 

@@ -99,6 +99,10 @@ class PlatformMetrics:
         self.compute_seconds = f.counter(
             "pixserve_compute_seconds_total", "Model forward time.", ("model",)
         )
+        self.cpu_fallbacks = f.counter(
+            "pixserve_cpu_fallbacks_total",
+            "Tile requests the GPU had no memory for, run once more on the CPU fallback.",
+            ("model",))  # fmt: skip
         self.gpu_cost = f.counter(
             "pixserve_gpu_cost_usd_total",
             "Estimated GPU cost: forward time x GPU share x gpu_hour_price_usd.",

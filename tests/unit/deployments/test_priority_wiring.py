@@ -15,6 +15,7 @@ from services.errors import EngineOutOfMemory
 from services.imaging.convert import ConvertOptions
 from services.models.manifest import load_manifest
 from services.models.tile_io import TileJob, TileOutput
+from services.telemetry.metrics import in_memory
 
 
 class Method:
@@ -89,10 +90,12 @@ def test_an_out_of_memory_request_runs_once_more_on_the_cpu_fallback() -> None:
     job = TileJob("x4plus", np.zeros((4, 4, 3), np.uint8), (16, 16))
     handles = {"Upscaler": Settled(calls, "oom", OUT_OF_MEMORY),
                "TileFallback": Settled(calls, "cpu", CPU_ANSWER)}  # fmt: skip
-    with_fallback = ServeBackend(handles, load_manifest(None))  # type: ignore[arg-type]
+    metrics, recorded = in_memory()
+    with_fallback = ServeBackend(handles, load_manifest(None), metrics=metrics)  # type: ignore[arg-type]
     output = asyncio.run(with_fallback.upscale_image(job))
     assert output.fallback == "cpu" and output.pixels is not None
     assert [name for name, _ in calls] == ["oom", "cpu"]  # once, not again and again
+    assert recorded.metrics["pixserve_cpu_fallbacks_total"].get(model="x4plus") == 1
     without = ServeBackend({"Upscaler": Settled([], "oom", OUT_OF_MEMORY)}, load_manifest(None))  # type: ignore[dict-item]
     with pytest.raises(EngineOutOfMemory):  # off by default: the 503 stands
         asyncio.run(without.upscale_image(job))
